@@ -1,0 +1,34 @@
+"""The one code location Dagster loads: ``dagster dev -m eval_pipeline.definitions``.
+
+The data home is resolved here, once, from ``EVAL_PIPELINE_HOME`` (default ``./data``); every
+asset reads it through the ``settings`` resource.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from eval_pipeline.defs.ingest import assets as ingest_assets
+from eval_pipeline.defs.ingest import checks as ingest_checks
+from eval_pipeline.defs.ingest import sensors as ingest_sensors
+from eval_pipeline.defs.resources import build_resources
+from eval_pipeline.lib.paths import DataHome
+
+__all__ = ["build_definitions", "defs"]
+
+
+def build_definitions(home: DataHome | None = None) -> dg.Definitions:
+    """All assets, checks, jobs, schedules and sensors, with resources bound to a data home."""
+    home = (home or DataHome.resolve()).ensure()
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules([ingest_assets]),
+        asset_checks=dg.load_asset_checks_from_modules([ingest_checks]),
+        jobs=[ingest_sensors.landing_manifest_job, ingest_sensors.ingest_job],
+        sensors=[ingest_sensors.landing_sensor],
+        resources=build_resources(home),
+        # One DuckDB file takes one writer process at a time: steps run in the run's process.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""Ingest domain: landing files to canonical records, with quarantine."""

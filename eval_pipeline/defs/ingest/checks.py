@@ -1,0 +1,54 @@
+"""Ingest checks: every record accounted for, and the day's records pass the quality suite."""
+
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from eval_pipeline.defs.partitions import daily_partitions
+from eval_pipeline.lib.quality import validate_raw_logs
+
+
+@dg.asset_check(
+    asset="raw_logs",
+    partitions_def=daily_partitions,
+    blocking=True,
+    additional_ins={"quarantined_logs": dg.AssetIn(), "landing_manifest": dg.AssetIn()},
+    description="Records in (per the landing manifest) = rows in raw_logs + rows in quarantined_logs, for the day.",
+)
+def records_reconcile(context: dg.AssetCheckExecutionContext, raw_logs: pl.DataFrame,
+                      quarantined_logs: pl.DataFrame, landing_manifest: pl.DataFrame) -> dg.AssetCheckResult:
+    day = context.partition_key
+    records_in = sum(json.loads(days).get(day, 0) for days in landing_manifest["days"])
+    accounted = raw_logs.height + quarantined_logs.height
+    return dg.AssetCheckResult(
+        passed=records_in == accounted,
+        metadata={
+            "records_in": records_in,
+            "ingested": raw_logs.height,
+            "quarantined": quarantined_logs.height,
+            "unaccounted": records_in - accounted,
+        },
+    )
+
+
+@dg.asset_check(
+    asset="raw_logs",
+    partitions_def=daily_partitions,
+    blocking=True,
+    description="Great Expectations suite: ids unique and non-null, timestamps inside the day, "
+    "message roles valid, latency >= 0, turn index >= 0, retrieval scores in [0, 1].",
+)
+def raw_logs_expectations(context: dg.AssetCheckExecutionContext, raw_logs: pl.DataFrame) -> dg.AssetCheckResult:
+    day = context.partition_time_window.start.date()
+    suite = validate_raw_logs(raw_logs, day)
+    return dg.AssetCheckResult(
+        passed=suite.success,
+        metadata={
+            "failed_expectations": len(suite.failed),
+            "expectations": len(suite.outcomes),
+            "rows": raw_logs.height,
+            "results": dg.MetadataValue.md(suite.markdown()),
+        },
+    )

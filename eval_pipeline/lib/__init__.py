@@ -1,0 +1,1 @@
+"""Plain logic with no Dagster import: parsing, redaction, clustering, sampling, scoring, statistics."""

@@ -1,0 +1,508 @@
+"""Reading log files into canonical records, with every bad line quarantined and accounted for.
+
+The unit of account is the *record*: one line of a canonical or OpenAI file, or one model-call
+span of an OTLP line. Every record ends in exactly one place: a valid :class:`LogRecord`, or a
+:class:`Quarantined` entry with a reason code, the file, the line, the field and a message.
+
+Each record belongs to the UTC day of its own timestamp. A line whose timestamp cannot be read
+(broken JSON, a missing or invalid timestamp, a time in the future) belongs to the file's
+*anchor day*: the earliest day of the file's valid records, or, when it has none, the UTC day
+of the file's modification time. So every line lands in exactly one daily partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from pydantic import TypeAdapter, ValidationError
+
+from eval_pipeline.lib.adapters import AdapterError, adapt, count_skipped_spans, detect_format, format_from_name
+from eval_pipeline.lib.records import LogRecord, record_to_row
+
+__all__ = [
+    "REASONS",
+    "DEFAULT_MAX_LINE_BYTES",
+    "FUTURE_SKEW",
+    "Outcome",
+    "FileScan",
+    "ManifestEntry",
+    "DayIngest",
+    "iter_outcomes",
+    "scan_file",
+    "list_landing_files",
+    "build_manifest",
+    "manifest_changed_days",
+    "ingest_day",
+    "validate_files",
+]
+
+# Reason codes a quarantined record can carry, with what a person should do about each.
+REASONS: dict[str, str] = {
+    "not_utf8": "the line is not valid UTF-8; re-export the file as UTF-8",
+    "line_too_long": "the line is longer than the configured limit (max_line_bytes)",
+    "invalid_json": "the line is not valid JSON",
+    "not_an_object": "the line is JSON but not an object",
+    "unknown_format": "the format could not be detected; name the file *.canonical.jsonl, *.openai.jsonl or *.otlp.jsonl",
+    "missing_field": "a required field is missing",
+    "unknown_field": "a field the contract does not know (misspelt?)",
+    "wrong_type": "a field has the wrong type",
+    "invalid_value": "a field's value is outside what the contract allows",
+    "invalid_timestamp": "the timestamp cannot be read as a date and time",
+    "future_timestamp": "the timestamp is in the future (clock skew or a bad value)",
+    "duplicate_id": "another record of the same day already has this request_id",
+    "adapter_error": "the adapter could not read the record's structure",
+}
+
+DEFAULT_MAX_LINE_BYTES = 2 * 1024 * 1024  # a 128k-token prompt with RAG context is about 0.5 MB
+FUTURE_SKEW = timedelta(minutes=5)
+_DATETIME = TypeAdapter(datetime)
+_WRONG_TYPE_SUFFIXES = ("_type", "_parsing", "_from_float")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one record of a file."""
+
+    source_file: str
+    line: int
+    index: int
+    record: LogRecord | None = None
+    reason: str | None = None
+    field: str | None = None
+    message: str | None = None
+    day: date | None = None
+    raw_excerpt: str | None = None
+    request_id: str | None = None
+
+
+@dataclass
+class FileScan:
+    """A whole file read once: its format, records per day and anchor day."""
+
+    source_file: str
+    format: str | None
+    outcomes: list[Outcome]
+    anchor_day: date
+    skipped_spans: int = 0
+
+    @property
+    def days(self) -> Counter[date]:
+        return Counter(o.day for o in self.outcomes if o.day is not None)
+
+    @property
+    def stable(self) -> bool:
+        """True when re-reading the same bytes later gives the same days (safe to cache)."""
+        has_own_day = any(o.record is not None for o in self.outcomes)
+        return has_own_day and not any(o.reason == "future_timestamp" for o in self.outcomes)
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One landing file as last seen: identity, content hash and the days it holds."""
+
+    path: str
+    size_bytes: int
+    mtime_ns: int
+    sha256: str
+    format: str | None
+    days: dict[str, int]
+    status: str = "new"
+
+    @property
+    def first_day(self) -> str | None:
+        return min(self.days) if self.days else None
+
+    @property
+    def last_day(self) -> str | None:
+        return max(self.days) if self.days else None
+
+
+@dataclass
+class DayIngest:
+    """The result of ingesting one day: rows for ``raw_logs`` and ``quarantined_logs``."""
+
+    day: date
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+    records_in: int = 0
+    skipped_spans: int = 0
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def reason_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(q["reason"] for q in self.quarantined).items()))
+
+
+# --------------------------------------------------------------------------------------------
+# one file
+
+
+def _excerpt(raw: bytes | str, limit: int = 300) -> str:
+    if isinstance(raw, bytes):
+        raw = raw[: limit * 4].decode("utf-8", errors="replace")
+    return raw[:limit]
+
+
+def _timestamp_hint(candidate: Any) -> datetime | None:
+    if not isinstance(candidate, dict) or "timestamp" not in candidate:
+        return None
+    try:
+        value = _DATETIME.validate_python(candidate["timestamp"])
+    except ValidationError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _validation_outcome(err: ValidationError) -> tuple[str, str, str]:
+    """Reason code, field path and message for the first problem pydantic found."""
+    problems = err.errors(include_url=False)
+    first = problems[0]
+    path = ".".join(str(p) for p in first["loc"])
+    kind = first["type"]
+    if kind == "missing":
+        reason = "missing_field"
+    elif kind == "extra_forbidden":
+        reason = "unknown_field"
+    elif first["loc"] and first["loc"][0] == "timestamp":
+        reason = "invalid_timestamp"
+    elif kind.endswith(_WRONG_TYPE_SUFFIXES):
+        reason = "wrong_type"
+    else:
+        reason = "invalid_value"
+    parts = []
+    for problem in problems[:3]:
+        where = ".".join(str(p) for p in problem["loc"]) or "(record)"
+        got = "" if problem["type"] == "missing" else f" (got {_excerpt(repr(problem.get('input')), 60)})"
+        parts.append(f"{where}: {problem['msg']}{got}")
+    more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+    return reason, path, "; ".join(parts) + more
+
+
+def iter_outcomes(
+    path: Path,
+    source_file: str | None = None,
+    fmt: str | None = None,
+    now: datetime | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[Outcome | int]:
+    """Parse and validate every record of a file, in file order.
+
+    Yields :class:`Outcome` objects, and plain ints for spans skipped as not model calls.
+    ``day`` is set when the record's own timestamp is usable; None otherwise.
+    """
+    name = source_file or str(path)
+    now = now or datetime.now(timezone.utc)
+    file_format = fmt or format_from_name(path.name)
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue  # blank lines are not records
+            base = {"source_file": name, "line": lineno}
+            if len(raw) > max_line_bytes:
+                yield Outcome(**base, index=0, reason="line_too_long", field="",
+                              message=f"line is {len(raw):,} bytes; the limit is {max_line_bytes:,}",
+                              raw_excerpt=_excerpt(raw))
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield Outcome(**base, index=0, reason="not_utf8", field="",
+                              message=f"byte {err.start}: {err.reason}", raw_excerpt=_excerpt(raw))
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as err:
+                yield Outcome(**base, index=0, reason="invalid_json", field="",
+                              message=f"column {err.colno}: {err.msg}", raw_excerpt=_excerpt(text))
+                continue
+            line_format = file_format or detect_format(obj)
+            if line_format is None:
+                yield Outcome(**base, index=0, reason="unknown_format", field="",
+                              message="not a canonical record, an OpenAI request/response pair or OTLP spans",
+                              raw_excerpt=_excerpt(text))
+                continue
+            file_format = file_format or line_format  # the first recognised line fixes the file's format
+            if line_format == "otlp":
+                skipped = count_skipped_spans(obj)
+                if skipped:
+                    yield skipped
+            try:
+                candidates = adapt(line_format, obj)
+            except Exception as err:  # noqa: BLE001 - any structural surprise is quarantined, not raised
+                candidates = [(0, AdapterError("adapter_error", "", f"{type(err).__name__}: {err}"))]
+            for index, candidate in candidates:
+                yield _validate(candidate, base, index, text, now)
+
+
+def _validate(candidate: dict[str, Any] | AdapterError, base: dict[str, Any], index: int,
+              text: str, now: datetime) -> Outcome:
+    if isinstance(candidate, AdapterError):
+        return Outcome(**base, index=index, reason=candidate.reason, field=candidate.field,
+                       message=candidate.message, raw_excerpt=_excerpt(text))
+    hint = _timestamp_hint(candidate)
+    hint_day = hint.date() if hint is not None and hint <= now + FUTURE_SKEW else None
+    request_id = candidate.get("request_id")
+    request_id = request_id if isinstance(request_id, str) else None
+    try:
+        record = LogRecord.model_validate(candidate)
+    except ValidationError as err:
+        reason, where, message = _validation_outcome(err)
+        return Outcome(**base, index=index, reason=reason, field=where, message=message, day=hint_day,
+                       raw_excerpt=_excerpt(text), request_id=request_id)
+    if record.timestamp > now + FUTURE_SKEW:
+        return Outcome(**base, index=index, reason="future_timestamp", field="timestamp",
+                       message=f"timestamp: {record.timestamp.isoformat()} is after {now.isoformat()}",
+                       raw_excerpt=_excerpt(text), request_id=record.request_id)
+    return Outcome(**base, index=index, record=record, day=record.timestamp.date(), request_id=record.request_id)
+
+
+def scan_file(path: Path, source_file: str | None = None, fmt: str | None = None,
+              now: datetime | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> FileScan:
+    """Read a whole file and give every record a day (its own, or the file's anchor day)."""
+    outcomes: list[Outcome] = []
+    skipped = 0
+    for item in iter_outcomes(path, source_file, fmt, now, max_line_bytes):
+        if isinstance(item, int):
+            skipped += item
+        else:
+            outcomes.append(item)
+    own_days = [o.day for o in outcomes if o.record is not None]
+    if own_days:
+        anchor = min(own_days)
+    else:
+        anchor = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).date()
+    dated = [o if o.day is not None else _with_day(o, anchor) for o in outcomes]
+    detected = fmt or format_from_name(path.name) or _first_format(path)
+    return FileScan(source_file or str(path), detected, dated, anchor, skipped)
+
+
+def _with_day(outcome: Outcome, day: date) -> Outcome:
+    return Outcome(**{**outcome.__dict__, "day": day})
+
+
+def _first_format(path: Path) -> str | None:
+    with open(path, "rb") as handle:
+        for raw in handle:
+            try:
+                found = detect_format(json.loads(raw))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if found:
+                return found
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# the landing folder and its manifest
+
+
+def list_landing_files(landing: Path) -> list[Path]:
+    """Every regular file under the landing folder, in a stable order (hidden files skipped)."""
+    if not landing.exists():
+        return []
+    found = []
+    for root, dirs, files in os.walk(landing):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in sorted(files) if not f.startswith(".")]
+    return sorted(found, key=lambda p: p.relative_to(landing).as_posix())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_manifest(
+    landing: Path,
+    previous: dict[str, str] | None = None,
+    cache_dir: Path | None = None,
+    now: datetime | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> tuple[list[ManifestEntry], list[str]]:
+    """Scan the landing folder into manifest entries.
+
+    Args:
+        landing: the folder log files are dropped into.
+        previous: path -> sha256 from the last manifest, to mark files new/changed/unchanged.
+        cache_dir: a content-addressed cache (sha256 -> days) so unchanged files are not re-parsed.
+
+    Returns:
+        The entries, and the paths of files that were in ``previous`` but are gone now.
+    """
+    previous = previous or {}
+    entries = []
+    for path in list_landing_files(landing):
+        rel = path.relative_to(landing).as_posix()
+        stat = path.stat()
+        sha = _sha256(path)
+        cached = _cache_get(cache_dir, sha, max_line_bytes)
+        if cached is None:
+            scan = scan_file(path, rel, now=now, max_line_bytes=max_line_bytes)
+            cached = {"format": scan.format, "days": {d.isoformat(): n for d, n in sorted(scan.days.items())}}
+            if scan.stable:
+                _cache_put(cache_dir, sha, max_line_bytes, cached)
+        status = "new" if rel not in previous else ("unchanged" if previous[rel] == sha else "changed")
+        entries.append(ManifestEntry(rel, stat.st_size, stat.st_mtime_ns, sha, cached["format"], cached["days"], status))
+    gone = sorted(set(previous) - {e.path for e in entries})
+    return entries, gone
+
+
+def manifest_changed_days(entries: list[ManifestEntry], gone: list[str],
+                          previous_days: dict[str, str] | None = None) -> list[str]:
+    """Days whose records may differ from the last ingest: every day a new, changed or removed
+    file holds now or held before (``previous_days`` maps path -> the old JSON day index)."""
+    previous_days = previous_days or {}
+    days: set[str] = set()
+    for entry in entries:
+        if entry.status in ("new", "changed"):
+            days |= set(entry.days)
+            days |= set(json.loads(previous_days.get(entry.path) or "{}"))
+    for path in gone:
+        days |= set(json.loads(previous_days.get(path) or "{}"))
+    return sorted(days)
+
+
+def _cache_key(cache_dir: Path, sha: str, max_line_bytes: int) -> Path:
+    return cache_dir / f"{sha}-{max_line_bytes}.json"
+
+
+def _cache_get(cache_dir: Path | None, sha: str, max_line_bytes: int) -> dict[str, Any] | None:
+    if cache_dir is None:
+        return None
+    key = _cache_key(cache_dir, sha, max_line_bytes)
+    return json.loads(key.read_text()) if key.exists() else None
+
+
+def _cache_put(cache_dir: Path | None, sha: str, max_line_bytes: int, value: dict[str, Any]) -> None:
+    # Callers cache only stable scans: an anchor day taken from the mtime moves when the file is
+    # touched, and a future timestamp becomes valid later, so such files are always re-read.
+    if cache_dir is None:
+        return
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _cache_key(cache_dir, sha, max_line_bytes).write_text(json.dumps(value, sort_keys=True))
+
+
+# --------------------------------------------------------------------------------------------
+# one day
+
+
+def ingest_day(
+    landing: Path,
+    day: date,
+    files: Iterable[str] | None = None,
+    now: datetime | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> DayIngest:
+    """Ingest one UTC day from the landing folder.
+
+    Args:
+        landing: the landing folder.
+        day: the partition's day.
+        files: relative paths of the files that hold this day (from the manifest); all files
+            when None.
+        now: the reference time for future timestamps.
+    """
+    now = now or datetime.now(timezone.utc)
+    rels = sorted(files) if files is not None else [p.relative_to(landing).as_posix() for p in list_landing_files(landing)]
+    result = DayIngest(day=day, files=rels)
+    seen: dict[str, tuple[str, int]] = {}
+    for rel in rels:
+        path = landing / rel
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: listed in the landing manifest but gone; re-materialize landing_manifest")
+        scan = scan_file(path, rel, now=now, max_line_bytes=max_line_bytes)
+        todays = [o for o in scan.outcomes if o.day == day]
+        if scan.format == "otlp" and todays:
+            result.skipped_spans += scan.skipped_spans
+        for outcome in todays:
+            result.records_in += 1
+            if outcome.record is not None:
+                first = seen.get(outcome.record.request_id)
+                if first is None:
+                    seen[outcome.record.request_id] = (rel, outcome.line)
+                    result.rows.append(_raw_row(outcome, scan.format))
+                    continue
+                outcome = Outcome(**{**outcome.__dict__, "record": None, "reason": "duplicate_id",
+                                     "field": "request_id",
+                                     "message": f"request_id {outcome.record.request_id!r} already seen at {first[0]}:{first[1]}"})
+            result.quarantined.append(_quarantine_row(outcome, scan.format, day))
+    return result
+
+
+def _raw_row(outcome: Outcome, fmt: str | None) -> dict[str, Any]:
+    assert outcome.record is not None
+    return {
+        **record_to_row(outcome.record),
+        "source_file": outcome.source_file,
+        "source_line": outcome.line,
+        "source_index": outcome.index,
+        "source_format": fmt,
+    }
+
+
+def _quarantine_row(outcome: Outcome, fmt: str | None, day: date) -> dict[str, Any]:
+    return {
+        "partition_day": datetime(day.year, day.month, day.day),
+        "source_file": outcome.source_file,
+        "source_line": outcome.line,
+        "source_index": outcome.index,
+        "source_format": fmt,
+        "reason": outcome.reason,
+        "field": outcome.field or "",
+        "message": outcome.message or "",
+        "request_id": outcome.request_id,
+        "raw_excerpt": outcome.raw_excerpt,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# validation outside Dagster
+
+
+@dataclass
+class ValidationReport:
+    """What ``eval-pipeline validate-logs`` prints."""
+
+    files: int = 0
+    records: int = 0
+    valid: int = 0
+    skipped_spans: int = 0
+    errors: list[Outcome] = field(default_factory=list)
+
+    @property
+    def reason_counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(o.reason for o in self.errors).items()))
+
+
+def validate_files(paths: Iterable[Path], fmt: str | None = None, now: datetime | None = None,
+                   max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> ValidationReport:
+    """The same parsing and validation as ingestion, with duplicates checked per file set."""
+    report = ValidationReport()
+    seen: dict[str, str] = {}
+    for path in paths:
+        report.files += 1
+        for item in iter_outcomes(path, str(path), fmt, now, max_line_bytes):
+            if isinstance(item, int):
+                report.skipped_spans += item
+                continue
+            report.records += 1
+            if item.record is None:
+                report.errors.append(item)
+            elif item.record.request_id in seen:
+                report.errors.append(Outcome(**{**item.__dict__, "record": None, "reason": "duplicate_id",
+                                                "field": "request_id",
+                                                "message": f"request_id {item.record.request_id!r} already seen at {seen[item.record.request_id]}"}))
+            else:
+                seen[item.record.request_id] = f"{path}:{item.line}"
+                report.valid += 1
+    return report

@@ -1,0 +1,60 @@
+"""Every path the project writes derives from one data home (``EVAL_PIPELINE_HOME``, default ``./data``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+__all__ = ["HOME_ENV", "DEFAULT_HOME", "DataHome"]
+
+HOME_ENV = "EVAL_PIPELINE_HOME"
+DEFAULT_HOME = "./data"
+
+
+@dataclass(frozen=True)
+class DataHome:
+    """The data home and the places inside it.
+
+    ``landing/``            log files to ingest (any subfolders; any mix of dates per file)
+    ``warehouse.duckdb``    the embedded default store, one DuckDB schema per domain
+    ``dagster/``            DAGSTER_HOME: run history, event log, schedules' and sensors' state
+    ``cache/``              content-addressed caches (parsed-file day index, model caches)
+    ``demo_truth/``         what the demo generator knows about its logs (for simulated annotators)
+    """
+
+    root: Path
+
+    @classmethod
+    def resolve(cls, root: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> "DataHome":
+        """The data home given explicitly, else from ``EVAL_PIPELINE_HOME``, else ``./data``."""
+        env = os.environ if env is None else env
+        chosen = root if root is not None else env.get(HOME_ENV) or DEFAULT_HOME
+        return cls(Path(chosen).expanduser().resolve())
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def demo_truth(self) -> Path:
+        return self.root / "demo_truth"
+
+    def ensure(self) -> "DataHome":
+        """Create the folders (idempotent)."""
+        for path in (self.root, self.landing, self.dagster_home, self.cache):
+            path.mkdir(parents=True, exist_ok=True)
+        return self

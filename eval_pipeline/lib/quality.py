@@ -1,0 +1,115 @@
+"""Data-quality suites (Great Expectations) for the ingest tables.
+
+Each suite runs on an ephemeral GX context over pandas frames (GX has no polars source) and
+returns a plain :class:`SuiteResult` that a Dagster asset check turns into its verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import polars as pl
+
+from eval_pipeline.lib.records import ROLES
+
+__all__ = ["ExpectationOutcome", "SuiteResult", "validate_raw_logs"]
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    """One expectation's verdict with up to a few offending values."""
+
+    table: str
+    expectation: str
+    column: str
+    success: bool
+    unexpected_count: int
+    examples: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class SuiteResult:
+    """All expectations of a suite."""
+
+    outcomes: list[ExpectationOutcome]
+
+    @property
+    def success(self) -> bool:
+        return all(o.success for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success]
+
+    def markdown(self) -> str:
+        lines = ["| table | expectation | column | ok | unexpected | examples |", "|---|---|---|---|---|---|"]
+        for o in self.outcomes:
+            examples = ", ".join(repr(e) for e in o.examples[:3]).replace("|", "/")
+            lines.append(f"| {o.table} | {o.expectation} | {o.column} | {'yes' if o.success else 'NO'} | {o.unexpected_count} | {examples} |")
+        return "\n".join(lines)
+
+
+def _run(table: str, df: pd.DataFrame, expectations: list[Any]) -> list[ExpectationOutcome]:
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    batch = context.data_sources.add_pandas(f"{table}_source").add_dataframe_asset(table) \
+        .add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": df})
+    suite = gx.ExpectationSuite(name=f"{table}_suite", expectations=expectations)
+    result = batch.validate(suite)
+    outcomes = []
+    for r in result.results:
+        cfg = r.expectation_config
+        outcomes.append(
+            ExpectationOutcome(
+                table=table,
+                expectation=cfg.type,
+                column=str(cfg.kwargs.get("column", "")),
+                success=bool(r.success),
+                unexpected_count=int(r.result.get("unexpected_count") or 0),
+                examples=list(r.result.get("partial_unexpected_list") or [])[:5],
+            )
+        )
+    return outcomes
+
+
+def validate_raw_logs(frame: pl.DataFrame, day: date) -> SuiteResult:
+    """The ``raw_logs`` suite for one day's partition.
+
+    Ids unique and non-null, timestamps inside the day, message roles valid, latency >= 0,
+    turn index >= 0, retrieval scores in [0, 1].
+    """
+    import great_expectations as gx
+
+    start = datetime(day.year, day.month, day.day)
+    end = start + timedelta(days=1) - timedelta(microseconds=1)
+    records = frame.select("request_id", "timestamp", "latency_ms", "turn_index").to_pandas()
+    messages = (
+        frame.select(pl.col("messages").explode().struct.field("role").alias("role")).drop_nulls().to_pandas()
+        if frame.height else pd.DataFrame({"role": pd.Series([], dtype="object")})
+    )
+    chunks = (
+        frame.select(pl.col("retrieved_chunks").explode().struct.field("score").alias("score")).drop_nulls().to_pandas()
+        if frame.height else pd.DataFrame({"score": pd.Series([], dtype="float64")})
+    )
+    E = gx.expectations
+    outcomes = _run("records", records, [
+        E.ExpectColumnValuesToNotBeNull(column="request_id"),
+        E.ExpectColumnValuesToBeUnique(column="request_id"),
+        E.ExpectColumnValuesToNotBeNull(column="timestamp"),
+        E.ExpectColumnValuesToBeBetween(column="timestamp", min_value=start, max_value=end),
+        E.ExpectColumnValuesToBeBetween(column="latency_ms", min_value=0),
+        E.ExpectColumnValuesToBeBetween(column="turn_index", min_value=0),
+    ])
+    outcomes += _run("message_roles", messages, [E.ExpectColumnValuesToBeInSet(column="role", value_set=list(ROLES))])
+    outcomes += _run("chunk_scores", chunks, [E.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1)])
+    return SuiteResult(outcomes)

@@ -1,0 +1,95 @@
+"""Column layouts of the ingest tables, as polars schemas (so an empty day still has its columns)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import polars as pl
+
+__all__ = ["RAW_LOGS_SCHEMA", "QUARANTINE_SCHEMA", "MANIFEST_SCHEMA", "frame", "markdown_table"]
+
+_MESSAGE = pl.Struct({"role": pl.String, "content": pl.String, "name": pl.String})
+_CHUNK = pl.Struct({"doc_id": pl.String, "text": pl.String, "score": pl.Float64})
+_STEP = pl.Struct({"name": pl.String, "ok": pl.Boolean, "detail": pl.String})
+
+RAW_LOGS_SCHEMA = pl.Schema(
+    {
+        "request_id": pl.String,
+        "conversation_id": pl.String,
+        "turn_index": pl.Int32,
+        "timestamp": pl.Datetime("us"),
+        "messages": pl.List(_MESSAGE),
+        "user_input": pl.String,
+        "completion": pl.String,
+        "model": pl.String,
+        "model_version": pl.String,
+        "params": pl.String,
+        "latency_ms": pl.Float64,
+        "task_type": pl.String,
+        "retrieved_chunks": pl.List(_CHUNK),
+        "post_processing": pl.List(_STEP),
+        "thumbs": pl.String,
+        "abandoned": pl.Boolean,
+        "clarification_requested": pl.Boolean,
+        "parse_error": pl.Boolean,
+        "regenerated": pl.Boolean,
+        "escalated": pl.Boolean,
+        "feedback_comment": pl.String,
+        "user_segment": pl.String,
+        "metadata": pl.String,
+        "source_file": pl.String,
+        "source_line": pl.Int64,
+        "source_index": pl.Int32,
+        "source_format": pl.String,
+    }
+)
+
+QUARANTINE_SCHEMA = pl.Schema(
+    {
+        "partition_day": pl.Datetime("us"),
+        "source_file": pl.String,
+        "source_line": pl.Int64,
+        "source_index": pl.Int32,
+        "source_format": pl.String,
+        "reason": pl.String,
+        "field": pl.String,
+        "message": pl.String,
+        "request_id": pl.String,
+        "raw_excerpt": pl.String,
+    }
+)
+
+MANIFEST_SCHEMA = pl.Schema(
+    {
+        "path": pl.String,
+        "size_bytes": pl.Int64,
+        "mtime_ns": pl.Int64,
+        "sha256": pl.String,
+        "format": pl.String,
+        "first_day": pl.String,
+        "last_day": pl.String,
+        "days": pl.String,  # JSON object day -> records, so a day's run reads only its files
+        "records": pl.Int64,
+        "status": pl.String,
+    }
+)
+
+
+def frame(rows: Iterable[dict[str, Any]], schema: pl.Schema) -> pl.DataFrame:
+    """Rows to a frame with exactly the schema's columns and types."""
+    return pl.DataFrame(list(rows), schema=schema)
+
+
+def markdown_table(df: pl.DataFrame, max_cell: int = 80) -> str:
+    """A small frame as a markdown table (for Dagster metadata); cells are cut to ``max_cell``."""
+    if df.height == 0:
+        return "(no rows)"
+
+    def cell(value: Any) -> str:
+        text = "" if value is None else str(value)
+        text = text.replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= max_cell else text[: max_cell - 1] + "…"
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.iter_rows()]
+    return "\n".join(lines)
