@@ -258,7 +258,7 @@ def _validate(candidate: dict[str, Any] | AdapterError, base: dict[str, Any], in
                        raw_excerpt=_excerpt(text), request_id=request_id)
     if record.timestamp > now + FUTURE_SKEW:
         return Outcome(**base, index=index, reason="future_timestamp", field="timestamp",
-                       message=f"timestamp: {record.timestamp.isoformat()} is after {now.isoformat()}",
+                       message=f"timestamp: {record.timestamp.isoformat()} is in the future (beyond {FUTURE_SKEW} of clock skew)",
                        raw_excerpt=_excerpt(text), request_id=record.request_id)
     return Outcome(**base, index=index, record=record, day=record.timestamp.date(), request_id=record.request_id)
 

@@ -44,7 +44,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettin
         requests.append(dg.RunRequest(run_key=f"manifest-{fingerprint}", job_name=landing_manifest_job.name))
         cursor["fingerprint"] = fingerprint
 
-    latest = context.instance.get_latest_materialization_event(dg.AssetKey("landing_manifest"))
+    records = context.instance.fetch_materializations(dg.AssetKey("landing_manifest"), limit=1).records
+    latest = records[0] if records else None
     if latest is not None and latest.storage_id != cursor.get("manifest_id"):
         materialization = latest.asset_materialization
         changed = materialization.metadata.get("changed_days") if materialization else None

@@ -1,0 +1,204 @@
+"""The ``eval-pipeline`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from datetime import date
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _home(args: argparse.Namespace):
+    from eval_pipeline.lib.paths import DataHome
+
+    return DataHome.resolve(args.home).ensure()
+
+
+def cmd_generate_logs(args: argparse.Namespace) -> int:
+    from eval_pipeline.lib.demo_logs import generate_logs
+
+    summary = generate_logs(Path(args.out), date.fromisoformat(args.start), args.days, args.per_day, args.seed,
+                            truth_dir=Path(args.truth) if args.truth else None)
+    print(summary)
+    return 0
+
+
+def cmd_validate_logs(args: argparse.Namespace) -> int:
+    from eval_pipeline.lib.ingestion import REASONS, validate_files
+
+    paths = []
+    for name in args.files:
+        path = Path(name)
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif path.exists():
+            paths.append(path)
+        else:
+            print(f"{name}: no such file", file=sys.stderr)
+            return 2
+    report = validate_files(paths, fmt=args.format, max_line_bytes=args.max_line_bytes)
+    print(f"{report.files} files, {report.records} records: {report.valid} valid, {len(report.errors)} invalid"
+          + (f" ({report.skipped_spans} non-LLM spans skipped)" if report.skipped_spans else ""))
+    for reason, count in report.reason_counts.items():
+        print(f"  {reason:<18} {count:>7}  {REASONS.get(reason, '')}")
+    for outcome in report.errors[: args.max_errors]:
+        where = f"{outcome.source_file}:{outcome.line}" + (f" span {outcome.index}" if outcome.index else "")
+        print(f"{where}: {outcome.reason}: {outcome.message}")
+    if len(report.errors) > args.max_errors:
+        print(f"... and {len(report.errors) - args.max_errors} more")
+    return 0 if not report.errors else 1
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from eval_pipeline.lib.records import log_record_json_schema
+
+    text = json.dumps(log_record_json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from eval_pipeline.runs import refresh_month
+
+    home = _home(args)
+    start = time.perf_counter()
+    result = refresh_month(home, args.month)
+    status = "ok" if result.success else f"FAILED: {', '.join(result.failed)}"
+    print(f"refresh {args.month}: {len(result.days)} days, monthly jobs {result.monthly_jobs or 'none yet'}; "
+          f"{status} ({time.perf_counter() - start:.0f} s)")
+    return 0 if result.success else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.runs import month_days, quarantine_reasons, refresh_month, table_counts
+
+    home = _home(args)
+    start = date.fromisoformat(args.start)
+    months = []
+    y, m = start.year, start.month
+    for _ in range(args.months):
+        months.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    days = sum(len(month_days(month)) for month in months)
+    began = time.perf_counter()
+    print(f"data home: {home.root}")
+    print(f"generating {args.months} months of demo logs ({days} days x {args.per_day} records) into {home.landing / 'demo'}")
+    generate_logs(home.landing / "demo", date.fromisoformat(f"{months[0]}-01"), days, args.per_day, args.seed,
+                  truth_dir=home.demo_truth)
+    ok = True
+    for month in months:
+        result = refresh_month(home, month)
+        ok &= result.success
+        print(f"refresh {month}: {'ok' if result.success else 'FAILED: ' + ', '.join(result.failed)}")
+    print("\nrows per table:")
+    for table, count in table_counts(home).items():
+        print(f"  {table:<32} {count:>8}")
+    print("quarantined by reason:")
+    for reason, count in quarantine_reasons(home).items():
+        print(f"  {reason:<32} {count:>8}")
+    print(f"\ndone in {time.perf_counter() - began:.0f} s. Look at it in the Dagster UI:")
+    print(f"  EVAL_PIPELINE_HOME={home.root} .venv/bin/eval-pipeline ui    # then open http://127.0.0.1:3000")
+    print(f"or query the tables: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{home.warehouse}', read_only=True).sql('select * from ingest.raw_logs limit 5'))\"")
+    return 0 if ok else 1
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from eval_pipeline.lib.paths import HOME_ENV
+    from eval_pipeline.runs import instance_for
+
+    home = _home(args)
+    instance_for(home)  # writes $DAGSTER_HOME/dagster.yaml
+    os.environ[HOME_ENV] = str(home.root)
+    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    target = ["-w", str(workspace)] if workspace.exists() else ["-m", "eval_pipeline.definitions"]
+    os.execvp("dagster", ["dagster", "dev", *target, "--host", args.host, "--port", str(args.port)])
+
+
+def cmd_power(args: argparse.Namespace) -> int:
+    from eval_pipeline.lib.stats import power_report
+
+    try:
+        print(power_report(args.baseline_rate, effect=args.effect, n=args.n, slice_share=args.slice_share,
+                           alpha=args.alpha, power=args.power, discordance=args.discordance))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
+
+    parser = argparse.ArgumentParser(prog="eval-pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_home(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--home", help="data home (default: $EVAL_PIPELINE_HOME, else ./data)")
+        return p
+
+    p = sub.add_parser("generate-logs", help="write realistic demo production logs in all three formats")
+    p.add_argument("--out", required=True, help="folder for the log files (e.g. <data home>/landing/demo)")
+    p.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    p.add_argument("--days", type=int, required=True)
+    p.add_argument("--per-day", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--truth", help="folder for the generator's ground truth (default: <out>/../demo_truth)")
+    p.set_defaults(func=cmd_generate_logs)
+
+    p = sub.add_parser("validate-logs", help="parse and validate log files without running the pipeline")
+    p.add_argument("files", nargs="+", help="files or folders")
+    p.add_argument("--format", choices=["canonical", "openai", "otlp"], help="declare the format (default: detect)")
+    p.add_argument("--max-errors", type=int, default=20, help="errors to print (default 20)")
+    p.add_argument("--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES)
+    p.set_defaults(func=cmd_validate_logs)
+
+    p = sub.add_parser("schema", help="print (or write) the JSON Schema of the canonical log record")
+    p.add_argument("--out")
+    p.set_defaults(func=cmd_schema)
+
+    p = with_home(sub.add_parser("refresh", help="materialize a month: its daily partitions, then the monthly assets"))
+    p.add_argument("--month", required=True, help="YYYY-MM")
+    p.set_defaults(func=cmd_refresh)
+
+    p = with_home(sub.add_parser("demo", help="generate demo logs into the data home and run the pipeline on them"))
+    p.add_argument("--start", default="2026-08-01", help="first month of demo logs (default 2026-08-01)")
+    p.add_argument("--months", type=int, default=3)
+    p.add_argument("--per-day", type=int, default=40)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_demo)
+
+    p = with_home(sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the data home"))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("power", help="examples needed to detect a change in pass rate, or the change a set can detect")
+    p.add_argument("--baseline-rate", type=float, required=True, help="the baseline's pass rate, e.g. 0.8")
+    p.add_argument("--effect", type=float, help="the change to detect, absolute (0.05 = 5 points)")
+    p.add_argument("--n", type=int, help="the eval set's size (instead of --effect)")
+    p.add_argument("--slice-share", type=float, default=1.0, help="the slice's share of the set (0.1 = 10%%: needs 10x)")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--power", type=float, default=0.8)
+    p.add_argument("--discordance", type=float, help="share of examples on which two models disagree (paired design)")
+    p.set_defaults(func=cmd_power)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message=".*is currently in (preview|beta).*")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The ingest assets through the real Dagster runtime into a DuckDB file under tmp_path."""
+
+import json
+from collections import Counter
+
+import dagster as dg
+import duckdb
+import polars as pl
+from conftest import mixed_lines
+
+from eval_pipeline.defs.ingest import assets, checks, sensors
+from eval_pipeline.defs.resources import build_resources
+from eval_pipeline.definitions import build_definitions
+
+INGEST = [assets.landing_manifest, assets.ingested_logs, checks.records_reconcile, checks.raw_logs_expectations]
+DAY_SELECTION = dg.AssetSelection.assets("raw_logs", "quarantined_logs")
+
+
+def materialize_manifest(home):
+    result = dg.materialize(INGEST, resources=build_resources(home), selection=["landing_manifest"])
+    assert result.success
+    return result
+
+
+def materialize_day(home, day, instance=None):
+    result = dg.materialize(INGEST, resources=build_resources(home), partition_key=day,
+                            selection=DAY_SELECTION, instance=instance)
+    assert result.success
+    return result
+
+
+def query(home, sql) -> pl.DataFrame:
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        return con.execute(sql).pl()
+
+
+def test_a_day_lands_in_raw_and_quarantine_with_exact_counts(home):
+    materialize_manifest(home)
+    result = materialize_day(home, "2026-03-02")
+    checks_passed = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks_passed == {"records_reconcile": True, "raw_logs_expectations": True}
+
+    raw = query(home, "select * from ingest.raw_logs order by request_id")
+    # from the samples: req-0001, req-0002, req-0101 (openai) and the OTLP span on 03-02; from the mixed file: ok-1, ok-2
+    assert raw["request_id"].to_list() == ["chatcmpl-otel-1", "ok-1", "ok-2", "req-0001", "req-0002", "req-0101"]
+    assert raw.filter(pl.col("request_id") == "req-0002")["messages"].list.len().item() == 4
+    quarantined = query(home, "select * from ingest.quarantined_logs")
+    expected = Counter(reason for _, reason in mixed_lines() if reason is not None)
+    assert Counter(quarantined["reason"].to_list()) == expected
+    assert set(quarantined["source_file"]) == {"app/mixed.canonical.jsonl"}
+
+    reconcile = next(e for e in result.get_asset_check_evaluations() if e.check_name == "records_reconcile")
+    assert reconcile.metadata["records_in"].value == 6 + sum(expected.values())
+
+
+def test_rematerializing_a_day_leaves_identical_rows(home):
+    materialize_manifest(home)
+    materialize_day(home, "2026-03-02")
+    materialize_day(home, "2026-03-03")
+    before_raw = query(home, "select * exclude (messages, retrieved_chunks, post_processing) from ingest.raw_logs order by request_id")
+    before_q = query(home, "select * from ingest.quarantined_logs order by source_file, source_line")
+    materialize_day(home, "2026-03-02")
+    after_raw = query(home, "select * exclude (messages, retrieved_chunks, post_processing) from ingest.raw_logs order by request_id")
+    after_q = query(home, "select * from ingest.quarantined_logs order by source_file, source_line")
+    assert before_raw.equals(after_raw) and before_q.equals(after_q)
+    assert query(home, "select count(*) as n, count(distinct request_id) as d from ingest.raw_logs").row(0) == (9, 9)
+
+
+def test_an_empty_day_still_writes_typed_tables(home):
+    materialize_manifest(home)
+    result = materialize_day(home, "2026-04-01")
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert query(home, "select count(*) from ingest.raw_logs").item() == 0
+    assert "reason" in query(home, "select * from ingest.quarantined_logs").columns
+
+
+def test_reconcile_check_fails_when_records_go_missing(home):
+    materialize_manifest(home)
+    # the manifest now claims one more record on the day than the files hold
+    with duckdb.connect(str(home.warehouse)) as con:
+        con.execute("""update ingest.landing_manifest set days = '{"2026-03-02": 15, "2026-03-03": 1}'
+                       where path = 'app/mixed.canonical.jsonl'""")
+    result = dg.materialize(INGEST, resources=build_resources(home), partition_key="2026-03-02",
+                            selection=DAY_SELECTION, raise_on_error=False)
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations["records_reconcile"].passed is False
+    assert evaluations["records_reconcile"].metadata["unaccounted"].value == 1
+    assert evaluations["raw_logs_expectations"].passed is True
+
+
+def test_a_file_changed_after_the_manifest_is_refused_until_rescanned(home):
+    materialize_manifest(home)
+    path = home.landing / "app" / "mixed.canonical.jsonl"
+    late = {"request_id": "late", "timestamp": "2026-03-02T20:00:00Z", "messages": [{"role": "user", "content": "hi"}],
+            "completion": "", "model": "m"}
+    path.write_bytes(path.read_bytes() + json.dumps(late).encode() + b"\n")
+    result = dg.materialize(INGEST, resources=build_resources(home), partition_key="2026-03-02",
+                            selection=DAY_SELECTION, raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error.message
+    assert "mixed.canonical.jsonl: changed or removed since the landing manifest was built" in failure
+    manifest = materialize_manifest(home)
+    meta = manifest.asset_materializations_for_node("landing_manifest")[0].metadata
+    assert meta["changed_days"].value == ["2026-03-02", "2026-03-03"]
+    materialize_day(home, "2026-03-02")
+    assert query(home, "select count(*) from ingest.raw_logs where request_id = 'late'").item() == 1
+
+
+def test_landing_sensor_requests_the_manifest_then_the_changed_days(home):
+    defs = build_definitions(home)
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = defs.get_sensor_def("landing_sensor")
+    settings = build_resources(home)["settings"]
+
+    first = sensor(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
+    assert [r.job_name for r in first] == ["landing_manifest_job"]
+
+    defs.resolve_job_def("landing_manifest_job").execute_in_process(instance=instance)
+    context = dg.build_sensor_context(instance=instance, resources={"settings": settings}, cursor=_cursor_after(first))
+    second = sensor(context)
+    assert sorted((r.job_name, r.partition_key) for r in second) == [
+        ("ingest_job", "2026-03-02"), ("ingest_job", "2026-03-03")]
+    # nothing changed since: the third tick skips
+    third = sensor(dg.build_sensor_context(instance=instance, resources={"settings": settings}, cursor=context.cursor))
+    assert isinstance(third, dg.SkipReason)
+
+
+def _cursor_after(first_requests) -> str:
+    # the first tick stored the fingerprint only (no manifest had been materialized yet)
+    fingerprint = first_requests[0].run_key.removeprefix("manifest-")
+    return json.dumps({"fingerprint": fingerprint})
+
+
+def test_definitions_list_every_asset_check_job_and_sensor(home):
+    defs = build_definitions(home)
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"landing_manifest", "raw_logs", "quarantined_logs"}
+    assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
+        ("raw_logs", "records_reconcile"), ("raw_logs", "raw_logs_expectations")}
+    assert {s.name for s in defs.sensors} == {"landing_sensor"}
+    assert not list(defs.schedules or [])
+    assert {j.name for j in defs.jobs} == {"landing_manifest_job", "ingest_job"}
+    assert {graph.get(k).group_name for k in graph.get_all_asset_keys()} == {"ingest"}

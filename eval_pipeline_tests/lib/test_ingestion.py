@@ -1,0 +1,86 @@
+"""Parsing, validation, quarantine and the landing manifest, without Dagster."""
+
+import os
+from collections import Counter
+from datetime import date
+
+from conftest import mixed_lines, write_mixed_file
+
+from eval_pipeline.lib.ingestion import build_manifest, ingest_day, manifest_changed_days, scan_file, validate_files
+
+
+def expected_reasons() -> Counter:
+    return Counter(reason for line, reason in mixed_lines() if reason is not None)
+
+
+def test_mixed_file_exact_counts_and_reasons(tmp_path):
+    path = tmp_path / "landing" / "mixed.canonical.jsonl"
+    write_mixed_file(path)
+    day = ingest_day(tmp_path / "landing", date(2026, 3, 2))
+    assert sorted(r["request_id"] for r in day.rows) == ["ok-1", "ok-2"]
+    assert Counter(q["reason"] for q in day.quarantined) == expected_reasons()
+    # every non-blank line but the next day's record belongs to 2026-03-02, so counts reconcile
+    assert day.records_in == len(day.rows) + len(day.quarantined) == len([l for l, _ in mixed_lines() if l]) - 1
+    next_day = ingest_day(tmp_path / "landing", date(2026, 3, 3))
+    assert [r["request_id"] for r in next_day.rows] == ["ok-3"] and not next_day.quarantined
+
+
+def test_quarantine_rows_name_file_line_and_field(tmp_path):
+    path = tmp_path / "landing" / "sub" / "mixed.canonical.jsonl"
+    write_mixed_file(path)
+    quarantined = ingest_day(tmp_path / "landing", date(2026, 3, 2)).quarantined
+    by_reason = {q["reason"]: q for q in quarantined}
+    assert by_reason["invalid_json"]["source_file"] == "sub/mixed.canonical.jsonl"
+    assert by_reason["invalid_json"]["source_line"] == 3
+    assert by_reason["missing_field"]["field"] == "completion"
+    assert by_reason["wrong_type"]["field"] == "turn_index" and "two" in by_reason["wrong_type"]["message"]
+    assert by_reason["invalid_timestamp"]["field"] == "timestamp"
+    assert by_reason["duplicate_id"]["message"].endswith("sub/mixed.canonical.jsonl:1")
+    assert by_reason["line_too_long"]["source_line"] == 9 and len(by_reason["line_too_long"]["raw_excerpt"]) <= 300
+    assert by_reason["not_utf8"]["message"].startswith("byte ")
+    assert sorted(q["field"] for q in quarantined if q["reason"] == "invalid_value") == ["latency_ms", "messages.0.role"]
+    assert by_reason["unknown_field"]["field"] == "complection"
+
+
+def test_a_file_without_any_valid_record_lands_on_its_modification_day(tmp_path):
+    path = tmp_path / "landing" / "junk.jsonl"
+    path.parent.mkdir()
+    path.write_text("not json\n{\"also\": \"unknown\"}\n")
+    os.utime(path, (1772000000, 1772000000))  # 2026-02-25 UTC
+    scan = scan_file(path)
+    assert scan.anchor_day == date(2026, 2, 25)
+    assert [o.reason for o in scan.outcomes] == ["invalid_json", "unknown_format"]
+    assert all(o.day == date(2026, 2, 25) for o in scan.outcomes)
+
+
+def test_manifest_notices_new_changed_and_gone_files(tmp_path):
+    landing = tmp_path / "landing"
+    write_mixed_file(landing / "a.canonical.jsonl")
+    write_mixed_file(landing / "b.canonical.jsonl")
+    cache = tmp_path / "cache"
+    first, gone = build_manifest(landing, cache_dir=cache)
+    assert [e.status for e in first] == ["new", "new"] and gone == []
+    assert first[0].days == {"2026-03-02": 14, "2026-03-03": 1}
+    previous_sha = {e.path: e.sha256 for e in first}
+    previous_days = {e.path: __import__("json").dumps(e.days) for e in first}
+
+    (landing / "a.canonical.jsonl").write_text('{"request_id": "n", "timestamp": "2026-03-09T00:00:00Z", '
+                                                '"messages": [{"role": "user", "content": "hi"}], "completion": "", "model": "m"}\n')
+    (landing / "b.canonical.jsonl").unlink()
+    write_mixed_file(landing / "c.canonical.jsonl")
+    second, gone = build_manifest(landing, previous=previous_sha, cache_dir=cache)
+    assert {e.path: e.status for e in second} == {"a.canonical.jsonl": "changed", "c.canonical.jsonl": "new"}
+    assert gone == ["b.canonical.jsonl"]
+    assert manifest_changed_days(second, gone, previous_days) == ["2026-03-02", "2026-03-03", "2026-03-09"]
+    unchanged, _ = build_manifest(landing, previous={e.path: e.sha256 for e in second}, cache_dir=cache)
+    assert {e.status for e in unchanged} == {"unchanged"}
+
+
+def test_validate_files_counts_duplicates_across_files(tmp_path):
+    write_mixed_file(tmp_path / "a.canonical.jsonl")
+    write_mixed_file(tmp_path / "b.canonical.jsonl")
+    report = validate_files([tmp_path / "a.canonical.jsonl", tmp_path / "b.canonical.jsonl"])
+    assert report.valid == 3  # ok-1, ok-2, ok-3 once; the second file's copies are duplicates
+    # a: ok-1 repeated once; b: ok-1, ok-2, ok-1 again and ok-3 were all seen before
+    assert report.reason_counts["duplicate_id"] == 1 + 4
+    assert report.records == report.valid + len(report.errors)
