@@ -211,7 +211,7 @@ def iter_outcomes(
                               raw_excerpt=_excerpt(raw))
                 continue
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as err:
                 yield Outcome(**base, index=0, reason="not_utf8", field="",
                               message=f"byte {err.start}: {err.reason}", raw_excerpt=_excerpt(raw))

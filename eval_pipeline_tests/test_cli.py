@@ -1,0 +1,46 @@
+"""The command line: validate-logs exit codes and messages, schema output."""
+
+import json
+import shutil
+from pathlib import Path
+
+from conftest import FIXTURES, write_mixed_file
+
+from eval_pipeline.cli import main
+
+
+def test_validate_logs_all_valid_exits_0(capsys):
+    assert main(["validate-logs", str(FIXTURES / "landing")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("3 files, 6 records: 6 valid, 0 invalid (1 non-LLM spans skipped)")
+
+
+def test_validate_logs_reports_reasons_and_file_lines_exits_1(tmp_path, capsys):
+    path = tmp_path / "mixed.canonical.jsonl"
+    write_mixed_file(path)
+    assert main(["validate-logs", str(path), "--max-errors", "3"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "1 files, 15 records: 3 valid, 12 invalid"
+    counts = {line.split()[0]: int(line.split()[1]) for line in out[1:] if line.startswith("  ")}
+    assert counts == {"duplicate_id": 1, "future_timestamp": 1, "invalid_json": 1, "invalid_timestamp": 1,
+                      "invalid_value": 2, "line_too_long": 1, "missing_field": 1, "not_an_object": 1,
+                      "not_utf8": 1, "unknown_field": 1, "wrong_type": 1}
+    errors = [line for line in out if line.startswith(str(path))]
+    assert errors[0] == f"{path}:3: invalid_json: column 76: Expecting value"
+    assert errors[1].startswith(f"{path}:4: missing_field: completion: Field required")
+    assert out[-1] == "... and 9 more"
+
+
+def test_validate_logs_declared_format_and_missing_file(tmp_path, capsys):
+    copy = tmp_path / "spans.jsonl"  # no format in the name: declared on the command line
+    shutil.copy(FIXTURES / "landing" / "spans.otlp.jsonl", copy)
+    assert main(["validate-logs", "--format", "openai", str(copy)]) == 1
+    assert "missing_field" in capsys.readouterr().out
+    assert main(["validate-logs", str(tmp_path / "nope.jsonl")]) == 2
+
+
+def test_schema_command_prints_the_published_schema(capsys):
+    assert main(["schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    published = json.loads((Path(__file__).resolve().parents[1] / "eval_pipeline" / "schemas" / "log_record.schema.json").read_text())
+    assert printed == published
