@@ -44,3 +44,17 @@ def test_schema_command_prints_the_published_schema(capsys):
     printed = json.loads(capsys.readouterr().out)
     published = json.loads((Path(__file__).resolve().parents[1] / "eval_pipeline" / "schemas" / "log_record.schema.json").read_text())
     assert printed == published
+
+
+def test_power_command_explains_paired_versus_independent(capsys):
+    assert main(["power", "--baseline-rate", "0.8", "--effect", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "paired design:      312 examples" in out and "independent design: 1,094 examples per version" in out
+    assert "only in a paired design" in out
+    assert main(["power", "--baseline-rate", "0.8", "--effect", "0.05", "--slice-share", "0.1"]) == 0
+    assert "3,120 examples" in capsys.readouterr().out  # a slice that is 10% of the set needs 10x
+
+
+def test_power_command_rejects_bad_input(capsys):
+    assert main(["power", "--baseline-rate", "1.3", "--effect", "0.05"]) == 2
+    assert "error:" in capsys.readouterr().err

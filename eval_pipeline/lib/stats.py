@@ -254,7 +254,7 @@ def weighted_wilson_interval(
 
     The estimate is ``sum(w * passed) / sum(w)``; the interval is the Wilson interval of that
     proportion with ``n`` replaced by Kish's effective sample size
-    ``n_eff = (sum w)^2 / sum w^2`` (Kish 1965, Survey Sampling, §11.7; equal weights give
+    ``n_eff = (sum w)^2 / sum w^2`` (Kish 1965, Survey Sampling, Wiley; equal weights give
     ``n_eff = n`` and the plain Wilson interval). Plugging the effective sample size into a
     binomial interval is the usual design-effect adjustment for weighted survey proportions
     (e.g. Korn & Graubard 1998, Survey Methodology 24:193-201; Dean & Pagano 2015, J Surv Stat
@@ -908,8 +908,12 @@ def _format_power(r: PowerAnalysis) -> str:
     if r.effect_given:
         lines.append("Examples needed")
     else:
-        lines.append(f"Examples needed to detect {_pts(r.effect)} ({_pct(r.baseline_rate)} -> {_pct(r.target_rate)})")
-    lines.append(f"  paired design:      {in_set(r.paired_n, r.paired_total, 'examples')}, each scored by both versions")
+        lines.append(
+            f"Examples needed to detect {_pts(r.effect)} "
+            f"({_pct(r.baseline_rate)} -> {_pct(r.target_rate)})"
+        )
+    paired_size = in_set(r.paired_n, r.paired_total, "examples")
+    lines.append(f"  paired design:      {paired_size}, each scored by both versions")
     lines.append(
         "    Same examples for both versions: only examples whose outcome flips carry signal, "
         "so the per-example noise cancels (depends on the discordance, see below)."
@@ -922,9 +926,13 @@ def _format_power(r: PowerAnalysis) -> str:
         "and the two noises add up."
     )
     lines.append("")
-    lines.append(f"Minimum detectable effect with {r.mde_at:,} examples{' in the slice' if sliced else ''}")
+    where = " in the slice" if sliced else ""
+    lines.append(f"Minimum detectable effect with {r.mde_at:,} examples{where}")
     lines.append(f"  paired design:      {_pts(r.mde_paired)}")
-    lines.append(f"    Smallest change the same {r.mde_at:,} examples scored by both versions detect with {r.power:.0%} power.")
+    lines.append(
+        f"    Smallest change the same {r.mde_at:,} examples scored by both versions detect "
+        f"with {r.power:.0%} power."
+    )
     lines.append(f"  independent design: {_pts(r.mde_independent)}")
     lines.append(f"    Smallest change detectable with {r.mde_at:,} separate examples per version.")
     lines.append("")
@@ -1064,7 +1072,8 @@ def cohens_kappa(
         order = _labels("labels", labels)
         if len(set(order)) != len(order):
             raise ValueError("labels contains duplicates")
-        unknown = sorted({repr(v) for v in x + y if v not in set(order)})
+        known = set(order)
+        unknown = sorted({repr(v) for v in x + y if v not in known})
         if unknown:
             raise ValueError(f"values not in labels: {', '.join(unknown)}")
     elif weights is not None and not all(
@@ -1108,7 +1117,10 @@ def krippendorff_alpha(
     """
     if level not in _LEVELS:
         raise ValueError(f"level must be one of {', '.join(_LEVELS)}; got {level!r}")
-    rows = [_sequence(f"reliability_data[{i}]", r) for i, r in enumerate(_sequence("reliability_data", reliability_data))]
+    rows = [
+        _sequence(f"reliability_data[{i}]", r)
+        for i, r in enumerate(_sequence("reliability_data", reliability_data))
+    ]
     if len(rows) < 2:
         raise ValueError(f"need at least 2 annotators (rows), got {len(rows)}")
     width = len(rows[0])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pytest
@@ -575,4 +574,4 @@ def test_no_function_returns_nan_for_degenerate_but_valid_input() -> None:
     assert not any(math.isnan(x) for x in (r.interval.low, r.interval.high, r.statistic))
     # raters who disagree completely with single categories: kappa 0 (defined)
     assert cohens_kappa(["a", "a"], ["b", "b"]).value == pytest.approx(0.0)
-    assert re.search(r"\d", power_report(0.5, n=10))
+    assert "nan" not in power_report(0.5, n=30).lower()
