@@ -52,7 +52,7 @@ def test_power_command_explains_paired_versus_independent(capsys):
     assert "paired design:      312 examples" in out and "independent design: 1,094 examples per version" in out
     assert "only in a paired design" in out
     assert main(["power", "--baseline-rate", "0.8", "--effect", "0.05", "--slice-share", "0.1"]) == 0
-    assert "3,120 examples" in capsys.readouterr().out  # a slice that is 10% of the set needs 10x
+    assert "-> 3,120 in the whole eval set" in capsys.readouterr().out  # a slice that is 10% of the set needs 10x
 
 
 def test_power_command_rejects_bad_input(capsys):

@@ -1316,7 +1316,7 @@ def _open_question(dctx: _Day, unit: dict[str, Any]) -> list[_Rec]:
     else:
         q = rng.choice(data.mt_bench)
         prompt = q["turns"][0]
-        body = rng.choice(_MT_BODIES.get(q["category"], _MT_BODIES["stem"])).format(topic=_topic(prompt))
+        body = rng.choice(_MT_BODIES.get(q["category"], _MT_BODIES["stem"])).replace("{topic}", _topic(prompt))
         if version == NEW_VERSION:
             completion = f"{body}\n\nIf you'd like, I can go into more detail on any part of this."
         else:
