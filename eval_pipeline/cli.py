@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -93,6 +94,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     print(f"data home: {home.root}")
     print(f"generating {args.months} months of demo logs ({days} days x {args.per_day} records) into {home.landing / 'demo'}")
+    # the demo owns landing/demo: clear it so files of an earlier demo with other dates do not linger
+    shutil.rmtree(home.landing / "demo", ignore_errors=True)
     generate_logs(home.landing / "demo", date.fromisoformat(f"{months[0]}-01"), days, args.per_day, args.seed,
                   truth_dir=home.demo_truth)
     ok = True

@@ -78,16 +78,35 @@ On-disk layout (everything under ``out_dir`` is meant to be ingested)
 * ``openai/week-YYYY-MM-DD.jsonl``: one file per 7-day block counted from ``start`` (the name is
   the block's first day), one ``{"request": ..., "response": ..., ...}`` line per call.
 * ``otel/spans-YYYY-MM-DD_YYYY-MM-DD.otlp.jsonl``: one file per 3-day block (first and last day),
-  one ``ExportTraceServiceRequest`` per line with the spans of 4-9 calls (an HTTP server span
-  ``POST /chat``, for RAG a retrieval span, and the LLM client span ``chat support-assistant``).
+  one ``ExportTraceServiceRequest`` per line with the spans of 3-8 calls, at most 20 spans per
+  line (per call: an HTTP server span ``POST /chat``, for RAG a retrieval span, and its child, the
+  LLM client span ``chat support-assistant`` with the GenAI attributes).
 
 A conversation is logged in one format and lies within one UTC day, so each UTC day has exactly
 ``per_day`` valid records. Lines in each file are in timestamp order. About 0.3% extra lines
 (at least ``min(5, records // 20)``) are malformed (kinds in :data:`MALFORMED_KINDS`); they are
 never the first line of a file and are listed in ``<truth_dir>/malformed.jsonl``.
 
-Truth (``truth_dir``, default ``out_dir.parent / "demo_truth"``): ``records.jsonl`` (one line per
-valid record), ``malformed.jsonl`` and ``summary.json``.
+Truth (``truth_dir``, default ``out_dir.parent / "demo_truth"``; refused inside ``out_dir``)
+-------------------------------------------------------------------------------------------
+``records.jsonl``: one line per valid record, in timestamp order, always with the same keys:
+``request_id``, ``conversation_id``, ``turn_index``, ``timestamp``, ``date``, ``format``
+(canonical / openai / otlp), ``file`` (relative to ``out_dir``) and ``line`` (1-based; for OTLP the
+line holding the span), ``task_type``, ``model_version``, ``user_id``, ``source`` (``banking77``,
+``template``, ``mt_bench``, ``arena_hard``) and ``source_id`` (train.csv data row, template id,
+question_id or uid), ``intent`` (Banking77 label: of the query, or of the conversation's current
+topic for multi-turn; null otherwise), ``predicted_intent`` (routing), ``extraction`` (``amount``,
+``currency``, ``date`` plus ``amount_format`` and ``date_format``; null otherwise),
+``relevant_doc_ids`` and ``retrieval_hit`` (RAG), ``error`` (``wrong_intent``, ``invalid_label``,
+``wrong_fields``, ``invalid_json``, ``retrieval_miss``, ``unresolved`` or null), ``turn_intent``
+and ``followup`` (multi-turn), and ``pii``: a list of ``{"type", "value", "field", "turn_index"}``
+with Presidio entity names (PERSON, EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD, IBAN_CODE), the field
+the value is in verbatim (``messages``, ``completion``, ``feedback.comment``) and the turn that
+introduced it. Only inserted PII is listed (the public prompts may contain their own).
+
+``malformed.jsonl``: ``{"file", "line", "format", "kind", "request_id", "date"}`` per broken line
+(``request_id`` null when the line has none). ``summary.json``: the :class:`GenerationSummary`
+without the folder paths.
 """
 
 from __future__ import annotations
@@ -100,7 +119,7 @@ import random
 import re
 from bisect import bisect_right
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from functools import lru_cache
 from itertools import accumulate
 from pathlib import Path
@@ -151,6 +170,8 @@ TASK_SHARES = {
 }
 FORMAT_SHARES = {"canonical": 0.60, "openai": 0.25, "otlp": 0.15}
 PII_SHARE = 0.15
+# Open questions (real prompts) carry no inserted PII, so the other user messages get a bit more.
+_PII_PROB = PII_SHARE / (1.0 - TASK_SHARES["open_question"])
 MALFORMED_SHARE = 0.003
 
 USER_SEGMENTS = {"retail": 0.55, "premium": 0.20, "business": 0.15, "student": 0.10}
@@ -477,13 +498,12 @@ _LAST_NAMES = (
 _EMAIL_DOMAINS = ("example.com", "example.org", "example.net", "mail.example.com")
 _CARD_PREFIXES = ("400000", "424242", "411111", "555555", "510510", "222300", "401288")
 _IBAN_SPECS = (
-    # country, bank code chars (letters), digits after it
-    ("GB", 4, 14),
-    ("IE", 4, 14),
-    ("DE", 0, 18),
-    ("NL", 4, 10),
+    # country, bank codes (letters, as in the country's BBAN), digits after them
+    ("GB", ("WEST", "NWBK", "MIDL"), 14),
+    ("IE", ("AIBK", "BOFI"), 14),
+    ("DE", ("",), 18),
+    ("NL", ("ABNA", "RABO", "INGB"), 10),
 )
-_IBAN_BANKS = ("WEST", "NWBK", "AIBK", "ABNA", "RABO", "INGB", "BOFI")
 
 
 def _ascii_name(name: str) -> str:
@@ -545,9 +565,8 @@ def _card(rng: random.Random) -> str:
 
 
 def _iban(rng: random.Random) -> str:
-    country, letters, ndigits = rng.choice(_IBAN_SPECS)
-    bank = rng.choice(_IBAN_BANKS)[:letters] if letters else ""
-    bban = bank + "".join(str(rng.randrange(10)) for _ in range(ndigits))
+    country, banks, ndigits = rng.choice(_IBAN_SPECS)
+    bban = rng.choice(banks) + "".join(str(rng.randrange(10)) for _ in range(ndigits))
     check = 98 - _iban_number(bban + country + "00") % 97
     compact = f"{country}{check:02d}{bban}"
     if rng.random() < 0.6:
@@ -693,7 +712,7 @@ def _signals(
         s.escalated = rng.random() < 0.012 + (0.06 if hard else 0.0) + (0.05 if s.thumbs == "down" else 0.0)
     p_comment = 0.08 if s.thumbs else 0.01
     if rng.random() < p_comment:
-        if rng.random() < 0.3:
+        if s.thumbs != "up" and rng.random() < 0.35:
             first, last = _person(rng)
             style = rng.randrange(3)
             if style == 0:
@@ -854,6 +873,8 @@ def _make(
         "relevant_doc_ids": truth.get("relevant_doc_ids", []),
         "retrieval_hit": truth.get("retrieval_hit"),
         "error": truth.get("error"),
+        "turn_intent": truth.get("turn_intent"),
+        "followup": truth.get("followup"),
         "pii": pii,
     }
     tokens_in = sum(_tokens(m["content"]) + 4 for m in messages) + 3
@@ -872,7 +893,7 @@ def _routing(dctx: _Day, unit: dict[str, Any]) -> list[_Rec]:
     intent = unit["intent"]
     row, query = _query(rng, data, intent)
     user_text, pii = query, []
-    if rng.random() < PII_SHARE:
+    if rng.random() < _PII_PROB:
         snippet, items, before, _first = _pii_snippet(rng)
         user_text = _attach(query, snippet, before)
         pii = _pii_items(items, "messages", 0)
@@ -980,7 +1001,8 @@ def _amount_text(rng: random.Random, cur: tuple[Any, ...], cents: int) -> tuple[
         text = f"{num} {sym}" if rng.random() < 0.6 else f"{num}{sym}"  # 250 €, 1.250,50€, 99 zł
     else:
         text = f"{sym}{num}"
-    return text, f"{kind}_decimal_comma" if style == "euro" else kind
+    # "_decimal_comma": written the continental way (1.250,50); only when it shows in the number
+    return text, f"{kind}_decimal_comma" if style == "euro" and num != str(cents // 100) else kind
 
 
 def _date_text(rng: random.Random, today: date, target: date) -> tuple[str, str, str]:
@@ -1051,7 +1073,7 @@ def _extraction(dctx: _Day, unit: dict[str, Any]) -> list[_Rec]:
     amt, amount_format = _amount_text(rng, cur, cents)
     when, bare, date_format = _date_text(rng, today, target)
     pii: list[dict[str, Any]] = []
-    if rng.random() < PII_SHARE:
+    if rng.random() < _PII_PROB:
         first, last = _person(rng)
         full = f"{first} {last}"
         style = rng.randrange(10)
@@ -1071,9 +1093,10 @@ def _extraction(dctx: _Day, unit: dict[str, Any]) -> list[_Rec]:
         rcp = rng.choice(_RELATIONS)
     template_no = rng.randrange(len(_EXTRACTION_TEMPLATES))
     template = _EXTRACTION_TEMPLATES[template_no]
-    text = template.format(amt=amt, rcp=rcp, when=when, bare=bare, When=when[:1].upper() + when[1:])
+    text = template.format(amt=amt, rcp="\x00", when=when, bare=bare, When=when[:1].upper() + when[1:])
     if rng.random() < 0.1:
-        text = text.lower()
+        text = text.lower()  # typed in a hurry (names and IBANs stay as typed: the truth has them verbatim)
+    text = text.replace("\x00", rcp)
     truth_fields = {"amount": _amount_json(cents), "currency": code, "date": target.isoformat()}
     out = dict(truth_fields)
     hard_format = amount_format == "k" or amount_format.endswith("_decimal_comma") or date_format in (
@@ -1206,7 +1229,7 @@ def _rag(dctx: _Day, unit: dict[str, Any]) -> list[_Rec]:
     intent = unit["intent"]
     row, query = _query(rng, data, intent)
     user_text, pii, first = query, [], None
-    if rng.random() < PII_SHARE:
+    if rng.random() < _PII_PROB:
         snippet, items, before, first = _pii_snippet(rng)
         user_text = _attach(query, snippet, before)
         pii = _pii_items(items, "messages", 0)
@@ -1247,24 +1270,24 @@ def _rag(dctx: _Day, unit: dict[str, Any]) -> list[_Rec]:
 
 _MT_BODIES = {
     "writing": (
-        "Here is a first draft:\n\n{topic}\n\nThe piece opens with a short, vivid scene, moves on to "
+        "Here is a first draft.\n\nThe piece opens with a short, vivid scene, moves on to "
         "the main points in three paragraphs and ends with a clear call to action.",
-        "Sure! Below is a draft you can adapt.\n\nTitle: {topic}\n\nEvery good story starts with a "
+        "Sure! Below is a draft you can adapt.\n\nEvery good story starts with a "
         "moment of surprise, and this one is no exception. From the first line, the reader should "
         "feel why the subject matters.",
     ),
     "roleplay": (
-        "*stays in character* Well, that's an interesting question! {topic} Let me put it this "
-        "way: I'd approach it with confidence, a bit of humour and a clear plan.",
-        "Of course, I'll play along. {topic} In my view, the key is to stay calm, listen first "
-        "and then answer with conviction.",
+        "*stays in character* Well, that's an interesting question! Let me put it this way: I'd "
+        "approach it with confidence, a bit of humour and a clear plan.",
+        "Of course, I'll play along. In my view, the key is to stay calm, listen first and then "
+        "answer with conviction.",
     ),
     "reasoning": (
         "Let's reason step by step.\n\n1. Restate what we know: {topic}\n2. Check each possibility "
         "against the constraints.\n3. Only one option is consistent with all of them, so that is "
         "the answer.",
         "Step by step: first list the facts given in the question, then eliminate the options "
-        "that contradict them. The remaining option answers the question: {topic}",
+        "that contradict them. The remaining option answers the question.",
     ),
     "math": (
         "Let's solve it step by step.\n\nWrite down the quantities in the problem, set up the "
@@ -1287,14 +1310,14 @@ _MT_BODIES = {
         '"value": "..."}]}\n```',
     ),
     "stem": (
-        "In short: {topic}\n\nThe underlying principle is that the system tends toward the state "
+        "In short, it comes down to one idea.\n\nThe underlying principle is that the system tends toward the state "
         "of lowest energy, and the observations follow from that.",
         "Good question. The explanation rests on a few basic principles: conservation of energy, "
         "the structure of the system involved and the conditions it operates under.",
     ),
     "humanities": (
-        "This is a rich topic. {topic} Historians usually point to three factors: economic "
-        "pressure, political institutions and cultural change.",
+        "This is a rich topic. Scholars usually point to three factors: economic pressure, "
+        "political institutions and cultural change.",
         "There are several perspectives. On the one hand, the traditional view emphasises "
         "continuity; on the other, recent scholarship stresses the role of ordinary people.",
     ),
@@ -1415,7 +1438,7 @@ def _multi_turn(dctx: _Day, unit: dict[str, Any]) -> list[_Rec]:
             else:
                 query = rng.choice(_FOLLOWUPS[kind])
         user_text = query
-        if rng.random() < PII_SHARE:
+        if rng.random() < _PII_PROB:
             snippet, items, before, name = _pii_snippet(rng)
             user_text = _attach(query, snippet, before)
             new_pii = _pii_items(items, "messages", turn)
@@ -1447,13 +1470,12 @@ def _multi_turn(dctx: _Day, unit: dict[str, Any]) -> list[_Rec]:
                            prompt_chars=len(user_text), latency_ms=latency, clarification=clarify,
                            escalate=escalate, thanks=thanks)
         truth = {"source": source, "source_id": source_id, "intent": topic_intent,
+                 "turn_intent": turn_intent, "followup": None if kind == "question" else kind,
                  "error": error, "pii": carried + new_pii + comp_pii}
         recs.append(_make(dctx, user=unit["user"], fmt=unit["fmt"], epoch_ms=t,
                           request_id=unit["ids"][turn], conversation_id=unit["conv"], turn_index=turn,
                           messages=messages, completion=completion, task="multi_turn", latency=latency,
                           signals=signals, truth=truth))
-        recs[-1].truth["turn_intent"] = turn_intent
-        recs[-1].truth["followup"] = None if kind == "question" else kind
         history = messages + [{"role": "assistant", "content": completion}]
         carried = carried + new_pii + [{**p, "field": "messages"} for p in comp_pii]
         if turn < len(unit["gaps"]):
@@ -1661,6 +1683,13 @@ def _otel_spans(rec: _Rec, rng: random.Random) -> list[dict[str, Any]]:
     return spans
 
 
+_MAX_SPANS_PER_LINE = 20
+
+
+def _span_count(rec: _Rec) -> int:
+    return 3 if "retrieved_chunks" in rec.canon else 2
+
+
 def _otel_line(spans: list[dict[str, Any]]) -> dict[str, Any]:
     return {"resourceSpans": [{
         "resource": {"attributes": [_sv("service.name", MODEL), _sv("deployment.environment", "production")]},
@@ -1848,8 +1877,13 @@ def generate_logs(
         if fmt == "otlp":
             i = 0
             while i < len(recs):
-                batch = recs[i:i + frng.randint(4, 9)]
-                i += len(batch)
+                # 3-8 calls per export request, at most _MAX_SPANS_PER_LINE spans
+                want, batch, n_spans = frng.randint(3, 8), [recs[i]], _span_count(recs[i])
+                i += 1
+                while i < len(recs) and len(batch) < want and n_spans + _span_count(recs[i]) <= _MAX_SPANS_PER_LINE:
+                    n_spans += _span_count(recs[i])
+                    batch.append(recs[i])
+                    i += 1
                 spans = [s for r in batch for s in _otel_spans(r, frng)]
                 lines.append(_dumps(_otel_line(spans)))
                 for r in batch:
@@ -1909,5 +1943,7 @@ def generate_logs(
         malformed_by_kind=dict(sorted(kinds.items())),
         files=sorted(files),
     )
-    (truth_dir / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
+    # Without the folders, so the truth files too are identical wherever they are written.
+    saved = {k: v for k, v in summary.to_json().items() if k not in ("out_dir", "truth_dir")}
+    (truth_dir / "summary.json").write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
     return summary

@@ -229,14 +229,14 @@ def iter_outcomes(
                               raw_excerpt=_excerpt(text))
                 continue
             file_format = file_format or line_format  # the first recognised line fixes the file's format
-            if line_format == "otlp":
-                skipped = count_skipped_spans(obj)
-                if skipped:
-                    yield skipped
             try:
+                skipped = count_skipped_spans(obj) if line_format == "otlp" else 0
                 candidates = adapt(line_format, obj)
             except Exception as err:  # noqa: BLE001 - any structural surprise is quarantined, not raised
+                skipped = 0
                 candidates = [(0, AdapterError("adapter_error", "", f"{type(err).__name__}: {err}"))]
+            if skipped:
+                yield skipped
             for index, candidate in candidates:
                 yield _validate(candidate, base, index, text, now)
 

@@ -88,3 +88,11 @@ def test_published_schema_is_current_and_validates_canonical_lines():
     bad = json.loads((FIXTURES / "support.canonical.jsonl").read_text().splitlines()[0])
     bad["latency_ms"] = -1
     assert not validator.is_valid(bad)
+
+
+def test_a_broken_otlp_structure_is_quarantined_not_raised(tmp_path):
+    path = tmp_path / "bad.otlp.jsonl"
+    path.write_text('{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [{"key": "gen_ai.operation.name", '
+                    '"value": {"intValue": "not-a-number"}}]}]}]}]}\n{"resourceSpans": "nope"}\n')
+    scan = scan_file(path)
+    assert [(o.line, o.reason) for o in scan.outcomes] == [(1, "adapter_error"), (2, "wrong_type")]
