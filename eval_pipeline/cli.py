@@ -124,7 +124,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     os.environ[HOME_ENV] = str(home.root)
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     target = ["-w", str(workspace)] if workspace.exists() else ["-m", "eval_pipeline.definitions"]
-    os.execvp("dagster", ["dagster", "dev", *target, "--host", args.host, "--port", str(args.port)])
+    dagster = Path(sys.executable).parent / "dagster"  # the venv's, whether or not it is activated
+    os.execv(str(dagster), [str(dagster), "dev", *target, "--host", args.host, "--port", str(args.port)])
 
 
 def cmd_power(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ __all__ = ["MonthRefresh", "instance_for", "month_days", "refresh_month", "table
 
 _INSTANCE_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 _FALLBACK_YAML = "telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_runs: 1\n"
+# Runs started from the command line log warnings and errors only (the UI keeps the full event log).
+_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # Monthly jobs run after the month's daily partitions, in this order (later domains add theirs).
 MONTHLY_JOBS: tuple[str, ...] = ()
 
@@ -67,20 +69,20 @@ def refresh_month(home: DataHome, month: str, log=print) -> MonthRefresh:
     defs = build_definitions(home)
     instance = instance_for(home)
     result = MonthRefresh(month=month)
-    manifest = defs.resolve_job_def("landing_manifest_job").execute_in_process(instance=instance, raise_on_error=False)
+    manifest = defs.resolve_job_def("landing_manifest_job").execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET)
     if not manifest.success:
         result.failed.append("landing_manifest")
         return result
     ingest = defs.resolve_job_def("ingest_job")
     for day in days:
-        run = ingest.execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
+        run = ingest.execute_in_process(partition_key=day, instance=instance, raise_on_error=False, run_config=_QUIET)
         result.days.append(day)
         failed_checks = [e.check_name for e in run.get_asset_check_evaluations() if not e.passed]
         if not run.success or failed_checks:
             result.failed.append(day if run.success else f"{day} (run failed)")
             log(f"  {day}: {'checks failed: ' + ', '.join(failed_checks) if failed_checks else 'run failed'}")
     for job_name in MONTHLY_JOBS:
-        run = defs.resolve_job_def(job_name).execute_in_process(partition_key=month, instance=instance, raise_on_error=False)
+        run = defs.resolve_job_def(job_name).execute_in_process(partition_key=month, instance=instance, raise_on_error=False, run_config=_QUIET)
         result.monthly_jobs.append(job_name)
         if not run.success:
             result.failed.append(job_name)

@@ -31,13 +31,14 @@ class _EmptyAwarePolarsTypeHandler(DuckDBPolarsTypeHandler):
     still leaves a readable, typed table behind; the stock handler skips the write."""
 
     def handle_output(self, context: dg.OutputContext, table_slice: TableSlice, obj: pl.DataFrame, connection):
-        if obj.is_empty():
-            empty_arrow = obj.to_arrow()  # noqa: F841 - read by name in the SQL below
-            connection.execute(f"create schema if not exists {table_slice.schema};")
-            connection.execute(
-                f"create table if not exists {table_slice.schema}.{table_slice.table} as select * from empty_arrow"
-            )
-        super().handle_output(context, table_slice, obj, connection)
+        if not obj.is_empty():
+            return super().handle_output(context, table_slice, obj, connection)
+        empty_arrow = obj.to_arrow()  # noqa: F841 - read by name in the SQL below
+        connection.execute(f"create schema if not exists {table_slice.schema};")
+        connection.execute(
+            f"create table if not exists {table_slice.schema}.{table_slice.table} as select * from empty_arrow"
+        )
+        context.add_output_metadata({"row_count": 0})
 
 
 class WarehouseIOManager(DuckDBPolarsIOManager):

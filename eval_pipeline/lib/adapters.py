@@ -357,8 +357,8 @@ def _otlp(obj: dict[str, Any]) -> list[tuple[int, dict[str, Any] | AdapterError]
 
 def count_skipped_spans(obj: Any) -> int:
     """Spans in an OTLP line that are not model calls (reported, never counted as records)."""
-    if not isinstance(obj, dict):
-        return 0
+    if not isinstance(obj, dict) or not isinstance(obj.get("resourceSpans"), list):
+        return 0  # the adapter reports the structural error
     total = 0
     for rs in obj.get("resourceSpans") or []:
         for ss in rs.get("scopeSpans") or []:
