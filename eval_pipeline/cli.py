@@ -72,7 +72,11 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
     home = _home(args)
     start = time.perf_counter()
-    result = refresh_month(home, args.month)
+    try:
+        result = refresh_month(home, args.month)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     status = "ok" if result.success else f"FAILED: {', '.join(result.failed)}"
     print(f"refresh {args.month}: {len(result.days)} days, monthly jobs {result.monthly_jobs or 'none yet'}; "
           f"{status} ({time.perf_counter() - start:.0f} s)")

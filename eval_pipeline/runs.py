@@ -14,6 +14,7 @@ import dagster as dg
 import duckdb
 
 from eval_pipeline.definitions import build_definitions
+from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.lib.paths import DataHome
 
 __all__ = ["MonthRefresh", "instance_for", "month_days", "refresh_month", "table_counts"]
@@ -64,8 +65,12 @@ def month_days(month: str) -> list[str]:
 
 
 def refresh_month(home: DataHome, month: str, log=print) -> MonthRefresh:
-    """Materialize the landing manifest, every daily partition of the month, then the monthly assets."""
-    days = month_days(month)
+    """Materialize the landing manifest, every daily partition of the month (up to today), then the
+    monthly assets."""
+    days = [day for day in month_days(month) if daily_partitions.has_partition_key(day)]
+    if not days:
+        raise ValueError(f"month {month}: no daily partition exists for it (partitions start on "
+                         f"{daily_partitions.start:%Y-%m-%d} and end today; see defs/partitions.py)")
     defs = build_definitions(home)
     instance = instance_for(home)
     result = MonthRefresh(month=month)

@@ -58,3 +58,10 @@ def test_power_command_explains_paired_versus_independent(capsys):
 def test_power_command_rejects_bad_input(capsys):
     assert main(["power", "--baseline-rate", "1.3", "--effect", "0.05"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_refresh_refuses_a_month_without_partitions(tmp_path, capsys):
+    assert main(["refresh", "--home", str(tmp_path), "--month", "2019-05"]) == 2
+    assert "no daily partition exists" in capsys.readouterr().err
+    assert main(["refresh", "--home", str(tmp_path), "--month", "May"]) == 2
+    assert "expected YYYY-MM" in capsys.readouterr().err

@@ -156,6 +156,11 @@ DEFAULT_ALLOW_LIST: tuple[str, ...] = (
     "Card", "Cards", "Withdrawal", "Transfer", "Top Up", "Top-up", "Refund", "Cancel Transaction",
     "Seller", "Merchant", "Landlord", "Broken", "Keep", "My App", "App", "Max", "Pending",
     "Euro", "Euros", "Eu", "Pound", "Pounds", "Dollar", "Dollars", "Ruble", "Rubles",
+    # dates alone are not redacted; the model tags some month abbreviations as names ("27 Mar")
+    "Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sep", "Sept", "Oct", "Nov", "Dec",
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday",
+    "Saturday", "Sunday",
     # technical words the model tags as names
     "JSON", "API", "SDK", "URL", "HTTP", "HTTPS", "SQL", "CSV", "PDF", "OAuth", "Python",
     "Assistant", "User", "System",
@@ -174,6 +179,8 @@ _CURRENCY_WORDS = frozenset(
               "shekel", "baht", "ringgit", "sterling", "bitcoin")
     for suffix in ("", "s")
 )
+
+_NOT_NAME_CHARS = re.compile(r"[_{}\\<>=@#$%^*|~/\[\]\d]")
 
 _PLACEHOLDER_RE = re.compile(r"<[A-Z][A-Z0-9_]*_\d+>|\[WITHHELD: [^\]\n]{0,200}\]")
 
@@ -353,12 +360,32 @@ _TITLE_PERSON = (
     r"(?<=\b(?i:mr|mrs|ms|miss|mx|dr|prof|sir|madam|dame)\.?\s{1,3})"
     r"[A-Z][\w'’-]+(?:\s+[A-Z][\w'’-]+){0,2}"
 )
-_INTRO_PERSON = (
-    r"(?<=\b(?i:my name is|my name's|name is|i am called|call me|signed|regards|sincerely|cheers|"
-    r"thanks|thank you|best wishes),?\s{1,3})"
+_NOT_A_NAME = (
     r"(?!(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|Today|Tomorrow|Tonight|Back|"
-    r"Again|Asap|Please|January|February|March|April|May|June|July|August|September|October|"
-    r"November|December)\b)[A-Z][a-z][\w'’-]*(?:\s+[A-Z][a-z][\w'’-]*){0,2}"
+    r"Again|Asap|Please|There|Team|Everyone|All|Guys|Folks|Sir|Madam|January|February|March|April|"
+    r"May|June|July|August|September|October|November|December)\b)"
+)
+_CAP_WORD = r"[A-Z][a-z][\w'’-]*"
+# "my name is Anna", "call me Roland"
+_INTRO_PERSON = (
+    r"(?<=\b(?i:my name is|my name's|name is|i am called|call me),?\s{1,3})"
+    rf"{_NOT_A_NAME}{_CAP_WORD}(?:\s+{_CAP_WORD}){{0,2}}"
+)
+# "Hi Tomasz!", "Thanks, Olivia", "Dear Anna Schmidt," (the name ends the clause)
+_GREETED_PERSON = (
+    r"(?<=\b(?i:signed|regards|sincerely|cheers|thanks|thank you|best wishes|hi|hello|hey|dear|"
+    r"good morning|good afternoon|good evening),?\s{1,3})"
+    rf"{_NOT_A_NAME}{_CAP_WORD}(?:\s+{_CAP_WORD}){{0,2}}(?=\s*(?:[,!.:;?]|$))"
+)
+# a signature ending the text: "Where is my card? - Marco Costa" (not a "- Bullet" line)
+_SIGNED_PERSON = (
+    rf"(?<=[^\s][ \t]{{1,3}}[-–—]{{1,2}}[ \t]?){_NOT_A_NAME}{_CAP_WORD}(?:[ \t]+{_CAP_WORD}){{1,2}}(?=\s*$)"
+)
+# a payee: "I need to pay Marco Novak £40", "send money to Anna Schmidt"
+_PAYEE_PERSON = (
+    r"(?<=\b(?i:pay|paid|send|sent|send money to|sent money to|transfer money to|wire|owe|reimburse|"
+    r"refund)\s{1,3})"
+    rf"{_NOT_A_NAME}{_CAP_WORD}\s+{_CAP_WORD}(?=\s|[.,!?;:]|$)"
 )
 
 # Grouped digits: (96) 627-277, 041-412-293, 027 896 92 86, 986.291.2294x751, 001-420-335-7509.
@@ -373,6 +400,80 @@ _PHONE_CONTEXT = [
 _DATE_LIKE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}")
 
 
+_DECIMAL_LIKE = re.compile(r"\d+[.,]\d{1,2}")
+_PHONE_SEPARATORS = re.compile(r"[\s().-]")
+
+
+def _phone_spans(text: str, regions: Sequence[str]) -> list[tuple[int, int, bool]]:
+    """Phone numbers found by python-phonenumbers: (start, end, strong).
+
+    Strong: valid for its region, or formatted like a phone number (``+`` / ``00`` prefix, or a
+    trunk ``0`` or bracketed area code with separators) with at least 9 digits. Weak: other
+    possible numbers with 7-15 digits and separators, and valid numbers written as a bare run of
+    digits (left to the context words - "call", "phone", ... - to confirm).
+    """
+    if sum(ch.isdigit() for ch in text) < 7:
+        return []
+    found: dict[tuple[int, int], bool] = {}
+    for region in regions:
+        for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
+            raw = m.raw_string.strip()
+            digits = sum(ch.isdigit() for ch in raw)
+            if not 7 <= digits <= 15 or _DECIMAL_LIKE.fullmatch(raw) or _DATE_LIKE.fullmatch(raw):
+                continue
+            international = raw.startswith("+") or raw.startswith("00")
+            separated = _PHONE_SEPARATORS.search(raw) is not None
+            valid = phonenumbers.is_valid_number(m.number)
+            strong = (
+                (international and digits >= 9)
+                or (valid and (separated or raw.startswith("0")))
+                or (raw[0] in "0(" and separated and digits >= 9)
+            )
+            if not strong and not (separated or valid):
+                continue  # a bare run of digits (an order or reference number) is not a phone
+            key = (m.start, m.end)
+            found[key] = found.get(key, False) or strong
+    spans = sorted(found.items(), key=lambda kv: (kv[0][0], -(kv[0][1] - kv[0][0])))
+    out: list[tuple[int, int, bool]] = []
+    for (a, b), strong in spans:
+        if out and a < out[-1][1]:
+            pa, pb, ps = out[-1]
+            out[-1] = (pa, max(pb, b), ps or strong)
+            continue
+        out.append((a, b, strong))
+    return out
+
+
+def _clean_person(text: str, start: int, end: int, allow: frozenset[str]) -> tuple[int, int] | None:
+    """A PERSON finding trimmed to its leading run of name-like words, or None when it is not a
+    name: "Priya Jensen GBP 140.00" -> "Priya Jensen"; "Russian Ruble", "verify_top_up", "ISO",
+    "Mastercard ATM" (every word allow-listed) -> None."""
+    new_end = start
+    words: list[str] = []
+    for m in re.finditer(r"\S+", text[start:end]):
+        word = m.group().strip(_EDGE_PUNCT)
+        folded = word.casefold()
+        if folded in _CURRENCY_WORDS:
+            if not words:
+                break
+            return None  # a currency name ("Russian Ruble", "Swiss francs")
+        if (
+            not word
+            or _NOT_NAME_CHARS.search(word)  # verify_top_up, \ket{\psi, 140.00
+            or (word.isupper() and 1 < len(word) <= 5)  # ISO, JPY, GBP, MAE
+            or not any(ch.isalpha() for ch in word)
+        ):
+            break
+        words.append(folded)
+        new_end = start + m.start() + len(m.group().rstrip(_EDGE_PUNCT))
+    if not words:
+        return None
+    if " ".join(words) in allow or all(w in allow for w in words):
+        return None
+    lead = len(text[start:new_end]) - len(text[start:new_end].lstrip(_EDGE_PUNCT))
+    return start + lead, new_end
+
+
 def _offline_tldextract() -> None:
     """Presidio's e-mail validation uses tldextract; stop it fetching the suffix list."""
     import tldextract
@@ -384,13 +485,18 @@ def _offline_tldextract() -> None:
 
 def _build_recognizers(config: RedactionConfig) -> list[Any]:
     import regex
-    from presidio_analyzer import Pattern, PatternRecognizer
+    from presidio_analyzer import (
+        AnalysisExplanation,
+        LocalRecognizer,
+        Pattern,
+        PatternRecognizer,
+        RecognizerResult,
+    )
     from presidio_analyzer.predefined_recognizers import (
         CreditCardRecognizer,
         EmailRecognizer,
         IbanRecognizer,
         IpRecognizer,
-        PhoneRecognizer,
         SpacyRecognizer,
         UkNinoRecognizer,
         UsSsnRecognizer,
@@ -399,15 +505,38 @@ def _build_recognizers(config: RedactionConfig) -> list[Any]:
     case_flags = regex.DOTALL | regex.MULTILINE
     nocase_flags = case_flags | regex.IGNORECASE
 
-    class _Phone(PhoneRecognizer):
-        """python-phonenumbers matches (valid numbers only) with a score above the threshold."""
+    regions = config.phone_regions
 
-        SCORE = 0.6
+    class _Phone(LocalRecognizer):
+        """python-phonenumbers: numbers valid in a region, or well-formatted possible numbers
+        (international prefix, or trunk 0 / area code in brackets, 9+ digits). Fictional ranges
+        such as Ofcom's drama numbers (+44 7700 900xxx) are not "valid" but are still phones."""
+
+        def __init__(self) -> None:
+            super().__init__(supported_entities=["PHONE_NUMBER"], supported_language=config.language,
+                             name="PhoneNumbersRecognizer", context=list(_PHONE_CONTEXT))
+
+        def load(self) -> None:  # noqa: D102
+            pass
 
         def analyze(self, text, entities, nlp_artifacts=None):  # noqa: D102
-            if not any(ch.isdigit() for ch in text):
-                return []
-            return super().analyze(text, entities, nlp_artifacts)
+            out = []
+            for a, b, strong in _phone_spans(text, regions):
+                score = 0.6 if strong else 0.4
+                out.append(RecognizerResult(
+                    "PHONE_NUMBER", a, b, score,
+                    AnalysisExplanation(self.name, score, textual_explanation="python-phonenumbers match"),
+                    {RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                     RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id},
+                ))
+            return out
+
+    class _Card(CreditCardRecognizer):
+        """Presidio's card recognizer plus Mastercard's 2-series (2221-2720), Luhn-checked."""
+
+        PATTERNS = CreditCardRecognizer.PATTERNS + [
+            Pattern("Mastercard 2-series", r"\b2[2-7]\d{2}[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b", 0.3),
+        ]
 
     class _GenericPhone(PatternRecognizer):
         """Grouped digits that python-phonenumbers does not validate; needs a context word."""
@@ -424,8 +553,23 @@ def _build_recognizers(config: RedactionConfig) -> list[Any]:
                 return True
             return False
 
+    allow = frozenset(a.casefold() for a in config.allow_list)
+
+    class _SpacyPerson(SpacyRecognizer):
+        """spaCy PERSON entities, cleaned before Presidio de-duplicates them (a raw "Priya Jensen
+        GBP 140.00" would otherwise swallow the pattern finding "Priya Jensen")."""
+
+        def analyze(self, text, entities, nlp_artifacts=None):  # noqa: D102
+            out = []
+            for r in super().analyze(text, entities, nlp_artifacts):
+                cleaned = _clean_person(text, r.start, r.end, allow)
+                if cleaned is not None:
+                    r.start, r.end = cleaned
+                    out.append(r)
+            return out
+
     recognizers: list[Any] = [
-        SpacyRecognizer(supported_language="en", supported_entities=["PERSON"]),
+        _SpacyPerson(supported_language=config.language, supported_entities=["PERSON"]),
         PatternRecognizer(
             supported_entity="PERSON",
             name="TitledPersonRecognizer",
@@ -435,11 +579,16 @@ def _build_recognizers(config: RedactionConfig) -> list[Any]:
         PatternRecognizer(
             supported_entity="PERSON",
             name="IntroducedPersonRecognizer",
-            patterns=[Pattern("'my name is' + capitalised name", _INTRO_PERSON, 0.6)],
+            patterns=[
+                Pattern("introduction + capitalised name", _INTRO_PERSON, 0.6),
+                Pattern("greeting or closing + capitalised name", _GREETED_PERSON, 0.6),
+                Pattern("signature after a sentence", _SIGNED_PERSON, 0.6),
+                Pattern("payee first and last name", _PAYEE_PERSON, 0.55),
+            ],
             global_regex_flags=case_flags,
         ),
         EmailRecognizer(),
-        _Phone(supported_regions=config.phone_regions, context=_PHONE_CONTEXT),
+        _Phone(),
         _GenericPhone(
             supported_entity="PHONE_NUMBER",
             name="GroupedDigitsPhoneRecognizer",
@@ -447,7 +596,7 @@ def _build_recognizers(config: RedactionConfig) -> list[Any]:
             context=_PHONE_CONTEXT,
             global_regex_flags=nocase_flags,
         ),
-        CreditCardRecognizer(),
+        _Card(),
         IbanRecognizer(),
         IpRecognizer(),
         UsSsnRecognizer(),
@@ -663,21 +812,18 @@ class Redactor:
 
     # ---- analysis ---------------------------------------------------------------------------
 
-    def _keep(self, text: str, span: _Span) -> bool:
+    def _clean(self, text: str, span: _Span) -> _Span | None:
+        """Drop findings that are not PII (allow-list, types not asked for); PERSON findings are
+        cleaned by :func:`_clean_person`."""
         if span.entity_type not in self.entities or span.end <= span.start:
-            return False
+            return None
         value = text[span.start:span.end].strip(_EDGE_PUNCT).casefold()
         if not value or value in self._allow:
-            return False
-        if span.entity_type == "PERSON":
-            words = [w.strip(_EDGE_PUNCT) for w in value.split()]
-            if all(w in self._allow for w in words if w):
-                return False
-            if any(w in _CURRENCY_WORDS for w in words):  # "Russian Ruble", "Swiss francs"
-                return False
-            if not any(ch.isalpha() for ch in value):
-                return False
-        return True
+            return None
+        if span.entity_type != "PERSON":
+            return span
+        cleaned = _clean_person(text, span.start, span.end, self._allow)
+        return None if cleaned is None else _Span(cleaned[0], cleaned[1], span.entity_type, span.score)
 
     def _analyze_distinct(self, texts: list[str]) -> list[_Analysis]:
         """Analyse distinct texts: one spaCy ``pipe`` over all chunks, then the recognizers."""
@@ -733,8 +879,8 @@ class Redactor:
                 res.withheld = "analyzer_error: regex timeout"
                 continue
             for r in found:
-                span = _Span(r.start + offset, r.end + offset, r.entity_type, float(r.score))
-                if self._keep(texts[i], span):
+                span = self._clean(texts[i], _Span(r.start + offset, r.end + offset, r.entity_type, float(r.score)))
+                if span is not None:
                     res.spans.append(span)
         for i, res in enumerate(results):
             if res.withheld:
@@ -944,7 +1090,7 @@ def _rebuild_row(row: dict[str, Any], slots: list[tuple[tuple[Any, ...], str, _S
 # leak scan (independent of Presidio: a second opinion over already redacted text)
 
 _LEAK_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b")
-_LEAK_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+_LEAK_CARD = re.compile(r"(?<![\d-])[2-6]\d{2,3}(?:[ -]?\d){9,15}(?![\d-])")
 _LEAK_PHONE_REGIONS = ("GB", "US", "DE", "FR", "IE")
 
 
@@ -976,15 +1122,10 @@ def scan_for_leaks(texts: Iterable[str]) -> dict[str, int]:
         counts["CREDIT_CARD"] += len(cards)
         if not any(ch.isdigit() for ch in clean):
             continue
-        phones: set[tuple[int, int]] = set()
-        for region in _LEAK_PHONE_REGIONS:
-            for match in phonenumbers.PhoneNumberMatcher(clean, region, leniency=phonenumbers.Leniency.VALID):
-                span = (match.start, match.end)
-                if any(a < span[1] and span[0] < b for a, b in cards):
-                    continue
-                if any(a < span[1] and span[0] < b for a, b in phones):
-                    continue
-                phones.add(span)
+        phones = [
+            (a, b) for a, b, strong in _phone_spans(clean, _LEAK_PHONE_REGIONS)
+            if strong and not any(x < b and a < y for x, y in cards)
+        ]
         counts["PHONE_NUMBER"] += len(phones)
     return counts
 

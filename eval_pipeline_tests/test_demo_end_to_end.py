@@ -1,0 +1,46 @@
+"""Demo logs through the ingest graph on a persistent Dagster instance, as `eval-pipeline refresh` runs it."""
+
+import json
+from collections import Counter
+from datetime import date
+
+import duckdb
+
+from eval_pipeline.lib.demo_logs import generate_logs
+from eval_pipeline.lib.paths import DataHome
+from eval_pipeline.runs import refresh_month, table_counts
+
+# the generator's malformed kinds -> the reason ingestion must give them
+EXPECTED_REASON = {
+    "truncated_json": "invalid_json",
+    "not_json": "invalid_json",
+    "missing_completion": "missing_field",
+    "negative_latency": "invalid_value",
+    "invalid_timestamp": "invalid_timestamp",
+    "wrong_type": "wrong_type",
+}
+
+
+def test_refresh_ingests_every_demo_record_and_quarantines_every_broken_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))  # refresh_month points it at the data home
+    home = DataHome.resolve(tmp_path / "home").ensure()
+    summary = generate_logs(home.landing / "demo", date(2026, 2, 1), 28, 25, seed=3, truth_dir=home.demo_truth)
+    result = refresh_month(home, "2026-02")
+    assert result.success and len(result.days) == 28
+
+    counts = table_counts(home)
+    assert counts["ingest.raw_logs"] == summary.records == 28 * 25
+    malformed = [json.loads(line) for line in (home.demo_truth / "malformed.jsonl").read_text().splitlines()]
+    assert counts["ingest.quarantined_logs"] == len(malformed) == summary.malformed_lines > 0
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        quarantined = con.execute("select source_file, source_line, reason from ingest.quarantined_logs").fetchall()
+        formats = dict(con.execute("select source_format, count(*) from ingest.raw_logs group by 1").fetchall())
+        multi = con.execute("select min(len(messages)) from ingest.raw_logs where turn_index > 0").fetchone()[0]
+    expected = Counter((m["file"], m["line"], EXPECTED_REASON[m["kind"]]) for m in malformed)
+    assert Counter((f.removeprefix("demo/"), line, reason) for f, line, reason in quarantined) == expected
+    assert set(formats) == {"canonical", "openai", "otlp"}
+    assert multi >= 4  # a later turn carries system, user, assistant, user at least
+
+    # the runs are on the data home's instance, where `eval-pipeline ui` will show them
+    instance_runs = home.dagster_home / "storage"
+    assert instance_runs.exists() and any(instance_runs.iterdir())
