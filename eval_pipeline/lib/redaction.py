@@ -415,24 +415,14 @@ def _phone_spans(text: str, regions: Sequence[str]) -> list[tuple[int, int, bool
     if sum(ch.isdigit() for ch in text) < 7:
         return []
     found: dict[tuple[int, int], bool] = {}
-    for region in regions:
-        for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
-            raw = m.raw_string.strip()
-            digits = sum(ch.isdigit() for ch in raw)
-            if not 7 <= digits <= 15 or _DECIMAL_LIKE.fullmatch(raw) or _DATE_LIKE.fullmatch(raw):
-                continue
-            international = raw.startswith("+") or raw.startswith("00")
-            separated = _PHONE_SEPARATORS.search(raw) is not None
-            valid = phonenumbers.is_valid_number(m.number)
-            strong = (
-                (international and digits >= 9)
-                or (valid and (separated or raw.startswith("0")))
-                or (raw[0] in "0(" and separated and digits >= 9)
+    for w0, w1 in _phone_windows(text):
+        window = text[w0:w1]
+        for region in regions:
+            matcher = phonenumbers.PhoneNumberMatcher(
+                window, region, leniency=phonenumbers.Leniency.POSSIBLE, max_tries=_PHONE_MAX_TRIES
             )
-            if not strong and not (separated or valid):
-                continue  # a bare run of digits (an order or reference number) is not a phone
-            key = (m.start, m.end)
-            found[key] = found.get(key, False) or strong
+            for m in matcher:
+                _phone_candidate(m, w0, found)
     spans = sorted(found.items(), key=lambda kv: (kv[0][0], -(kv[0][1] - kv[0][0])))
     out: list[tuple[int, int, bool]] = []
     for (a, b), strong in spans:
@@ -442,6 +432,47 @@ def _phone_spans(text: str, regions: Sequence[str]) -> list[tuple[int, int, bool
             continue
         out.append((a, b, strong))
     return out
+
+
+# Where a phone number can be: 7+ digits joined only by phone punctuation. python-phonenumbers
+# runs on these windows (plus a margin) instead of the whole text: on digit-heavy text such as
+# base64 or CSV it is >10x faster, and its per-matcher limit of tries (65,535 by default, after
+# which it silently stops) cannot be reached inside one window.
+_PHONE_WINDOW = re.compile(r"[+(]?\d[\d \t().\-/]{5,60}\d")
+_PHONE_MAX_TRIES = 10_000_000
+
+
+def _phone_windows(text: str) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for m in _PHONE_WINDOW.finditer(text):
+        if sum(ch.isdigit() for ch in m.group()) < 7:
+            continue
+        a, b = max(0, m.start() - 2), min(len(text), m.end() + 2)
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def _phone_candidate(m: Any, offset: int, found: dict[tuple[int, int], bool]) -> None:
+    """Keep a python-phonenumbers match (offset into the text) when it looks like a phone."""
+    raw = m.raw_string.strip()
+    digits = sum(ch.isdigit() for ch in raw)
+    if not 7 <= digits <= 15 or _DECIMAL_LIKE.fullmatch(raw) or _DATE_LIKE.fullmatch(raw):
+        return
+    international = raw.startswith("+") or raw.startswith("00")
+    separated = _PHONE_SEPARATORS.search(raw) is not None
+    valid = phonenumbers.is_valid_number(m.number)
+    strong = (
+        (international and digits >= 9)
+        or (valid and (separated or raw.startswith("0")))
+        or (raw[0] in "0(" and separated and digits >= 9)
+    )
+    if not strong and not (separated or valid):
+        return  # a bare run of digits (an order or reference number) is not a phone
+    key = (offset + m.start, offset + m.end)
+    found[key] = found.get(key, False) or strong
 
 
 def _clean_person(text: str, start: int, end: int, allow: frozenset[str]) -> tuple[int, int] | None:
@@ -764,15 +795,20 @@ class Redactor:
             }
         ).create_engine()
         nlp = self._nlp_engine.nlp[config.language]
-        if "parser" in nlp.pipe_names:
-            nlp.disable_pipe("parser")  # not used by Presidio; ~20% faster
+        # Only the NER component is needed (en_core_web_sm's ner has its own tok2vec); the
+        # tagger/lemmatizer only fed Presidio's lemma-based context words, which _Enhancer takes
+        # from the token text instead. About 1.7x faster per text on this CPU.
+        for pipe in ("parser", "tagger", "attribute_ruler", "lemmatizer", "tok2vec", "senter"):
+            if pipe in nlp.pipe_names:
+                nlp.disable_pipe(pipe)
         self.max_model_chars = nlp.max_length
         if config.max_chunk_chars > nlp.max_length:
             raise ValueError(f"max_chunk_chars must not exceed the model's limit ({nlp.max_length:,})")
 
         class _Enhancer(LemmaContextAwareEnhancer):
-            """Context from the lemmas of ALL nearby words: Presidio's default looks only at
-            non-stop-words, and spaCy's stop list contains "call", "number", "me"..."""
+            """Context from ALL nearby words (lower-cased token text plus a crude suffix strip):
+            Presidio's default looks only at lemmas of non-stop-words, and spaCy's stop list
+            contains "call", "number", "me"..."""
 
             def _extract_surrounding_words(self, nlp_artifacts, word, start):  # noqa: D102
                 tokens, starts = nlp_artifacts.tokens, nlp_artifacts.tokens_indices
@@ -781,16 +817,18 @@ class Redactor:
                 end = start + len(word)
                 before: list[str] = []
                 after: list[str] = []
-                for tok, tok_start, lemma in zip(tokens, starts, nlp_artifacts.lemmas):
+                for tok, tok_start in zip(tokens, starts):
                     if tok.is_punct or tok.is_space:
                         continue
                     if tok_start + len(tok) <= start:
-                        before.append((lemma or tok.text).lower())
+                        before.append(tok.lower_)
                     elif tok_start >= end and len(after) < self.context_suffix_count:
-                        after.append((lemma or tok.text).lower())
+                        after.append(tok.lower_)
                     elif tok_start >= end:
                         break
-                return before[-self.context_prefix_count:] + after
+                words = before[-self.context_prefix_count:] + after
+                # crude lemmas: "calls"/"called"/"calling" -> "call", "numbers" -> "number"
+                return words + [re.sub(r"(?:s|ed|ing)$", "", w) for w in words if len(w) > 4]
 
         recognizers = _build_recognizers(config)
         registry = RecognizerRegistry(recognizers=recognizers, supported_languages=[config.language])
