@@ -95,21 +95,22 @@ def refresh_month(home: DataHome, month: str, log=print) -> MonthRefresh:
 
 
 def table_counts(home: DataHome) -> dict[str, int]:
-    """Rows per table of the warehouse, ``schema.table`` -> count."""
-    if not home.warehouse.exists():
-        return {}
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
-        tables = con.execute(
-            "select table_schema, table_name from information_schema.tables order by 1, 2"
-        ).fetchall()
-        return {f"{s}.{t}": con.execute(f'select count(*) from "{s}"."{t}"').fetchone()[0] for s, t in tables}
+    """Rows per table of both DuckDB files (the warehouse and the restricted raw zone), ``schema.table`` -> count."""
+    counts: dict[str, int] = {}
+    for path in (home.raw_warehouse, home.warehouse):
+        if not path.exists():
+            continue
+        with duckdb.connect(str(path), read_only=True) as con:
+            tables = con.execute("select table_schema, table_name from information_schema.tables order by 1, 2").fetchall()
+            counts.update({f"{s}.{t}": con.execute(f'select count(*) from "{s}"."{t}"').fetchone()[0] for s, t in tables})
+    return dict(sorted(counts.items()))
 
 
 def quarantine_reasons(home: DataHome) -> dict[str, int]:
-    """Quarantined records per reason over all days."""
-    if not home.warehouse.exists():
+    """Quarantined records per reason over all days (from the restricted zone; reasons hold no raw text)."""
+    if not home.raw_warehouse.exists():
         return {}
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+    with duckdb.connect(str(home.raw_warehouse), read_only=True) as con:
         try:
             rows = con.execute("select reason, count(*) from ingest.quarantined_logs group by 1 order by 2 desc").fetchall()
         except duckdb.CatalogException:

@@ -17,8 +17,9 @@ DEFAULT_HOME = "./data"
 class DataHome:
     """The data home and the places inside it.
 
-    ``landing/``            log files to ingest (any subfolders; any mix of dates per file)
-    ``warehouse.duckdb``    the embedded default store, one DuckDB schema per domain
+    ``landing/``            log files to ingest (any subfolders; any mix of dates per file); raw, owner-only
+    ``restricted/``         the raw zone, owner-only: ``raw.duckdb`` holds raw_logs and quarantined_logs
+    ``warehouse.duckdb``    the embedded default store for everything else, one DuckDB schema per domain
     ``dagster/``            DAGSTER_HOME: run history, event log, schedules' and sensors' state
     ``cache/``              content-addressed caches (parsed-file day index, model caches)
     ``demo_truth/``         what the demo generator knows about its logs (for simulated annotators)
@@ -38,6 +39,14 @@ class DataHome:
         return self.root / "landing"
 
     @property
+    def restricted(self) -> Path:
+        return self.root / "restricted"
+
+    @property
+    def raw_warehouse(self) -> Path:
+        return self.restricted / "raw.duckdb"
+
+    @property
     def warehouse(self) -> Path:
         return self.root / "warehouse.duckdb"
 
@@ -54,7 +63,9 @@ class DataHome:
         return self.root / "demo_truth"
 
     def ensure(self) -> "DataHome":
-        """Create the folders (idempotent)."""
-        for path in (self.root, self.landing, self.dagster_home, self.cache):
+        """Create the folders (idempotent); raw places are owner-only (0700)."""
+        for path in (self.root, self.landing, self.restricted, self.dagster_home, self.cache):
             path.mkdir(parents=True, exist_ok=True)
+        for path in (self.landing, self.restricted):
+            path.chmod(0o700)
         return self

@@ -117,6 +117,8 @@ __all__ = [
     "RedactionConfig",
     "Finding",
     "Redaction",
+    "Span",
+    "Analysis",
     "Pseudonyms",
     "Redactor",
     "get_redactor",
@@ -154,7 +156,7 @@ DEFAULT_ALLOW_LIST: tuple[str, ...] = (
     # banking vocabulary
     "PIN", "ATM", "IBAN", "BIC", "SWIFT", "SEPA", "BACS", "CHAPS", "KYC", "ID", "OTP", "CVV", "CVC",
     "Card", "Cards", "Withdrawal", "Transfer", "Top Up", "Top-up", "Refund", "Cancel Transaction",
-    "Seller", "Merchant", "Landlord", "Broken", "Keep", "My App", "App", "Max", "Pending",
+    "Seller", "Merchant", "Landlord", "Broken", "Keep", "My App", "App", "Pending",
     "Euro", "Euros", "Eu", "Pound", "Pounds", "Dollar", "Dollars", "Ruble", "Rubles",
     # dates alone are not redacted; the model tags some month abbreviations as names ("27 Mar")
     "Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sep", "Sept", "Oct", "Nov", "Dec",
@@ -491,14 +493,16 @@ def _clean_person(text: str, start: int, end: int, allow: frozenset[str]) -> tup
         if (
             not word
             or _NOT_NAME_CHARS.search(word)  # verify_top_up, \ket{\psi, 140.00
-            or (word.isupper() and 1 < len(word) <= 5)  # ISO, JPY, GBP, MAE
             or not any(ch.isalpha() for ch in word)
+            or (words and word.isupper() and 2 <= len(word) <= 3)  # "Priya Jensen GBP"
         ):
             break
         words.append(folded)
         new_end = start + m.start() + len(m.group().rstrip(_EDGE_PUNCT))
     if not words:
         return None
+    if len(words) == 1 and text[start:new_end].strip(_EDGE_PUNCT).isupper() and len(words[0]) <= 5:
+        return None  # an acronym or code alone: ISO, JPY, MAE
     if " ".join(words) in allow or all(w in allow for w in words):
         return None
     lead = len(text[start:new_end]) - len(text[start:new_end].lstrip(_EDGE_PUNCT))
@@ -664,7 +668,9 @@ def _build_recognizers(config: RedactionConfig) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class _Span:
+class Span:
+    """A finding in the ORIGINAL text (offsets only, no value): for evaluation and debugging."""
+
     start: int
     end: int
     entity_type: str
@@ -672,8 +678,11 @@ class _Span:
 
 
 @dataclass
-class _Analysis:
-    spans: list[_Span] = field(default_factory=list)
+class Analysis:
+    """What :meth:`Redactor.analyze` found in one text: merged, non-overlapping spans, or the
+    reason the text is withheld (then ``spans`` is empty)."""
+
+    spans: list[Span] = field(default_factory=list)
     withheld: str | None = None
 
 
@@ -724,34 +733,34 @@ def _chunks(text: str, size: int, overlap: int) -> list[tuple[int, str]]:
         start = end - overlap
 
 
-def _merge(text: str, spans: list[_Span]) -> list[_Span]:
-    """Unite overlapping findings (fail closed: the union is redacted) and findings of the same
-    type separated only by whitespace ("John" + "Smith"); the surviving type is the best-scored."""
+def _merge(text: str, spans: list[Span]) -> list[Span]:
+    """Unite overlapping findings (fail closed: the union is redacted) and PERSON findings
+    separated only by spaces ("John" + "Smith"); the surviving type is the best-scored one."""
     if not spans:
         return []
     ordered = sorted(spans, key=lambda s: (s.start, -s.end))
-    out: list[_Span] = []
+    out: list[Span] = []
     for s in ordered:
         if out:
             last = out[-1]
             touching = (s.entity_type == last.entity_type == "PERSON" and s.start >= last.end
-                        and not text[last.end:s.start].strip())
+                        and not text[last.end:s.start].strip(" \t"))
             if s.start < last.end or touching:
                 best = max((last, s), key=lambda x: (x.score, -_PRIORITY.get(x.entity_type, 50), x.end - x.start))
-                out[-1] = _Span(last.start, max(last.end, s.end), best.entity_type, max(last.score, s.score))
+                out[-1] = Span(last.start, max(last.end, s.end), best.entity_type, max(last.score, s.score))
                 continue
         out.append(s)
     return out
 
 
-def _subtract_placeholders(text: str, spans: list[_Span]) -> list[_Span]:
+def _subtract_placeholders(text: str, spans: list[Span]) -> list[Span]:
     """Never re-redact existing placeholders or withheld markers (keeps redaction idempotent)."""
     if "<" not in text and "[WITHHELD" not in text:
         return spans
     holes = [(m.start(), m.end()) for m in _PLACEHOLDER_RE.finditer(text)]
     if not holes:
         return spans
-    out: list[_Span] = []
+    out: list[Span] = []
     for s in spans:
         pieces = [(s.start, s.end)]
         for h0, h1 in holes:
@@ -771,7 +780,7 @@ def _subtract_placeholders(text: str, spans: list[_Span]) -> list[_Span]:
             trail = len(piece) - len(piece.rstrip(_EDGE_PUNCT))
             a2, b2 = a + lead, b - trail
             if b2 > a2 and any(ch.isalnum() for ch in text[a2:b2]):
-                out.append(_Span(a2, b2, s.entity_type, s.score))
+                out.append(Span(a2, b2, s.entity_type, s.score))
     return out
 
 
@@ -850,7 +859,7 @@ class Redactor:
 
     # ---- analysis ---------------------------------------------------------------------------
 
-    def _clean(self, text: str, span: _Span) -> _Span | None:
+    def _clean(self, text: str, span: Span) -> Span | None:
         """Drop findings that are not PII (allow-list, types not asked for); PERSON findings are
         cleaned by :func:`_clean_person`."""
         if span.entity_type not in self.entities or span.end <= span.start:
@@ -861,12 +870,12 @@ class Redactor:
         if span.entity_type != "PERSON":
             return span
         cleaned = _clean_person(text, span.start, span.end, self._allow)
-        return None if cleaned is None else _Span(cleaned[0], cleaned[1], span.entity_type, span.score)
+        return None if cleaned is None else Span(cleaned[0], cleaned[1], span.entity_type, span.score)
 
-    def _analyze_distinct(self, texts: list[str]) -> list[_Analysis]:
+    def _analyze_distinct(self, texts: list[str]) -> list[Analysis]:
         """Analyse distinct texts: one spaCy ``pipe`` over all chunks, then the recognizers."""
         cfg = self.config
-        results = [_Analysis() for _ in texts]
+        results = [Analysis() for _ in texts]
         units: list[tuple[int, int, str]] = []  # (text index, offset, chunk)
         for i, text in enumerate(texts):
             if not text.strip():
@@ -917,7 +926,7 @@ class Redactor:
                 res.withheld = "analyzer_error: regex timeout"
                 continue
             for r in found:
-                span = self._clean(texts[i], _Span(r.start + offset, r.end + offset, r.entity_type, float(r.score)))
+                span = self._clean(texts[i], Span(r.start + offset, r.end + offset, r.entity_type, float(r.score)))
                 if span is not None:
                     res.spans.append(span)
         for i, res in enumerate(results):
@@ -927,7 +936,12 @@ class Redactor:
                 res.spans = _merge(texts[i], _subtract_placeholders(texts[i], res.spans))
         return results
 
-    def _analyze(self, texts: Sequence[str]) -> list[_Analysis]:
+    def analyze(self, texts: Sequence[str]) -> list[Analysis]:
+        """The findings per text (offsets into the original texts) without redacting anything.
+
+        Identical texts are analysed once. Used by :meth:`redact_texts` / :meth:`redact_rows` and
+        by evaluations that compare against gold spans.
+        """
         index: dict[str, int] = {}
         distinct: list[str] = []
         order = []
@@ -942,7 +956,7 @@ class Redactor:
 
     # ---- anonymisation ----------------------------------------------------------------------
 
-    def _apply(self, text: str, analysis: _Analysis, pseudonyms: Pseudonyms) -> Redaction:
+    def _apply(self, text: str, analysis: Analysis, pseudonyms: Pseudonyms) -> Redaction:
         if analysis.withheld:
             return Redaction(withheld_marker(analysis.withheld), (), analysis.withheld)
         if not analysis.spans:
@@ -954,24 +968,28 @@ class Redactor:
         operators: dict[str, Any] = {}
         results = []
         for s in analysis.spans:
-            placeholder = pseudonyms.placeholder(s.entity_type, text[s.start:s.end])
+            pseudonyms.placeholder(s.entity_type, text[s.start:s.end])
             results.append(RecognizerResult(s.entity_type, s.start, s.end, s.score))
             if s.entity_type not in operators:
                 operators[s.entity_type] = OperatorConfig(
                     "custom", {"lambda": functools.partial(pseudonyms.placeholder, s.entity_type)}
                 )
-        engine_result = self._anonymizer.anonymize(text=text, analyzer_results=results, operators=operators)
+        # Spans are already non-overlapping and merged (_merge), so the anonymizer changes none.
+        try:
+            engine_result = self._anonymizer.anonymize(
+                text=text, analyzer_results=results, operators=operators, merge_entities_with_spaces=False
+            )
+        except Exception as err:  # noqa: BLE001 - fail closed
+            reason = f"anonymizer_error: {type(err).__name__}"
+            return Redaction(withheld_marker(reason), (), reason)
+        items = sorted(engine_result.items, key=lambda item: item.start)
+        if len(items) != len(analysis.spans):  # cannot happen; never return text we cannot vouch for
+            reason = "anonymizer_error: unexpected entity merge"
+            return Redaction(withheld_marker(reason), (), reason)
         findings = tuple(
-            sorted(
-                (Finding(item.entity_type, item.text, item.start, item.end, 0.0) for item in engine_result.items),
-                key=lambda f: f.start,
-            )
+            Finding(item.entity_type, item.text, item.start, item.end, round(s.score, 3))
+            for item, s in zip(items, analysis.spans)
         )
-        scores = [s.score for s in analysis.spans]
-        if len(scores) == len(findings):
-            findings = tuple(
-                Finding(f.entity_type, f.placeholder, f.start, f.end, round(sc, 3)) for f, sc in zip(findings, scores)
-            )
         return Redaction(engine_result.text, findings, None)
 
     # ---- public API -------------------------------------------------------------------------
@@ -999,11 +1017,11 @@ class Redactor:
                 except Exception as err:  # noqa: BLE001
                     prepared.append("")
                     pre_withheld[i] = f"unsupported_content: {type(err).__name__}"
-        analyses = self._analyze(prepared)
+        analyses = self.analyze(prepared)
         out = []
         for i, (text, analysis) in enumerate(zip(prepared, analyses)):
             if i in pre_withheld:
-                analysis = _Analysis(withheld=pre_withheld[i])
+                analysis = Analysis(withheld=pre_withheld[i])
             out.append(self._apply(text, analysis, pseudonyms))
         return out
 
@@ -1016,8 +1034,8 @@ class Redactor:
         scopes = scopes if scopes is not None else {}
         slots_per_row = [_text_slots(row) for row in rows]
         all_texts = [text for slots in slots_per_row for _, text, _ in slots]
-        flat = self._analyze(all_texts)
-        per_row: list[list[_Analysis]] = []
+        flat = self.analyze(all_texts)
+        per_row: list[list[Analysis]] = []
         pos = 0
         for slots in slots_per_row:
             per_row.append(flat[pos:pos + len(slots)])
@@ -1048,7 +1066,7 @@ def get_redactor(config: RedactionConfig = RedactionConfig()) -> Redactor:
 # --------------------------------------------------------------------------------------------
 # rows
 
-_SlotKind = str  # "text" | "number"
+_SlotKind = str  # "text" | "number" (a metadata number scanned as text) | "copy" (user_input)
 
 
 def _text_slots(row: dict[str, Any]) -> list[tuple[tuple[Any, ...], str, _SlotKind]]:
@@ -1059,9 +1077,11 @@ def _text_slots(row: dict[str, Any]) -> list[tuple[tuple[Any, ...], str, _SlotKi
             slots.append((("messages", i, "content"), m["content"], "text"))
         if isinstance(m.get("name"), str):
             slots.append((("messages", i, "name"), m["name"], "text"))
-    for key in ("user_input", "completion"):
-        if isinstance(row.get(key), str):
-            slots.append(((key,), row[key], "text"))
+    if isinstance(row.get("user_input"), str):
+        # a copy of the last user message: redacted the same way, not counted twice
+        slots.append((("user_input",), row["user_input"], "copy"))
+    if isinstance(row.get("completion"), str):
+        slots.append((("completion",), row["completion"], "text"))
     for i, c in enumerate(row.get("retrieved_chunks") or []):
         if isinstance(c.get("text"), str):
             slots.append((("retrieved_chunks", i, "text"), c["text"], "text"))
@@ -1105,7 +1125,8 @@ def _rebuild_row(row: dict[str, Any], slots: list[tuple[tuple[Any, ...], str, _S
     counts: Counter[str] = Counter()
     withheld: list[str] = []
     for (path, _, kind), red in zip(slots, redactions):
-        counts.update(f.entity_type for f in red.entities)
+        if kind != "copy":
+            counts.update(f.entity_type for f in red.entities)
         if red.withheld:
             withheld.append(f"{_path_name(path)}: {red.withheld}")
         if path[0] == "metadata" and len(path) == 2:

@@ -6,7 +6,7 @@ from typing import Any, Iterable
 
 import polars as pl
 
-__all__ = ["RAW_LOGS_SCHEMA", "QUARANTINE_SCHEMA", "MANIFEST_SCHEMA", "frame", "markdown_table"]
+__all__ = ["RAW_LOGS_SCHEMA", "REDACTED_LOGS_SCHEMA", "RETENTION_LOG_SCHEMA", "QUARANTINE_SCHEMA", "MANIFEST_SCHEMA", "frame", "markdown_table"]
 
 _MESSAGE = pl.Struct({"role": pl.String, "content": pl.String, "name": pl.String})
 _CHUNK = pl.Struct({"doc_id": pl.String, "text": pl.String, "score": pl.Float64})
@@ -56,6 +56,25 @@ QUARANTINE_SCHEMA = pl.Schema(
         "message": pl.String,
         "request_id": pl.String,
         "raw_excerpt": pl.String,
+    }
+)
+
+# redacted_logs: the raw layout with every user-data text redacted, plus what was found.
+REDACTED_LOGS_SCHEMA = pl.Schema(
+    {
+        **RAW_LOGS_SCHEMA,
+        "pii_counts": pl.String,  # JSON: entity type -> placeholders put in this record
+        "withheld": pl.List(pl.String),  # reasons a text was withheld instead of redacted
+    }
+)
+
+RETENTION_LOG_SCHEMA = pl.Schema(
+    {
+        "run_at": pl.Datetime("us"),
+        "cutoff_day": pl.Date,
+        "table": pl.String,
+        "day": pl.Date,
+        "rows_deleted": pl.Int64,
     }
 )
 

@@ -9,7 +9,7 @@ import polars as pl
 from conftest import mixed_lines
 
 from eval_pipeline.defs.ingest import assets, checks, sensors
-from eval_pipeline.defs.resources import build_resources
+from eval_pipeline.defs.resources import PipelineSettings, build_resources
 from eval_pipeline.definitions import build_definitions
 
 INGEST = [assets.landing_manifest, assets.ingested_logs, checks.records_reconcile, checks.raw_logs_expectations]
@@ -30,7 +30,8 @@ def materialize_day(home, day, instance=None):
 
 
 def query(home, sql) -> pl.DataFrame:
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+    """Query the restricted zone (raw_logs, quarantined_logs) and, attached, the warehouse."""
+    with duckdb.connect(str(home.raw_warehouse), read_only=True) as con:
         return con.execute(sql).pl()
 
 
@@ -77,7 +78,7 @@ def test_an_empty_day_still_writes_typed_tables(home):
 def test_reconcile_check_fails_when_records_go_missing(home):
     materialize_manifest(home)
     # the manifest now claims one more record on the day than the files hold
-    with duckdb.connect(str(home.warehouse)) as con:
+    with duckdb.connect(str(home.warehouse)) as con:  # the manifest is in the warehouse, not the raw zone
         con.execute("""update ingest.landing_manifest set days = '{"2026-03-02": 15, "2026-03-03": 1}'
                        where path = 'app/mixed.canonical.jsonl'""")
     result = dg.materialize(INGEST, resources=build_resources(home), partition_key="2026-03-02",
@@ -110,7 +111,7 @@ def test_landing_sensor_requests_the_manifest_then_the_changed_days(home):
     defs = build_definitions(home)
     instance = dg.DagsterInstance.ephemeral()
     sensor = defs.get_sensor_def("landing_sensor")
-    settings = build_resources(home)["settings"]
+    settings = PipelineSettings(home=str(home.root), raw_retention_days=3650)  # the samples are from March 2026
 
     first = sensor(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
     assert [r.job_name for r in first] == ["landing_manifest_job"]
@@ -123,6 +124,10 @@ def test_landing_sensor_requests_the_manifest_then_the_changed_days(home):
     # nothing changed since: the third tick skips
     third = sensor(dg.build_sensor_context(instance=instance, resources={"settings": settings}, cursor=context.cursor))
     assert isinstance(third, dg.SkipReason)
+    # days older than the raw retention are never re-ingested
+    short = PipelineSettings(home=str(home.root), raw_retention_days=30)
+    aged = sensor(dg.build_sensor_context(instance=instance, resources={"settings": short}, cursor=_cursor_after(first)))
+    assert isinstance(aged, dg.SkipReason)
 
 
 def _cursor_after(first_requests) -> str:
@@ -134,10 +139,12 @@ def _cursor_after(first_requests) -> str:
 def test_definitions_list_every_asset_check_job_and_sensor(home):
     defs = build_definitions(home)
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"landing_manifest", "raw_logs", "quarantined_logs"}
+    assert {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()} == {
+        "landing_manifest": "ingest", "raw_logs": "ingest", "quarantined_logs": "ingest",
+        "redacted_logs": "privacy", "raw_retention_log": "privacy"}
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
-        ("raw_logs", "records_reconcile"), ("raw_logs", "raw_logs_expectations")}
+        ("raw_logs", "records_reconcile"), ("raw_logs", "raw_logs_expectations"),
+        ("redacted_logs", "no_pii_leak"), ("raw_retention_log", "raw_within_retention")}
     assert {s.name for s in defs.sensors} == {"landing_sensor"}
-    assert not list(defs.schedules or [])
-    assert {j.name for j in defs.jobs} == {"landing_manifest_job", "ingest_job"}
-    assert {graph.get(k).group_name for k in graph.get_all_asset_keys()} == {"ingest"}
+    assert {s.name for s in defs.schedules} == {"raw_retention_schedule"}
+    assert {j.name for j in defs.jobs} == {"landing_manifest_job", "ingest_job", "raw_retention_job"}

@@ -9,21 +9,11 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import daily_partitions
-from eval_pipeline.defs.resources import PipelineSettings
+from eval_pipeline.defs.resources import PipelineSettings, read_table
 from eval_pipeline.lib.ingestion import build_manifest, ingest_day, manifest_changed_days
 from eval_pipeline.lib.tables import MANIFEST_SCHEMA, QUARANTINE_SCHEMA, RAW_LOGS_SCHEMA, frame, markdown_table
 
 KINDS = {"polars", "duckdb"}
-
-
-def _previous_manifest(warehouse: DuckDBResource) -> pl.DataFrame:
-    with warehouse.get_connection() as con:
-        exists = con.execute(
-            "select count(*) from information_schema.tables where table_schema = 'ingest' and table_name = 'landing_manifest'"
-        ).fetchone()[0]
-        if exists:
-            return con.execute("select path, sha256, days from ingest.landing_manifest").pl()
-    return pl.DataFrame(schema={"path": pl.String, "sha256": pl.String, "days": pl.String})
 
 
 @dg.asset(group_name="ingest", kinds=KINDS, metadata={"schema": "ingest"})
@@ -36,7 +26,7 @@ def landing_manifest(context: dg.AssetExecutionContext, settings: PipelineSettin
     the ``changed_days`` metadata, which the landing sensor turns into re-ingest runs.
     """
     home = settings.data_home
-    previous = _previous_manifest(warehouse)
+    previous = read_table(warehouse, "ingest.landing_manifest", MANIFEST_SCHEMA)
     entries, gone = build_manifest(
         home.landing,
         previous=dict(zip(previous["path"], previous["sha256"])),
@@ -74,14 +64,15 @@ def landing_manifest(context: dg.AssetExecutionContext, settings: PipelineSettin
 @dg.multi_asset(
     outs={
         "raw_logs": dg.AssetOut(
-            group_name="ingest", kinds=KINDS,
+            group_name="ingest", kinds=KINDS, io_manager_key="raw_io_manager",
             metadata={"schema": "ingest", "partition_expr": "timestamp"},
             description="Canonical log records of one UTC day, from every landing file that holds that day (restricted zone: raw text).",
         ),
         "quarantined_logs": dg.AssetOut(
-            group_name="ingest", kinds=KINDS,
+            group_name="ingest", kinds=KINDS, io_manager_key="raw_io_manager",
             metadata={"schema": "ingest", "partition_expr": "partition_day"},
-            description="Every record of the day that failed to parse or validate: file, line, field, reason.",
+            description="Every record of the day that failed to parse or validate: file, line, field, reason "
+            "(restricted zone: the excerpt is raw text).",
         ),
     },
     partitions_def=daily_partitions,

@@ -11,9 +11,10 @@ from eval_pipeline.defs.resources import PipelineSettings
 from eval_pipeline.lib.ingestion import list_landing_files
 
 landing_manifest_job = dg.define_asset_job("landing_manifest_job", selection=["landing_manifest"])
+# A day's ingest runs through redaction, so raw text never waits unredacted for a second run.
 ingest_job = dg.define_asset_job(
     "ingest_job",
-    selection=dg.AssetSelection.assets("raw_logs", "quarantined_logs"),
+    selection=dg.AssetSelection.assets("raw_logs", "quarantined_logs", "redacted_logs"),
 )
 
 
@@ -52,6 +53,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettin
         for day in (changed.value if changed is not None else []):
             if not daily_partitions.has_partition_key(day):
                 context.log.warning(f"{day}: before the first partition ({daily_partitions.start:%Y-%m-%d}) or in the future; not ingested")
+                continue
+            if day < settings.retention_cutoff().isoformat():
+                context.log.info(f"{day}: older than raw_retention_days; raw data of that day is not kept")
                 continue
             requests.append(dg.RunRequest(run_key=f"ingest-{day}-{latest.storage_id}",
                                           job_name=ingest_job.name, partition_key=day))

@@ -1,0 +1,1 @@
+"""Privacy domain: PII redaction, the restricted raw zone and its retention."""

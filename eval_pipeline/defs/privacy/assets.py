@@ -1,0 +1,85 @@
+"""Privacy: raw records -> redacted records (the only asset that reads raw text), and the raw zone's retention."""
+
+import json
+import time
+from collections import Counter
+from datetime import datetime, timezone
+
+import dagster as dg
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from eval_pipeline.defs.partitions import daily_partitions
+from eval_pipeline.defs.resources import PipelineSettings, RedactionSettings, landing_file_days, read_table
+from eval_pipeline.lib.redaction import get_redactor
+from eval_pipeline.lib.retention import purge_raw_zone
+from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, RETENTION_LOG_SCHEMA, frame, markdown_table
+
+KINDS = {"polars", "duckdb", "presidio"}
+
+
+@dg.asset(
+    group_name="privacy",
+    kinds=KINDS,
+    partitions_def=daily_partitions,
+    metadata={"schema": "privacy", "partition_expr": "timestamp"},
+)
+def redacted_logs(context: dg.AssetExecutionContext, redaction: RedactionSettings, raw_logs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """The day's records with PII replaced by typed placeholders, consistent within a conversation.
+
+    Every text that can carry user data is redacted: messages (system prompt included),
+    completion, retrieved chunks, the feedback comment, string metadata. A text that cannot be
+    analysed is withheld (``[WITHHELD: reason]``), never passed on raw.
+    """
+    redactor = get_redactor(redaction.config())
+    started = time.perf_counter()
+    rows = redactor.redact_rows(raw_logs.to_dicts())
+    seconds = time.perf_counter() - started
+    df = frame(rows, REDACTED_LOGS_SCHEMA)
+    found: Counter[str] = Counter()
+    for counts in df["pii_counts"]:
+        found.update(json.loads(counts))
+    withheld = Counter(reason for reasons in df["withheld"] for reason in reasons)
+    with_pii = df.filter(pl.col("pii_counts") != "{}")
+    return dg.Output(df, metadata={
+        "dagster/row_count": df.height,
+        "records_with_pii": with_pii.height,
+        "placeholders_by_type": dg.MetadataValue.json(dict(sorted(found.items()))),
+        "withheld_texts": dg.MetadataValue.json(dict(sorted(withheld.items()))),
+        "redaction_seconds": round(seconds, 2),
+        "records_per_second": round(df.height / seconds, 1) if seconds > 0 and df.height else 0.0,
+        "preview": dg.MetadataValue.md(markdown_table(with_pii.select("request_id", "user_input", "pii_counts").head(10), max_cell=120)),
+    })
+
+
+@dg.asset(group_name="privacy", kinds={"polars", "duckdb"}, metadata={"schema": "privacy"})
+def raw_retention_log(context: dg.AssetExecutionContext, settings: PipelineSettings,
+                      warehouse: DuckDBResource, raw_warehouse: DuckDBResource) -> dg.Output[pl.DataFrame]:
+    """Deletes raw data older than ``raw_retention_days`` and keeps the record of what it deleted.
+
+    Deletes the rows of ``raw_logs`` and ``quarantined_logs`` before the cutoff day, landing
+    files whose every day is before it, and Dagster's materializations of those partitions.
+    Redacted data is kept. Runs daily on ``raw_retention_schedule``; ``raw_within_retention``
+    proves nothing older remains. It does not read raw text (only counts and deletes), so it
+    takes no input from ``raw_logs``.
+    """
+    home = settings.data_home
+    cutoff = settings.retention_cutoff()
+    previous = read_table(warehouse, "privacy.raw_retention_log", RETENTION_LOG_SCHEMA)
+    with raw_warehouse.get_connection() as con:
+        purge = purge_raw_zone(con, home.landing, landing_file_days(warehouse), cutoff)
+    days = sorted({d.isoformat() for _, d, _ in purge.rows})
+    if days:
+        for key in ("raw_logs", "quarantined_logs"):
+            context.instance.wipe_asset_partitions(dg.AssetKey(key), days)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    deleted = frame([{"run_at": now, "cutoff_day": cutoff, "table": t, "day": d, "rows_deleted": n} for t, d, n in purge.rows],
+                    RETENTION_LOG_SCHEMA)
+    df = pl.concat([previous, deleted])  # the log accumulates: one row per table and day ever deleted
+    return dg.Output(df, metadata={
+        "cutoff_day": cutoff.isoformat(),
+        "raw_retention_days": settings.raw_retention_days,
+        "rows_deleted": int(deleted["rows_deleted"].sum() or 0),
+        "days_deleted": len(days),
+        "landing_files_deleted": dg.MetadataValue.json(purge.files_deleted),
+    })
