@@ -69,9 +69,9 @@ def raw_retention_log(context: dg.AssetExecutionContext, settings: PipelineSetti
     with raw_warehouse.get_connection() as con:
         purge = purge_raw_zone(con, home.landing, landing_file_days(warehouse), cutoff)
     days = sorted({d.isoformat() for _, d, _ in purge.rows})
-    if days:
-        for key in ("raw_logs", "quarantined_logs"):
-            context.instance.wipe_asset_partitions(dg.AssetKey(key), days)
+    for key in ("raw_logs", "quarantined_logs"):
+        if days:
+            _mark_deleted(context, dg.AssetKey(key), days, cutoff.isoformat())
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     deleted = frame([{"run_at": now, "cutoff_day": cutoff, "table": t, "day": d, "rows_deleted": n} for t, d, n in purge.rows],
                     RETENTION_LOG_SCHEMA)
@@ -83,3 +83,15 @@ def raw_retention_log(context: dg.AssetExecutionContext, settings: PipelineSetti
         "days_deleted": len(days),
         "landing_files_deleted": dg.MetadataValue.json(purge.files_deleted),
     })
+
+
+def _mark_deleted(context: dg.AssetExecutionContext, key: dg.AssetKey, days: list[str], cutoff: str) -> None:
+    """Tell Dagster the partitions' data is gone: wiped where the instance's storage supports it
+    (Postgres), otherwise an observation on each partition saying it was deleted (SQLite)."""
+    try:
+        context.instance.wipe_asset_partitions(key, days)
+    except NotImplementedError:
+        for day in days:
+            context.instance.report_runless_asset_event(
+                dg.AssetObservation(asset_key=key, partition=day,
+                                    metadata={"deleted_by_retention": True, "cutoff_day": cutoff}))
