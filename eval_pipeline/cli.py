@@ -132,6 +132,26 @@ def cmd_ui(args: argparse.Namespace) -> int:
     os.execv(str(dagster), [str(dagster), "dev", *target, "--host", args.host, "--port", str(args.port)])
 
 
+def cmd_redact(args: argparse.Namespace) -> int:
+    from eval_pipeline.lib.redaction import RedactionConfig, redact_jsonl
+
+    config = RedactionConfig(score_threshold=args.score_threshold)
+    inp = open(args.input, encoding="utf-8") if args.input else sys.stdin
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        summary = redact_jsonl(inp, out, config=config)
+    except ValueError as err:
+        print(f"error: {args.input or '<stdin>'}: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if args.input:
+            inp.close()
+        if args.output:
+            out.close()
+    print(json.dumps(summary, sort_keys=True), file=sys.stderr)
+    return 0
+
+
 def cmd_power(args: argparse.Namespace) -> int:
     from eval_pipeline.lib.stats import power_report
 
@@ -189,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("redact", help="redact PII from JSONL ({\"text\": ...} lines or canonical log records)")
+    p.add_argument("--in", dest="input", help="input JSONL (default: stdin)")
+    p.add_argument("--out", dest="output", help="output JSONL (default: stdout)")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="minimum recognizer score (default 0.5)")
+    p.set_defaults(func=cmd_redact)
 
     p = sub.add_parser("power", help="examples needed to detect a change in pass rate, or the change a set can detect")
     p.add_argument("--baseline-rate", type=float, required=True, help="the baseline's pass rate, e.g. 0.8")

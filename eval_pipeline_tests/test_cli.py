@@ -65,3 +65,23 @@ def test_refresh_refuses_a_month_without_partitions(tmp_path, capsys):
     assert "no daily partition exists" in capsys.readouterr().err
     assert main(["refresh", "--home", str(tmp_path), "--month", "May"]) == 2
     assert "expected YYYY-MM" in capsys.readouterr().err
+
+
+def test_redact_command_on_files_and_a_bad_line(tmp_path, capsys):
+    source = tmp_path / "in.jsonl"
+    record = {"request_id": "r1", "timestamp": "2026-03-02T10:00:00Z", "completion": "Noted, Anna Berg.", "model": "m",
+              "messages": [{"role": "user", "content": "I'm Anna Berg, card 4111 1111 1111 1111, mail anna.berg@example.com"}]}
+    source.write_text(json.dumps({"text": "Email me at ops@example.com"}) + "\n" + json.dumps(record) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["redact", "--in", str(source), "--out", str(out)]) == 0
+    text_line, record_line = [json.loads(line) for line in out.read_text().splitlines()]
+    assert text_line["text"] == "Email me at <EMAIL_ADDRESS_1>"
+    content = record_line["messages"][0]["content"]
+    assert "Anna Berg" not in content and "4111" not in content and "anna.berg@example.com" not in content
+    assert record_line["completion"] == "Noted, <PERSON_1>." and "<PERSON_1>" in content
+    summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert summary["records"] == 1 and summary["text_lines"] == 1
+
+    source.write_text(json.dumps({"text": "fine"}) + "\n" + '{"text": 5}\n')
+    assert main(["redact", "--in", str(source), "--out", str(out)]) == 1
+    assert "line 2" in capsys.readouterr().err
