@@ -35,6 +35,7 @@ class MonthRefresh:
     days: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     monthly_jobs: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
 
     @property
     def success(self) -> bool:
@@ -75,6 +76,7 @@ def refresh_month(home: DataHome, month: str, log=print) -> MonthRefresh:
     instance = instance_for(home)
     result = MonthRefresh(month=month)
     manifest = defs.resolve_job_def("landing_manifest_job").execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET)
+    result.run_ids.append(manifest.run_id)
     if not manifest.success:
         result.failed.append("landing_manifest")
         return result
@@ -82,6 +84,7 @@ def refresh_month(home: DataHome, month: str, log=print) -> MonthRefresh:
     for day in days:
         run = ingest.execute_in_process(partition_key=day, instance=instance, raise_on_error=False, run_config=_QUIET)
         result.days.append(day)
+        result.run_ids.append(run.run_id)
         failed_checks = [e.check_name for e in run.get_asset_check_evaluations() if not e.passed]
         if not run.success or failed_checks:
             result.failed.append(day if run.success else f"{day} (run failed)")
@@ -89,6 +92,7 @@ def refresh_month(home: DataHome, month: str, log=print) -> MonthRefresh:
     for job_name in MONTHLY_JOBS:
         run = defs.resolve_job_def(job_name).execute_in_process(partition_key=month, instance=instance, raise_on_error=False, run_config=_QUIET)
         result.monthly_jobs.append(job_name)
+        result.run_ids.append(run.run_id)
         if not run.success:
             result.failed.append(job_name)
     return result
