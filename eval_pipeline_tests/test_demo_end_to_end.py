@@ -32,7 +32,7 @@ def test_refresh_ingests_every_demo_record_and_quarantines_every_broken_line(tmp
     assert counts["ingest.raw_logs"] == summary.records == 28 * 25
     malformed = [json.loads(line) for line in (home.demo_truth / "malformed.jsonl").read_text().splitlines()]
     assert counts["ingest.quarantined_logs"] == len(malformed) == summary.malformed_lines > 0
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+    with duckdb.connect(str(home.raw_warehouse), read_only=True) as con:
         quarantined = con.execute("select source_file, source_line, reason from ingest.quarantined_logs").fetchall()
         formats = dict(con.execute("select source_format, count(*) from ingest.raw_logs group by 1").fetchall())
         multi = con.execute("select min(len(messages)) from ingest.raw_logs where turn_index > 0").fetchone()[0]
@@ -42,5 +42,19 @@ def test_refresh_ingests_every_demo_record_and_quarantines_every_broken_line(tmp
     assert multi >= 4  # a later turn carries system, user, assistant, user at least
 
     # the runs are on the data home's instance, where `eval-pipeline ui` will show them
+    # privacy: every day's leak check passed (refresh fails on a failed check), and no inserted
+    # email, phone, card or IBAN of the generator's truth appears anywhere in redacted_logs
+    assert counts["privacy.redacted_logs"] == summary.records
+    truth = [json.loads(line) for line in (home.demo_truth / "records.jsonl").read_text().splitlines()]
+    planted = {(p["type"], p["value"]) for t in truth for p in t["pii"]}
+    assert {kind for kind, _ in planted} >= {"EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "PERSON"}
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        redacted_text = "\n".join(str(row) for row in con.execute("select * from privacy.redacted_logs").fetchall())
+    survivors = sorted(v for kind, v in planted if kind != "PERSON" and v in redacted_text)
+    assert survivors == []
+    people = {v for kind, v in planted if kind == "PERSON"}
+    missed_people = {v for v in people if v in redacted_text}
+    assert len(missed_people) <= 0.2 * len(people), f"names left: {sorted(missed_people)[:10]}"
+
     instance_runs = home.dagster_home / "storage"
     assert instance_runs.exists() and any(instance_runs.iterdir())

@@ -19,6 +19,9 @@ def redacted_texts(df: pl.DataFrame):
     yield from (v for v in df["feedback_comment"] if v)
     for messages in df["messages"]:
         yield from (m["content"] for m in messages)
+        yield from (m["name"] for m in messages if m["name"])
+    for steps in df["post_processing"]:
+        yield from (p["detail"] for p in steps if p["detail"])
     for chunks in df["retrieved_chunks"]:
         yield from (c["text"] for c in chunks)
     for metadata in df["metadata"]:
