@@ -85,7 +85,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from eval_pipeline.lib.demo_logs import generate_logs
-    from eval_pipeline.runs import month_days, quarantine_reasons, refresh_month, table_counts
+    from eval_pipeline.runs import month_days, pii_placeholders, quarantine_reasons, refresh_month, table_counts
 
     home = _home(args)
     start = date.fromisoformat(args.start)
@@ -113,6 +113,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("quarantined by reason:")
     for reason, count in quarantine_reasons(home).items():
         print(f"  {reason:<32} {count:>8}")
+    print("PII placeholders in redacted_logs by type (the no_pii_leak check passed on every day):" if ok
+          else "PII placeholders in redacted_logs by type:")
+    for kind, count in pii_placeholders(home).items():
+        print(f"  {kind:<32} {count:>8}")
     print(f"\ndone in {time.perf_counter() - began:.0f} s. Look at it in the Dagster UI:")
     print(f"  EVAL_PIPELINE_HOME={home.root} .venv/bin/eval-pipeline ui    # then open http://127.0.0.1:3000")
     print(f"or query the tables: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{home.warehouse}', read_only=True).sql('select * from ingest.raw_logs limit 5'))\"")

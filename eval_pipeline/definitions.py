@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from eval_pipeline.defs.clustering import assets as clustering_assets
+from eval_pipeline.defs.embeddings import assets as embedding_assets
 from eval_pipeline.defs.ingest import assets as ingest_assets
 from eval_pipeline.defs.ingest import checks as ingest_checks
 from eval_pipeline.defs.ingest import sensors as ingest_sensors
@@ -24,9 +26,10 @@ def build_definitions(home: DataHome | None = None) -> dg.Definitions:
     """All assets, checks, jobs, schedules and sensors, with resources bound to a data home."""
     home = (home or DataHome.resolve()).ensure()
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([ingest_assets, privacy_assets]),
+        assets=dg.load_assets_from_modules([ingest_assets, privacy_assets, embedding_assets, clustering_assets]),
         asset_checks=dg.load_asset_checks_from_modules([ingest_checks, privacy_checks]),
-        jobs=[ingest_sensors.landing_manifest_job, ingest_sensors.ingest_job, privacy_schedules.raw_retention_job],
+        jobs=[ingest_sensors.landing_manifest_job, ingest_sensors.ingest_job, privacy_schedules.raw_retention_job,
+              clustering_assets.clustering_job],
         schedules=[privacy_schedules.raw_retention_schedule],
         sensors=[ingest_sensors.landing_sensor],
         resources=build_resources(home),

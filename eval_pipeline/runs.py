@@ -3,6 +3,7 @@ instance under the data home (so the runs show up in ``dagster dev`` afterwards)
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from calendar import monthrange
@@ -14,7 +15,7 @@ import dagster as dg
 import duckdb
 
 from eval_pipeline.definitions import build_definitions
-from eval_pipeline.defs.partitions import daily_partitions
+from eval_pipeline.defs.partitions import daily_partitions, monthly_partitions
 from eval_pipeline.lib.paths import DataHome
 
 __all__ = ["MonthRefresh", "instance_for", "month_days", "refresh_month", "table_counts"]
@@ -24,7 +25,7 @@ _FALLBACK_YAML = "telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_run
 # Runs started from the command line log warnings and errors only (the UI keeps the full event log).
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # Monthly jobs run after the month's daily partitions, in this order (later domains add theirs).
-MONTHLY_JOBS: tuple[str, ...] = ()
+MONTHLY_JOBS: tuple[str, ...] = ("clustering_job",)
 
 
 @dataclass
@@ -89,8 +90,12 @@ def refresh_month(home: DataHome, month: str, log=print) -> MonthRefresh:
         if not run.success or failed_checks:
             result.failed.append(day if run.success else f"{day} (run failed)")
             log(f"  {day}: {'checks failed: ' + ', '.join(failed_checks) if failed_checks else 'run failed'}")
+    month_key = f"{days[0][:7]}-01"
+    if not monthly_partitions.has_partition_key(month_key):
+        log(f"  {month}: the month has not ended, so it has no monthly partition yet; monthly jobs not run")
+        return result
     for job_name in MONTHLY_JOBS:
-        run = defs.resolve_job_def(job_name).execute_in_process(partition_key=month, instance=instance, raise_on_error=False, run_config=_QUIET)
+        run = defs.resolve_job_def(job_name).execute_in_process(partition_key=month_key, instance=instance, raise_on_error=False, run_config=_QUIET)
         result.monthly_jobs.append(job_name)
         result.run_ids.append(run.run_id)
         if not run.success:
@@ -120,3 +125,19 @@ def quarantine_reasons(home: DataHome) -> dict[str, int]:
         except duckdb.CatalogException:
             return {}
     return dict(rows)
+
+
+def pii_placeholders(home: DataHome) -> dict[str, int]:
+    """Placeholders put in by redaction over all days, per entity type."""
+    if not home.warehouse.exists():
+        return {}
+    totals: dict[str, int] = {}
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        try:
+            rows = con.execute("select pii_counts from privacy.redacted_logs where pii_counts <> '{}'").fetchall()
+        except duckdb.CatalogException:
+            return {}
+    for (counts,) in rows:
+        for kind, n in json.loads(counts).items():
+            totals[kind] = totals.get(kind, 0) + n
+    return dict(sorted(totals.items()))

@@ -5,6 +5,7 @@ from collections import Counter
 from datetime import date
 
 import duckdb
+from sklearn.metrics import normalized_mutual_info_score
 
 from eval_pipeline.lib.demo_logs import generate_logs
 from eval_pipeline.lib.paths import DataHome
@@ -58,3 +59,18 @@ def test_refresh_ingests_every_demo_record_and_quarantines_every_broken_line(tmp
 
     instance_runs = home.dagster_home / "storage"
     assert instance_runs.exists() and any(instance_runs.iterdir())
+
+    # embeddings and clusters: every record has a vector and a cluster; single-turn banking
+    # queries cluster by their true intent; the first month's clusters are all new
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        embedded = con.execute("select count(*) from embeddings.log_embeddings").fetchone()[0]
+        assigned = dict(con.execute("select request_id, cluster_id from clustering.log_clusters").fetchall())
+        statuses = Counter(s for (s,) in con.execute("select status from clustering.cluster_drift").fetchall())
+        table_sizes = con.execute("select sum(size) from clustering.cluster_table").fetchone()[0]
+    assert embedded == len(assigned) == table_sizes == summary.records
+    banking = [(t["intent"], assigned[t["request_id"]]) for t in truth if t["intent"] and t["turn_index"] == 0]
+    nmi = normalized_mutual_info_score([i for i, _ in banking], [c for _, c in banking])
+    print(f"\ndemo month: {len(set(assigned.values()))} clusters (with 'unclustered'); NMI of "
+          f"{len(banking)} banking queries against their intent {nmi:.3f}; drift {dict(statuses)}")
+    assert nmi >= 0.5
+    assert set(statuses) == {"new"}

@@ -7,17 +7,21 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Optional
 
 import dagster as dg
+import duckdb
 import polars as pl
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 
+from eval_pipeline.lib.clustering import ClusterConfig
+from eval_pipeline.lib.embeddings import DEFAULT_MODEL, EmbeddingConfig
 from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.redaction import CustomPattern, RedactionConfig
 from eval_pipeline.lib.tables import MANIFEST_SCHEMA
 
-__all__ = ["PipelineSettings", "RedactionSettings", "WarehouseIOManager", "build_resources"]
+__all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "WarehouseIOManager",
+           "build_resources"]
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -54,6 +58,51 @@ class RedactionSettings(dg.ConfigurableResource):
         )
 
 
+class EmbeddingSettings(dg.ConfigurableResource):
+    """How ``log_embeddings`` embeds (see ``lib/embeddings.py`` for the measurements behind the defaults).
+
+    model: a sentence-transformers model directory or name; the default is all-MiniLM-L6-v2 from
+    its PyPI package (offline). BGE and E5 models want ``query_prefix`` ("query: " for E5).
+    precision: "auto" takes bfloat16 when the CPU runs it natively and a self-test agrees with
+    float32, else float32. mode "static" is the distilled token table for very large months.
+    """
+
+    model: str = DEFAULT_MODEL
+    query_prefix: str = ""
+    precision: str = "auto"
+    mode: str = "transformer"
+    batch_size: int = 64
+
+    def config(self, cache_dir: str | None = None) -> EmbeddingConfig:
+        return EmbeddingConfig(model=self.model, query_prefix=self.query_prefix, precision=self.precision,  # type: ignore[arg-type]
+                               mode=self.mode, batch_size=self.batch_size, cache_dir=cache_dir)  # type: ignore[arg-type]
+
+
+class ClusteringSettings(dg.ConfigurableResource):
+    """How ``log_clusters`` clusters a month and matches it to the month before.
+
+    method "hdbscan" (default) or "kmeans" (k: None picks it by cosine silhouette); months with
+    more than ``max_fit_sample`` records are fitted on a seeded sample of that many and the rest
+    assigned. A cluster continues last month's when their centroids' cosine is at least
+    ``drift_threshold``; it has grown (shrunk) when its share of traffic rose (fell) by ``growth``x.
+    """
+
+    method: str = "hdbscan"
+    k: Optional[int] = None
+    min_cluster_size: Optional[int] = None
+    min_samples: Optional[int] = None
+    umap_dims: int = 5
+    max_fit_sample: int = 20_000
+    seed: int = 0
+    drift_threshold: float = 0.9
+    growth: float = 1.5
+
+    def config(self) -> ClusterConfig:
+        return ClusterConfig(method=self.method, k=self.k, min_cluster_size=self.min_cluster_size,  # type: ignore[arg-type]
+                             min_samples=self.min_samples, umap_dims=self.umap_dims,
+                             max_fit_sample=self.max_fit_sample, seed=self.seed)
+
+
 class _EmptyAwarePolarsTypeHandler(DuckDBPolarsTypeHandler):
     """Creates the table even for an empty frame, so a day with no rows (or no quarantined lines)
     still leaves a readable, typed table behind; the stock handler skips the write."""
@@ -67,6 +116,15 @@ class _EmptyAwarePolarsTypeHandler(DuckDBPolarsTypeHandler):
             f"create table if not exists {table_slice.schema}.{table_slice.table} as select * from empty_arrow"
         )
         context.add_output_metadata({"row_count": 0})
+
+    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection) -> pl.DataFrame:
+        # An upstream table that was never written (no day of it materialized yet) reads as no rows:
+        # the asset reading it reports an empty month instead of failing on a missing table.
+        try:
+            return super().load_input(context, table_slice, connection)
+        except duckdb.CatalogException:
+            context.log.warning(f"{table_slice.schema}.{table_slice.table} does not exist yet: read as empty")
+            return pl.DataFrame()
 
 
 class WarehouseIOManager(DuckDBPolarsIOManager):
@@ -86,6 +144,8 @@ def build_resources(home: DataHome) -> dict[str, object]:
         "raw_warehouse": DuckDBResource(database=str(home.raw_warehouse)),
         "settings": PipelineSettings(home=str(home.root)),
         "redaction": RedactionSettings(),
+        "embedding": EmbeddingSettings(),
+        "clustering": ClusteringSettings(),
     }
 
 

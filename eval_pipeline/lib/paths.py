@@ -59,6 +59,11 @@ class DataHome:
         return self.root / "cache"
 
     @property
+    def reports(self) -> Path:
+        """Files written for people to look at (cluster maps, changelogs); nothing reads them back."""
+        return self.root / "reports"
+
+    @property
     def demo_truth(self) -> Path:
         return self.root / "demo_truth"
 

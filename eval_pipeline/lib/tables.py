@@ -6,7 +6,9 @@ from typing import Any, Iterable
 
 import polars as pl
 
-__all__ = ["RAW_LOGS_SCHEMA", "REDACTED_LOGS_SCHEMA", "RETENTION_LOG_SCHEMA", "QUARANTINE_SCHEMA", "MANIFEST_SCHEMA", "frame", "markdown_table"]
+__all__ = ["RAW_LOGS_SCHEMA", "REDACTED_LOGS_SCHEMA", "RETENTION_LOG_SCHEMA", "QUARANTINE_SCHEMA", "MANIFEST_SCHEMA",
+           "LOG_EMBEDDINGS_SCHEMA", "LOG_CLUSTERS_SCHEMA", "CLUSTER_TABLE_SCHEMA", "CLUSTER_DRIFT_SCHEMA",
+           "frame", "markdown_table"]
 
 _MESSAGE = pl.Struct({"role": pl.String, "content": pl.String, "name": pl.String})
 _CHUNK = pl.Struct({"doc_id": pl.String, "text": pl.String, "score": pl.Float64})
@@ -90,6 +92,84 @@ MANIFEST_SCHEMA = pl.Schema(
         "days": pl.String,  # JSON object day -> records, so a day's run reads only its files
         "records": pl.Int64,
         "status": pl.String,
+    }
+)
+
+# One row per redacted record: the text that stands for it, its cache key, its vector (float16
+# bytes) and the fields the cluster table describes clusters by.
+LOG_EMBEDDINGS_SCHEMA = pl.Schema(
+    {
+        "request_id": pl.String,
+        "conversation_id": pl.String,
+        "turn_index": pl.Int32,
+        "timestamp": pl.Datetime("us"),
+        "embed_text": pl.String,
+        "content_hash": pl.String,
+        "model_id": pl.String,
+        "vector": pl.Binary,
+        "task_type": pl.String,
+        "user_segment": pl.String,
+        "thumbs": pl.String,
+        "abandoned": pl.Boolean,
+        "clarification_requested": pl.Boolean,
+        "parse_error": pl.Boolean,
+        "regenerated": pl.Boolean,
+        "escalated": pl.Boolean,
+    }
+)
+
+# Cluster of each record of a month (stable cluster ids; "unclustered" for HDBSCAN noise).
+LOG_CLUSTERS_SCHEMA = pl.Schema(
+    {
+        "month": pl.Date,
+        "request_id": pl.String,
+        "timestamp": pl.Datetime("us"),
+        "cluster_id": pl.String,
+        "map_x": pl.Float32,
+        "map_y": pl.Float32,
+    }
+)
+
+# One row per cluster of a month (the "unclustered" stratum included, with no centroid).
+CLUSTER_TABLE_SCHEMA = pl.Schema(
+    {
+        "month": pl.Date,
+        "month_start": pl.Datetime("us"),  # partition_expr of the monthly tables
+        "cluster_id": pl.String,
+        "name": pl.String,
+        "size": pl.Int64,
+        "share": pl.Float64,
+        "keywords": pl.List(pl.String),
+        "examples": pl.List(pl.String),
+        "example_request_ids": pl.List(pl.String),
+        "thumbs_down_rate": pl.Float64,
+        "abandoned_rate": pl.Float64,
+        "clarification_requested_rate": pl.Float64,
+        "parse_error_rate": pl.Float64,
+        "regenerated_rate": pl.Float64,
+        "escalated_rate": pl.Float64,
+        "failure_rate": pl.Float64,
+        "task_types": pl.String,  # JSON value -> count
+        "user_segments": pl.String,  # JSON value -> count
+        "status": pl.String,  # continuing / new (from cluster_drift); "unclustered" for noise
+        "centroid": pl.Binary,  # float16 unit vector, null for the unclustered stratum
+    }
+)
+
+CLUSTER_DRIFT_SCHEMA = pl.Schema(
+    {
+        "month": pl.Date,
+        "month_start": pl.Datetime("us"),
+        "cluster_id": pl.String,
+        "status": pl.String,  # continuing / new / gone
+        "trend": pl.String,  # grown / shrunk / stable for continuing; new / gone otherwise
+        "similarity": pl.Float64,
+        "previous_size": pl.Int64,
+        "current_size": pl.Int64,
+        "previous_share": pl.Float64,
+        "current_share": pl.Float64,
+        "share_ratio": pl.Float64,
+        "note": pl.String,
     }
 )
 

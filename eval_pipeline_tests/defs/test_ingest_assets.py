@@ -141,10 +141,17 @@ def test_definitions_list_every_asset_check_job_and_sensor(home):
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()} == {
         "landing_manifest": "ingest", "raw_logs": "ingest", "quarantined_logs": "ingest",
-        "redacted_logs": "privacy", "raw_retention_log": "privacy"}
+        "redacted_logs": "privacy", "raw_retention_log": "privacy", "log_embeddings": "embeddings",
+        "log_clusters": "clustering", "cluster_table": "clustering", "cluster_drift": "clustering"}
+    # daily feeds monthly: the clustering assets read the month's daily embeddings
+    monthly = {"log_clusters", "cluster_table", "cluster_drift"}
+    for key in monthly | {"log_embeddings"}:
+        partitions = graph.get(dg.AssetKey(key)).partitions_def
+        assert partitions.get_cron_schedule() == ("0 0 1 * *" if key in monthly else "0 0 * * *")
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey("log_clusters")).parent_keys} == {"log_embeddings"}
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
         ("raw_logs", "records_reconcile"), ("raw_logs", "raw_logs_expectations"),
         ("redacted_logs", "no_pii_leak"), ("raw_retention_log", "raw_within_retention")}
     assert {s.name for s in defs.sensors} == {"landing_sensor"}
     assert {s.name for s in defs.schedules} == {"raw_retention_schedule"}
-    assert {j.name for j in defs.jobs} == {"landing_manifest_job", "ingest_job", "raw_retention_job"}
+    assert {j.name for j in defs.jobs} == {"landing_manifest_job", "ingest_job", "raw_retention_job", "clustering_job"}

@@ -11,10 +11,11 @@ from eval_pipeline.defs.resources import PipelineSettings
 from eval_pipeline.lib.ingestion import list_landing_files
 
 landing_manifest_job = dg.define_asset_job("landing_manifest_job", selection=["landing_manifest"])
-# A day's ingest runs through redaction, so raw text never waits unredacted for a second run.
+# A day's ingest runs through redaction (so raw text never waits unredacted for a second run)
+# and embedding (so the monthly clustering only reads vectors).
 ingest_job = dg.define_asset_job(
     "ingest_job",
-    selection=dg.AssetSelection.assets("raw_logs", "quarantined_logs", "redacted_logs"),
+    selection=dg.AssetSelection.assets("raw_logs", "quarantined_logs", "redacted_logs", "log_embeddings"),
 )
 
 

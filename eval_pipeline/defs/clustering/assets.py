@@ -1,0 +1,108 @@
+"""Clustering: the month's records in clusters a person can read, with stable ids across months."""
+
+import base64
+import json
+from datetime import date, datetime
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from eval_pipeline.defs.partitions import monthly_partitions
+from eval_pipeline.defs.resources import ClusteringSettings, PipelineSettings, read_table
+from eval_pipeline.lib.clustering import UNCLUSTERED, cluster_month, cluster_table_markdown, drift_table_markdown
+from eval_pipeline.lib.embeddings import from_storage, to_storage
+from eval_pipeline.lib.tables import CLUSTER_DRIFT_SCHEMA, CLUSTER_TABLE_SCHEMA, LOG_CLUSTERS_SCHEMA, frame
+
+_MONTHLY = {"schema": "clustering"}
+
+
+@dg.multi_asset(
+    group_name="clustering",
+    partitions_def=monthly_partitions,
+    outs={
+        "log_clusters": dg.AssetOut(kinds={"polars", "duckdb"}, metadata={**_MONTHLY, "partition_expr": "timestamp"},
+                                    description="The stable cluster id of every record of the month ('unclustered' for noise)."),
+        "cluster_table": dg.AssetOut(kinds={"polars", "duckdb"}, metadata={**_MONTHLY, "partition_expr": "month_start"},
+                                     description="One row per cluster: size, share, keywords, examples, quality-signal rates, "
+                                                 "task types, segments, centroid."),
+        "cluster_drift": dg.AssetOut(kinds={"polars", "duckdb"}, metadata={**_MONTHLY, "partition_expr": "month_start"},
+                                     description="This month's clusters matched to the previous month's: continuing "
+                                                 "(grown / shrunk / stable), new, gone, with sizes both months."),
+    },
+)
+def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, clustering: ClusteringSettings,
+                 warehouse: DuckDBResource, log_embeddings: pl.DataFrame):
+    """Clusters the month's embeddings (UMAP, then HDBSCAN or k-means), matches them to the latest
+    earlier month's clusters so continuing clusters keep their id, and describes each one.
+
+    One step makes all three tables because the ids come from the match with last month: the
+    record assignments, the cluster table and the drift rows must agree.
+    """
+    month = date.fromisoformat(context.partition_key)
+    month_start = datetime(month.year, month.month, 1)
+    rows = log_embeddings.sort("timestamp", "request_id").to_dicts() if log_embeddings.height else []
+    vectors = from_storage([r["vector"] for r in rows]) if rows else np.zeros((0, 1), np.float32)
+
+    history = read_table(warehouse, "clustering.cluster_table", CLUSTER_TABLE_SCHEMA).filter(pl.col("month") < month)
+    clustered = history.filter(pl.col("centroid").is_not_null())
+    previous_month = clustered["month"].max() if clustered.height else None
+    last = clustered.filter(pl.col("month") == previous_month) if previous_month else clustered
+    previous = [(r["cluster_id"], from_storage([r["centroid"]])[0], r["size"]) for r in last.iter_rows(named=True)]
+    previous_total = int(history.filter(pl.col("month") == previous_month)["size"].sum()) if previous_month else 0
+
+    result = cluster_month(rows, vectors, clustering.config(), previous=previous, previous_total=previous_total,
+                           known_ids=[i for i in history["cluster_id"].to_list() if i != UNCLUSTERED],
+                           threshold=clustering.drift_threshold, growth=clustering.growth, title=f"{month:%Y-%m}:")
+    for message in result.messages:
+        context.log.info(message)
+
+    assignments = frame([{**a, "month": month} for a in result.assignments], LOG_CLUSTERS_SCHEMA)
+    table = frame([{
+        **{k: entry[k] for k in ("cluster_id", "name", "size", "share", "keywords", "examples", "example_request_ids",
+                                 "failure_rate", "status")},
+        **{k: v for k, v in entry.items() if k.endswith("_rate")},
+        "month": month, "month_start": month_start,
+        "task_types": json.dumps(entry["task_types"]), "user_segments": json.dumps(entry["user_segments"]),
+        "centroid": None if entry["centroid"] is None else to_storage(entry["centroid"])[0],
+    } for entry in result.table], CLUSTER_TABLE_SCHEMA)
+    drift = frame([{**r.as_dict(), "month": month, "month_start": month_start} for r in result.drift], CLUSTER_DRIFT_SCHEMA)
+
+    map_md = "(no records this month)"
+    if result.png:
+        path = settings.data_home.reports / "clusters" / f"{month:%Y-%m}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(result.png)
+        map_md = f"![cluster map {month:%Y-%m}](data:image/png;base64,{base64.b64encode(result.png).decode()})"
+    notes = "\n".join(f"- {m}" for m in result.messages)
+    params = result.result.params()
+    statuses = drift.group_by("status").len().sort("status")
+    yield dg.Output(assignments, output_name="log_clusters", metadata={
+        "dagster/row_count": assignments.height,
+        "clusters": params["n_clusters"],
+        "unclustered_share": params["noise_share"],
+        "criterion": result.result.criterion,
+        "clustering": dg.MetadataValue.json(params),
+        "messages": dg.MetadataValue.md(notes or "(none)"),
+    })
+    yield dg.Output(table, output_name="cluster_table", metadata={
+        "dagster/row_count": table.height,
+        "clusters": dg.MetadataValue.md(cluster_table_markdown(result.table) if result.table else "(no clusters)"),
+        "map": dg.MetadataValue.md(map_md),
+        **({"map_file": dg.MetadataValue.path(str(settings.data_home.reports / "clusters" / f"{month:%Y-%m}.png"))}
+           if result.png else {}),
+    })
+    yield dg.Output(drift, output_name="cluster_drift", metadata={
+        "dagster/row_count": drift.height,
+        "previous_month": str(previous_month) if previous_month else "none",
+        "by_status": dg.MetadataValue.json(dict(zip(statuses["status"].to_list(), statuses["len"].to_list()))),
+        "drift": dg.MetadataValue.md(drift_table_markdown(result.drift)),
+    })
+
+
+clustering_job = dg.define_asset_job(
+    "clustering_job",
+    selection=dg.AssetSelection.assets("log_clusters", "cluster_table", "cluster_drift"),
+    partitions_def=monthly_partitions,
+)

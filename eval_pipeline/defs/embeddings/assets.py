@@ -1,0 +1,48 @@
+"""Embeddings: one vector per redacted record, each distinct text embedded once ever."""
+
+import dagster as dg
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from eval_pipeline.defs.partitions import daily_partitions
+from eval_pipeline.defs.resources import EmbeddingSettings, PipelineSettings
+from eval_pipeline.lib.embeddings import embed_with_cache, embedding_text, get_embedder
+from eval_pipeline.lib.tables import LOG_EMBEDDINGS_SCHEMA, frame, markdown_table
+
+_CARRIED = ("request_id", "conversation_id", "turn_index", "timestamp", "task_type", "user_segment", "thumbs",
+            "abandoned", "clarification_requested", "parse_error", "regenerated", "escalated")
+
+
+@dg.asset(
+    group_name="embeddings",
+    kinds={"polars", "duckdb", "pytorch"},
+    partitions_def=daily_partitions,
+    metadata={"schema": "embeddings", "partition_expr": "timestamp"},
+)
+def log_embeddings(context: dg.AssetExecutionContext, settings: PipelineSettings, embedding: EmbeddingSettings,
+                   warehouse: DuckDBResource, redacted_logs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """A unit vector (float16 bytes) per redacted record of the day, of the user's turn with the
+    previous user turn as context for follow-ups (``lib/embeddings.embedding_text``).
+
+    Vectors come from ``embeddings.embedding_cache``, keyed by the SHA-256 of (model, query
+    prefix, text): a re-run of the day, or a text already seen on another day, embeds nothing.
+    """
+    embedder = get_embedder(embedding.config(cache_dir=str(settings.data_home.cache / "embeddings")))
+    rows = redacted_logs.select(*_CARRIED, "messages", "user_input").to_dicts() if redacted_logs.height else []
+    texts = [embedding_text(row) for row in rows]
+    with warehouse.get_connection() as con:
+        cached = embed_with_cache(texts, embedder, con)
+    for row, text, key, blob in zip(rows, texts, cached.hashes, cached.blobs):
+        row.update(embed_text=text, content_hash=key, model_id=embedder.model_id, vector=blob)
+    df = frame(rows, LOG_EMBEDDINGS_SCHEMA)
+    return dg.Output(df, metadata={
+        "dagster/row_count": df.height,
+        "distinct_texts": cached.unique,
+        "cache_hits": cached.cached,
+        "texts_embedded": cached.embedded,
+        "empty_inputs": sum(1 for t in texts if not t),
+        "embedding_seconds": round(cached.seconds, 2),
+        "texts_per_second": round(cached.texts_per_second, 1),
+        "model": dg.MetadataValue.json(embedder.info),
+        "preview": dg.MetadataValue.md(markdown_table(df.select("request_id", "embed_text", "content_hash").head(8), max_cell=100)),
+    })

@@ -1,0 +1,216 @@
+"""Embeddings and clustering through the real Dagster runtime, on real Banking77 queries.
+
+``privacy.redacted_logs`` is written straight into the warehouse (as the IO manager would leave
+it), so these tests run the embedding and clustering assets without the redaction model.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from eval_pipeline.defs.clustering import assets as clustering_assets
+from eval_pipeline.defs.embeddings import assets as embedding_assets
+from eval_pipeline.defs.ingest import assets as ingest_assets
+from eval_pipeline.defs.privacy import assets as privacy_assets
+from eval_pipeline.defs.resources import build_resources
+from eval_pipeline.lib.paths import DataHome
+from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, frame
+
+BANKING77 = Path(__file__).resolve().parents[2] / "eval_pipeline" / "lib" / "demo_data" / "banking77" / "train.csv"
+ASSETS = [ingest_assets.landing_manifest, ingest_assets.ingested_logs, privacy_assets.redacted_logs, embedding_assets.log_embeddings, clustering_assets.log_clusters]
+MONTHLY = dg.AssetSelection.assets("log_clusters", "cluster_table", "cluster_drift")
+
+# January: 12 intents; February: 11 of them (one removed) and 3 new ones.
+OLD = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked", "cash_withdrawal_charge",
+       "country_support", "terminate_account", "age_limit", "change_pin", "transfer_timing", "receiving_money"]
+NEW = ["apple_pay_or_google_pay", "get_disposable_virtual_card", "atm_support"]
+REMOVED = "age_limit"
+PER_INTENT = 30
+
+
+def banking77() -> dict[str, list[str]]:
+    by_intent: dict[str, list[str]] = collections.defaultdict(list)
+    with open(BANKING77, encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            by_intent[row["category"]].append(row["text"])
+    return by_intent
+
+
+def record(request_id: str, when: datetime, text: str, intent: str, thumbs: str | None = None) -> dict:
+    return {"request_id": request_id, "conversation_id": request_id, "turn_index": 0, "timestamp": when,
+            "messages": [{"role": "system", "content": "You route bank support queries.", "name": None},
+                         {"role": "user", "content": text, "name": None}],
+            "user_input": text, "completion": intent, "model": "router", "model_version": "1", "params": "{}",
+            "latency_ms": 100.0, "task_type": "intent_routing", "retrieved_chunks": [], "post_processing": [],
+            "thumbs": thumbs, "abandoned": False, "clarification_requested": False, "parse_error": False,
+            "regenerated": False, "escalated": False, "feedback_comment": None, "user_segment": "retail",
+            "metadata": "{}", "source_file": "test", "source_line": 1, "source_index": 0,
+            "source_format": "canonical", "pii_counts": "{}", "withheld": []}
+
+
+def write_redacted(home: DataHome, rows: list[dict]) -> None:
+    df = frame(rows, REDACTED_LOGS_SCHEMA)  # noqa: F841 - read by name in the SQL
+    with duckdb.connect(str(home.warehouse)) as con:
+        con.execute("create schema if not exists privacy")
+        con.execute("create table if not exists privacy.redacted_logs as select * from df where false")
+        con.execute("insert into privacy.redacted_logs select * from df")
+
+
+def months_of_banking(home: DataHome) -> dict[str, str]:
+    """Two months over two days each; returns request_id -> true intent. Both months draw
+    different queries of an intent; one January text is repeated on the second January day."""
+    data = banking77()
+    truth: dict[str, str] = {}
+    rows = []
+    for month, intents, offset in (("2026-01", OLD, 0), ("2026-02", [i for i in OLD if i != REMOVED] + NEW, PER_INTENT)):
+        days = [datetime.fromisoformat(f"{month}-10T09:00:00"), datetime.fromisoformat(f"{month}-20T09:00:00")]
+        for intent in intents:
+            texts = data[intent][offset:offset + PER_INTENT] if intent not in NEW else data[intent][:PER_INTENT]
+            for i, text in enumerate(texts):
+                rid = f"{month}-{intent}-{i}"
+                truth[rid] = intent
+                rows.append(record(rid, days[i % 2] + timedelta(minutes=i), text, intent, "down" if i % 10 == 0 else None))
+    first = rows[0]
+    rows.append(record("2026-01-repeat", datetime(2026, 1, 20, 18), first["user_input"], first["completion"]))
+    truth["2026-01-repeat"] = first["completion"]
+    write_redacted(home, rows)
+    return truth
+
+
+def metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
+    [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == key]
+    return {k: v.value for k, v in mat.materialization.metadata.items()}
+
+
+def table(home: DataHome, sql: str) -> pl.DataFrame:
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        return con.execute(sql).pl()
+
+
+@pytest.fixture(scope="module")
+def clustered(tmp_path_factory):
+    """Both months embedded and clustered once for the tests of this module."""
+    home = DataHome.resolve(tmp_path_factory.mktemp("clusters") / "home").ensure()
+    truth = months_of_banking(home)
+    resources = build_resources(home)
+    instance = dg.DagsterInstance.ephemeral()
+    runs = {}
+    for day in ("2026-01-10", "2026-01-20", "2026-02-10", "2026-02-20"):
+        runs[day] = dg.materialize(ASSETS, resources=resources, partition_key=day, selection=["log_embeddings"], instance=instance)
+    for month in ("2026-01-01", "2026-02-01"):
+        runs[month] = dg.materialize(ASSETS, resources=resources, partition_key=month, selection=MONTHLY, instance=instance)
+    return home, truth, resources, instance, runs
+
+
+def test_embeddings_are_cached_by_content(clustered):
+    home, truth, resources, instance, runs = clustered
+    first = metadata(runs["2026-01-10"], "log_embeddings")
+    assert first["texts_embedded"] == first["distinct_texts"] == first["dagster/row_count"] == len(OLD) * PER_INTENT // 2
+    # the repeated text on the second day is a cache hit
+    second = metadata(runs["2026-01-20"], "log_embeddings")
+    assert second["cache_hits"] == 1 and second["texts_embedded"] == second["distinct_texts"] - 1
+    # re-running a day embeds nothing and leaves no duplicate rows
+    again = dg.materialize(ASSETS, resources=resources, partition_key="2026-01-10", selection=["log_embeddings"], instance=instance)
+    meta = metadata(again, "log_embeddings")
+    assert meta["texts_embedded"] == 0 and meta["cache_hits"] == meta["distinct_texts"]
+    counts = table(home, "select count(*) n, count(distinct request_id) d, count(distinct embed_text) t, "
+                         "count(distinct content_hash) h from embeddings.log_embeddings")
+    assert counts["n"][0] == counts["d"][0] == len(truth)
+    # one cache row per distinct text, ever (Banking77 itself repeats a few queries)
+    assert counts["h"][0] == counts["t"][0] <= len(truth) - 1
+    embedded = sum(metadata(runs[d], "log_embeddings")["texts_embedded"] for d in ("2026-01-10", "2026-01-20", "2026-02-10", "2026-02-20"))
+    cache = table(home, "select count(*) n, min(octet_length(vector)) b from embeddings.embedding_cache")
+    assert cache["n"][0] == counts["h"][0] == embedded and cache["b"][0] == 768
+    assert meta["model"]["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_clusters_recover_intents_and_drift_marks_new_ones(clustered):
+    home, truth, _, _, runs = clustered
+    assigned = table(home, "select request_id, cluster_id, month from clustering.log_clusters order by request_id")
+    assert assigned.height == len(truth) and assigned["request_id"].n_unique() == len(truth)
+    for month in ("2026-01", "2026-02"):
+        part = assigned.filter(pl.col("request_id").str.starts_with(month))
+        labels = [truth[r] for r in part["request_id"]]
+        nmi = normalized_mutual_info_score(labels, part["cluster_id"].to_list())
+        ari = adjusted_rand_score(labels, part["cluster_id"].to_list())
+        print(f"\n{month}: {part['cluster_id'].n_unique()} clusters; NMI {nmi:.3f} ARI {ari:.3f}")
+        assert nmi >= 0.6
+
+    clusters = table(home, "select * from clustering.cluster_table")
+    for month in (datetime(2026, 1, 1).date(), datetime(2026, 2, 1).date()):
+        sizes = clusters.filter(pl.col("month") == month)["size"].sum()
+        assert sizes == assigned.filter(pl.col("month") == month).height  # the unclustered stratum included
+    card = clusters.filter(pl.col("keywords").list.contains("card")).height
+    assert card >= 1 and clusters["examples"].list.len().min() >= 1
+
+    drift = table(home, "select * from clustering.cluster_drift where month = '2026-02-01'")
+    feb = assigned.filter(pl.col("month") == datetime(2026, 2, 1).date())
+    dominant = {}
+    for cid, group in feb.filter(pl.col("cluster_id") != "unclustered").group_by("cluster_id"):
+        intents = collections.Counter(truth[r] for r in group["request_id"])
+        intent, count = intents.most_common(1)[0]
+        dominant[cid[0]] = (intent, count / group.height)
+    status = dict(zip(drift["cluster_id"], drift["status"]))
+    new_clusters = [cid for cid, (intent, share) in dominant.items() if intent in NEW and share > 0.5]
+    assert new_clusters and all(status[cid] == "new" for cid in new_clusters)
+    # continuing clusters kept their January id and their intent
+    jan = assigned.filter(pl.col("month") == datetime(2026, 1, 1).date())
+    jan_intent = {cid[0]: collections.Counter(truth[r] for r in g["request_id"]).most_common(1)[0][0]
+                  for cid, g in jan.filter(pl.col("cluster_id") != "unclustered").group_by("cluster_id")}
+    continuing = drift.filter(pl.col("status") == "continuing")["cluster_id"].to_list()
+    assert len(continuing) >= 8
+    assert sum(jan_intent[c] == dominant[c][0] for c in continuing) >= 0.9 * len(continuing)
+    # the removed intent's January clusters are gone
+    gone = set(drift.filter(pl.col("status") == "gone")["cluster_id"])
+    assert {c for c, intent in jan_intent.items() if intent == REMOVED} <= gone
+    print(f"February drift: {drift.group_by('status').len().sort('status').to_dicts()}; new intents' clusters {new_clusters}")
+    meta = metadata(runs["2026-02-01"], "cluster_drift")
+    assert meta["previous_month"] == "2026-01-01" and meta["by_status"]["new"] >= 3
+    table_meta = metadata(runs["2026-02-01"], "cluster_table")
+    assert table_meta["map"].startswith("![cluster map 2026-02](data:image/png;base64,")
+    assert (home.reports / "clusters" / "2026-02.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| cluster | size | share | keywords" in table_meta["clusters"]
+
+
+def test_reclustering_a_month_is_deterministic(clustered):
+    home, _, resources, instance, _ = clustered
+    query = "select request_id, cluster_id, map_x, map_y from clustering.log_clusters where month = '2026-02-01' order by request_id"
+    before = table(home, query)
+    drift_before = table(home, "select * from clustering.cluster_drift where month = '2026-02-01' order by cluster_id")
+    assert dg.materialize(ASSETS, resources=resources, partition_key="2026-02-01", selection=MONTHLY, instance=instance).success
+    assert table(home, query).equals(before)
+    assert table(home, "select * from clustering.cluster_drift where month = '2026-02-01' order by cluster_id").equals(drift_before)
+
+
+def test_odd_months_give_one_stratum_and_a_message(clustered):
+    home, _, resources, instance, _ = clustered
+    march = [record(f"same-{i}", datetime(2026, 3, 3, 9, i), "where is my card?", "card_arrival") for i in range(40)]
+    april = [record(f"few-{i}", datetime(2026, 4, 3, 9, i), text, "x") for i, text in
+             enumerate(["hello", "is my card lost?", "what fees apply?", "", "change my pin"])]
+    write_redacted(home, march + april)
+    for day in ("2026-03-03", "2026-04-03"):
+        assert dg.materialize(ASSETS, resources=resources, partition_key=day, selection=["log_embeddings"], instance=instance).success
+    cases = {"2026-03-01": ("identical", 1), "2026-04-01": ("too few", 1), "2026-05-01": ("no records", 0)}
+    for month, (phrase, strata) in cases.items():
+        result = dg.materialize(ASSETS, resources=resources, partition_key=month, selection=MONTHLY, instance=instance)
+        assert result.success
+        assert phrase in metadata(result, "log_clusters")["messages"]
+        rows = table(home, f"select cluster_id, status, size from clustering.cluster_table where month = '{month}'")
+        assert rows.height == strata
+    march_rows = table(home, "select cluster_id, status from clustering.cluster_table where month = '2026-03-01'")
+    assert march_rows["status"][0] == "new"
+    april_rows = table(home, "select cluster_id, size from clustering.cluster_table where month = '2026-04-01'")
+    assert april_rows.to_dicts() == [{"cluster_id": "unclustered", "size": 5}]
+    # the empty month: no clusters; those of the latest month that had any (March) are gone
+    may_drift = table(home, "select status from clustering.cluster_drift where month = '2026-05-01'")
+    assert set(may_drift["status"]) == {"gone"}

@@ -1,0 +1,419 @@
+"""Tests for eval_pipeline.lib.clustering on real Banking77 queries (Casanueva et al. 2020, CC-BY-4.0).
+
+The model is loaded once for the module and the queries used here are embedded in one call; the
+vectors are also kept in a file under the system temp folder (keyed by model, precision and
+texts), so a second run skips the embedding.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import hashlib
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from eval_pipeline.lib.clustering import (
+    NOISE,
+    ClusterConfig,
+    DriftRow,
+    auto_min_cluster_size,
+    class_tfidf_keywords,
+    cluster_embeddings,
+    cluster_table_markdown,
+    describe_clusters,
+    drift_id_map,
+    match_clusters,
+    plot_cluster_map,
+)
+from eval_pipeline.lib.embeddings import EmbeddingConfig, get_embedder
+
+BANKING77 = Path(__file__).resolve().parents[2] / "eval_pipeline" / "lib" / "demo_data" / "banking77" / "train.csv"
+CACHE = Path(tempfile.gettempdir()) / "eval_pipeline_test_cache"
+
+
+def load_banking77() -> tuple[list[str], np.ndarray]:
+    with open(BANKING77, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [r["text"] for r in rows], np.array([r["category"] for r in rows])
+
+
+def long_tail_mix(categories: np.ndarray, seed: int = 0, n_intents: int = 30, largest: int = 150,
+                  smallest: int = 10) -> tuple[np.ndarray, dict[str, int]]:
+    """Row indices of a long-tailed month: ``n_intents`` intents (drawn with ``seed`` among those
+    with >= 100 queries), geometric sizes from ``largest`` down to ``smallest``; the larger sizes
+    go to the intents with more queries (capped at what an intent has)."""
+    rng = np.random.default_rng(seed)
+    counts = collections.Counter(categories.tolist())
+    pool = sorted(c for c, n in counts.items() if n >= 100)
+    chosen = sorted(rng.choice(pool, n_intents, replace=False).tolist(), key=lambda c: (-counts[c], c))
+    sizes = np.round(largest * (smallest / largest) ** (np.arange(n_intents) / (n_intents - 1))).astype(int)
+    indices, actual = [], {}
+    for intent, size in zip(chosen, sizes):
+        rows = np.flatnonzero(categories == intent)
+        size = int(min(size, len(rows)))
+        indices.extend(rng.choice(rows, size, replace=False).tolist())
+        actual[intent] = size
+    return np.array(indices), actual
+
+
+def drift_months(categories: np.ndarray, seed: int = 7, per_intent: int = 40):
+    """Month A: 25 intents; month B: 24 of them (one removed) plus 3 new ones. The months take
+    different queries of an intent (disjoint draws), as two real months would."""
+    rng = np.random.default_rng(seed)
+    counts = collections.Counter(categories.tolist())
+    pool = sorted(c for c, n in counts.items() if n >= 2 * per_intent)
+    intents = rng.choice(pool, 28, replace=False).tolist()
+    old, new, removed = intents[:25], intents[25:], intents[0]
+    shuffled = {c: rng.permutation(np.flatnonzero(categories == c)) for c in intents}
+    a = np.concatenate([shuffled[c][:per_intent] for c in old])
+    b = np.concatenate([shuffled[c][per_intent:2 * per_intent] for c in old if c != removed]
+                       + [shuffled[c][per_intent:2 * per_intent] for c in new])
+    return a, b, new, removed
+
+
+LABELLED_INTENTS = ("card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked")
+
+
+def labelled_set(categories: np.ndarray, per_intent: int = 30, seed: int = 3) -> np.ndarray:
+    """``per_intent`` queries of each of a few named intents (card_arrival among them)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.choice(np.flatnonzero(categories == c), per_intent, replace=False)
+                           for c in LABELLED_INTENTS])
+
+
+def rare_intents_kept(labels: np.ndarray, truth: np.ndarray, sizes: dict[str, int], limit: int = 20):
+    """Intents with <= ``limit`` records whose majority sits in one non-noise cluster."""
+    rare = [intent for intent, n in sizes.items() if n <= limit]
+    kept = []
+    for intent in rare:
+        mine = labels[truth == intent]
+        clustered = mine[mine != NOISE]
+        if len(clustered) and np.bincount(clustered).max() > len(mine) / 2:
+            kept.append(intent)
+    return kept, rare
+
+
+@pytest.fixture(scope="module")
+def banking():
+    return load_banking77()
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return get_embedder(EmbeddingConfig())
+
+
+@pytest.fixture(scope="module")
+def vectors(banking, embedder):
+    """Vectors of every query the tests below use (one encode call), cached in memory and in tmp."""
+    texts, categories = banking
+    mix, _ = long_tail_mix(categories)
+    a, b, _, _ = drift_months(categories)
+    wanted = np.unique(np.concatenate([mix, a, b, labelled_set(categories)]))
+    key = hashlib.sha256("\n".join([embedder.model_id, embedder.precision] + [texts[i] for i in wanted])
+                         .encode()).hexdigest()[:16]
+    path = CACHE / f"banking77_{key}.npy"
+    if path.exists():
+        part = np.load(path)
+    else:
+        part = embedder.encode([texts[i] for i in wanted])
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.save(path, part)
+    full = np.zeros((len(texts), part.shape[1]), dtype=np.float32)
+    full[wanted] = part
+    return full
+
+
+@pytest.fixture(scope="module")
+def long_tail(banking, vectors):
+    texts, categories = banking
+    idx, sizes = long_tail_mix(categories)
+    return vectors[idx], categories[idx], sizes, [texts[i] for i in idx]
+
+
+@pytest.fixture(scope="module")
+def long_tail_result(long_tail):
+    x, _, _, _ = long_tail
+    return cluster_embeddings(x, ClusterConfig())
+
+
+def test_auto_min_cluster_size():
+    assert auto_min_cluster_size(100) == 10
+    assert auto_min_cluster_size(2000) == 10
+    assert auto_min_cluster_size(3000) == 15
+    assert auto_min_cluster_size(20_000) == 100
+
+
+def test_hdbscan_on_long_tailed_mix(long_tail, long_tail_result):
+    x, truth, sizes, _ = long_tail
+    result = long_tail_result
+    labels = result.labels
+    nmi = normalized_mutual_info_score(truth, labels)
+    ari = adjusted_rand_score(truth, labels)
+    clustered = labels != NOISE
+    kept, rare = rare_intents_kept(labels, truth, sizes)
+    print(f"\nlong-tailed mix: {len(truth)} queries, {len(sizes)} intents ({min(sizes.values())}-"
+          f"{max(sizes.values())} each); HDBSCAN {result.criterion}: {result.n_clusters} clusters, "
+          f"noise {result.noise_share:.1%}; NMI {nmi:.3f} ARI {ari:.3f} (noise as its own label); "
+          f"NMI without noise {normalized_mutual_info_score(truth[clustered], labels[clustered]):.3f}; "
+          f"rare intents kept {len(kept)}/{len(rare)}; seconds {result.seconds}")
+    assert nmi >= 0.6
+    assert len(kept) >= len(rare) / 2
+    # noise is kept as a stratum, not dropped; clusters numbered by size
+    assert len(labels) == len(x) and sum(result.sizes.values()) == len(x)
+    assert result.sizes.get(NOISE, 0) == int(np.sum(labels == NOISE))
+    cluster_sizes = [result.sizes[c] for c in sorted(result.centroids)]
+    assert cluster_sizes == sorted(cluster_sizes, reverse=True)
+    # centroids: unit vectors in the original 384-d space, nearest their own members
+    for label, centroid in result.centroids.items():
+        assert centroid.shape == (x.shape[1],)
+        assert np.isclose(np.linalg.norm(centroid), 1.0, atol=1e-5)
+        mean = x[labels == label].mean(axis=0)
+        assert np.allclose(centroid, mean / np.linalg.norm(mean), atol=1e-5)
+    assert result.coords_2d.shape == (len(x), 2) and result.map_method == "umap"
+    assert np.isfinite(result.coords_2d).all()
+    assert [c[0] for c in result.clusters()] == sorted(result.centroids)
+
+
+def test_kmeans_chooses_k(long_tail):
+    x, truth, sizes, _ = long_tail
+    result = cluster_embeddings(x, ClusterConfig(method="kmeans", map_method="none"))
+    nmi = normalized_mutual_info_score(truth, result.labels)
+    ari = adjusted_rand_score(truth, result.labels)
+    print(f"\nk-means on the long-tailed mix: {result.criterion}; NMI {nmi:.3f} ARI {ari:.3f}")
+    assert 5 <= result.k <= 80 and result.k in result.scores
+    assert result.k == max(result.scores, key=result.scores.get)
+    assert "silhouette" in result.criterion
+    assert (result.labels != NOISE).all() and result.n_clusters == result.k
+    assert nmi >= 0.6
+    given = cluster_embeddings(x, ClusterConfig(method="kmeans", k=30, map_method="pca"))
+    assert given.k == 30 and given.n_clusters == 30 and "given" in given.criterion
+    assert given.map_method == "pca"
+
+
+def test_deterministic_with_sample_and_assign(long_tail):
+    x = long_tail[0][:700]
+    config = ClusterConfig(max_fit_sample=400, map_method="umap")
+    first = cluster_embeddings(x, config)
+    second = cluster_embeddings(x, config)
+    assert first.n_fit == 400 and first.n_assigned == 300
+    assert "sample of 400 of 700" in first.criterion
+    assert np.array_equal(first.labels, second.labels)
+    assert np.array_equal(first.coords_2d, second.coords_2d)
+    assert first.n_clusters >= 3
+    # the assigned points land in clusters too, not all in noise
+    assert np.mean(first.labels != NOISE) > 0.5
+    other_seed = cluster_embeddings(x, ClusterConfig(max_fit_sample=400, map_method="none", seed=1))
+    assert other_seed.n_fit == 400
+
+
+def test_tiny_and_empty_inputs():
+    rng = np.random.default_rng(0)
+    empty = cluster_embeddings(np.zeros((0, 8), dtype=np.float32))
+    assert empty.n == 0 and empty.n_clusters == 0
+    tiny = cluster_embeddings(rng.normal(size=(7, 8)).astype(np.float32))
+    assert list(tiny.labels) == [NOISE] * 7 and tiny.sizes == {NOISE: 7}
+    two_groups = np.concatenate([rng.normal(0, 0.05, (12, 8)) + np.eye(8)[0],
+                                 rng.normal(0, 0.05, (12, 8)) + np.eye(8)[1]]).astype(np.float32)
+    small = cluster_embeddings(two_groups, ClusterConfig(min_cluster_size=5))
+    assert small.map_method in ("pca", "umap")
+    assert small.n_clusters == 2
+    assert len(set(small.labels[:12])) == 1 and len(set(small.labels[12:])) == 1
+
+
+def test_drift_new_continuing_gone(banking, vectors):
+    _, categories = banking
+    a, b, new, removed = drift_months(categories)
+    config = ClusterConfig(map_method="none")
+    month_a = cluster_embeddings(vectors[a], config)
+    month_b = cluster_embeddings(vectors[b], config)
+
+    def dominant(result, truth):
+        out = {}
+        for label in result.centroids:
+            intent, count = collections.Counter(truth[result.labels == label]).most_common(1)[0]
+            out[label] = (intent, count / result.sizes[label])
+        return out
+
+    dom_a, dom_b = dominant(month_a, categories[a]), dominant(month_b, categories[b])
+    first = match_clusters([], month_a.clusters(), previous_total=0, current_total=month_a.n)
+    assert all(r.status == "new" for r in first)
+    ids_a = drift_id_map(first)
+    assert sorted(ids_a.values()) == [f"c{i:04d}" for i in range(1, month_a.n_clusters + 1)]
+    previous = [(ids_a[label], centroid, size) for label, centroid, size in month_a.clusters()]
+    rows = match_clusters(previous, month_b.clusters(), previous_total=month_a.n, current_total=month_b.n)
+    by_label = {r.local_label: r for r in rows if r.local_label is not None}
+    intent_of_id = {ids_a[label]: dom_a[label][0] for label in dom_a}
+    statuses = collections.Counter(r.status for r in rows)
+    print(f"\ndrift: month A {month_a.n_clusters} clusters, month B {month_b.n_clusters}; {dict(statuses)}")
+
+    # clusters dominated by the 3 new intents are new
+    new_clusters = [label for label, (intent, share) in dom_b.items() if intent in new and share > 0.5]
+    assert new_clusters
+    assert all(by_label[label].status == "new" for label in new_clusters)
+    # the removed intent's clusters are gone
+    removed_ids = [ids_a[label] for label, (intent, share) in dom_a.items() if intent == removed and share > 0.5]
+    assert removed_ids
+    gone = {r.cluster_id for r in rows if r.status == "gone"}
+    assert set(removed_ids) <= gone
+    # continuing clusters keep their id and their intent; most old intents continue
+    continuing = [r for r in rows if r.status == "continuing"]
+    same = [r for r in continuing if intent_of_id[r.cluster_id] == dom_b[r.local_label][0]]
+    assert len(same) >= 0.9 * len(continuing)
+    assert len({intent_of_id[r.cluster_id] for r in same}) >= 0.8 * 24
+    for r in continuing:
+        assert r.similarity >= 0.9 and r.trend in ("grown", "shrunk", "stable")
+    # new ids continue the numbering and never reuse an earlier id
+    new_ids = [r.cluster_id for r in rows if r.status == "new"]
+    assert len(set(new_ids)) == len(new_ids) and not set(new_ids) & set(ids_a.values())
+    assert min(int(i[1:]) for i in new_ids) == month_a.n_clusters + 1
+    # shares use the month totals (noise included)
+    assert all(abs(r.current_share - r.current_size / month_b.n) < 1e-12 for r in rows)
+
+
+def unit(*values: float) -> np.ndarray:
+    v = np.array(values, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+def test_match_clusters_rules():
+    e = np.eye(6)
+    previous = [("c0003", e[0], 100), ("c0007", e[1], 100), ("c0002", e[2], 100), ("c0004", e[3], 100)]
+    current = [
+        (0, unit(1, 0.05, 0, 0, 0, 0), 300),   # c0003, share 0.3 -> 0.6: grown
+        (1, unit(0.04, 1, 0, 0, 0, 0), 20),    # c0007, share 0.25 -> 0.04: shrunk
+        (2, unit(0, 0, 1, 0.02, 0, 0), 110),   # c0002, 0.25 -> 0.22: stable
+        (3, e[4], 50),                         # new
+        (4, unit(0.7, 0, 0, 0, 0, 0.5), 20),   # new: near c0003 (cos 0.81) but below threshold
+    ]
+    rows = match_clusters(previous, current, threshold=0.9, growth=1.5, known_ids=["c0011", "x9"])
+    by_id = {r.cluster_id: r for r in rows}
+    assert by_id["c0003"].status == "continuing" and by_id["c0003"].trend == "grown"
+    assert by_id["c0003"].local_label == 0 and by_id["c0003"].previous_share == 0.25
+    assert by_id["c0003"].current_share == 0.6
+    assert by_id["c0007"].trend == "shrunk"
+    assert by_id["c0002"].trend == "stable"
+    assert by_id["c0004"].status == "gone" and by_id["c0004"].current_size == 0
+    # new ids continue after the largest id ever issued (known_ids), biggest new cluster first
+    assert by_id["c0012"].local_label == 3 and by_id["c0012"].status == "new"
+    assert by_id["c0013"].local_label == 4
+    assert "c0003" in by_id["c0013"].note
+    assert [r.status for r in rows] == ["continuing"] * 3 + ["new", "new", "gone"]
+    assert isinstance(rows[0], DriftRow) and set(rows[0].as_dict()) >= {"cluster_id", "status", "trend"}
+
+    # the share rule at its edges: exactly 1.5x counts as grown, just under does not
+    edge = match_clusters([("c0001", e[0], 100), ("c0002", e[1], 100)],
+                          [(0, e[0], 150), (1, e[1], 149)], previous_total=1000, current_total=1000)
+    assert [r.trend for r in edge] == ["grown", "stable"]
+
+    # one-to-one: two current clusters near one previous: the closer continues, the other is new
+    # and noted as a possible split; a second previous cluster close to the same current one is
+    # gone and noted as a possible merge
+    split = match_clusters([("c0001", e[0], 10)], [(0, unit(1, 0.1, 0, 0, 0, 0), 5), (1, unit(1, 0.3, 0, 0, 0, 0), 5)])
+    assert [(r.cluster_id, r.status) for r in split] == [("c0001", "continuing"), ("c0002", "new")]
+    assert "split from c0001" in split[1].note
+    merge = match_clusters([("c0001", e[0], 10), ("c0002", unit(1, 0.3, 0, 0, 0, 0), 10)], [(0, e[0], 20)])
+    assert merge[1].status == "gone" and "merge into c0001" in merge[1].note
+
+    assert match_clusters([], []) == []
+    assert [r.status for r in match_clusters(previous, [])] == ["gone"] * 4
+
+
+def toy_frame() -> pl.DataFrame:
+    rows = []
+    specs = [  # text, thumbs, abandoned, clarification, parse_error, regenerated, escalated, task, segment
+        ("my card has not arrived yet", "down", True, False, False, False, False, "support", "free"),
+        ("when will my new card arrive", None, False, False, False, True, False, "support", "free"),
+        ("the card still hasn't arrived after a week", "up", False, False, False, False, True, "support", "pro"),
+        ("how long until my card arrives", "down", False, True, False, False, False, "support", None),
+        ("what is the exchange rate for euros", None, False, False, True, False, False, "fx", "pro"),
+        ("which exchange rate do you use", "down", False, False, False, False, False, "fx", "pro"),
+    ]
+    for i, (text, thumbs, ab, cl, pe, rg, es, task, seg) in enumerate(specs):
+        rows.append({"request_id": f"r{i}", "conversation_id": f"c{i}", "turn_index": 0,
+                     "messages": [{"role": "system", "content": "You are a bank assistant.", "name": None},
+                                  {"role": "user", "content": text, "name": None}],
+                     "user_input": text, "completion": "ok", "task_type": task, "thumbs": thumbs,
+                     "abandoned": ab, "clarification_requested": cl, "parse_error": pe,
+                     "regenerated": rg, "escalated": es, "user_segment": seg})
+    return pl.DataFrame(rows)
+
+
+def test_describe_clusters_toy_frame(embedder):
+    frame = toy_frame()
+    labels = np.array([0, 0, 0, NOISE, 1, 1])
+    texts = frame["user_input"].to_list()
+    x = embedder.encode(texts)
+    table = describe_clusters(frame, labels, x, ids={0: "c0005"}, n_examples=3)
+    assert [t["label"] for t in table] == [0, 1, NOISE]
+    card, fx, noise = table
+    assert card["cluster_id"] == "c0005" and fx["cluster_id"] == "k1" and noise["cluster_id"] == "unclustered"
+    assert noise["name"] == "unclustered"
+    assert card["size"] == 3 and card["share"] == 0.5
+    assert card["thumbs_down_rate"] == pytest.approx(1 / 3)
+    assert card["abandoned_rate"] == pytest.approx(1 / 3)
+    assert card["regenerated_rate"] == pytest.approx(1 / 3)
+    assert card["escalated_rate"] == pytest.approx(1 / 3)
+    assert card["clarification_requested_rate"] == 0.0 and card["parse_error_rate"] == 0.0
+    assert card["failure_rate"] == 1.0
+    assert fx["parse_error_rate"] == 0.5 and fx["thumbs_down_rate"] == 0.5 and fx["failure_rate"] == 1.0
+    assert noise["clarification_requested_rate"] == 1.0 and noise["thumbs_down_rate"] == 1.0
+    assert card["task_types"] == {"support": 3} and card["user_segments"] == {"free": 2, "pro": 1}
+    assert noise["user_segments"] == {"(none)": 1}
+    assert "card" in card["keywords"] and "exchange" in fx["keywords"]
+    assert set(card["examples"]) <= set(texts[:3]) and len(card["examples"]) == 3
+    assert set(card["example_request_ids"]) <= {"r0", "r1", "r2"}
+    # texts default to embedding_text(row): the user's turn, not the system prompt
+    again = describe_clusters(frame.to_dicts(), labels, x)
+    assert again[0]["examples"] == card["examples"] and "assistant" not in again[0]["keywords"]
+    markdown = cluster_table_markdown(table)
+    assert markdown.splitlines()[0].startswith("| cluster | size | share | keywords")
+    assert "c0005" in markdown and "unclustered" in markdown
+    with pytest.raises(ValueError):
+        describe_clusters(frame, labels[:3], x)
+
+
+def test_describe_clusters_banking(banking, vectors, long_tail, long_tail_result, tmp_path):
+    texts, categories = banking
+    idx = labelled_set(categories)
+    truth = categories[idx]
+    labels = np.array([LABELLED_INTENTS.index(t) for t in truth])
+    rows = [{"request_id": f"q{i}", "user_input": texts[i], "messages": [], "turn_index": 0} for i in idx]
+    table = describe_clusters(rows, labels, vectors[idx])
+    assert sum(t["size"] for t in table) == len(idx) and len(table) == len(LABELLED_INTENTS)
+    card = next(t for t in table if t["label"] == LABELLED_INTENTS.index("card_arrival"))
+    print("\ncard_arrival keywords:", card["keywords"], "examples:", card["examples"][:3])
+    assert "card" in card["keywords"]
+    assert {"arrive", "arrived", "arrival"} & set(card["keywords"])
+    members = {texts[i] for i in idx[truth == "card_arrival"]}
+    assert len(card["examples"]) == 5 and set(card["examples"]) <= members
+    assert {f"q{i}" for i in idx[truth == "card_arrival"]} >= set(card["example_request_ids"])
+
+    # the real clustering of the long-tailed mix: a table and a map
+    x, _, _, mix_texts = long_tail
+    result = long_tail_result
+    mix_rows = [{"request_id": f"m{i}", "user_input": t} for i, t in enumerate(mix_texts)]
+    described = describe_clusters(mix_rows, result.labels, x)
+    assert [t["label"] for t in described][-1] == NOISE or NOISE not in result.sizes
+    names = {t["label"]: t["keywords"][0] for t in described if t["keywords"] and t["label"] != NOISE}
+    png = plot_cluster_map(result.coords_2d, result.labels, tmp_path / "map.png", names=names)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "map.png").read_bytes() == png
+    assert len(png) > 10_000
+    assert plot_cluster_map(np.zeros((0, 2)), np.zeros(0, dtype=int))[:4] == b"\x89PNG"
+
+
+def test_class_tfidf_formula():
+    # two classes; A = average words per class = (4 + 2) / 2 = 3; f(apple) = 3, f(pear) = 1,
+    # f(plum) = 2. Class 0: tf(apple) = 3/4 -> 0.75 * log(1 + 3/3); tf(pear) = 1/4 -> 0.25 * log(1 + 3/1)
+    out = class_tfidf_keywords(["apple apple pear", "apple", "plum plum"], [0, 0, 1], top_n=5)
+    weights = dict(out[0])
+    assert weights["apple"] == pytest.approx(0.75 * np.log(2))
+    assert weights["pear"] == pytest.approx(0.25 * np.log(4))
+    assert dict(out[1])["plum"] == pytest.approx(1.0 * np.log(1 + 3 / 2))
+    assert class_tfidf_keywords(["the and", "of"], [0, 1]) == {0: [], 1: []}
