@@ -85,7 +85,8 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from eval_pipeline.lib.demo_logs import generate_logs
-    from eval_pipeline.runs import month_days, pii_placeholders, quarantine_reasons, refresh_month, table_counts
+    from eval_pipeline.runs import (changelog_summary, cluster_summary, month_days, pii_placeholders,
+                                    quarantine_reasons, refresh_month, table_counts)
 
     home = _home(args)
     start = date.fromisoformat(args.start)
@@ -117,6 +118,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
           else "PII placeholders in redacted_logs by type:")
     for kind, count in pii_placeholders(home).items():
         print(f"  {kind:<32} {count:>8}")
+    print("clusters per month (drift against the month before):")
+    for month in cluster_summary(home):
+        drift = ", ".join(f"{status} {count}" for status, count in month["drift"].items())
+        print(f"  {month['month']}: {month['clusters']} clusters, {month['unclustered']} of {month['records']} "
+              f"records unclustered; {drift}")
+    print(f"  maps: {home.reports / 'clusters'}/YYYY-MM.png")
+    print("\neval set versions (changelog; the full one is in "
+          f"{home.reports / 'eval_set' / 'CHANGELOG.md'}):")
+    print("  " + changelog_summary(home).replace("\n", "\n  "))
+    print("  export one: .venv/bin/eval-pipeline export-eval-set --version latest --format jsonl --out eval_set.jsonl")
     print(f"\ndone in {time.perf_counter() - began:.0f} s. Look at it in the Dagster UI:")
     print(f"  EVAL_PIPELINE_HOME={home.root} .venv/bin/eval-pipeline ui    # then open http://127.0.0.1:3000")
     print(f"or query the tables: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{home.warehouse}', read_only=True).sql('select * from ingest.raw_logs limit 5'))\"")
@@ -153,6 +164,23 @@ def cmd_redact(args: argparse.Namespace) -> int:
         if args.output:
             out.close()
     print(json.dumps(summary, sort_keys=True), file=sys.stderr)
+    return 0
+
+
+def cmd_export_eval_set(args: argparse.Namespace) -> int:
+    from eval_pipeline.lib.eval_set import export_rows
+    from eval_pipeline.runs import load_eval_set
+
+    home = _home(args)
+    try:
+        name, rows = load_eval_set(home, args.version)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    path = export_rows(rows, args.format, args.out)
+    removed = sum(1 for r in rows if r["removed_in"])
+    print(f"eval set {name}: {len(rows)} examples written to {path} ({args.format})"
+          + (f"; {removed} of them were removed in later versions (see removed_in)" if removed else ""))
     return 0
 
 
@@ -208,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-day", type=int, default=40)
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=cmd_demo)
+
+    p = with_home(sub.add_parser("export-eval-set", help="write one eval-set version to a self-contained file"))
+    p.add_argument("--version", default="latest", help="v1, v2, ... or latest (default)")
+    p.add_argument("--format", choices=("jsonl", "parquet", "csv"), default="jsonl")
+    p.add_argument("--out", required=True, help="file to write")
+    p.set_defaults(func=cmd_export_eval_set)
 
     p = with_home(sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the data home"))
     p.add_argument("--host", default="127.0.0.1")

@@ -16,6 +16,8 @@ from eval_pipeline.defs.ingest import sensors as ingest_sensors
 from eval_pipeline.defs.privacy import assets as privacy_assets
 from eval_pipeline.defs.privacy import checks as privacy_checks
 from eval_pipeline.defs.privacy import schedules as privacy_schedules
+from eval_pipeline.defs.sampling import assets as sampling_assets
+from eval_pipeline.defs.sampling import schedules as sampling_schedules
 from eval_pipeline.defs.resources import build_resources
 from eval_pipeline.lib.paths import DataHome
 
@@ -26,11 +28,13 @@ def build_definitions(home: DataHome | None = None) -> dg.Definitions:
     """All assets, checks, jobs, schedules and sensors, with resources bound to a data home."""
     home = (home or DataHome.resolve()).ensure()
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([ingest_assets, privacy_assets, embedding_assets, clustering_assets]),
+        assets=dg.load_assets_from_modules([ingest_assets, privacy_assets, embedding_assets, clustering_assets,
+                                                 sampling_assets]),
         asset_checks=dg.load_asset_checks_from_modules([ingest_checks, privacy_checks]),
         jobs=[ingest_sensors.landing_manifest_job, ingest_sensors.ingest_job, privacy_schedules.raw_retention_job,
-              clustering_assets.clustering_job],
-        schedules=[privacy_schedules.raw_retention_schedule],
+              sampling_schedules.monthly_refresh_job],
+        schedules=[privacy_schedules.raw_retention_schedule, sampling_schedules.month_end_ingest_schedule,
+                   sampling_schedules.monthly_refresh_schedule],
         sensors=[ingest_sensors.landing_sensor],
         resources=build_resources(home),
         # One DuckDB file takes one writer process at a time: steps run in the run's process.

@@ -25,7 +25,7 @@ _FALLBACK_YAML = "telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_run
 # Runs started from the command line log warnings and errors only (the UI keeps the full event log).
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # Monthly jobs run after the month's daily partitions, in this order (later domains add theirs).
-MONTHLY_JOBS: tuple[str, ...] = ("clustering_job",)
+MONTHLY_JOBS: tuple[str, ...] = ("monthly_refresh_job",)
 
 
 @dataclass
@@ -141,3 +141,75 @@ def pii_placeholders(home: DataHome) -> dict[str, int]:
         for kind, n in json.loads(counts).items():
             totals[kind] = totals.get(kind, 0) + n
     return dict(sorted(totals.items()))
+
+
+def cluster_summary(home: DataHome) -> list[dict[str, object]]:
+    """Per clustered month: clusters, records in the unclustered stratum, drift statuses."""
+    if not home.warehouse.exists():
+        return []
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        try:
+            months = con.execute("""
+                select month, count(*) filter (where cluster_id <> 'unclustered'),
+                       coalesce(sum(size) filter (where cluster_id = 'unclustered'), 0), sum(size)
+                from clustering.cluster_table group by 1 order by 1""").fetchall()
+            drift = con.execute("select month, status, count(*) from clustering.cluster_drift group by 1, 2").fetchall()
+        except duckdb.CatalogException:
+            return []
+    statuses: dict[object, dict[str, int]] = {}
+    for month, status, count in drift:
+        statuses.setdefault(month, {})[status] = count
+    return [{"month": f"{month:%Y-%m}", "clusters": clusters, "unclustered": noise, "records": records,
+             "drift": dict(sorted(statuses.get(month, {}).items()))} for month, clusters, noise, records in months]
+
+
+def eval_set_versions(home: DataHome) -> list[dict[str, object]]:
+    """Every eval-set version: name, month, examples, added and removed in it."""
+    if not home.warehouse.exists():
+        return []
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        try:
+            rows = con.execute("""
+                select v.eval_set_version, v.month, count(*),
+                       (select count(*) from sampling.eval_set_changelog c
+                        where c.eval_set_version = v.eval_set_version and c.action = 'added'),
+                       (select count(*) from sampling.eval_set_changelog c
+                        where c.eval_set_version = v.eval_set_version and c.action = 'removed')
+                from sampling.eval_set_versions v group by 1, 2
+                order by cast(substr(v.eval_set_version, 2) as integer)""").fetchall()
+        except duckdb.CatalogException:
+            return []
+    return [{"version": v, "month": f"{m:%Y-%m}", "examples": n, "added": a, "removed": r} for v, m, n, a, r in rows]
+
+
+def load_eval_set(home: DataHome, version: str = "latest") -> tuple[str, list[dict[str, object]]]:
+    """The rows of one eval-set version (``latest``: the highest number), with ``removed_in``
+    filled from later versions' changelogs. Raises ValueError naming the versions that exist."""
+    from eval_pipeline.lib.eval_set import with_removed_in
+
+    known = [v["version"] for v in eval_set_versions(home)]
+    if not known:
+        raise ValueError(f"no eval-set version in {home.warehouse}: run `eval-pipeline refresh` for a month first")
+    name = known[-1] if version == "latest" else version
+    if name not in known:
+        raise ValueError(f"no eval-set version {version!r}; versions: {', '.join(known)}")
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        rows = con.execute("select * from sampling.eval_set_versions where eval_set_version = ? order by example_id",
+                           [name]).pl().to_dicts()
+        changelog = con.execute("select * from sampling.eval_set_changelog").pl().to_dicts()
+    return name, with_removed_in(rows, changelog)
+
+
+def changelog_summary(home: DataHome) -> str:
+    """The CHANGELOG-style summary of every version."""
+    from eval_pipeline.lib.eval_set import changelog_markdown
+
+    if not home.warehouse.exists():
+        return "(no eval set yet)"
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        try:
+            changelog = con.execute("select * from sampling.eval_set_changelog").pl().to_dicts()
+        except duckdb.CatalogException:
+            return "(no eval set yet)"
+    sizes = {v["version"]: v["examples"] for v in eval_set_versions(home)}
+    return changelog_markdown(changelog, sizes, max_lines=6)

@@ -9,7 +9,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from eval_pipeline.lib.demo_logs import generate_logs
 from eval_pipeline.lib.paths import DataHome
-from eval_pipeline.runs import refresh_month, table_counts
+from eval_pipeline.runs import cluster_summary, refresh_month, table_counts
 
 # the generator's malformed kinds -> the reason ingestion must give them
 EXPECTED_REASON = {
@@ -74,3 +74,8 @@ def test_refresh_ingests_every_demo_record_and_quarantines_every_broken_line(tmp
           f"{len(banking)} banking queries against their intent {nmi:.3f}; drift {dict(statuses)}")
     assert nmi >= 0.5
     assert set(statuses) == {"new"}
+    # what `eval-pipeline demo` prints about the clusters
+    [month] = cluster_summary(home)
+    assert month["month"] == "2026-02" and month["records"] == summary.records
+    assert month["clusters"] == statuses["new"] and month["drift"] == {"new": statuses["new"]}
+    assert (home.reports / "clusters" / "2026-02.png").exists()

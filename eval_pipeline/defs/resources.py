@@ -18,9 +18,11 @@ from eval_pipeline.lib.embeddings import DEFAULT_MODEL, EmbeddingConfig
 from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.redaction import CustomPattern, RedactionConfig
+from eval_pipeline.lib.sampling import DEFAULT_SIGNAL_WEIGHTS, SamplingConfig
 from eval_pipeline.lib.tables import MANIFEST_SCHEMA
 
-__all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "WarehouseIOManager",
+__all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "SamplingSettings",
+           "WarehouseIOManager",
            "build_resources"]
 
 
@@ -103,6 +105,28 @@ class ClusteringSettings(dg.ConfigurableResource):
                              max_fit_sample=self.max_fit_sample, seed=self.seed)
 
 
+class SamplingSettings(dg.ConfigurableResource):
+    """How ``eval_set`` draws and refreshes the eval set (see ``lib/sampling.py``).
+
+    target_size examples in the first version, at least ``floor`` per stratum; failure signals
+    weigh ``signal_weights`` in selection; ``slice_keys`` split strata beyond the cluster (e.g.
+    ["task_type"]); a refresh adds ``refresh_size`` examples.
+    """
+
+    target_size: int = 300
+    floor: int = 5
+    signal_weights: dict[str, float] = dict(DEFAULT_SIGNAL_WEIGHTS)
+    slice_keys: list[str] = []
+    dedup_cosine: float = 0.95
+    refresh_size: int = 25
+    seed: int = 0
+
+    def config(self) -> SamplingConfig:
+        return SamplingConfig(target_size=self.target_size, floor=self.floor, signal_weights=dict(self.signal_weights),
+                              slice_keys=tuple(self.slice_keys), dedup_cosine=self.dedup_cosine,
+                              refresh_size=self.refresh_size, seed=self.seed)
+
+
 class _EmptyAwarePolarsTypeHandler(DuckDBPolarsTypeHandler):
     """Creates the table even for an empty frame, so a day with no rows (or no quarantined lines)
     still leaves a readable, typed table behind; the stock handler skips the write."""
@@ -146,6 +170,7 @@ def build_resources(home: DataHome) -> dict[str, object]:
         "redaction": RedactionSettings(),
         "embedding": EmbeddingSettings(),
         "clustering": ClusteringSettings(),
+        "sampling": SamplingSettings(),
     }
 
 

@@ -8,6 +8,7 @@ import polars as pl
 
 __all__ = ["RAW_LOGS_SCHEMA", "REDACTED_LOGS_SCHEMA", "RETENTION_LOG_SCHEMA", "QUARANTINE_SCHEMA", "MANIFEST_SCHEMA",
            "LOG_EMBEDDINGS_SCHEMA", "LOG_CLUSTERS_SCHEMA", "CLUSTER_TABLE_SCHEMA", "CLUSTER_DRIFT_SCHEMA",
+           "EVAL_SET_SCHEMA", "EVAL_SET_CHANGELOG_SCHEMA",
            "frame", "markdown_table"]
 
 _MESSAGE = pl.Struct({"role": pl.String, "content": pl.String, "name": pl.String})
@@ -170,6 +171,50 @@ CLUSTER_DRIFT_SCHEMA = pl.Schema(
         "current_share": pl.Float64,
         "share_ratio": pl.Float64,
         "note": pl.String,
+    }
+)
+
+# The eval-example contract (DESIGN.md): one row per example of one eval-set version. Versions are
+# append-only in ``sampling.eval_set_versions``; ``eval_set`` holds the version a month produced.
+EVAL_SET_SCHEMA = pl.Schema(
+    {
+        "eval_set_version": pl.String,
+        "month": pl.Date,
+        "month_start": pl.Datetime("us"),
+        "example_id": pl.String,
+        "request_id": pl.String,
+        "conversation_id": pl.String,
+        "turn_index": pl.Int32,
+        "timestamp": pl.Datetime("us"),
+        "messages": pl.List(_MESSAGE),  # the redacted conversation up to and including the user's turn
+        "context_chunks": pl.List(_CHUNK),
+        "production_output": pl.String,
+        "reference": pl.String,  # filled by labeling for task types with one correct answer
+        "task_type": pl.String,
+        "category": pl.String,
+        "slice": pl.String,  # JSON: category and the configured slice keys
+        "cluster_id": pl.String,
+        "stratum": pl.String,
+        "inclusion_probability": pl.Float64,
+        "represents": pl.Int64,  # records of its near-duplicate group
+        "weight": pl.Float64,  # represents / inclusion_probability: traffic it stands for
+        "failure_signals": pl.List(pl.String),
+        "added_in": pl.String,
+        "removed_in": pl.String,  # null in a version's own rows; export fills it from later versions
+        "reason": pl.String,  # why it was added
+    }
+)
+
+EVAL_SET_CHANGELOG_SCHEMA = pl.Schema(
+    {
+        "eval_set_version": pl.String,
+        "month": pl.Date,
+        "created_at": pl.Datetime("us"),
+        "example_id": pl.String,
+        "action": pl.String,  # added / removed
+        "reason": pl.String,
+        "cluster_id": pl.String,
+        "stratum": pl.String,
     }
 )
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -22,12 +21,15 @@ from eval_pipeline.defs.clustering import assets as clustering_assets
 from eval_pipeline.defs.embeddings import assets as embedding_assets
 from eval_pipeline.defs.ingest import assets as ingest_assets
 from eval_pipeline.defs.privacy import assets as privacy_assets
-from eval_pipeline.defs.resources import build_resources
+from eval_pipeline.defs.resources import SamplingSettings, build_resources
+from eval_pipeline.defs.sampling import assets as sampling_assets
+from eval_pipeline.defs.sampling import schedules as sampling_schedules
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, frame
 
 BANKING77 = Path(__file__).resolve().parents[2] / "eval_pipeline" / "lib" / "demo_data" / "banking77" / "train.csv"
-ASSETS = [ingest_assets.landing_manifest, ingest_assets.ingested_logs, privacy_assets.redacted_logs, embedding_assets.log_embeddings, clustering_assets.log_clusters]
+ASSETS = [ingest_assets.landing_manifest, ingest_assets.ingested_logs, privacy_assets.redacted_logs,
+          embedding_assets.log_embeddings, clustering_assets.log_clusters, sampling_assets.eval_set]
 MONTHLY = dg.AssetSelection.assets("log_clusters", "cluster_table", "cluster_drift")
 
 # January: 12 intents; February: 11 of them (one removed) and 3 new ones.
@@ -103,7 +105,7 @@ def clustered(tmp_path_factory):
     home = DataHome.resolve(tmp_path_factory.mktemp("clusters") / "home").ensure()
     truth = months_of_banking(home)
     resources = build_resources(home)
-    instance = dg.DagsterInstance.ephemeral()
+    instance = dg.DagsterInstance.local_temp(str(tmp_path_factory.mktemp("dagster_home")))
     runs = {}
     for day in ("2026-01-10", "2026-01-20", "2026-02-10", "2026-02-20"):
         runs[day] = dg.materialize(ASSETS, resources=resources, partition_key=day, selection=["log_embeddings"], instance=instance)
@@ -192,6 +194,101 @@ def test_reclustering_a_month_is_deterministic(clustered):
     assert table(home, "select * from clustering.cluster_drift where month = '2026-02-01' order by cluster_id").equals(drift_before)
 
 
+def eval_set_rows(home: DataHome, version: str) -> pl.DataFrame:
+    return table(home, f"select * from sampling.eval_set_versions where eval_set_version = '{version}' order by example_id")
+
+
+def test_eval_set_versions_refresh_and_changelog(clustered, tmp_path):
+    home, truth, resources, instance, _ = clustered
+    resources = {**resources, "sampling": SamplingSettings(target_size=120, refresh_size=25)}
+    first = dg.materialize(ASSETS, resources=resources, partition_key="2026-01-01", selection=["eval_set"], instance=instance)
+    meta = metadata(first, "eval_set")
+    assert meta["eval_set_version"] == "v1" and meta["added"] == 120 and meta["removed"] == 0
+    v1 = eval_set_rows(home, "v1")
+    assert v1.height == 120 and v1["example_id"].n_unique() == 120
+    assert set(v1["added_in"]) == {"v1"} and v1["removed_in"].is_null().all()
+    assert v1["inclusion_probability"].is_between(0, 1, closed="right").all()
+    assert (v1["weight"] >= 1).all() and v1["stratum"].is_not_null().all()
+    assert all(m[-1]["role"] == "user" and m[0]["role"] == "system" for m in v1["messages"].to_list())
+    # every January intent is in the first version (strata = clusters, with a floor)
+    assert {truth[r] for r in v1["request_id"]} == set(OLD)
+    v1_before = v1.clone()
+
+    second = dg.materialize(ASSETS, resources=resources, partition_key="2026-02-01", selection=["eval_set"], instance=instance)
+    meta = metadata(second, "eval_set")
+    assert meta["eval_set_version"] == "v2" and meta["based_on"] == "v1"
+    v2 = eval_set_rows(home, "v2")
+    changes = table(home, "select * from sampling.eval_set_changelog where eval_set_version = 'v2'")
+    added = set(changes.filter(pl.col("action") == "added")["example_id"])
+    removed = set(changes.filter(pl.col("action") == "removed")["example_id"])
+    # the changelog reconciles with the diff between the versions
+    assert set(v2["example_id"]) == (set(v1["example_id"]) - removed) | added
+    assert not added & set(v1["example_id"])
+    assert 0 < len(added) <= 25 and meta["added"] == len(added) and meta["removed"] == len(removed)
+    # examples of the removed intent's clusters are pruned because the cluster is gone
+    gone = set(table(home, "select cluster_id from clustering.cluster_drift where month = '2026-02-01' and status = 'gone'")["cluster_id"])
+    assert {e for e, c in zip(v1["example_id"], v1["cluster_id"]) if c in gone} <= removed
+    assert all("gone" in r or "over-represented" in r for r in changes.filter(pl.col("action") == "removed")["reason"])
+    # additions come only from new or grown clusters, or strata the set under-covers; the new intents are in
+    drift = dict(zip(*table(home, "select cluster_id, status || '/' || trend s from clustering.cluster_drift "
+                                  "where month = '2026-02-01'").get_columns()))
+    for row in v2.filter(pl.col("example_id").is_in(list(added))).iter_rows(named=True):
+        assert ("new" in drift.get(row["cluster_id"], "") or "grown" in drift.get(row["cluster_id"], "")
+                or "under-covered" in row["reason"]), row["reason"]
+    assert {truth[r] for r in v2["request_id"]} & set(NEW)
+    # kept examples are untouched, and the past version is never edited
+    kept = v2.filter(~pl.col("example_id").is_in(list(added)))
+    assert set(kept["added_in"]) == {"v1"}
+    assert eval_set_rows(home, "v1").equals(v1_before)
+    assert "## v2 (2026-02)" in meta["changelog"] and "## v1 (2026-01)" in meta["changelog"]
+    assert (home.reports / "eval_set" / "CHANGELOG.md").read_text().count("## v") == 2
+    assert meta["coverage"]["strata_covered"] >= 0.8 * meta["coverage"]["strata"]
+
+    # the same month again gives the same examples: no new version
+    again = dg.materialize(ASSETS, resources=resources, partition_key="2026-02-01", selection=["eval_set"], instance=instance)
+    assert metadata(again, "eval_set")["eval_set_version"] == "v2"
+    assert table(home, "select count(distinct eval_set_version) n from sampling.eval_set_versions")["n"][0] == 2
+
+    # export: an old version says what became of its examples
+    from eval_pipeline.lib.eval_set import export_rows
+    from eval_pipeline.runs import load_eval_set
+
+    name, rows = load_eval_set(home, "v1")
+    assert name == "v1" and {r["example_id"] for r in rows if r["removed_in"] == "v2"} == removed
+    for fmt in ("jsonl", "csv", "parquet"):
+        path = export_rows(rows, fmt, tmp_path / f"v1.{fmt}")
+        back = (pl.read_ndjson(path) if fmt == "jsonl" else pl.read_csv(path) if fmt == "csv" else pl.read_parquet(path))
+        assert back.height == 120 and {"example_id", "messages", "inclusion_probability", "weight", "slice"} <= set(back.columns)
+    with pytest.raises(ValueError, match="versions: v1, v2"):
+        load_eval_set(home, "v9")
+
+
+def test_refresh_schedules_wait_for_the_days_then_run_once(clustered):
+    home, _, _, instance, _ = clustered
+    january = sampling_schedules.days_of(datetime(2026, 1, 1).date())
+    missing = sampling_schedules.missing_days(instance, datetime(2026, 1, 1).date())
+    assert len(january) == 31 and set(missing) == set(january) - {"2026-01-10", "2026-01-20"}
+    ingest = sampling_schedules.month_end_ingest_schedule(dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime(2026, 2, 1, 3)))
+    assert sorted(r.partition_key for r in ingest) == missing
+    assert len({r.run_key for r in ingest}) == len(missing)
+    waiting = sampling_schedules.monthly_refresh_schedule(dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime(2026, 2, 1, 5)))
+    assert isinstance(waiting, dg.SkipReason) and "waiting for 29 days" in waiting.skip_message
+    last = sampling_schedules.monthly_refresh_schedule(dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime(2026, 2, 3, 23)))
+    assert last.partition_key == "2026-01-01" and last.run_key == "monthly-refresh-2026-01"
+    assert last.tags["missing_days"].count(",") == 28
+    for day in missing:  # once every day is in, the first tick runs it
+        instance.report_runless_asset_event(dg.AssetMaterialization("log_embeddings", partition=day))
+    ready = sampling_schedules.monthly_refresh_schedule(dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime(2026, 2, 1, 6)))
+    assert ready.run_key == "monthly-refresh-2026-01" and "missing_days" not in ready.tags
+    done = sampling_schedules.month_end_ingest_schedule(dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime(2026, 2, 1, 3)))
+    assert isinstance(done, dg.SkipReason)
+
+
 def test_odd_months_give_one_stratum_and_a_message(clustered):
     home, _, resources, instance, _ = clustered
     march = [record(f"same-{i}", datetime(2026, 3, 3, 9, i), "where is my card?", "card_arrival") for i in range(40)]
@@ -202,8 +299,9 @@ def test_odd_months_give_one_stratum_and_a_message(clustered):
         assert dg.materialize(ASSETS, resources=resources, partition_key=day, selection=["log_embeddings"], instance=instance).success
     cases = {"2026-03-01": ("identical", 1), "2026-04-01": ("too few", 1), "2026-05-01": ("no records", 0)}
     for month, (phrase, strata) in cases.items():
-        result = dg.materialize(ASSETS, resources=resources, partition_key=month, selection=MONTHLY, instance=instance)
-        assert result.success
+        result = dg.materialize(ASSETS, resources=resources, partition_key=month,
+                                selection=MONTHLY | dg.AssetSelection.assets("eval_set"), instance=instance)
+        assert result.success  # downstream (the eval set) still runs
         assert phrase in metadata(result, "log_clusters")["messages"]
         rows = table(home, f"select cluster_id, status, size from clustering.cluster_table where month = '{month}'")
         assert rows.height == strata

@@ -8,7 +8,7 @@ import duckdb
 import polars as pl
 from conftest import mixed_lines
 
-from eval_pipeline.defs.ingest import assets, checks, sensors
+from eval_pipeline.defs.ingest import assets, checks
 from eval_pipeline.defs.resources import PipelineSettings, build_resources
 from eval_pipeline.definitions import build_definitions
 
@@ -142,9 +142,10 @@ def test_definitions_list_every_asset_check_job_and_sensor(home):
     assert {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()} == {
         "landing_manifest": "ingest", "raw_logs": "ingest", "quarantined_logs": "ingest",
         "redacted_logs": "privacy", "raw_retention_log": "privacy", "log_embeddings": "embeddings",
-        "log_clusters": "clustering", "cluster_table": "clustering", "cluster_drift": "clustering"}
+        "log_clusters": "clustering", "cluster_table": "clustering", "cluster_drift": "clustering",
+        "eval_set": "sampling"}
     # daily feeds monthly: the clustering assets read the month's daily embeddings
-    monthly = {"log_clusters", "cluster_table", "cluster_drift"}
+    monthly = {"log_clusters", "cluster_table", "cluster_drift", "eval_set"}
     for key in monthly | {"log_embeddings"}:
         partitions = graph.get(dg.AssetKey(key)).partitions_def
         assert partitions.get_cron_schedule() == ("0 0 1 * *" if key in monthly else "0 0 * * *")
@@ -153,5 +154,6 @@ def test_definitions_list_every_asset_check_job_and_sensor(home):
         ("raw_logs", "records_reconcile"), ("raw_logs", "raw_logs_expectations"),
         ("redacted_logs", "no_pii_leak"), ("raw_retention_log", "raw_within_retention")}
     assert {s.name for s in defs.sensors} == {"landing_sensor"}
-    assert {s.name for s in defs.schedules} == {"raw_retention_schedule"}
-    assert {j.name for j in defs.jobs} == {"landing_manifest_job", "ingest_job", "raw_retention_job", "clustering_job"}
+    assert {s.name for s in defs.schedules} == {"raw_retention_schedule", "month_end_ingest_schedule",
+                                                "monthly_refresh_schedule"}
+    assert {j.name for j in defs.jobs} == {"landing_manifest_job", "ingest_job", "raw_retention_job", "monthly_refresh_job"}

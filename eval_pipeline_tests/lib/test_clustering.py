@@ -8,7 +8,6 @@ texts), so a second run skips the embedding.
 from __future__ import annotations
 
 import collections
-import csv
 import hashlib
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from eval_pipeline.lib.banking77 import long_tail_mix, load_queries
 from eval_pipeline.lib.clustering import (
     NOISE,
     ClusterConfig,
@@ -33,33 +33,11 @@ from eval_pipeline.lib.clustering import (
 )
 from eval_pipeline.lib.embeddings import EmbeddingConfig, get_embedder
 
-BANKING77 = Path(__file__).resolve().parents[2] / "eval_pipeline" / "lib" / "demo_data" / "banking77" / "train.csv"
 CACHE = Path(tempfile.gettempdir()) / "eval_pipeline_test_cache"
 
 
 def load_banking77() -> tuple[list[str], np.ndarray]:
-    with open(BANKING77, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return [r["text"] for r in rows], np.array([r["category"] for r in rows])
-
-
-def long_tail_mix(categories: np.ndarray, seed: int = 0, n_intents: int = 30, largest: int = 150,
-                  smallest: int = 10) -> tuple[np.ndarray, dict[str, int]]:
-    """Row indices of a long-tailed month: ``n_intents`` intents (drawn with ``seed`` among those
-    with >= 100 queries), geometric sizes from ``largest`` down to ``smallest``; the larger sizes
-    go to the intents with more queries (capped at what an intent has)."""
-    rng = np.random.default_rng(seed)
-    counts = collections.Counter(categories.tolist())
-    pool = sorted(c for c, n in counts.items() if n >= 100)
-    chosen = sorted(rng.choice(pool, n_intents, replace=False).tolist(), key=lambda c: (-counts[c], c))
-    sizes = np.round(largest * (smallest / largest) ** (np.arange(n_intents) / (n_intents - 1))).astype(int)
-    indices, actual = [], {}
-    for intent, size in zip(chosen, sizes):
-        rows = np.flatnonzero(categories == intent)
-        size = int(min(size, len(rows)))
-        indices.extend(rng.choice(rows, size, replace=False).tolist())
-        actual[intent] = size
-    return np.array(indices), actual
+    return load_queries()
 
 
 def drift_months(categories: np.ndarray, seed: int = 7, per_intent: int = 40):

@@ -14,7 +14,6 @@ import base64
 import csv
 import io
 import json
-import os
 import random
 import re
 from collections import Counter

@@ -100,9 +100,3 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
         "drift": dg.MetadataValue.md(drift_table_markdown(result.drift)),
     })
 
-
-clustering_job = dg.define_asset_job(
-    "clustering_job",
-    selection=dg.AssetSelection.assets("log_clusters", "cluster_table", "cluster_drift"),
-    partitions_def=monthly_partitions,
-)

@@ -1,0 +1,135 @@
+"""Sampling: the versioned eval set, drawn from the month's clusters and refreshed every month."""
+
+import base64
+import json
+from dataclasses import asdict
+from datetime import date, datetime
+
+import dagster as dg
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from eval_pipeline.defs.partitions import monthly_partitions
+from eval_pipeline.defs.resources import PipelineSettings, SamplingSettings, read_table
+from eval_pipeline.lib.embeddings import from_storage
+from eval_pipeline.lib.eval_set import build_version, changelog_markdown, coverage_table, plot_coverage
+from eval_pipeline.lib.tables import EVAL_SET_CHANGELOG_SCHEMA, EVAL_SET_SCHEMA, frame, markdown_table
+
+VERSIONS = "sampling.eval_set_versions"
+CHANGELOG = "sampling.eval_set_changelog"
+_RECORD_COLUMNS = ("request_id", "conversation_id", "turn_index", "timestamp", "messages", "retrieved_chunks",
+                   "completion", "task_type", "user_segment", "thumbs", "abandoned", "clarification_requested",
+                   "parse_error", "regenerated", "escalated")
+
+
+def _version_number(name: str) -> int:
+    return int(name[1:]) if name[1:].isdigit() else 0
+
+
+def _append(warehouse: DuckDBResource, table: str, df: pl.DataFrame) -> None:
+    """Insert rows into an append-only table (created on first use); rows are never updated."""
+    arrow = df.to_arrow()  # noqa: F841 - read by name in the SQL
+    schema = table.split(".")[0]
+    with warehouse.get_connection() as con:
+        con.execute(f"create schema if not exists {schema}")
+        con.execute(f"create table if not exists {table} as select * from arrow where false")
+        con.execute(f"insert into {table} select * from arrow")
+
+
+@dg.asset(
+    group_name="sampling",
+    kinds={"polars", "duckdb"},
+    partitions_def=monthly_partitions,
+    metadata={"schema": "sampling", "partition_expr": "month_start"},
+)
+def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, sampling: SamplingSettings,
+             warehouse: DuckDBResource, redacted_logs: pl.DataFrame, log_embeddings: pl.DataFrame,
+             log_clusters: pl.DataFrame, cluster_drift: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """The eval-set version this month produced.
+
+    The first month draws the initial set (stratified by cluster, a floor per stratum, failure
+    signals weighted, near-duplicates collapsed). Later months start from the latest earlier
+    version: examples of gone or over-represented clusters are removed, a few are added from new,
+    grown or under-covered clusters, the rest is kept untouched. Every version is appended to
+    ``sampling.eval_set_versions`` and never changed; ``sampling.eval_set_changelog`` has a row
+    per added or removed example. Re-materializing a month that would give the same examples
+    keeps its version; a different result becomes a new version.
+    """
+    month = date.fromisoformat(context.partition_key)
+    config = sampling.config()
+    versions = read_table(warehouse, VERSIONS, EVAL_SET_SCHEMA)
+    changelog_all = read_table(warehouse, CHANGELOG, EVAL_SET_CHANGELOG_SCHEMA)
+    names = sorted(set(versions["eval_set_version"].to_list()), key=_version_number)
+    earlier = versions.filter(pl.col("month") < month)
+    base = max(set(earlier["eval_set_version"].to_list()), key=_version_number, default=None)
+    previous = earlier.filter(pl.col("eval_set_version") == base).to_dicts() if base else []
+
+    records = pl.DataFrame()
+    if redacted_logs.height and log_clusters.height and log_embeddings.height:
+        records = (redacted_logs.select(_RECORD_COLUMNS)
+                   .join(log_clusters.select("request_id", "cluster_id"), on="request_id", how="inner")
+                   .join(log_embeddings.select("request_id", "vector"), on="request_id", how="inner")
+                   .sort("request_id"))
+    rows = records.drop("vector").to_dicts() if records.height else []
+    vectors = from_storage(records["vector"].to_list()) if records.height else from_storage([], dim=1)
+    drift = cluster_drift.to_dicts() if cluster_drift.height else []
+    if redacted_logs.height and records.height < redacted_logs.height:
+        context.log.warning(f"{redacted_logs.height - records.height} records of the month have no cluster or "
+                            "embedding (re-run log_embeddings and log_clusters for the month) and are not sampled")
+
+    build = build_version(rows, vectors, month, config, previous=previous, drift=drift, existing_versions=names)
+    same_month = versions.filter(pl.col("month") == month)
+    latest_same = max(set(same_month["eval_set_version"].to_list()), key=_version_number, default=None)
+    reused = None
+    if latest_same is not None:
+        existing = same_month.filter(pl.col("eval_set_version") == latest_same)
+        if set(existing["example_id"].to_list()) == {r["example_id"] for r in build.rows}:
+            reused = latest_same
+    if reused:
+        df = versions.filter(pl.col("eval_set_version") == reused).sort("example_id")
+        version, changes = reused, changelog_all.filter(pl.col("eval_set_version") == reused)
+        build.messages.append(f"same examples as {reused}, already made for {month:%Y-%m}: kept, no new version")
+    else:
+        df = frame(sorted(build.rows, key=lambda r: r["example_id"]), EVAL_SET_SCHEMA)
+        changes = frame(build.changelog, EVAL_SET_CHANGELOG_SCHEMA)
+        version = build.version
+        if df.height or changes.height:
+            _append(warehouse, VERSIONS, df)
+            _append(warehouse, CHANGELOG, changes)
+            changelog_all = pl.concat([changelog_all, changes])
+    for message in build.messages:
+        context.log.info(message)
+
+    archive = versions if reused or not df.height else pl.concat([versions, df])
+    sizes = dict(archive.group_by("eval_set_version").len().iter_rows())
+    summary_md = changelog_markdown(changelog_all.to_dicts(), sizes)
+    reports = settings.data_home.reports / "eval_set"
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / "CHANGELOG.md").write_text(f"# Eval set changelog\n\n{summary_md}\n", encoding="utf-8")
+
+    table, coverage = coverage_table(df.to_dicts(), rows, config.slice_keys)
+    png = plot_coverage(table, f"eval set {version} ({month:%Y-%m}): coverage of this month's traffic")
+    (reports / f"coverage_{month:%Y-%m}.png").write_bytes(png)
+    added = changes.filter(pl.col("action") == "added").height
+    removed = changes.filter(pl.col("action") == "removed").height
+    coverage_df = pl.DataFrame(table).with_columns(
+        (pl.col("traffic_share") * 100).round(1).alias("traffic %"), (pl.col("set_share") * 100).round(1).alias("set %"),
+        pl.col("ratio").cast(pl.Float64).round(2)).select("stratum", "records", "traffic %", "examples", "set %", "ratio") if table else pl.DataFrame()
+    return dg.Output(df, metadata={
+        "dagster/row_count": df.height,
+        "eval_set_version": version,
+        "based_on": base or "none (initial draw)",
+        "added": added,
+        "removed": removed,
+        "changes": dg.MetadataValue.md(changelog_markdown(changes.to_dicts(), {version: df.height})),
+        "changelog": dg.MetadataValue.md(summary_md),
+        "changelog_file": dg.MetadataValue.path(str(reports / "CHANGELOG.md")),
+        "coverage": dg.MetadataValue.json(coverage),
+        "coverage_by_stratum": dg.MetadataValue.md(markdown_table(coverage_df.head(40)) if table else "(no traffic)"),
+        "coverage_plot": dg.MetadataValue.md(f"![coverage](data:image/png;base64,{base64.b64encode(png).decode()})"),
+        "task_types": dg.MetadataValue.json(dict(df.group_by("task_type").len().sort("len", descending=True).iter_rows())
+                                            if df.height else {}),
+        "messages": dg.MetadataValue.md("\n".join(f"- {m}" for m in build.messages) or "(none)"),
+        "settings": dg.MetadataValue.json(json.loads(json.dumps(asdict(config)))),
+        "built_at": datetime.now().isoformat(timespec="seconds"),
+    })

@@ -1,0 +1,41 @@
+"""Banking77 queries (Casanueva et al. 2020, CC-BY-4.0) as packaged in ``demo_data/banking77``,
+and the long-tailed month the clustering tests and the embedding benchmark measure on."""
+
+from __future__ import annotations
+
+import collections
+import csv
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["TRAIN_CSV", "load_queries", "long_tail_mix"]
+
+TRAIN_CSV = Path(__file__).resolve().parent / "demo_data" / "banking77" / "train.csv"
+
+
+def load_queries(path: Path = TRAIN_CSV) -> tuple[list[str], np.ndarray]:
+    """(texts, intents) of every query of the file, in file order."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [r["text"] for r in rows], np.array([r["category"] for r in rows])
+
+
+def long_tail_mix(categories: np.ndarray, seed: int = 0, n_intents: int = 30, largest: int = 150,
+                  smallest: int = 10) -> tuple[np.ndarray, dict[str, int]]:
+    """Row indices of a long-tailed month: ``n_intents`` intents (drawn with ``seed`` among those
+    with >= 100 queries), geometric sizes from ``largest`` down to ``smallest``; the larger sizes
+    go to the intents with more queries (capped at what an intent has). Returns the indices and
+    intent -> size."""
+    rng = np.random.default_rng(seed)
+    counts = collections.Counter(categories.tolist())
+    pool = sorted(c for c, n in counts.items() if n >= 100)
+    chosen = sorted(rng.choice(pool, n_intents, replace=False).tolist(), key=lambda c: (-counts[c], c))
+    sizes = np.round(largest * (smallest / largest) ** (np.arange(n_intents) / (n_intents - 1))).astype(int)
+    indices, actual = [], {}
+    for intent, size in zip(chosen, sizes):
+        rows = np.flatnonzero(categories == intent)
+        size = int(min(size, len(rows)))
+        indices.extend(rng.choice(rows, size, replace=False).tolist())
+        actual[intent] = size
+    return np.array(indices), actual

@@ -1,0 +1,436 @@
+"""Stratified sampling of eval examples from a month's clustered records, and the monthly refresh.
+
+Plain Python for the ``eval_set`` asset (no Dagster import):
+
+* :func:`allocate` - examples per stratum: proportional to the stratum's traffic, with a floor so
+  small strata are over-sampled;
+* :func:`pps_sample` - within a stratum, systematic sampling with probability proportional to a
+  weight (failure signals weigh more), which gives every record an exact, known inclusion
+  probability;
+* :func:`dedupe` - near-duplicate texts (embedding cosine >= a threshold) collapse to one
+  representative that stands for the group;
+* :func:`draw_sample` - all of the above for a target size;
+* :func:`plan_refresh` - a new version from the previous one: prune examples of gone or
+  over-represented clusters, add a few from new, grown or under-covered clusters, keep the rest.
+
+Inclusion probabilities. Within stratum h with n_h examples to draw from records of weights w_i
+(after near-duplicate collapse), pi_i = n_h * w_i / sum(w) (units whose pi would exceed 1 are
+taken with certainty and the rest recomputed). Systematic PPS (Madow 1949) over a seeded random
+order realises exactly these pi_i. A representative of a near-duplicate group of size m stands
+for m records, so the traffic weight of an example is ``represents / inclusion_probability``;
+sums of these weights estimate traffic totals (Horvitz-Thompson), so a re-weighted pass rate
+estimates the pass rate of real traffic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_SIGNAL_WEIGHTS",
+    "SamplingConfig",
+    "Selected",
+    "SampleResult",
+    "allocate",
+    "pps_inclusion",
+    "pps_sample",
+    "dedupe",
+    "record_weight",
+    "stratum_of",
+    "draw_sample",
+    "RefreshPlan",
+    "plan_refresh",
+    "horvitz_thompson_share",
+]
+
+# Extra selection weight of a record with a failure signal (a record with several takes the
+# largest). A thumbs-down or a parse error is the clearest sign the model failed.
+DEFAULT_SIGNAL_WEIGHTS: dict[str, float] = {
+    "thumbs_down": 3.0,
+    "parse_error": 3.0,
+    "abandoned": 2.0,
+    "clarification_requested": 2.0,
+    "escalated": 2.0,
+    "regenerated": 1.5,
+}
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How the eval set is drawn.
+
+    target_size     examples in the initial set (the seed's 200-500).
+    floor           at least this many examples per stratum (all of its records when it has
+                    fewer), so small clusters are over-sampled.
+    signal_weights  selection weight of a record with that failure signal (1 without any).
+    slice_keys      record fields that split strata further (e.g. ("task_type",)); the stratum
+                    is ``cluster_id`` alone by default.
+    dedup_cosine    records of one stratum at least this similar are near-duplicates.
+    refresh_size    examples a monthly refresh adds (the seed's 20-30).
+    over_coverage   a stratum holding more than this many times its allocation is trimmed.
+    under_coverage  a stratum whose share of the set is below this fraction of its share of
+                    traffic gets refresh examples.
+    """
+
+    target_size: int = 300
+    floor: int = 5
+    signal_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SIGNAL_WEIGHTS))
+    slice_keys: tuple[str, ...] = ()
+    dedup_cosine: float = 0.95
+    seed: int = 0
+    refresh_size: int = 25
+    over_coverage: float = 2.0
+    under_coverage: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.target_size < 1:
+            raise ValueError(f"target_size must be at least 1, not {self.target_size}")
+        if self.floor < 0:
+            raise ValueError(f"floor must be >= 0, not {self.floor}")
+        if self.refresh_size < 0:
+            raise ValueError(f"refresh_size must be >= 0, not {self.refresh_size}")
+        bad = {k: v for k, v in self.signal_weights.items() if not v > 0}
+        if bad:
+            raise ValueError(f"signal weights must be > 0: {bad}")
+        if not 0 < self.dedup_cosine <= 1:
+            raise ValueError(f"dedup_cosine must be in (0, 1], not {self.dedup_cosine}")
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One chosen record."""
+
+    index: int  # row index in the records given
+    stratum: str
+    inclusion_probability: float
+    represents: int  # records of its near-duplicate group (itself included)
+
+    @property
+    def weight(self) -> float:
+        """Traffic weight: records this example stands for."""
+        return self.represents / self.inclusion_probability
+
+
+@dataclass
+class SampleResult:
+    selected: list[Selected]
+    allocation: dict[str, int]
+    strata_sizes: dict[str, int]
+    messages: list[str]
+
+
+def stratum_of(row: Mapping[str, Any], slice_keys: Sequence[str] = ()) -> str:
+    """``cluster_id``, then ``|key=value`` for each slice key."""
+    parts = [str(row.get("cluster_id") or "unclustered")]
+    parts += [f"{key}={row.get(key) if row.get(key) is not None else '(none)'}" for key in slice_keys]
+    return "|".join(parts)
+
+
+def record_weight(row: Mapping[str, Any], signal_weights: Mapping[str, float]) -> float:
+    """1, or the largest weight among the failure signals the record has."""
+    weight = 1.0
+    for signal, w in signal_weights.items():
+        value = row.get("thumbs") == "down" if signal == "thumbs_down" and "thumbs_down" not in row else row.get(signal)
+        if value:
+            weight = max(weight, float(w))
+    return weight
+
+
+def allocate(sizes: Mapping[str, int], target: int, floor: int = 5) -> tuple[dict[str, int], list[str]]:
+    """Examples per stratum: a floor of ``min(floor, size)`` each, the rest proportional to size
+    (largest remainders), never more than a stratum holds. Returns the allocation and messages.
+
+    * More examples asked than records exist: every record is taken (and a message says so).
+    * More strata than the floor allows: the floor shrinks to ``target // strata`` (at least 1);
+      with more strata than examples, the largest strata get one each (a message names how many
+      strata are left out).
+    """
+    if target < 0:
+        raise ValueError("target must be >= 0")
+    sizes = {k: int(v) for k, v in sizes.items() if v > 0}
+    messages: list[str] = []
+    total = sum(sizes.values())
+    if total <= target:
+        if total < target:
+            messages.append(f"asked for {target} examples but only {total} records exist: all of them are taken")
+        return dict(sizes), messages
+    order = sorted(sizes, key=lambda k: (-sizes[k], k))
+    if len(order) > target:
+        messages.append(f"{len(order)} strata but only {target} examples: the {target} largest strata get one "
+                        f"each, {len(order) - target} strata get none")
+        return {k: (1 if i < target else 0) for i, k in enumerate(order)}, messages
+    floor_used = floor
+    if sum(min(floor, s) for s in sizes.values()) > target:
+        floor_used = max(1, target // len(order))
+        messages.append(f"a floor of {floor} per stratum over {len(order)} strata exceeds {target}: floor {floor_used}")
+    alloc = {k: min(floor_used, sizes[k]) for k in order}
+    remaining = target - sum(alloc.values())
+    # proportional shares of the rest, capped by what each stratum still has
+    while remaining > 0:
+        open_ = [k for k in order if alloc[k] < sizes[k]]
+        if not open_:
+            break
+        weight = sum(sizes[k] for k in open_)
+        quotas = {k: remaining * sizes[k] / weight for k in open_}
+        granted = 0
+        for k in open_:
+            add = min(int(math.floor(quotas[k])), sizes[k] - alloc[k])
+            alloc[k] += add
+            granted += add
+        left = remaining - granted
+        if left > 0:
+            by_rest = sorted(open_, key=lambda k: (-(quotas[k] - math.floor(quotas[k])), -sizes[k], k))
+            for k in by_rest:
+                if left == 0:
+                    break
+                if alloc[k] < sizes[k]:
+                    alloc[k] += 1
+                    left -= 1
+        remaining = target - sum(alloc.values())  # each pass grants at least one while a stratum has room
+    return alloc, messages
+
+
+def pps_inclusion(weights: Sequence[float], n: int) -> np.ndarray:
+    """Inclusion probabilities pi_i = n w_i / sum(w) for a sample of n, with units whose pi would
+    exceed 1 taken with certainty and the others recomputed (so sum(pi) = n exactly)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if (w <= 0).any():
+        raise ValueError("weights must be > 0")
+    if n > len(w):
+        raise ValueError(f"cannot draw {n} of {len(w)}")
+    pi = np.zeros(len(w))
+    if n == 0:
+        return pi
+    certain = np.zeros(len(w), dtype=bool)
+    while True:
+        rest = ~certain
+        k = n - int(certain.sum())
+        pi[certain] = 1.0
+        pi[rest] = k * w[rest] / w[rest].sum() if k > 0 else 0.0
+        over = rest & (pi >= 1.0 - 1e-12)
+        if not over.any():
+            return np.minimum(pi, 1.0)
+        certain |= over
+
+
+def pps_sample(weights: Sequence[float], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Systematic PPS over a random order: indices of n units and every unit's inclusion
+    probability (:func:`pps_inclusion`). Deterministic for a given generator state."""
+    pi = pps_inclusion(weights, n)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), pi
+    order = rng.permutation(len(pi))
+    cumulative = np.cumsum(pi[order])
+    start = rng.uniform(0.0, 1.0)
+    points = start + np.arange(n)
+    # unit j is chosen when a point falls in (cumulative[j-1], cumulative[j]]
+    picks = np.searchsorted(cumulative, points - 1e-12, side="left")
+    picks = np.clip(picks, 0, len(order) - 1)
+    chosen = order[np.unique(picks)]
+    if len(chosen) != n:  # float edge: fill deterministically with the largest pi left
+        missing = [i for i in np.argsort(-pi, kind="stable") if i not in set(chosen.tolist())][: n - len(chosen)]
+        chosen = np.concatenate([chosen, np.asarray(missing, dtype=np.int64)])
+    return np.sort(chosen), pi
+
+
+def dedupe(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy near-duplicate collapse in row order: a row joins the first kept row with cosine >=
+    ``threshold``. Returns the kept row indices and, per kept row, how many rows it stands for."""
+    x = np.asarray(vectors, dtype=np.float32)
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x = x / np.where(norms == 0, 1, norms)
+    kept: list[int] = []
+    counts: list[int] = []
+    kept_matrix = np.zeros((0, x.shape[1]), dtype=np.float32)
+    for i in range(n):
+        if len(kept):
+            sims = kept_matrix @ x[i]
+            j = int(np.argmax(sims))
+            if sims[j] >= threshold:
+                counts[j] += 1
+                continue
+        kept.append(i)
+        counts.append(1)
+        kept_matrix = np.vstack([kept_matrix, x[i][None, :]])
+    return np.asarray(kept, dtype=np.int64), np.asarray(counts, dtype=np.int64)
+
+
+def _draw_from(rows: Sequence[Mapping[str, Any]], vectors: np.ndarray, members: np.ndarray, n: int,
+               stratum: str, config: SamplingConfig, rng: np.random.Generator) -> list[Selected]:
+    kept, counts = dedupe(vectors[members], config.dedup_cosine)
+    reps = members[kept]
+    n = min(n, len(reps))
+    weights = [record_weight(rows[i], config.signal_weights) for i in reps]
+    chosen, pi = pps_sample(weights, n, rng)
+    return [Selected(int(reps[c]), stratum, float(pi[c]), int(counts[c])) for c in chosen]
+
+
+def draw_sample(rows: Sequence[Mapping[str, Any]], vectors: np.ndarray, config: SamplingConfig,
+                target: int | None = None) -> SampleResult:
+    """The stratified sample of ``target`` (default ``config.target_size``) examples.
+
+    ``rows`` need ``cluster_id``, the failure-signal fields (``thumbs`` for thumbs-down) and the
+    slice keys; ``vectors`` (aligned unit vectors) drive near-duplicate removal. Strata are
+    allocated on their distinct (de-duplicated) records, so a stratum of 40 copies of one text
+    yields one example.
+    """
+    target = config.target_size if target is None else target
+    rng = np.random.default_rng(config.seed)
+    strata: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        strata.setdefault(stratum_of(row, config.slice_keys), []).append(i)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    distinct = {}
+    for key, members in strata.items():
+        kept, _ = dedupe(vectors[np.asarray(members)], config.dedup_cosine)
+        distinct[key] = len(kept)
+    messages: list[str] = []
+    if not rows:
+        return SampleResult([], {}, {}, ["no records to sample from"])
+    dropped = sum(len(m) for m in strata.values()) - sum(distinct.values())
+    if dropped:
+        messages.append(f"{dropped} near-duplicate records (cosine >= {config.dedup_cosine}) are represented by "
+                        "another record of their stratum")
+    allocation, alloc_messages = allocate(distinct, target, config.floor)
+    messages += alloc_messages
+    singles = [k for k, v in distinct.items() if v == 1]
+    if singles:
+        messages.append(f"{len(singles)} strata hold a single distinct record: it is taken with certainty")
+    selected: list[Selected] = []
+    for key in sorted(strata):
+        n = allocation.get(key, 0)
+        if n:
+            selected += _draw_from(rows, vectors, np.asarray(strata[key]), n, key, config, rng)
+    return SampleResult(selected, allocation, {k: len(v) for k, v in strata.items()}, messages)
+
+
+def horvitz_thompson_share(selected: Sequence[Selected], in_slice: Sequence[bool]) -> float:
+    """Estimated share of traffic in a slice: sum of weights in the slice over all weights."""
+    weights = np.array([s.weight for s in selected])
+    flags = np.asarray(in_slice, dtype=bool)
+    return float(weights[flags].sum() / weights.sum()) if len(weights) else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# The monthly refresh
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RefreshPlan:
+    """What a new version does to the previous one.
+
+    keep      example ids kept unchanged
+    remove    (example_id, reason)
+    add       :class:`Selected` rows of this month's records, with ``reasons[index]`` why
+    """
+
+    keep: list[str]
+    remove: list[tuple[str, str]]
+    add: list[Selected]
+    reasons: dict[int, str]
+    messages: list[str]
+
+
+def plan_refresh(
+    previous: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    vectors: np.ndarray,
+    drift: Sequence[Mapping[str, Any]],
+    config: SamplingConfig,
+    taken_request_ids: set[str] | frozenset[str] = frozenset(),
+) -> RefreshPlan:
+    """Plan the next version from the previous one and this month's clustered records.
+
+    ``previous``: the current examples (``example_id``, ``cluster_id``, ``stratum``).
+    ``rows``/``vectors``: this month's records with ``cluster_id`` (and ``request_id``).
+    ``drift``: this month's ``cluster_drift`` rows (``cluster_id``, ``status``, ``trend``,
+    ``current_share``, ``previous_share``).
+
+    * Prune: examples whose cluster is ``gone`` (reason names it); then, in strata holding more
+      than ``over_coverage`` times their proportional allocation of the set's size, the excess
+      (seeded choice), as no longer representative.
+    * Add ``refresh_size`` examples from strata whose cluster is new or grown, or whose share of
+      the set is below ``under_coverage`` times their share of this month's traffic; allocated as
+      the initial set is (proportional with a floor of 3), drawn the same way, never a record
+      already in the set (``taken_request_ids``).
+    * Everything else is kept untouched.
+    """
+    rng = np.random.default_rng(config.seed + 1)
+    messages: list[str] = []
+    status = {d["cluster_id"]: d for d in drift}
+    gone = {cid for cid, d in status.items() if d["status"] == "gone"}
+    remove: list[tuple[str, str]] = []
+    kept_examples = []
+    for ex in previous:
+        cid = ex["cluster_id"]
+        if cid in gone:
+            note = status[cid].get("note") or ""
+            remove.append((ex["example_id"], f"cluster {cid} is gone this month" + (f" ({note})" if note else "")))
+        else:
+            kept_examples.append(ex)
+
+    # traffic this month per stratum
+    strata: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        strata.setdefault(stratum_of(row, config.slice_keys), []).append(i)
+    total = sum(len(v) for v in strata.values())
+    set_size = max(len(kept_examples), 1)
+    by_stratum: dict[str, list[Mapping[str, Any]]] = {}
+    for ex in kept_examples:
+        by_stratum.setdefault(ex["stratum"], []).append(ex)
+    if total:
+        fair, _ = allocate({k: len(v) for k, v in strata.items()}, len(kept_examples), config.floor)
+        for key, examples in sorted(by_stratum.items()):
+            limit = max(int(math.ceil(config.over_coverage * fair.get(key, 0))), config.floor)
+            if key in fair and len(examples) > limit:
+                excess = len(examples) - limit
+                ids = sorted(e["example_id"] for e in examples)
+                for eid in sorted(rng.choice(ids, excess, replace=False).tolist()):
+                    remove.append((eid, f"stratum {key} over-represented: {len(examples)} examples, its traffic "
+                                        f"share ({len(strata[key]) / total:.1%}) warrants about {fair[key]}"))
+    removed = {eid for eid, _ in remove}
+    keep = [ex["example_id"] for ex in previous if ex["example_id"] not in removed]
+
+    # strata to grow
+    reasons_by_stratum: dict[str, str] = {}
+    for key, members in strata.items():
+        cid = key.split("|", 1)[0]
+        d = status.get(cid)
+        share = len(members) / total if total else 0.0
+        have = sum(1 for ex in kept_examples if ex["stratum"] == key and ex["example_id"] not in removed)
+        if d is not None and d["status"] == "new":
+            reasons_by_stratum[key] = f"new cluster {cid} ({share:.1%} of traffic)"
+        elif d is not None and d.get("trend") == "grown":
+            reasons_by_stratum[key] = (f"cluster {cid} grew from {d['previous_share']:.1%} to "
+                                       f"{d['current_share']:.1%} of traffic")
+        elif have / set_size < config.under_coverage * share:
+            reasons_by_stratum[key] = (f"stratum {key} under-covered: {have} examples for {share:.1%} of traffic")
+    add: list[Selected] = []
+    reasons: dict[int, str] = {}
+    if not total:
+        messages.append("no records this month: nothing to add")
+    elif not reasons_by_stratum:
+        messages.append("no new, grown or under-covered cluster this month: nothing added")
+    else:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        available = {k: [i for i in strata[k] if rows[i].get("request_id") not in taken_request_ids]
+                     for k in reasons_by_stratum}
+        sizes = {k: len(dedupe(vectors[np.asarray(v)], config.dedup_cosine)[0]) if v else 0 for k, v in available.items()}
+        allocation, alloc_messages = allocate(sizes, config.refresh_size, min(config.floor, 3))
+        messages += alloc_messages
+        for key in sorted(allocation):
+            n = allocation[key]
+            if not n:
+                continue
+            for s in _draw_from(rows, vectors, np.asarray(available[key]), n, key, config, rng):
+                add.append(s)
+                reasons[s.index] = reasons_by_stratum[key]
+    return RefreshPlan(keep, sorted(remove), add, reasons, messages)

@@ -1,0 +1,191 @@
+"""Tests for eval_pipeline.lib.sampling, on a long-tailed month of real Banking77 queries."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from eval_pipeline.lib.banking77 import load_queries, long_tail_mix
+from eval_pipeline.lib.clustering import ClusterConfig, cluster_embeddings
+from eval_pipeline.lib.embeddings import EmbeddingConfig, get_embedder
+from eval_pipeline.lib.sampling import (
+    SamplingConfig,
+    allocate,
+    dedupe,
+    draw_sample,
+    horvitz_thompson_share,
+    plan_refresh,
+    pps_inclusion,
+    pps_sample,
+)
+
+SEEDS = range(5)
+
+
+@pytest.fixture(scope="module")
+def month():
+    """40 intents, 150 down to 5 queries each (1,600-odd records); every 7th record has a thumbs-down."""
+    texts, categories = load_queries()
+    idx, sizes = long_tail_mix(categories, seed=4, n_intents=40, largest=150, smallest=5)
+    vectors = get_embedder(EmbeddingConfig()).encode([texts[i] for i in idx])
+    rows = [{"request_id": f"r{n}", "intent": categories[i], "text": texts[i],
+             "thumbs": "down" if n % 7 == 0 else None, "task_type": "card" if "card" in categories[i] else "other"}
+            for n, i in enumerate(idx)]
+    return rows, vectors, sizes
+
+
+def with_strata(rows, labels):
+    return [{**row, "cluster_id": label} for row, label in zip(rows, labels)]
+
+
+def test_allocate_proportional_with_a_floor():
+    alloc, messages = allocate({"big": 1000, "mid": 100, "small": 3, "tiny": 1}, 100, floor=5)
+    assert alloc["small"] == 3 and alloc["tiny"] == 1  # all they have
+    # floors 5 + 5 + 3 + 1 = 14; the other 86 split 1000 : 100 -> 78.2 + 7.8 -> 78 + 8
+    assert alloc == {"big": 83, "mid": 13, "small": 3, "tiny": 1}
+    assert messages == []
+    everything, messages = allocate({"a": 10, "b": 5}, 50)
+    assert everything == {"a": 10, "b": 5} and "only 15 records" in messages[0]
+    crowded, messages = allocate({f"s{i}": 10 + i for i in range(30)}, 20, floor=5)
+    assert sum(crowded.values()) == 20 and sum(v == 0 for v in crowded.values()) == 10
+    assert "get none" in messages[0]
+    shrunk, messages = allocate({f"s{i}": 50 for i in range(10)}, 30, floor=5)
+    assert set(shrunk.values()) == {3} and "floor 3" in messages[0]
+    empty, messages = allocate({}, 10)
+    assert empty == {} and "only 0 records" in messages[0]
+
+
+def test_pps_inclusion_probabilities_are_exact():
+    weights = [3.0] * 20 + [1.0] * 80
+    pi = pps_inclusion(weights, 10)
+    assert pi.sum() == pytest.approx(10)
+    assert pi[0] / pi[-1] == pytest.approx(3.0)
+    # a heavy unit is taken with certainty and the others share the rest
+    capped = pps_inclusion([100.0, 1, 1, 1, 1], 2)
+    assert capped[0] == 1.0 and capped[1:] == pytest.approx([0.25] * 4)
+    # the realised frequencies of systematic PPS match pi
+    counts = np.zeros(100)
+    for seed in range(3000):
+        chosen, _ = pps_sample(weights, 10, np.random.default_rng(seed))
+        assert len(chosen) == 10 and len(set(chosen.tolist())) == 10
+        counts[chosen] += 1
+    assert np.abs(counts / 3000 - pi).max() < 0.03
+    with pytest.raises(ValueError, match="cannot draw"):
+        pps_inclusion([1, 1], 3)
+
+
+def test_dedupe_collapses_near_duplicates(month):
+    _, vectors, _ = month
+    x = np.concatenate([vectors[:5], vectors[:1], vectors[:1] * 0.999 + vectors[1:2] * 0.001])
+    kept, counts = dedupe(x, 0.95)
+    assert kept.tolist()[:5] == [0, 1, 2, 3, 4] or len(kept) <= 5
+    assert counts.sum() == len(x) and counts[0] >= 3
+
+
+def test_stratified_set_covers_more_intents_than_uniform(month):
+    rows, vectors, sizes = month
+    by_intent = with_strata(rows, [r["intent"] for r in rows])
+    coverage, uniform_coverage = [], []
+    for seed in SEEDS:
+        result = draw_sample(by_intent, vectors, SamplingConfig(target_size=300, seed=seed))
+        chosen = {by_intent[s.index]["intent"] for s in result.selected}
+        assert len(result.selected) == 300
+        # strata = intents: every intent with at least 5 records is in the set
+        assert chosen == {i for i, n in sizes.items() if n >= 5}
+        rng = np.random.default_rng(seed)
+        uniform = {rows[i]["intent"] for i in rng.choice(len(rows), 300, replace=False)}
+        coverage.append(len(chosen))
+        uniform_coverage.append(len(uniform))
+    # strata = real HDBSCAN clusters of the month, as the pipeline does it
+    labels = cluster_embeddings(vectors, ClusterConfig(map_method="none")).labels
+    clustered = with_strata(rows, [f"k{label}" for label in labels])
+    cluster_coverage = []
+    for seed in SEEDS:
+        result = draw_sample(clustered, vectors, SamplingConfig(target_size=300, seed=seed))
+        cluster_coverage.append(len({clustered[s.index]["intent"] for s in result.selected}))
+    print(f"\nintents covered by 300 examples of {len(rows)} records, {len(sizes)} intents, seeds {list(SEEDS)}: "
+          f"stratified by intent {coverage}, by HDBSCAN cluster {cluster_coverage}, uniform {uniform_coverage}")
+    assert min(coverage) > max(uniform_coverage)
+    assert np.mean(cluster_coverage) > np.mean(uniform_coverage)
+
+
+def test_failure_signals_are_over_represented_by_their_weight(month):
+    rows, vectors, _ = month
+    strata = with_strata(rows, [r["intent"] for r in rows])
+    config = SamplingConfig(target_size=300, signal_weights={"thumbs_down": 3.0}, dedup_cosine=1.0)
+    ratios = []
+    for seed in SEEDS:
+        result = draw_sample(strata, vectors, SamplingConfig(**{**config.__dict__, "seed": seed}))
+        per_stratum = collections.defaultdict(dict)
+        for s in result.selected:
+            per_stratum[s.stratum][rows[s.index]["thumbs"] == "down"] = s.inclusion_probability
+        ratios += [p[True] / p[False] for p in per_stratum.values() if len(p) == 2 and p[True] < 1]
+        share = np.mean([rows[s.index]["thumbs"] == "down" for s in result.selected])
+        assert share > 1.5 / 7  # one record in 7 has a thumbs-down in traffic
+    assert ratios and np.allclose(ratios, 3.0)
+
+
+def test_reweighting_recovers_traffic_share(month):
+    rows, vectors, _ = month
+    strata = with_strata(rows, [r["intent"] for r in rows])
+    truth = np.mean([r["task_type"] == "card" for r in rows])
+    estimates, naive = [], []
+    for seed in range(20):
+        result = draw_sample(strata, vectors, SamplingConfig(target_size=300, seed=seed))
+        flags = [rows[s.index]["task_type"] == "card" for s in result.selected]
+        estimates.append(horvitz_thompson_share(result.selected, flags))
+        naive.append(np.mean(flags))
+    error = abs(np.mean(estimates) - truth)
+    print(f"\ncard slice: traffic share {truth:.3f}; re-weighted estimate {np.mean(estimates):.3f} "
+          f"(max error {np.max(np.abs(np.array(estimates) - truth)):.3f} over 20 seeds); unweighted {np.mean(naive):.3f}")
+    # stated tolerance: the mean over seeds within 0.01, every single estimate within 0.05
+    assert error < 0.01 and np.max(np.abs(np.array(estimates) - truth)) < 0.05
+    assert abs(np.mean(naive) - truth) > error  # the unweighted share is biased by the floor and the weights
+
+
+def test_bad_input_gives_messages_not_crashes(month):
+    rows, vectors, _ = month
+    assert draw_sample([], np.zeros((0, 384)), SamplingConfig()).messages == ["no records to sample from"]
+    few = with_strata(rows[:20], ["a"] * 19 + ["b"])
+    result = draw_sample(few, vectors[:20], SamplingConfig(target_size=300))
+    assert len(result.selected) <= 20 and any("only" in m for m in result.messages)
+    assert any("single distinct record" in m for m in result.messages)
+    with pytest.raises(ValueError, match="target_size"):
+        SamplingConfig(target_size=0)
+    with pytest.raises(ValueError, match="signal weights"):
+        SamplingConfig(signal_weights={"thumbs_down": 0})
+
+
+def test_refresh_adds_from_new_and_grown_and_prunes_gone(month):
+    rows, vectors, _ = month
+    strata = with_strata(rows, [r["intent"] for r in rows])
+    config = SamplingConfig(target_size=200, refresh_size=25)
+    first = draw_sample(strata, vectors, config)
+    previous = [{"example_id": f"e{s.index}", "cluster_id": s.stratum, "stratum": s.stratum,
+                 "request_id": rows[s.index]["request_id"]} for s in first.selected]
+    intents = sorted({r["intent"] for r in rows})
+    gone, new, grown = intents[0], intents[1], intents[2]
+    drift = [{"cluster_id": i, "status": "continuing", "trend": "stable", "previous_share": 0.02, "current_share": 0.02,
+              "note": ""} for i in intents if i not in (gone, new)]
+    drift.append({"cluster_id": gone, "status": "gone", "trend": "gone", "previous_share": 0.02, "current_share": 0.0, "note": ""})
+    drift.append({"cluster_id": new, "status": "new", "trend": "new", "previous_share": 0.0, "current_share": 0.02, "note": ""})
+    next(d for d in drift if d["cluster_id"] == grown)["trend"] = "grown"
+    month_rows = [r for r in strata if r["intent"] != gone]
+    month_vectors = vectors[[i for i, r in enumerate(strata) if r["intent"] != gone]]
+    plan = plan_refresh(previous, month_rows, month_vectors, drift, config,
+                        taken_request_ids={p["request_id"] for p in previous})
+    removed = dict(plan.remove)
+    assert {p["example_id"] for p in previous if p["cluster_id"] == gone} <= set(removed)
+    assert all("gone" in removed[p["example_id"]] for p in previous if p["cluster_id"] == gone)
+    assert set(plan.keep) | set(removed) == {p["example_id"] for p in previous} and not set(plan.keep) & set(removed)
+    assert 0 < len(plan.add) <= 25
+    added_strata = {s.stratum for s in plan.add}
+    assert {new, grown} <= added_strata
+    for s in plan.add:
+        assert month_rows[s.index]["request_id"] not in {p["request_id"] for p in previous}
+        reason = plan.reasons[s.index]
+        assert ("new cluster" in reason) or ("grew" in reason) or ("under-covered" in reason)
+    again = plan_refresh(previous, month_rows, month_vectors, drift, config, taken_request_ids={p["request_id"] for p in previous})
+    assert again.remove == plan.remove and [s.index for s in again.add] == [s.index for s in plan.add]
