@@ -9,7 +9,8 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from eval_pipeline.lib.demo_logs import generate_logs
 from eval_pipeline.lib.paths import DataHome
-from eval_pipeline.runs import cluster_summary, refresh_month, table_counts
+from eval_pipeline.cli import main
+from eval_pipeline.runs import cluster_summary, eval_set_versions, refresh_month, table_counts
 
 # the generator's malformed kinds -> the reason ingestion must give them
 EXPECTED_REASON = {
@@ -79,3 +80,19 @@ def test_refresh_ingests_every_demo_record_and_quarantines_every_broken_line(tmp
     assert month["month"] == "2026-02" and month["records"] == summary.records
     assert month["clusters"] == statuses["new"] and month["drift"] == {"new": statuses["new"]}
     assert (home.reports / "clusters" / "2026-02.png").exists()
+
+
+def test_demo_builds_an_eval_set_and_refreshes_it_twice(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
+    home = tmp_path / "home"
+    assert main(["demo", "--home", str(home), "--months", "3", "--per-day", "8", "--start", "2026-05-01"]) == 0
+    out = capsys.readouterr().out
+    versions = eval_set_versions(DataHome.resolve(home))
+    print("\n" + out[out.index("eval set versions"):])
+    assert [(v["version"], v["month"]) for v in versions] == [("v1", "2026-05"), ("v2", "2026-06"), ("v3", "2026-07")]
+    assert versions[0]["added"] == versions[0]["examples"] > 0 and versions[0]["removed"] == 0
+    # each refresh adds at most refresh_size (25) examples, and the sizes follow the changelog
+    for before, after in zip(versions, versions[1:]):
+        assert 0 < after["added"] <= 25
+        assert after["examples"] == before["examples"] + after["added"] - after["removed"]
+    assert "## v3 (2026-07)" in out and "## v1 (2026-05)" in out and "export-eval-set" in out

@@ -71,6 +71,10 @@ class SamplingConfig:
                     is ``cluster_id`` alone by default.
     dedup_cosine    records of one stratum at least this similar are near-duplicates.
     refresh_size    examples a monthly refresh adds (the seed's 20-30).
+    noise_group     the "unclustered" stratum (HDBSCAN noise) is split by k-means into groups of
+                    about this many records for the draw, each with a floor of ``noise_floor``:
+                    noise holds the rare topics too small to form a cluster, and a proportional
+                    draw from it would miss them as a uniform sample does.
     over_coverage   a stratum holding more than this many times its allocation is trimmed.
     under_coverage  a stratum whose share of the set is below this fraction of its share of
                     traffic gets refresh examples.
@@ -83,6 +87,8 @@ class SamplingConfig:
     dedup_cosine: float = 0.95
     seed: int = 0
     refresh_size: int = 25
+    noise_group: int = 10
+    noise_floor: int = 2
     over_coverage: float = 2.0
     under_coverage: float = 0.5
 
@@ -140,9 +146,11 @@ def record_weight(row: Mapping[str, Any], signal_weights: Mapping[str, float]) -
     return weight
 
 
-def allocate(sizes: Mapping[str, int], target: int, floor: int = 5) -> tuple[dict[str, int], list[str]]:
-    """Examples per stratum: a floor of ``min(floor, size)`` each, the rest proportional to size
-    (largest remainders), never more than a stratum holds. Returns the allocation and messages.
+def allocate(sizes: Mapping[str, int], target: int, floor: int = 5,
+             floors: Mapping[str, int] | None = None) -> tuple[dict[str, int], list[str]]:
+    """Examples per stratum: a floor of ``min(floor, size)`` each (``floors`` overrides it per
+    stratum), the rest proportional to size (largest remainders), never more than a stratum
+    holds. Returns the allocation and messages.
 
     * More examples asked than records exist: every record is taken (and a message says so).
     * More strata than the floor allows: the floor shrinks to ``target // strata`` (at least 1);
@@ -163,11 +171,12 @@ def allocate(sizes: Mapping[str, int], target: int, floor: int = 5) -> tuple[dic
         messages.append(f"{len(order)} strata but only {target} examples: the {target} largest strata get one "
                         f"each, {len(order) - target} strata get none")
         return {k: (1 if i < target else 0) for i, k in enumerate(order)}, messages
-    floor_used = floor
-    if sum(min(floor, s) for s in sizes.values()) > target:
+    wanted = {k: (floors or {}).get(k, floor) for k in order}
+    if sum(min(wanted[k], sizes[k]) for k in order) > target:
         floor_used = max(1, target // len(order))
         messages.append(f"a floor of {floor} per stratum over {len(order)} strata exceeds {target}: floor {floor_used}")
-    alloc = {k: min(floor_used, sizes[k]) for k in order}
+        wanted = {k: min(wanted[k], floor_used) for k in order}
+    alloc = {k: min(wanted[k], sizes[k]) for k in order}
     remaining = target - sum(alloc.values())
     # proportional shares of the rest, capped by what each stratum still has
     while remaining > 0:
@@ -238,33 +247,39 @@ def pps_sample(weights: Sequence[float], n: int, rng: np.random.Generator) -> tu
 
 
 def dedupe(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy near-duplicate collapse in row order: a row joins the first kept row with cosine >=
-    ``threshold``. Returns the kept row indices and, per kept row, how many rows it stands for."""
+    """Near-duplicate groups: rows linked when their cosine is >= ``threshold`` (transitively:
+    the connected components of that graph). Returns each group's first row index (its
+    representative) and how many rows the group holds.
+
+    The graph comes from scikit-learn's ``radius_neighbors_graph`` on the unit vectors (for unit
+    vectors, cosine >= t exactly when the euclidean distance <= sqrt(2 - 2t)), which computes
+    distances in chunks, so a stratum of 20,000 records takes a few seconds, not a quadratic loop.
+    """
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.neighbors import radius_neighbors_graph
+
     x = np.asarray(vectors, dtype=np.float32)
     n = len(x)
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if n == 1:
+        return np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     x = x / np.where(norms == 0, 1, norms)
-    kept: list[int] = []
-    counts: list[int] = []
-    kept_matrix = np.zeros((0, x.shape[1]), dtype=np.float32)
-    for i in range(n):
-        if len(kept):
-            sims = kept_matrix @ x[i]
-            j = int(np.argmax(sims))
-            if sims[j] >= threshold:
-                counts[j] += 1
-                continue
-        kept.append(i)
-        counts.append(1)
-        kept_matrix = np.vstack([kept_matrix, x[i][None, :]])
-    return np.asarray(kept, dtype=np.int64), np.asarray(counts, dtype=np.int64)
+    radius = max(math.sqrt(max(0.0, 2.0 - 2.0 * threshold)), 1e-4)
+    graph = radius_neighbors_graph(x, radius=radius, mode="connectivity", include_self=False, n_jobs=1)
+    _, labels = connected_components(graph, directed=False)
+    first = {}
+    for i, label in enumerate(labels.tolist()):
+        first.setdefault(label, i)
+    reps = np.array(sorted(first.values()), dtype=np.int64)
+    counts = np.bincount(labels)[labels[reps]]
+    return reps, counts.astype(np.int64)
 
 
-def _draw_from(rows: Sequence[Mapping[str, Any]], vectors: np.ndarray, members: np.ndarray, n: int,
-               stratum: str, config: SamplingConfig, rng: np.random.Generator) -> list[Selected]:
-    kept, counts = dedupe(vectors[members], config.dedup_cosine)
+def _draw_from(rows: Sequence[Mapping[str, Any]], members: np.ndarray, kept: np.ndarray, counts: np.ndarray,
+               n: int, stratum: str, config: SamplingConfig, rng: np.random.Generator) -> list[Selected]:
+    """PPS draw of n among a stratum's near-duplicate representatives (``members[kept]``)."""
     reps = members[kept]
     n = min(n, len(reps))
     weights = [record_weight(rows[i], config.signal_weights) for i in reps]
@@ -286,29 +301,56 @@ def draw_sample(rows: Sequence[Mapping[str, Any]], vectors: np.ndarray, config: 
     strata: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         strata.setdefault(stratum_of(row, config.slice_keys), []).append(i)
-    vectors = np.asarray(vectors, dtype=np.float32)
-    distinct = {}
-    for key, members in strata.items():
-        kept, _ = dedupe(vectors[np.asarray(members)], config.dedup_cosine)
-        distinct[key] = len(kept)
-    messages: list[str] = []
     if not rows:
         return SampleResult([], {}, {}, ["no records to sample from"])
-    dropped = sum(len(m) for m in strata.values()) - sum(distinct.values())
+    vectors = np.asarray(vectors, dtype=np.float32)
+    groups_of = _draw_groups(strata, vectors, config)
+    dedup = {g: dedupe(vectors[members], config.dedup_cosine) for g, (_, members) in groups_of.items()}
+    distinct = {g: len(kept) for g, (kept, _) in dedup.items()}
+    messages: list[str] = []
+    dropped = len(rows) - sum(distinct.values())
     if dropped:
         messages.append(f"{dropped} near-duplicate records (cosine >= {config.dedup_cosine}) are represented by "
                         "another record of their stratum")
-    allocation, alloc_messages = allocate(distinct, target, config.floor)
+    floors = {g: config.noise_floor for g, (stratum, _) in groups_of.items() if g != stratum}
+    allocation, alloc_messages = allocate(distinct, target, config.floor, floors)
     messages += alloc_messages
     singles = [k for k, v in distinct.items() if v == 1]
     if singles:
         messages.append(f"{len(singles)} strata hold a single distinct record: it is taken with certainty")
     selected: list[Selected] = []
-    for key in sorted(strata):
-        n = allocation.get(key, 0)
+    for group in sorted(groups_of):
+        n = allocation.get(group, 0)
         if n:
-            selected += _draw_from(rows, vectors, np.asarray(strata[key]), n, key, config, rng)
-    return SampleResult(selected, allocation, {k: len(v) for k, v in strata.items()}, messages)
+            stratum, members = groups_of[group]
+            kept, counts = dedup[group]
+            selected += _draw_from(rows, members, kept, counts, n, stratum, config, rng)
+    by_stratum: dict[str, int] = {}
+    for group, n in allocation.items():
+        by_stratum[groups_of[group][0]] = by_stratum.get(groups_of[group][0], 0) + n
+    return SampleResult(selected, by_stratum, {k: len(v) for k, v in strata.items()}, messages)
+
+
+def _draw_groups(strata: Mapping[str, list[int]], vectors: np.ndarray,
+                 config: SamplingConfig) -> dict[str, tuple[str, np.ndarray]]:
+    """Draw group -> (stratum, member rows). A group is its stratum, except that an
+    "unclustered" stratum of more than 2 x ``noise_group`` records is split by seeded k-means
+    into groups of about ``noise_group`` (``unclustered#0``, ...)."""
+    from sklearn.cluster import KMeans
+
+    out: dict[str, tuple[str, np.ndarray]] = {}
+    for key, members in strata.items():
+        members = np.asarray(members, dtype=np.int64)
+        if key.split("|", 1)[0] != "unclustered" or len(members) <= 2 * config.noise_group:
+            out[key] = (key, members)
+            continue
+        k = int(math.ceil(len(members) / config.noise_group))
+        labels = KMeans(n_clusters=k, n_init=1, random_state=config.seed).fit_predict(vectors[members])
+        for label in range(k):
+            part = members[labels == label]
+            if len(part):
+                out[f"{key}#{label}"] = (key, part)
+    return out
 
 
 def horvitz_thompson_share(selected: Sequence[Selected], in_slice: Sequence[bool]) -> float:
@@ -421,16 +463,18 @@ def plan_refresh(
         messages.append("no new, grown or under-covered cluster this month: nothing added")
     else:
         vectors = np.asarray(vectors, dtype=np.float32)
-        available = {k: [i for i in strata[k] if rows[i].get("request_id") not in taken_request_ids]
-                     for k in reasons_by_stratum}
-        sizes = {k: len(dedupe(vectors[np.asarray(v)], config.dedup_cosine)[0]) if v else 0 for k, v in available.items()}
+        available = {k: np.asarray([i for i in strata[k] if rows[i].get("request_id") not in taken_request_ids],
+                                   dtype=np.int64) for k in reasons_by_stratum}
+        groups = {k: dedupe(vectors[v], config.dedup_cosine) for k, v in available.items()}
+        sizes = {k: len(kept) for k, (kept, _) in groups.items()}
         allocation, alloc_messages = allocate(sizes, config.refresh_size, min(config.floor, 3))
         messages += alloc_messages
         for key in sorted(allocation):
             n = allocation[key]
             if not n:
                 continue
-            for s in _draw_from(rows, vectors, np.asarray(available[key]), n, key, config, rng):
+            kept, counts = groups[key]
+            for s in _draw_from(rows, available[key], kept, counts, n, key, config, rng):
                 add.append(s)
                 reasons[s.index] = reasons_by_stratum[key]
     return RefreshPlan(keep, sorted(remove), add, reasons, messages)
