@@ -170,13 +170,15 @@ def eval_set_versions(home: DataHome) -> list[dict[str, object]]:
     with duckdb.connect(str(home.warehouse), read_only=True) as con:
         try:
             rows = con.execute("""
-                select v.eval_set_version, v.month, count(*),
+                with index as (select distinct eval_set_version, month from sampling.eval_set_changelog
+                               union select distinct eval_set_version, month from sampling.eval_set_versions)
+                select i.eval_set_version, i.month,
+                       (select count(*) from sampling.eval_set_versions v where v.eval_set_version = i.eval_set_version),
                        (select count(*) from sampling.eval_set_changelog c
-                        where c.eval_set_version = v.eval_set_version and c.action = 'added'),
+                        where c.eval_set_version = i.eval_set_version and c.action = 'added'),
                        (select count(*) from sampling.eval_set_changelog c
-                        where c.eval_set_version = v.eval_set_version and c.action = 'removed')
-                from sampling.eval_set_versions v group by 1, 2
-                order by cast(substr(v.eval_set_version, 2) as integer)""").fetchall()
+                        where c.eval_set_version = i.eval_set_version and c.action = 'removed')
+                from index i order by cast(substr(i.eval_set_version, 2) as integer)""").fetchall()
         except duckdb.CatalogException:
             return []
     return [{"version": v, "month": f"{m:%Y-%m}", "examples": n, "added": a, "removed": r} for v, m, n, a, r in rows]

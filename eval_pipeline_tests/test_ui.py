@@ -47,6 +47,10 @@ def test_ui_shows_ingest_assets_and_checks(tmp_path):
         assert nodes[("raw_logs",)]["groupName"] == "ingest" and nodes[("raw_logs",)]["isPartitioned"]
         checks = {c["name"]: c["blocking"] for c in nodes[("raw_logs",)]["assetChecksOrError"]["checks"]}
         assert checks == {"records_reconcile": True, "raw_logs_expectations": True}
+        # the later domains are in the lineage too, with their groups
+        groups = {n["assetKey"]["path"][0]: n["groupName"] for n in data["data"]["assetNodes"]}
+        assert {groups[k] for k in ("redacted_logs", "log_embeddings", "log_clusters", "cluster_drift", "eval_set")} == {
+            "privacy", "embeddings", "clustering", "sampling"}
         # the instance lives under the data home
         assert (tmp_path / "home" / "dagster" / "dagster.yaml").exists()
     finally:

@@ -22,8 +22,7 @@ from eval_pipeline.lib.sampling import DEFAULT_SIGNAL_WEIGHTS, SamplingConfig
 from eval_pipeline.lib.tables import MANIFEST_SCHEMA
 
 __all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "SamplingSettings",
-           "WarehouseIOManager",
-           "build_resources"]
+           "WarehouseIOManager", "build_resources"]
 
 
 class PipelineSettings(dg.ConfigurableResource):

@@ -78,6 +78,7 @@ class VersionBuild:
     changelog: list[dict[str, Any]]
     messages: list[str] = field(default_factory=list)
     initial: bool = False
+    unchanged: bool = False  # nothing to refresh from: ``rows`` are the previous version's, as they are
 
 
 def _example(record: Mapping[str, Any], selected: Selected, version: str, month: date, reason: str,
@@ -140,6 +141,10 @@ def build_version(
             messages.append(f"{version} would be empty: no records in {month:%Y-%m}")
         return VersionBuild(version, rows, changelog, messages, initial=True)
 
+    if not records:
+        name = previous[0]["eval_set_version"]
+        return VersionBuild(name, [dict(p) for p in previous], [], [
+            f"no records in {month:%Y-%m}: nothing to refresh from, {name} stays the current version"], unchanged=True)
     plan = plan_refresh(previous, records, vectors, drift, config,
                         taken_request_ids={p["request_id"] for p in previous})
     keep = set(plan.keep)

@@ -75,9 +75,9 @@ class SamplingConfig:
                     about this many records for the draw, each with a floor of ``noise_floor``:
                     noise holds the rare topics too small to form a cluster, and a proportional
                     draw from it would miss them as a uniform sample does.
-    over_coverage   a stratum holding more than this many times its allocation is trimmed.
-    under_coverage  a stratum whose share of the set is below this fraction of its share of
-                    traffic gets refresh examples.
+    over_coverage   a stratum holding more than this many times what a fresh draw of the set's
+                    size would give it this month is trimmed.
+    under_coverage  a stratum holding fewer than this fraction of that gets refresh examples.
     """
 
     target_size: int = 300
@@ -396,13 +396,16 @@ def plan_refresh(
     ``drift``: this month's ``cluster_drift`` rows (``cluster_id``, ``status``, ``trend``,
     ``current_share``, ``previous_share``).
 
+    The yardstick is what a fresh draw of the set's size (:func:`draw_sample`: same floors,
+    noise groups and near-duplicate collapse) would give each stratum this month.
+
     * Prune: examples whose cluster is ``gone`` (reason names it); then, in strata holding more
-      than ``over_coverage`` times their proportional allocation of the set's size, the excess
+      than ``over_coverage`` times their yardstick (and more than ``floor``), the excess
       (seeded choice), as no longer representative.
-    * Add ``refresh_size`` examples from strata whose cluster is new or grown, or whose share of
-      the set is below ``under_coverage`` times their share of this month's traffic; allocated as
-      the initial set is (proportional with a floor of 3), drawn the same way, never a record
-      already in the set (``taken_request_ids``).
+    * Add ``refresh_size`` examples from strata whose cluster is new or grown, or that hold
+      fewer than ``under_coverage`` times their yardstick; allocated proportionally with a floor
+      of 3, drawn the same way, never a record already in the set (``taken_request_ids``). An
+      added example's inclusion probability is that of this draw (relative to this month).
     * Everything else is kept untouched.
     """
     rng = np.random.default_rng(config.seed + 1)
@@ -424,20 +427,22 @@ def plan_refresh(
     for i, row in enumerate(rows):
         strata.setdefault(stratum_of(row, config.slice_keys), []).append(i)
     total = sum(len(v) for v in strata.values())
-    set_size = max(len(kept_examples), 1)
     by_stratum: dict[str, list[Mapping[str, Any]]] = {}
     for ex in kept_examples:
         by_stratum.setdefault(ex["stratum"], []).append(ex)
+    # what a fresh draw of the set's size would give each stratum this month (same floors, noise
+    # groups and near-duplicate collapse as the initial draw): the yardstick for over and under
+    size = max(len(kept_examples), config.refresh_size)  # a set pruned to almost nothing is measured at refresh size
+    fair = draw_sample(rows, vectors, config, target=size).allocation if total else {}
     if total:
-        fair, _ = allocate({k: len(v) for k, v in strata.items()}, len(kept_examples), config.floor)
         for key, examples in sorted(by_stratum.items()):
             limit = max(int(math.ceil(config.over_coverage * fair.get(key, 0))), config.floor)
             if key in fair and len(examples) > limit:
                 excess = len(examples) - limit
                 ids = sorted(e["example_id"] for e in examples)
                 for eid in sorted(rng.choice(ids, excess, replace=False).tolist()):
-                    remove.append((eid, f"stratum {key} over-represented: {len(examples)} examples, its traffic "
-                                        f"share ({len(strata[key]) / total:.1%}) warrants about {fair[key]}"))
+                    remove.append((eid, f"stratum {key} over-represented: {len(examples)} examples where this "
+                                        f"month's traffic ({len(strata[key]) / total:.1%}) warrants about {fair[key]}"))
     removed = {eid for eid, _ in remove}
     keep = [ex["example_id"] for ex in previous if ex["example_id"] not in removed]
 
@@ -453,8 +458,9 @@ def plan_refresh(
         elif d is not None and d.get("trend") == "grown":
             reasons_by_stratum[key] = (f"cluster {cid} grew from {d['previous_share']:.1%} to "
                                        f"{d['current_share']:.1%} of traffic")
-        elif have / set_size < config.under_coverage * share:
-            reasons_by_stratum[key] = (f"stratum {key} under-covered: {have} examples for {share:.1%} of traffic")
+        elif have < config.under_coverage * fair.get(key, 0):
+            reasons_by_stratum[key] = (f"stratum {key} under-covered: {have} examples where its traffic "
+                                       f"({share:.1%}) warrants about {fair[key]}")
     add: list[Selected] = []
     reasons: dict[int, str] = {}
     if not total:

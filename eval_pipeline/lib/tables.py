@@ -100,22 +100,13 @@ MANIFEST_SCHEMA = pl.Schema(
 # bytes) and the fields the cluster table describes clusters by.
 LOG_EMBEDDINGS_SCHEMA = pl.Schema(
     {
-        "request_id": pl.String,
-        "conversation_id": pl.String,
-        "turn_index": pl.Int32,
-        "timestamp": pl.Datetime("us"),
+        **{k: RAW_LOGS_SCHEMA[k] for k in ("request_id", "conversation_id", "turn_index", "timestamp")},
         "embed_text": pl.String,
         "content_hash": pl.String,
         "model_id": pl.String,
         "vector": pl.Binary,
-        "task_type": pl.String,
-        "user_segment": pl.String,
-        "thumbs": pl.String,
-        "abandoned": pl.Boolean,
-        "clarification_requested": pl.Boolean,
-        "parse_error": pl.Boolean,
-        "regenerated": pl.Boolean,
-        "escalated": pl.Boolean,
+        **{k: RAW_LOGS_SCHEMA[k] for k in ("task_type", "user_segment", "thumbs", "abandoned", "clarification_requested",
+                                           "parse_error", "regenerated", "escalated")},
     }
 )
 

@@ -59,10 +59,11 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
     config = sampling.config()
     versions = read_table(warehouse, VERSIONS, EVAL_SET_SCHEMA)
     changelog_all = read_table(warehouse, CHANGELOG, EVAL_SET_CHANGELOG_SCHEMA)
-    names = sorted(set(versions["eval_set_version"].to_list()), key=_version_number)
-    earlier = versions.filter(pl.col("month") < month)
-    base = max(set(earlier["eval_set_version"].to_list()), key=_version_number, default=None)
-    previous = earlier.filter(pl.col("eval_set_version") == base).to_dicts() if base else []
+    # every version and its month: a version whose examples were all removed has rows only in the changelog
+    index = pl.concat([versions.select("eval_set_version", "month"), changelog_all.select("eval_set_version", "month")]).unique()
+    names = sorted(set(index["eval_set_version"].to_list()), key=_version_number)
+    base = max(set(index.filter(pl.col("month") < month)["eval_set_version"].to_list()), key=_version_number, default=None)
+    previous = versions.filter(pl.col("eval_set_version") == base).to_dicts() if base else []
 
     records = pl.DataFrame()
     if redacted_logs.height and log_clusters.height and log_embeddings.height:
@@ -85,10 +86,18 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
         existing = same_month.filter(pl.col("eval_set_version") == latest_same)
         if set(existing["example_id"].to_list()) == {r["example_id"] for r in build.rows}:
             reused = latest_same
+    if build.unchanged:
+        reused = build.version
     if reused:
-        df = versions.filter(pl.col("eval_set_version") == reused).sort("example_id")
-        version, changes = reused, changelog_all.filter(pl.col("eval_set_version") == reused)
-        build.messages.append(f"same examples as {reused}, already made for {month:%Y-%m}: kept, no new version")
+        # the version current this month; its rows carry this month so the partition holds them
+        df = (versions.filter(pl.col("eval_set_version") == reused).sort("example_id")
+              .with_columns(pl.lit(month).alias("month"), pl.lit(datetime(month.year, month.month, 1)).cast(pl.Datetime("us")).alias("month_start")))
+        version = reused
+        # a month with nothing to refresh from changed nothing; a re-run shows the version's own changes
+        changes = (changelog_all.clear() if build.unchanged
+                   else changelog_all.filter(pl.col("eval_set_version") == reused))
+        if not build.unchanged:
+            build.messages.append(f"same examples as {reused}, already made for {month:%Y-%m}: kept, no new version")
     else:
         df = frame(sorted(build.rows, key=lambda r: r["example_id"]), EVAL_SET_SCHEMA)
         changes = frame(build.changelog, EVAL_SET_CHANGELOG_SCHEMA)
@@ -101,7 +110,7 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
         context.log.info(message)
 
     archive = versions if reused or not df.height else pl.concat([versions, df])
-    sizes = dict(archive.group_by("eval_set_version").len().iter_rows())
+    sizes = {name: 0 for name in names} | {version: 0} | dict(archive.group_by("eval_set_version").len().iter_rows())
     summary_md = changelog_markdown(changelog_all.to_dicts(), sizes)
     reports = settings.data_home.reports / "eval_set"
     reports.mkdir(parents=True, exist_ok=True)
@@ -118,7 +127,7 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
     return dg.Output(df, metadata={
         "dagster/row_count": df.height,
         "eval_set_version": version,
-        "based_on": base or "none (initial draw)",
+        "based_on": (base + (" (empty: drawn afresh)" if base and not previous else "")) if base else "none (initial draw)",
         "added": added,
         "removed": removed,
         "changes": dg.MetadataValue.md(changelog_markdown(changes.to_dicts(), {version: df.height})),

@@ -1,4 +1,4 @@
-"""Embeddings and clustering through the real Dagster runtime, on real Banking77 queries.
+"""Embeddings, clustering and the eval set through the real Dagster runtime, on real Banking77 queries.
 
 ``privacy.redacted_logs`` is written straight into the warehouse (as the IO manager would leave
 it), so these tests run the embedding and clustering assets without the redaction model.
@@ -298,9 +298,10 @@ def test_odd_months_give_one_stratum_and_a_message(clustered):
     for day in ("2026-03-03", "2026-04-03"):
         assert dg.materialize(ASSETS, resources=resources, partition_key=day, selection=["log_embeddings"], instance=instance).success
     cases = {"2026-03-01": ("identical", 1), "2026-04-01": ("too few", 1), "2026-05-01": ("no records", 0)}
+    results = {}
     for month, (phrase, strata) in cases.items():
-        result = dg.materialize(ASSETS, resources=resources, partition_key=month,
-                                selection=MONTHLY | dg.AssetSelection.assets("eval_set"), instance=instance)
+        result = results[month] = dg.materialize(ASSETS, resources=resources, partition_key=month,
+                                                 selection=MONTHLY | dg.AssetSelection.assets("eval_set"), instance=instance)
         assert result.success  # downstream (the eval set) still runs
         assert phrase in metadata(result, "log_clusters")["messages"]
         rows = table(home, f"select cluster_id, status, size from clustering.cluster_table where month = '{month}'")
@@ -312,3 +313,9 @@ def test_odd_months_give_one_stratum_and_a_message(clustered):
     # the empty month: no clusters; those of the latest month that had any (March) are gone
     may_drift = table(home, "select status from clustering.cluster_drift where month = '2026-05-01'")
     assert set(may_drift["status"]) == {"gone"}
+    # the eval set: a month with no data keeps the current version as it is
+    april, may = metadata(results["2026-04-01"], "eval_set"), metadata(results["2026-05-01"], "eval_set")
+    assert may["eval_set_version"] == april["eval_set_version"] and may["added"] == may["removed"] == 0
+    assert "nothing to refresh from" in may["messages"]
+    current = table(home, "select count(*) n from sampling.eval_set where month = '2026-05-01'")["n"][0]
+    assert current == april["dagster/row_count"] > 0
