@@ -85,8 +85,9 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from eval_pipeline.lib.demo_logs import generate_logs
-    from eval_pipeline.runs import (changelog_summary, cluster_summary, month_days, pii_placeholders,
-                                    quarantine_reasons, refresh_month, table_counts)
+    from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, month_days,
+                                    pii_placeholders, quarantine_reasons, refresh_month, run_labeling,
+                                    simulate_demo_annotations, table_counts)
 
     home = _home(args)
     start = date.fromisoformat(args.start)
@@ -108,6 +109,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         result = refresh_month(home, month)
         ok &= result.success
         print(f"refresh {month}: {'ok' if result.success else 'FAILED: ' + ', '.join(result.failed)}")
+    if ok:
+        export = simulate_demo_annotations(home)
+        labelled = run_labeling(home)
+        ok &= labelled
+        print(f"labels: three simulated annotators' Label Studio export -> {export.name}; "
+              f"labeling {'ok' if labelled else 'FAILED'}")
     print("\nrows per table:")
     for table, count in table_counts(home).items():
         print(f"  {table:<32} {count:>8}")
@@ -128,6 +135,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{home.reports / 'eval_set' / 'CHANGELOG.md'}):")
     print("  " + changelog_summary(home).replace("\n", "\n  "))
     print("  export one: .venv/bin/eval-pipeline export-eval-set --version latest --format jsonl --out eval_set.jsonl")
+    print("\nannotator agreement per criterion (kappa for two annotators, alpha for more; flagged below 0.6):")
+    for row in agreement_summary(home):
+        value = "   n/a" if row["value"] is None else f"{row['value']:6.3f}"
+        print(f"  {row['criterion']:<44} {row['method'] or '':<20} {value}  {row['flags'] or ''}")
+    print("  (the judge is skipped unless EVAL_PIPELINE_JUDGE_BASE_URL and EVAL_PIPELINE_JUDGE_MODEL are set)")
     print(f"\ndone in {time.perf_counter() - began:.0f} s. Look at it in the Dagster UI:")
     print(f"  EVAL_PIPELINE_HOME={home.root} .venv/bin/eval-pipeline ui    # then open http://127.0.0.1:3000")
     print(f"or query the tables: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{home.warehouse}', read_only=True).sql('select * from ingest.raw_logs limit 5'))\"")

@@ -13,6 +13,8 @@ from eval_pipeline.defs.embeddings import assets as embedding_assets
 from eval_pipeline.defs.ingest import assets as ingest_assets
 from eval_pipeline.defs.ingest import checks as ingest_checks
 from eval_pipeline.defs.ingest import sensors as ingest_sensors
+from eval_pipeline.defs.labeling import assets as labeling_assets
+from eval_pipeline.defs.labeling import sensors as labeling_sensors
 from eval_pipeline.defs.privacy import assets as privacy_assets
 from eval_pipeline.defs.privacy import checks as privacy_checks
 from eval_pipeline.defs.privacy import schedules as privacy_schedules
@@ -29,13 +31,13 @@ def build_definitions(home: DataHome | None = None) -> dg.Definitions:
     home = (home or DataHome.resolve()).ensure()
     return dg.Definitions(
         assets=dg.load_assets_from_modules([ingest_assets, privacy_assets, embedding_assets, clustering_assets,
-                                                 sampling_assets]),
+                                                 sampling_assets, labeling_assets]),
         asset_checks=dg.load_asset_checks_from_modules([ingest_checks, privacy_checks]),
         jobs=[ingest_sensors.landing_manifest_job, ingest_sensors.ingest_job, privacy_schedules.raw_retention_job,
-              sampling_schedules.monthly_refresh_job],
+              sampling_schedules.monthly_refresh_job, labeling_assets.labeling_job],
         schedules=[privacy_schedules.raw_retention_schedule, sampling_schedules.month_end_ingest_schedule,
                    sampling_schedules.monthly_refresh_schedule],
-        sensors=[ingest_sensors.landing_sensor],
+        sensors=[ingest_sensors.landing_sensor, labeling_sensors.labels_sensor],
         resources=build_resources(home),
         # One DuckDB file takes one writer process at a time: steps run in the run's process.
         executor=dg.in_process_executor,

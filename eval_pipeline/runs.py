@@ -215,3 +215,40 @@ def changelog_summary(home: DataHome) -> str:
             return "(no eval set yet)"
     sizes = {v["version"]: v["examples"] for v in eval_set_versions(home)}
     return changelog_markdown(changelog, sizes, max_lines=6)
+
+
+def simulate_demo_annotations(home: DataHome, version: str = "latest", seed: int = 0) -> Path:
+    """The demo's human annotation: three simulated annotators label every example of an eval-set
+    version (from the generator's truth, with noise, one criterion deliberately ambiguous) and
+    their Label Studio export lands in the labels inbox, as a real export would."""
+    from eval_pipeline.lib.agreement import load_demo_truth, simulate_annotators
+    from eval_pipeline.lib.rubrics import load_rubrics
+
+    name, rows = load_eval_set(home, version)
+    tasks, _ = simulate_annotators(rows, load_rubrics(), load_demo_truth(home.demo_truth), seed=seed)
+    path = home.labels_inbox / f"demo_label_studio_export_{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(tasks, indent=1, default=str), encoding="utf-8")
+    return path
+
+
+def run_labeling(home: DataHome) -> bool:
+    """Materialize ``labeling_job`` (human labels, agreement, gold labels) on the data home's instance."""
+    defs = build_definitions(home)
+    run = defs.resolve_job_def("labeling_job").execute_in_process(instance=instance_for(home), raise_on_error=False,
+                                                                 run_config=_QUIET)
+    return run.success
+
+
+def agreement_summary(home: DataHome) -> list[dict[str, object]]:
+    """Rows of ``labeling.label_agreement``: criterion, method, value, flags."""
+    if not home.warehouse.exists():
+        return []
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        try:
+            rows = con.execute('select "group", criterion, method, value, n_items, n_annotators, flags '
+                               "from labeling.label_agreement order by 1, 2").fetchall()
+        except duckdb.CatalogException:
+            return []
+    return [{"criterion": f"{g}.{c}", "method": m, "value": v, "items": n, "annotators": a, "flags": f}
+            for g, c, m, v, n, a, f in rows]

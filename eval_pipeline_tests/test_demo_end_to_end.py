@@ -10,7 +10,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from eval_pipeline.lib.demo_logs import generate_logs
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.cli import main
-from eval_pipeline.runs import cluster_summary, eval_set_versions, refresh_month, table_counts
+from eval_pipeline.runs import agreement_summary, cluster_summary, eval_set_versions, refresh_month, table_counts
 
 # the generator's malformed kinds -> the reason ingestion must give them
 EXPECTED_REASON = {
@@ -96,3 +96,12 @@ def test_demo_builds_an_eval_set_and_refreshes_it_twice(tmp_path, monkeypatch, c
         assert 0 < after["added"] <= 25
         assert after["examples"] == before["examples"] + after["added"] - after["removed"]
     assert "## v3 (2026-07)" in out and "## v1 (2026-05)" in out and "export-eval-set" in out
+    # labels: three simulated annotators on the latest version; the deliberately ambiguous
+    # criterion (rag_qa.completeness) is the one flagged as an unclear rubric
+    agreement = {row["criterion"]: row for row in agreement_summary(DataHome.resolve(home))}
+    ambiguous = agreement["rag_qa.completeness"]
+    assert ambiguous["value"] < 0.6 and "unclear_rubric" in ambiguous["flags"]
+    unclear = {c for c, r in agreement.items() if "unclear_rubric" in (r["flags"] or "")}
+    assert unclear == {"rag_qa.completeness"}
+    assert sum(r["value"] is not None and r["value"] >= 0.6 for r in agreement.values()) >= 0.6 * len(agreement)
+    assert "rag_qa.completeness" in out and "unclear_rubric" in out

@@ -22,7 +22,7 @@ from eval_pipeline.lib.sampling import DEFAULT_SIGNAL_WEIGHTS, SamplingConfig
 from eval_pipeline.lib.tables import MANIFEST_SCHEMA
 
 __all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "SamplingSettings",
-           "WarehouseIOManager", "build_resources"]
+           "LabelingSettings", "JudgeSettings", "WarehouseIOManager", "build_resources"]
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -126,6 +126,56 @@ class SamplingSettings(dg.ConfigurableResource):
                               refresh_size=self.refresh_size, seed=self.seed)
 
 
+class LabelingSettings(dg.ConfigurableResource):
+    """Where the rubrics are: ``rubrics_dir`` (a folder of YAML files), or the packaged defaults."""
+
+    rubrics_dir: Optional[str] = None
+
+    def rubrics(self):
+        from eval_pipeline.lib.rubrics import load_rubrics
+
+        return load_rubrics(self.rubrics_dir)
+
+
+class JudgeSettings(dg.ConfigurableResource):
+    """The LLM judge: any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server...).
+
+    Empty ``base_url`` or ``model`` means no judge: ``judge_labels`` says so and skips. The
+    defaults come from ``EVAL_PIPELINE_JUDGE_BASE_URL``, ``EVAL_PIPELINE_JUDGE_MODEL`` and
+    ``EVAL_PIPELINE_JUDGE_API_KEY`` (see ``build_resources``).
+    """
+
+    base_url: str = ""
+    model: str = ""
+    api_key: str = ""
+    max_workers: int = 4
+    timeout: float = 60.0
+    max_retries: int = 4
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url and self.model)
+
+    def judge(self, cache_dir):
+        from eval_pipeline.lib.judge import Judge, JudgeCache, OpenAICompatibleProvider
+
+        provider = OpenAICompatibleProvider(self.base_url, self.model, api_key=self.api_key or None,
+                                            timeout=self.timeout, max_retries=self.max_retries)
+        return Judge(provider, JudgeCache(cache_dir))
+
+
+JUDGE_ENV = ("EVAL_PIPELINE_JUDGE_BASE_URL", "EVAL_PIPELINE_JUDGE_MODEL", "EVAL_PIPELINE_JUDGE_API_KEY")
+
+
+def _judge_settings() -> JudgeSettings:
+    """The judge from the environment, as EnvVar references (the key is never stored in config);
+    an unset variable leaves its field empty (EnvVar of an unset variable fails at run time)."""
+    import os
+
+    base_url, model, api_key = (dg.EnvVar(name) if os.environ.get(name) else "" for name in JUDGE_ENV)
+    return JudgeSettings(base_url=base_url, model=model, api_key=api_key)
+
+
 class _EmptyAwarePolarsTypeHandler(DuckDBPolarsTypeHandler):
     """Creates the table even for an empty frame, so a day with no rows (or no quarantined lines)
     still leaves a readable, typed table behind; the stock handler skips the write."""
@@ -170,6 +220,8 @@ def build_resources(home: DataHome) -> dict[str, object]:
         "embedding": EmbeddingSettings(),
         "clustering": ClusteringSettings(),
         "sampling": SamplingSettings(),
+        "labeling": LabelingSettings(),
+        "judge": _judge_settings(),
     }
 
 

@@ -59,6 +59,16 @@ class DataHome:
         return self.root / "cache"
 
     @property
+    def labels_inbox(self) -> Path:
+        """Completed annotations dropped here (Label Studio JSON exports, or the plain JSONL/CSV)."""
+        return self.root / "labels" / "inbox"
+
+    @property
+    def labels_outbox(self) -> Path:
+        """Annotation tasks written here, one folder per eval-set version."""
+        return self.root / "labels" / "outbox"
+
+    @property
     def reports(self) -> Path:
         """Files written for people to look at (cluster maps, changelogs); nothing reads them back."""
         return self.root / "reports"

@@ -143,9 +143,11 @@ def test_definitions_list_every_asset_check_job_and_sensor(home):
         "landing_manifest": "ingest", "raw_logs": "ingest", "quarantined_logs": "ingest",
         "redacted_logs": "privacy", "raw_retention_log": "privacy", "log_embeddings": "embeddings",
         "log_clusters": "clustering", "cluster_table": "clustering", "cluster_drift": "clustering",
-        "eval_set": "sampling"}
+        "eval_set": "sampling", "annotation_tasks": "labeling", "judge_labels": "labeling", "human_labels": "labeling",
+        "human_references": "labeling", "label_quarantine": "labeling", "label_agreement": "labeling",
+        "gold_labels": "labeling", "gold_references": "labeling", "review_queue": "labeling"}
     # daily feeds monthly: the clustering assets read the month's daily embeddings
-    monthly = {"log_clusters", "cluster_table", "cluster_drift", "eval_set"}
+    monthly = {"log_clusters", "cluster_table", "cluster_drift", "eval_set", "annotation_tasks", "judge_labels"}
     for key in monthly | {"log_embeddings"}:
         partitions = graph.get(dg.AssetKey(key)).partitions_def
         assert partitions.get_cron_schedule() == ("0 0 1 * *" if key in monthly else "0 0 * * *")
@@ -153,7 +155,8 @@ def test_definitions_list_every_asset_check_job_and_sensor(home):
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
         ("raw_logs", "records_reconcile"), ("raw_logs", "raw_logs_expectations"),
         ("redacted_logs", "no_pii_leak"), ("raw_retention_log", "raw_within_retention")}
-    assert {s.name for s in defs.sensors} == {"landing_sensor"}
+    assert {s.name for s in defs.sensors} == {"landing_sensor", "labels_sensor"}
     assert {s.name for s in defs.schedules} == {"raw_retention_schedule", "month_end_ingest_schedule",
                                                 "monthly_refresh_schedule"}
-    assert {j.name for j in defs.jobs} == {"landing_manifest_job", "ingest_job", "raw_retention_job", "monthly_refresh_job"}
+    assert {j.name for j in defs.jobs} == {"landing_manifest_job", "ingest_job", "raw_retention_job", "monthly_refresh_job",
+                                            "labeling_job"}

@@ -1,0 +1,315 @@
+"""Labeling: annotation tasks out, human labels in, LLM-judge labels, agreement, gold labels.
+
+The logic is in ``lib/annotation.py`` (Label Studio and plain round trip), ``lib/judge.py``,
+``lib/agreement.py`` and ``lib/scorers.py``; these assets read inputs, call it and store frames.
+"""
+
+import json
+from collections import Counter
+from typing import Any, Iterable
+
+import dagster as dg
+import polars as pl
+
+from eval_pipeline.defs.partitions import monthly_partitions
+from eval_pipeline.defs.resources import JudgeSettings, LabelingSettings, PipelineSettings
+from eval_pipeline.lib.agreement import criterion_agreement, example_disagreements, gold_labels as majority_labels
+from eval_pipeline.lib.agreement import adjudicated_references, judge_calibration, review_queue
+from eval_pipeline.lib.annotation import label_studio_config, label_studio_tasks, plain_tasks, read_annotation_folder, write_tasks
+from eval_pipeline.lib.rubrics import rubric_for_task
+from eval_pipeline.lib.scorers import score_reference
+from eval_pipeline.lib.tables import markdown_table
+
+KINDS = {"polars", "duckdb"}
+_LABELS = {"schema": "labeling"}
+
+
+def _frame(rows: Iterable[dict[str, Any]], columns: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Rows to a typed frame; dict and list-of-dict values become JSON text."""
+    def cell(value: Any, dtype: pl.DataType) -> Any:
+        if dtype == pl.String and isinstance(value, (dict, list)):
+            return json.dumps(value, sort_keys=True, default=str)
+        return value
+
+    return pl.DataFrame([{c: cell(r.get(c), t) for c, t in columns.items()} for r in rows], schema=columns)
+
+
+def _rubric_or_none(rubrics, task_type):
+    try:
+        return rubric_for_task(rubrics, task_type)
+    except KeyError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks out, judge labels (monthly, per eval-set version)
+# --------------------------------------------------------------------------------------------
+
+ANNOTATION_TASKS = {"month_start": pl.Datetime("us"), "eval_set_version": pl.String, "example_id": pl.String,
+                    "task_type": pl.String, "rubric": pl.String, "label_studio_tasks": pl.String, "plain_tasks": pl.String}
+
+
+@dg.asset(group_name="labeling", kinds=KINDS | {"labelstudio"}, partitions_def=monthly_partitions,
+          metadata={**_LABELS, "partition_expr": "month_start"})
+def annotation_tasks(context: dg.AssetExecutionContext, settings: PipelineSettings, labeling: LabelingSettings,
+                     eval_set: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """The month's eval-set version as annotation tasks, per rubric: a Label Studio labeling config
+    (generated from the rubric) and tasks in its import format, plus the same tasks as plain CSV
+    for teams without Label Studio, under ``<data home>/labels/outbox/<version>/``. Tasks of
+    rubrics with one correct answer ask the annotator to confirm or correct the reference."""
+    rubrics = labeling.rubrics()
+    examples = eval_set.to_dicts()
+    version = examples[0]["eval_set_version"] if examples else None
+    rows, per_rubric, unrubricked = [], {}, Counter()
+    if version:
+        folder = settings.data_home.labels_outbox / version
+        by_rubric: dict[str, list[dict]] = {}
+        for ex in examples:
+            rubric = _rubric_or_none(rubrics, ex["task_type"])
+            if rubric is None:
+                unrubricked[ex["task_type"]] += 1
+                continue
+            by_rubric.setdefault(rubric.name, []).append(ex)
+        for name, group in sorted(by_rubric.items()):
+            rubric = rubrics[name]
+            ls_path = folder / "label_studio" / f"{name}.tasks.json"
+            ls_path.parent.mkdir(parents=True, exist_ok=True)
+            ls_path.write_text(json.dumps(label_studio_tasks(group, rubric), indent=1, default=str), encoding="utf-8")
+            (folder / "label_studio" / f"{name}.config.xml").write_text(label_studio_config(rubric), encoding="utf-8")
+            plain_path = write_tasks(plain_tasks(group, rubric), folder / "plain" / f"{name}.tasks.csv")
+            per_rubric[name] = len(group)
+            rows += [{"month_start": ex["month_start"], "eval_set_version": version, "example_id": ex["example_id"],
+                      "task_type": ex["task_type"], "rubric": name, "label_studio_tasks": str(ls_path),
+                      "plain_tasks": str(plain_path)} for ex in group]
+    df = _frame(rows, ANNOTATION_TASKS)
+    return dg.Output(df, metadata={
+        "dagster/row_count": df.height,
+        "eval_set_version": version or "none",
+        "tasks_per_rubric": dg.MetadataValue.json(per_rubric),
+        "task_types_without_rubric": dg.MetadataValue.json(dict(unrubricked)),
+        "outbox": dg.MetadataValue.path(str(settings.data_home.labels_outbox / (version or ""))),
+        "how_to": dg.MetadataValue.md(
+            "Label Studio: create a project with the `<rubric>.config.xml` labeling config, import "
+            "`<rubric>.tasks.json`, annotate, export as JSON into `<data home>/labels/inbox/`. Without Label "
+            "Studio: fill `score` (and `annotator`, `reference` where asked) in `plain/<rubric>.tasks.csv` and "
+            "drop it in the inbox. `labels_sensor` picks new files up."),
+    })
+
+
+JUDGE_LABELS = {"month_start": pl.Datetime("us"), "eval_set_version": pl.String, "example_id": pl.String,
+                "task_type": pl.String, "rubric": pl.String, "criterion": pl.String, "score": pl.Int64,
+                "justification": pl.String, "status": pl.String, "error": pl.String, "judge_model": pl.String,
+                "cached": pl.Boolean}
+
+
+@dg.asset(group_name="labeling", kinds=KINDS | {"openai"}, partitions_def=monthly_partitions,
+          metadata={**_LABELS, "partition_expr": "month_start"})
+def judge_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, labeling: LabelingSettings,
+                 judge: JudgeSettings, eval_set: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """Scores of an LLM judge per example and criterion, with a justification each: the rubric in
+    the system prompt, the conversation, context and production output in the user message,
+    structured JSON out (validated), cached by (judge model, prompt hash) under the data home.
+    Without a configured endpoint it skips and says so; it never invents scores. A failed or
+    invalid answer is a row with its status and error, not a score."""
+    if not judge.configured:
+        message = ("no judge endpoint configured: set EVAL_PIPELINE_JUDGE_BASE_URL and EVAL_PIPELINE_JUDGE_MODEL "
+                   "(and EVAL_PIPELINE_JUDGE_API_KEY if the endpoint needs one); skipped, no scores")
+        context.log.info(message)
+        return dg.Output(_frame([], JUDGE_LABELS), metadata={"dagster/row_count": 0, "skipped": message})
+    rubrics = labeling.rubrics()
+    items, meta = [], []
+    for ex in eval_set.to_dicts():
+        rubric = _rubric_or_none(rubrics, ex["task_type"])
+        if rubric is None:
+            continue
+        items.append((rubric, ex["messages"], ex["context_chunks"], ex["production_output"] or ""))
+        meta.append((ex, rubric))
+    runner = judge.judge(settings.data_home.cache / "judge")
+    results = runner.judge_many(items, max_workers=judge.max_workers)
+    rows = []
+    for (ex, rubric), result in zip(meta, results):
+        base = {"month_start": ex["month_start"], "eval_set_version": ex["eval_set_version"], "example_id": ex["example_id"],
+                "task_type": ex["task_type"], "rubric": rubric.name, "status": result.status, "error": result.error,
+                "judge_model": result.judge_model, "cached": result.cached}
+        if result.status == "ok":
+            rows += [{**base, "criterion": c, "score": s, "justification": result.justifications.get(c)}
+                     for c, s in sorted(result.scores.items())]
+        else:
+            rows.append({**base, "criterion": None, "score": None, "justification": None})
+    df = _frame(rows, JUDGE_LABELS)
+    stats = runner.stats
+    statuses = Counter(r.status for r in results)
+    return dg.Output(df, metadata={
+        "dagster/row_count": df.height,
+        "judge_model": runner.provider.model_id,
+        "examples": len(results),
+        "by_status": dg.MetadataValue.json(dict(statuses)),
+        "requests": stats.requests,
+        "cache_hits": stats.cache_hits,
+        "failures": dg.MetadataValue.md(markdown_table(df.filter(pl.col("status") != "ok")
+                                                       .select("example_id", "status", "error").head(20))),
+    })
+
+
+# --------------------------------------------------------------------------------------------
+# Labels in, agreement, gold (unpartitioned: every eval-set version's examples)
+# --------------------------------------------------------------------------------------------
+
+HUMAN_LABELS = {"example_id": pl.String, "eval_set_version": pl.String, "task_type": pl.String, "rubric": pl.String,
+                "scale": pl.String, "criterion": pl.String, "annotator": pl.String, "score": pl.Int64,
+                "source_file": pl.String, "source_ref": pl.String}
+HUMAN_REFERENCES = {"example_id": pl.String, "eval_set_version": pl.String, "annotator": pl.String,
+                    "reference": pl.String, "source_file": pl.String, "source_ref": pl.String}
+LABEL_QUARANTINE = {"source_file": pl.String, "line_or_task": pl.String, "example_id": pl.String,
+                    "annotator": pl.String, "field": pl.String, "reason": pl.String, "message": pl.String}
+
+
+@dg.multi_asset(
+    group_name="labeling",
+    outs={
+        "human_labels": dg.AssetOut(kinds=KINDS, metadata=_LABELS,
+                                    description="Accepted human scores: one row per example, annotator and criterion."),
+        "human_references": dg.AssetOut(kinds=KINDS, metadata=_LABELS,
+                                        description="Reference answers annotators gave or confirmed."),
+        "label_quarantine": dg.AssetOut(kinds=KINDS, metadata=_LABELS,
+                                        description="Every annotation item that was not accepted, with file, place and reason."),
+    },
+)
+def human_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, labeling: LabelingSettings,
+                 eval_set: pl.DataFrame):
+    """Reads every completed annotation file in ``<data home>/labels/inbox/`` (Label Studio JSON
+    exports, or the plain JSONL/CSV filled in) against the examples of every eval-set version.
+    Unknown example ids, unknown criteria, out-of-range or non-numeric scores, missing annotators
+    and duplicates are quarantined with their reason, never dropped; the counts reconcile."""
+    examples = {r["example_id"]: r for r in eval_set.select("example_id", "eval_set_version", "task_type").to_dicts()}
+    rubrics = labeling.rubrics()
+    batch = read_annotation_folder(settings.data_home.labels_inbox, examples, rubrics)
+    labels = _frame(batch.labels, HUMAN_LABELS)
+    references = _frame(batch.references, HUMAN_REFERENCES)
+    quarantine = _frame([{**q, "line_or_task": str(q.get("line_or_task"))} for q in batch.quarantine], LABEL_QUARANTINE)
+    if not batch.reconciles:
+        raise dg.Failure(f"annotation counts do not reconcile: {batch.counts}")
+    counts = dg.MetadataValue.json(batch.counts)
+    yield dg.Output(labels, output_name="human_labels", metadata={
+        "dagster/row_count": labels.height, "counts": counts,
+        "annotators": dg.MetadataValue.json(sorted(set(labels["annotator"].to_list()))),
+        "examples_labelled": labels["example_id"].n_unique() if labels.height else 0,
+        "inbox": dg.MetadataValue.path(str(settings.data_home.labels_inbox))})
+    yield dg.Output(references, output_name="human_references", metadata={"dagster/row_count": references.height})
+    yield dg.Output(quarantine, output_name="label_quarantine", metadata={
+        "dagster/row_count": quarantine.height, "by_reason": dg.MetadataValue.json(batch.reasons()),
+        "preview": dg.MetadataValue.md(markdown_table(quarantine.select("source_file", "line_or_task", "reason", "message")
+                                                      .head(20), max_cell=100))})
+
+
+LABEL_AGREEMENT = {"group": pl.String, "criterion": pl.String, "scale": pl.String, "method": pl.String,
+                   "weights": pl.String, "value": pl.Float64, "band": pl.String, "n_items": pl.Int64,
+                   "n_annotators": pl.Int64, "pairwise_agreement": pl.Float64, "unclear_rubric": pl.Boolean,
+                   "disagreement_about_quality": pl.Boolean, "flags": pl.String, "note": pl.String}
+
+
+@dg.asset(group_name="labeling", kinds=KINDS, metadata=_LABELS)
+def label_agreement(context: dg.AssetExecutionContext, human_labels: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """Agreement per rubric criterion: Cohen's kappa for two annotators, Krippendorff's alpha for
+    more (missing labels allowed). Below 0.6 the criterion is flagged as an unclear rubric, below
+    0.4 as a disagreement about what quality means; examples with disagreeing annotators are
+    counted per criterion."""
+    labels = human_labels.to_dicts()
+    rows = criterion_agreement(labels)
+    disagreements = Counter((d.get("group"), d["criterion"]) for d in example_disagreements(labels))
+    for row in rows:
+        row["flags"] = ", ".join(row["flags"])
+        row["examples_in_disagreement"] = disagreements.get((row["group"], row["criterion"]), 0)
+    df = _frame(rows, LABEL_AGREEMENT)
+    flagged = [f"{r['group']}.{r['criterion']} ({r['value']:.2f}: {r['flags']})" for r in rows
+               if r["value"] is not None and r["flags"]]
+    view = pl.DataFrame([{"criterion": f"{r['group']}.{r['criterion']}", "method": r["method"],
+                          "value": None if r["value"] is None else round(r["value"], 3), "band": r["band"],
+                          "items": r["n_items"], "annotators": r["n_annotators"],
+                          "disagreeing examples": r["examples_in_disagreement"], "flags": r["flags"] or r["note"]}
+                         for r in rows]) if rows else pl.DataFrame()
+    return dg.Output(df, metadata={
+        "dagster/row_count": df.height,
+        "flagged": dg.MetadataValue.json(flagged),
+        "agreement": dg.MetadataValue.md(markdown_table(view, max_cell=90) if rows else "(no labels yet)"),
+    })
+
+
+GOLD_LABELS = {"example_id": pl.String, "eval_set_version": pl.String, "task_type": pl.String, "group": pl.String,
+               "criterion": pl.String, "scale": pl.String, "score": pl.Int64, "n_annotators": pl.Int64,
+               "agreement_share": pl.Float64, "disagreement": pl.Boolean, "tie": pl.Boolean,
+               "labels": pl.String, "minority_labels": pl.String, "judge_score": pl.Int64}
+GOLD_REFERENCES = {"example_id": pl.String, "eval_set_version": pl.String, "task_type": pl.String, "rubric": pl.String,
+                   "reference": pl.String, "n_annotators": pl.Int64, "agreement_share": pl.Float64, "tie": pl.Boolean,
+                   "production_output": pl.String, "exact_match": pl.Float64, "token_f1": pl.Float64, "rouge_l": pl.Float64}
+REVIEW_QUEUE = {"example_id": pl.String, "group": pl.String, "criterion": pl.String, "judge_score": pl.Int64,
+                "majority_score": pl.Int64, "labels": pl.String, "minority_labels": pl.String, "tie": pl.Boolean}
+
+
+@dg.multi_asset(
+    group_name="labeling",
+    outs={
+        "gold_labels": dg.AssetOut(kinds=KINDS, metadata=_LABELS,
+                                   description="Majority human label per example and criterion, with disagreement flags and the minority kept."),
+        "gold_references": dg.AssetOut(kinds=KINDS, metadata=_LABELS,
+                                       description="Adjudicated reference answers, with the production output's reference metrics."),
+        "review_queue": dg.AssetOut(kinds=KINDS, metadata=_LABELS,
+                                    description="Example criteria where the judge agrees with the minority of the humans."),
+    },
+)
+def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, labeling: LabelingSettings,
+                eval_set: pl.DataFrame, human_labels: pl.DataFrame, human_references: pl.DataFrame,
+                judge_labels: pl.DataFrame):
+    """Adjudicated labels: the majority per example and criterion (a tie goes to the stricter
+    level and is flagged), the minority kept. References: the annotators' majority answer, and
+    for task types with one correct answer the production output scored against it (exact match,
+    token F1, ROUGE-L). Judge calibration per criterion (kappa against the human majority, with
+    a 95% interval; a warning under 0.6) is in the metadata, and the review queue (also written
+    to ``<data home>/reports/labels/review_queue.csv``) lists where the judge sides with the minority."""
+    gold = majority_labels(human_labels.to_dicts())
+    judged = {}
+    if judge_labels.height:
+        ok = judge_labels.filter(pl.col("status") == "ok")
+        judged = {(r["example_id"], r["criterion"]): r["score"] for r in ok.iter_rows(named=True)}
+    for row in gold:
+        row["judge_score"] = judged.get((row["example_id"], row["criterion"]))
+    examples = {r["example_id"]: r for r in eval_set.select("example_id", "task_type", "production_output").to_dicts()}
+    rubrics = labeling.rubrics()
+    references = []
+    for eid, ref in sorted(adjudicated_references(human_references.to_dicts()).items()):
+        ex = examples.get(eid, {})
+        rubric = _rubric_or_none(rubrics, ex.get("task_type"))
+        metrics = score_reference(rubric, ex.get("production_output"), ref["reference"]) if rubric else {}
+        references.append({**ref, "example_id": eid, "task_type": ex.get("task_type"),
+                           "rubric": rubric.name if rubric else None,
+                           "production_output": ex.get("production_output"), **metrics})
+    queue = review_queue(gold, judged) if judged else []
+    calibration = judge_calibration(gold, judged) if judged else []
+    gold_df, refs_df, queue_df = _frame(gold, GOLD_LABELS), _frame(references, GOLD_REFERENCES), _frame(queue, REVIEW_QUEUE)
+    reports = settings.data_home.reports / "labels"
+    reports.mkdir(parents=True, exist_ok=True)
+    queue_df.write_csv(reports / "review_queue.csv")
+    warnings = [f"{c['group']}.{c['criterion']}: judge kappa {c['kappa']:.2f}" for c in calibration
+                if c.get("warning") and c.get("kappa") is not None]
+    yield dg.Output(gold_df, output_name="gold_labels", metadata={
+        "dagster/row_count": gold_df.height,
+        "examples": gold_df["example_id"].n_unique() if gold_df.height else 0,
+        "in_disagreement": int(gold_df["disagreement"].sum()) if gold_df.height else 0,
+        "ties": int(gold_df["tie"].sum()) if gold_df.height else 0,
+        "judge_calibration": dg.MetadataValue.md(markdown_table(pl.DataFrame(calibration)) if calibration
+                                                 else "(no judge labels: configure a judge endpoint)"),
+        "judge_warnings": dg.MetadataValue.json(warnings),
+    })
+    metric_means = {m: round(float(refs_df[m].mean()), 3) for m in ("exact_match", "token_f1", "rouge_l")
+                    if refs_df.height and refs_df[m].drop_nulls().len()}
+    yield dg.Output(refs_df, output_name="gold_references", metadata={
+        "dagster/row_count": refs_df.height, "production_output_vs_reference": dg.MetadataValue.json(metric_means)})
+    yield dg.Output(queue_df, output_name="review_queue", metadata={
+        "dagster/row_count": queue_df.height, "file": dg.MetadataValue.path(str(reports / "review_queue.csv"))})
+
+
+labeling_job = dg.define_asset_job(
+    "labeling_job",
+    selection=dg.AssetSelection.assets("human_labels", "human_references", "label_quarantine", "label_agreement",
+                                       "gold_labels", "gold_references", "review_queue"),
+)
