@@ -724,6 +724,8 @@ class DriftRow:
     current_share: float
     share_ratio: float | None
     note: str = ""
+    nearest_id: str | None = None  # the closest cluster on the other side (new: last month's; gone: this month's)
+    nearest_similarity: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -847,7 +849,9 @@ def match_clusters(
                     note = f"possible split from {prev[i][0]} (cosine {sims[i, j]:.2f})"
                 elif sims[i, j] >= related:
                     note = f"nearest previous {prev[i][0]} (cosine {sims[i, j]:.2f})"
-            out.append(DriftRow(new_ids[j], "new", "new", _as_label(label), None, 0, size, 0.0, cshare, None, note))
+            nearest = (str(prev[i][0]), float(sims[i, j])) if prev else (None, None)
+            out.append(DriftRow(new_ids[j], "new", "new", _as_label(label), None, 0, size, 0.0, cshare, None, note,
+                                *nearest))
     for i, (pid, _, psize) in enumerate(prev):
         if i in matched_prev:
             continue
@@ -858,7 +862,9 @@ def match_clusters(
                 note = f"possible merge into {current_ids[j]} (cosine {sims[i, j]:.2f})"
             elif sims[i, j] >= related:
                 note = f"nearest current {current_ids[j]} (cosine {sims[i, j]:.2f})"
-        out.append(DriftRow(str(pid), "gone", "gone", None, None, psize, 0, share(psize, prev_total), 0.0, 0.0, note))
+        nearest = (current_ids[j], float(sims[i, j])) if cur else (None, None)
+        out.append(DriftRow(str(pid), "gone", "gone", None, None, psize, 0, share(psize, prev_total), 0.0, 0.0, note,
+                            *nearest))
     return out
 
 

@@ -149,12 +149,16 @@ def build_version(
                         taken_request_ids={p["request_id"] for p in previous})
     keep = set(plan.keep)
     rows = []
+    changelog = []
     for old in previous:
         if old["example_id"] in keep:
-            rows.append({**old, "eval_set_version": version, "month": month,
-                         "month_start": datetime(month.year, month.month, 1)})
+            row = {**old, "eval_set_version": version, "month": month, "month_start": datetime(month.year, month.month, 1)}
+            if old["example_id"] in plan.reassign:
+                row["cluster_id"], row["stratum"], why = plan.reassign[old["example_id"]]
+                changelog.append(_change(version, month, created_at, row["example_id"], "reassigned", why, row))
+            rows.append(row)
     by_id = {p["example_id"]: p for p in previous}
-    changelog = [_change(version, month, created_at, eid, "removed", reason, by_id[eid]) for eid, reason in plan.remove]
+    changelog += [_change(version, month, created_at, eid, "removed", reason, by_id[eid]) for eid, reason in plan.remove]
     for s in plan.add:
         row = _example(records[s.index], s, version, month, plan.reasons[s.index], config.slice_keys)
         rows.append(row)
@@ -186,10 +190,11 @@ def changelog_markdown(changelog: Sequence[Mapping[str, Any]], sizes: Mapping[st
         month = rows[0]["month"]
         added = [r for r in rows if r["action"] == "added"]
         removed = [r for r in rows if r["action"] == "removed"]
+        moved = [r for r in rows if r["action"] == "reassigned"]
         size = f", {sizes[version]} examples" if sizes and version in sizes else ""
         out.append(f"## {version} ({month:%Y-%m}){size}")
-        out.append(f"{len(added)} added, {len(removed)} removed")
-        for action, group in (("Added", added), ("Removed", removed)):
+        out.append(f"{len(added)} added, {len(removed)} removed" + (f", {len(moved)} moved to a re-cut cluster" if moved else ""))
+        for action, group in (("Added", added), ("Removed", removed), ("Moved", moved)):
             if not group:
                 continue
             out.append(f"### {action}")

@@ -75,6 +75,9 @@ class SamplingConfig:
                     about this many records for the draw, each with a floor of ``noise_floor``:
                     noise holds the rare topics too small to form a cluster, and a proportional
                     draw from it would miss them as a uniform sample does.
+    merge_cosine    a "gone" cluster whose centroid is at least this similar to a cluster of this
+                    month was re-cut by the clustering, not gone: its examples move to that
+                    cluster (the drift match threshold; see ``match_clusters``).
     over_coverage   a stratum holding more than this many times what a fresh draw of the set's
                     size would give it this month is trimmed.
     under_coverage  a stratum holding fewer than this fraction of that gets refresh examples.
@@ -89,6 +92,7 @@ class SamplingConfig:
     refresh_size: int = 25
     noise_group: int = 10
     noise_floor: int = 2
+    merge_cosine: float = 0.9
     over_coverage: float = 2.0
     under_coverage: float = 0.5
 
@@ -369,7 +373,7 @@ def horvitz_thompson_share(selected: Sequence[Selected], in_slice: Sequence[bool
 class RefreshPlan:
     """What a new version does to the previous one.
 
-    keep      example ids kept unchanged
+    keep      example ids kept (unchanged, or moved to another cluster when in ``reassign``)
     remove    (example_id, reason)
     add       :class:`Selected` rows of this month's records, with ``reasons[index]`` why
     """
@@ -379,6 +383,7 @@ class RefreshPlan:
     add: list[Selected]
     reasons: dict[int, str]
     messages: list[str]
+    reassign: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # example_id -> (cluster, stratum, reason)
 
 
 def plan_refresh(
@@ -399,7 +404,9 @@ def plan_refresh(
     The yardstick is what a fresh draw of the set's size (:func:`draw_sample`: same floors,
     noise groups and near-duplicate collapse) would give each stratum this month.
 
-    * Prune: examples whose cluster is ``gone`` (reason names it); then, in strata holding more
+    * Move: examples of a ``gone`` cluster whose centroid is within ``merge_cosine`` of a cluster
+      of this month (``nearest_id`` of the drift row) go to that cluster: the topic was re-cut.
+    * Prune: examples whose cluster is truly ``gone`` (reason names it); then, in strata holding more
       than ``over_coverage`` times their yardstick (and more than ``floor``), the excess
       (seeded choice), as no longer representative.
     * Add ``refresh_size`` examples from strata whose cluster is new or grown, or that hold
@@ -414,13 +421,23 @@ def plan_refresh(
     gone = {cid for cid, d in status.items() if d["status"] == "gone"}
     remove: list[tuple[str, str]] = []
     kept_examples = []
+    reassign: dict[str, tuple[str, str, str]] = {}
     for ex in previous:
         cid = ex["cluster_id"]
-        if cid in gone:
-            note = status[cid].get("note") or ""
-            remove.append((ex["example_id"], f"cluster {cid} is gone this month" + (f" ({note})" if note else "")))
-        else:
+        d = status.get(cid)
+        if cid not in gone:
             kept_examples.append(ex)
+        elif d.get("nearest_id") and (d.get("nearest_similarity") or 0.0) >= config.merge_cosine:
+            # HDBSCAN cut this topic differently this month: the examples still stand for traffic
+            # that is here, in the nearest cluster
+            target = d["nearest_id"]
+            stratum = "|".join([target] + ex["stratum"].split("|")[1:])
+            reassign[ex["example_id"]] = (target, stratum, f"cluster {cid} was re-cut: its centroid is "
+                                          f"{d['nearest_similarity']:.2f} cosine to {target} this month")
+            kept_examples.append({**ex, "cluster_id": target, "stratum": stratum})
+        else:
+            note = d.get("note") or ""
+            remove.append((ex["example_id"], f"cluster {cid} is gone this month" + (f" ({note})" if note else "")))
 
     # traffic this month per stratum
     strata: dict[str, list[int]] = {}
@@ -483,4 +500,4 @@ def plan_refresh(
             for s in _draw_from(rows, available[key], kept, counts, n, key, config, rng):
                 add.append(s)
                 reasons[s.index] = reasons_by_stratum[key]
-    return RefreshPlan(keep, sorted(remove), add, reasons, messages)
+    return RefreshPlan(keep, sorted(remove), add, reasons, messages, reassign)

@@ -162,6 +162,8 @@ CLUSTER_DRIFT_SCHEMA = pl.Schema(
         "current_share": pl.Float64,
         "share_ratio": pl.Float64,
         "note": pl.String,
+        "nearest_id": pl.String,  # the closest cluster on the other side (new: last month's; gone: this month's)
+        "nearest_similarity": pl.Float64,
     }
 )
 
@@ -202,7 +204,7 @@ EVAL_SET_CHANGELOG_SCHEMA = pl.Schema(
         "month": pl.Date,
         "created_at": pl.Datetime("us"),
         "example_id": pl.String,
-        "action": pl.String,  # added / removed
+        "action": pl.String,  # added / removed / reassigned (moved to the cluster its topic was re-cut into)
         "reason": pl.String,
         "cluster_id": pl.String,
         "stratum": pl.String,

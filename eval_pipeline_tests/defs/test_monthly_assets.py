@@ -225,10 +225,21 @@ def test_eval_set_versions_refresh_and_changelog(clustered, tmp_path):
     assert set(v2["example_id"]) == (set(v1["example_id"]) - removed) | added
     assert not added & set(v1["example_id"])
     assert 0 < len(added) <= 25 and meta["added"] == len(added) and meta["removed"] == len(removed)
-    # examples of the removed intent's clusters are pruned because the cluster is gone
-    gone = set(table(home, "select cluster_id from clustering.cluster_drift where month = '2026-02-01' and status = 'gone'")["cluster_id"])
-    assert {e for e, c in zip(v1["example_id"], v1["cluster_id"]) if c in gone} <= removed
+    # examples of gone clusters are pruned, unless the cluster was only re-cut (its centroid within
+    # the match threshold of a February cluster): those move to that cluster
+    gone = table(home, "select cluster_id, nearest_id, nearest_similarity from clustering.cluster_drift "
+                       "where month = '2026-02-01' and status = 'gone'")
+    recut = {c: n for c, n, sim in gone.iter_rows() if sim is not None and sim >= 0.9}
+    truly_gone = set(gone["cluster_id"]) - set(recut)
+    assert truly_gone
+    assert {e for e, c in zip(v1["example_id"], v1["cluster_id"]) if c in truly_gone} <= removed
     assert all("gone" in r or "over-represented" in r for r in changes.filter(pl.col("action") == "removed")["reason"])
+    moved = set(changes.filter(pl.col("action") == "reassigned")["example_id"])
+    assert moved == {e for e, c in zip(v1["example_id"], v1["cluster_id"]) if c in recut} - removed
+    old_cluster = dict(zip(v1["example_id"], v1["cluster_id"]))
+    for eid, cid in v2.filter(pl.col("example_id").is_in(list(moved))).select("example_id", "cluster_id").iter_rows():
+        assert cid == recut[old_cluster[eid]]
+    print(f"February refresh: {len(added)} added, {len(removed)} removed, {len(moved)} moved to a re-cut cluster")
     # additions come only from new or grown clusters, or strata the set under-covers; the new intents are in
     drift = dict(zip(*table(home, "select cluster_id, status || '/' || trend s from clustering.cluster_drift "
                                   "where month = '2026-02-01'").get_columns()))
