@@ -183,3 +183,15 @@ def test_label_studio_exports_round_trip_into_gold_labels(labeled_home):
     assert set(refs["example_id"]) <= {e for e, t in EXAMPLES.items() if t == "intent_routing"}
     assert refs["exact_match"].is_not_null().all() and refs["rouge_l"].is_not_null().all()
     assert (home.reports / "labels" / "review_queue.csv").exists()
+
+
+def test_labels_before_any_eval_set_are_quarantined_not_lost(tmp_path):
+    home = DataHome.resolve(tmp_path / "home").ensure()
+    home.labels_inbox.mkdir(parents=True, exist_ok=True)
+    shutil.copy(FIXTURES / "export_two_annotators.json", home.labels_inbox / "early.json")
+    run = build_definitions(home).resolve_job_def("labeling_job").execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert run.success
+    assert table(home, "select count(*) n from labeling.human_labels")["n"][0] == 0
+    quarantine = table(home, "select reason, count(*) n from labeling.label_quarantine group by 1")
+    assert set(dict(quarantine.iter_rows())) == {"unknown_example"}
+    assert table(home, "select count(*) n from labeling.gold_labels")["n"][0] == 0

@@ -181,7 +181,8 @@ def human_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     exports, or the plain JSONL/CSV filled in) against the examples of every eval-set version.
     Unknown example ids, unknown criteria, out-of-range or non-numeric scores, missing annotators
     and duplicates are quarantined with their reason, never dropped; the counts reconcile."""
-    examples = {r["example_id"]: r for r in eval_set.select("example_id", "eval_set_version", "task_type").to_dicts()}
+    examples = ({r["example_id"]: r for r in eval_set.select("example_id", "eval_set_version", "task_type").to_dicts()}
+                if eval_set.height else {})  # no eval set yet: every label is for an unknown example
     rubrics = labeling.rubrics()
     batch = read_annotation_folder(settings.data_home.labels_inbox, examples, rubrics)
     labels = _frame(batch.labels, HUMAN_LABELS)
@@ -266,14 +267,15 @@ def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, l
     token F1, ROUGE-L). Judge calibration per criterion (kappa against the human majority, with
     a 95% interval; a warning under 0.6) is in the metadata, and the review queue (also written
     to ``<data home>/reports/labels/review_queue.csv``) lists where the judge sides with the minority."""
-    gold = majority_labels(human_labels.to_dicts())
+    gold = majority_labels(human_labels.to_dicts()) if human_labels.height else []
     judged = {}
     if judge_labels.height:
         ok = judge_labels.filter(pl.col("status") == "ok")
         judged = {(r["example_id"], r["criterion"]): r["score"] for r in ok.iter_rows(named=True)}
     for row in gold:
         row["judge_score"] = judged.get((row["example_id"], row["criterion"]))
-    examples = {r["example_id"]: r for r in eval_set.select("example_id", "task_type", "production_output").to_dicts()}
+    examples = ({r["example_id"]: r for r in eval_set.select("example_id", "task_type", "production_output").to_dicts()}
+                if eval_set.height else {})
     rubrics = labeling.rubrics()
     references = []
     for eid, ref in sorted(adjudicated_references(human_references.to_dicts()).items()):
