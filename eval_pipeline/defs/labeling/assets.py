@@ -15,8 +15,8 @@ from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import JudgeSettings, LabelingSettings, PipelineSettings
 from eval_pipeline.lib.agreement import criterion_agreement, example_disagreements, gold_labels as majority_labels
 from eval_pipeline.lib.agreement import adjudicated_references, judge_calibration, review_queue
-from eval_pipeline.lib.annotation import label_studio_config, label_studio_tasks, plain_tasks, read_annotation_folder, write_tasks
-from eval_pipeline.lib.rubrics import rubric_for_task
+from eval_pipeline.lib.annotation import (label_studio_config, label_studio_tasks, plain_tasks, read_annotation_folder,
+                                          rubric_for, write_tasks)
 from eval_pipeline.lib.scorers import score_reference
 from eval_pipeline.lib.tables import markdown_table
 
@@ -32,13 +32,6 @@ def _frame(rows: Iterable[dict[str, Any]], columns: dict[str, pl.DataType]) -> p
         return value
 
     return pl.DataFrame([{c: cell(r.get(c), t) for c, t in columns.items()} for r in rows], schema=columns)
-
-
-def _rubric_or_none(rubrics, task_type):
-    try:
-        return rubric_for_task(rubrics, task_type)
-    except KeyError:
-        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,7 +58,7 @@ def annotation_tasks(context: dg.AssetExecutionContext, settings: PipelineSettin
         folder = settings.data_home.labels_outbox / version
         by_rubric: dict[str, list[dict]] = {}
         for ex in examples:
-            rubric = _rubric_or_none(rubrics, ex["task_type"])
+            rubric = rubric_for(rubrics, ex["task_type"])
             if rubric is None:
                 unrubricked[ex["task_type"]] += 1
                 continue
@@ -119,7 +112,7 @@ def judge_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     rubrics = labeling.rubrics()
     items, meta = [], []
     for ex in eval_set.to_dicts():
-        rubric = _rubric_or_none(rubrics, ex["task_type"])
+        rubric = rubric_for(rubrics, ex["task_type"])
         if rubric is None:
             continue
         items.append((rubric, ex["messages"], ex["context_chunks"], ex["production_output"] or ""))
@@ -280,7 +273,7 @@ def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, l
     references = []
     for eid, ref in sorted(adjudicated_references(human_references.to_dicts()).items()):
         ex = examples.get(eid, {})
-        rubric = _rubric_or_none(rubrics, ex.get("task_type"))
+        rubric = rubric_for(rubrics, ex.get("task_type"))
         metrics = score_reference(rubric, ex.get("production_output"), ref["reference"]) if rubric else {}
         references.append({**ref, "example_id": eid, "task_type": ex.get("task_type"),
                            "rubric": rubric.name if rubric else None,
