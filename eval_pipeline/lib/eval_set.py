@@ -24,7 +24,10 @@ from eval_pipeline.lib.sampling import SamplingConfig, Selected, draw_sample, pl
 
 __all__ = [
     "example_id",
+    "version_number",
     "next_version",
+    "base_version",
+    "reusable_version",
     "failure_signals",
     "conversation_up_to_turn",
     "VersionBuild",
@@ -46,10 +49,40 @@ def example_id(request_id: str) -> str:
     return "ex_" + hashlib.sha256(request_id.encode("utf-8")).hexdigest()[:12]
 
 
+def version_number(name: str | None) -> int:
+    """``v12`` -> 12 (0 for anything else), the order of versions."""
+    m = _VERSION.match(name or "")
+    return int(m.group(1)) if m else 0
+
+
 def next_version(existing: Sequence[str]) -> str:
     """``v1`` when there is none, else one more than the largest ``vN``."""
-    numbers = [int(m.group(1)) for m in (_VERSION.match(v) for v in existing) if m]
-    return f"v{max(numbers, default=0) + 1}"
+    return f"v{max((version_number(v) for v in existing), default=0) + 1}"
+
+
+def base_version(versions: Sequence[Mapping[str, Any]], changelog: Sequence[Mapping[str, Any]],
+                 month: date) -> tuple[list[str], str | None]:
+    """Every version name in order, and the latest version made for a month before ``month`` (the
+    one a refresh of ``month`` starts from). A version whose examples were all removed has rows
+    only in the changelog, so both tables are looked at."""
+    months = {(r["eval_set_version"], r["month"]) for r in list(versions) + list(changelog)}
+    names = sorted({v for v, _ in months}, key=version_number)
+    earlier = [v for v, m in months if m < month]
+    return names, max(earlier, key=version_number, default=None)
+
+
+def reusable_version(versions: Sequence[Mapping[str, Any]], month: date, build: "VersionBuild") -> str | None:
+    """The version to keep instead of writing ``build``: the one the build leaves ``unchanged``, or
+    the latest version already made for ``month`` when it holds exactly the build's examples (a
+    re-run of the month)."""
+    if build.unchanged:
+        return build.version
+    same_month = [r for r in versions if r["month"] == month]
+    latest = max({r["eval_set_version"] for r in same_month}, key=version_number, default=None)
+    if latest is None:
+        return None
+    existing = {r["example_id"] for r in same_month if r["eval_set_version"] == latest}
+    return latest if existing == {r["example_id"] for r in build.rows} else None
 
 
 def failure_signals(row: Mapping[str, Any]) -> list[str]:
@@ -180,12 +213,8 @@ def changelog_markdown(changelog: Sequence[Mapping[str, Any]], sizes: Mapping[st
     for row in changelog:
         by_version.setdefault(row["eval_set_version"], []).append(row)
 
-    def number(v: str) -> int:
-        m = _VERSION.match(v)
-        return int(m.group(1)) if m else 0
-
     out = []
-    for version in sorted(by_version, key=number, reverse=True):
+    for version in sorted(by_version, key=version_number, reverse=True):
         rows = by_version[version]
         month = rows[0]["month"]
         added = [r for r in rows if r["action"] == "added"]
@@ -259,14 +288,9 @@ def with_removed_in(rows: Sequence[Mapping[str, Any]], changelog: Sequence[Mappi
     """The rows of one version with ``removed_in`` filled from the changelog of later versions
     (the first version that removed the example), so an exported old version says what became of it."""
     version = rows[0]["eval_set_version"] if rows else None
-
-    def number(v: str) -> int:
-        m = _VERSION.match(v or "")
-        return int(m.group(1)) if m else 0
-
     removed: dict[str, str] = {}
-    for change in sorted(changelog, key=lambda c: number(c["eval_set_version"])):
-        if change["action"] == "removed" and number(change["eval_set_version"]) > number(version):
+    for change in sorted(changelog, key=lambda c: version_number(c["eval_set_version"])):
+        if change["action"] == "removed" and version_number(change["eval_set_version"]) > version_number(version):
             removed.setdefault(change["example_id"], change["eval_set_version"])
     return [{**row, "removed_in": removed.get(row["example_id"])} for row in rows]
 

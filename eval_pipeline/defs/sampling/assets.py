@@ -12,7 +12,8 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import PipelineSettings, SamplingSettings, read_table
 from eval_pipeline.lib.embeddings import from_storage
-from eval_pipeline.lib.eval_set import build_version, changelog_markdown, coverage_table, plot_coverage
+from eval_pipeline.lib.eval_set import (base_version, build_version, changelog_markdown, coverage_table, plot_coverage,
+                                        reusable_version)
 from eval_pipeline.lib.tables import EVAL_SET_CHANGELOG_SCHEMA, EVAL_SET_SCHEMA, frame, markdown_table
 
 VERSIONS = "sampling.eval_set_versions"
@@ -20,10 +21,6 @@ CHANGELOG = "sampling.eval_set_changelog"
 _RECORD_COLUMNS = ("request_id", "conversation_id", "turn_index", "timestamp", "messages", "retrieved_chunks",
                    "completion", "task_type", "user_segment", "thumbs", "abandoned", "clarification_requested",
                    "parse_error", "regenerated", "escalated")
-
-
-def _version_number(name: str) -> int:
-    return int(name[1:]) if name[1:].isdigit() else 0
 
 
 def _append(warehouse: DuckDBResource, table: str, df: pl.DataFrame) -> None:
@@ -59,10 +56,8 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
     config = sampling.config()
     versions = read_table(warehouse, VERSIONS, EVAL_SET_SCHEMA)
     changelog_all = read_table(warehouse, CHANGELOG, EVAL_SET_CHANGELOG_SCHEMA)
-    # every version and its month: a version whose examples were all removed has rows only in the changelog
-    index = pl.concat([versions.select("eval_set_version", "month"), changelog_all.select("eval_set_version", "month")]).unique()
-    names = sorted(set(index["eval_set_version"].to_list()), key=_version_number)
-    base = max(set(index.filter(pl.col("month") < month)["eval_set_version"].to_list()), key=_version_number, default=None)
+    names, base = base_version(versions.select("eval_set_version", "month").unique().to_dicts(),
+                               changelog_all.select("eval_set_version", "month").unique().to_dicts(), month)
     previous = versions.filter(pl.col("eval_set_version") == base).to_dicts() if base else []
 
     records = pl.DataFrame()
@@ -79,15 +74,7 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
                             "embedding (re-run log_embeddings and log_clusters for the month) and are not sampled")
 
     build = build_version(rows, vectors, month, config, previous=previous, drift=drift, existing_versions=names)
-    same_month = versions.filter(pl.col("month") == month)
-    latest_same = max(set(same_month["eval_set_version"].to_list()), key=_version_number, default=None)
-    reused = None
-    if latest_same is not None:
-        existing = same_month.filter(pl.col("eval_set_version") == latest_same)
-        if set(existing["example_id"].to_list()) == {r["example_id"] for r in build.rows}:
-            reused = latest_same
-    if build.unchanged:
-        reused = build.version
+    reused = reusable_version(versions.select("eval_set_version", "month", "example_id").to_dicts(), month, build)
     if reused:
         # the version current this month; its rows carry this month so the partition holds them
         df = (versions.filter(pl.col("eval_set_version") == reused).sort("example_id")
