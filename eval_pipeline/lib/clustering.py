@@ -158,6 +158,7 @@ class ClusterResult:
     reduced_dims: int
     scores: dict[int, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    identical: bool = False  # every input vector was the same: one cluster, nothing was fitted
 
     @property
     def n(self) -> int:
@@ -292,7 +293,7 @@ def cluster_embeddings(vectors: np.ndarray, config: ClusterConfig | None = None)
         centroid = {0: x[0].astype(np.float32)}
         return ClusterResult(np.zeros(n, dtype=np.int64), centroid, {0: n}, np.zeros((n, 2), np.float32),
                              config.method, None, None, None, f"all {n} records identical: one cluster",
-                             n, 0, "none", 0)
+                             n, 0, "none", 0, identical=True)
 
     rng = np.random.default_rng(config.seed)
     if n > config.max_fit_sample:
@@ -933,7 +934,7 @@ def cluster_month(
     elif result.n_clusters == 0:
         messages.append(f"{n} records are too few to form a cluster ({result.criterion}): "
                         "they form one stratum, 'unclustered'")
-    elif "identical" in result.criterion:
+    elif result.identical:
         messages.append(result.criterion)
     if not previous and n:
         messages.append("no clusters in the previous month: every cluster is new")

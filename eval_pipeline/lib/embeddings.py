@@ -479,6 +479,7 @@ class _StaticTable:
 
     def __init__(self, vectors: np.ndarray, empty: np.ndarray, tokenizer, source: str):
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.nonzero = np.any(self.vectors != 0, axis=1)  # tokens that count in a mean (not special/unused)
         self.empty = _normalize(empty.reshape(1, -1).astype(np.float32))[0]
         self.tokenizer = tokenizer
         self.source = source
@@ -513,7 +514,6 @@ class _StaticTable:
 
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         vocab = self.vectors.shape[0]
-        nonzero = np.any(self.vectors != 0, axis=1)
         for start in range(0, len(texts), _STATIC_CHUNK):
             chunk = [t[:_STATIC_MAX_CHARS] for t in texts[start:start + _STATIC_CHUNK]]
             encodings = self.tokenizer.encode_batch(chunk, add_special_tokens=False)
@@ -521,7 +521,7 @@ class _StaticTable:
             lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
             flat = np.concatenate(ids) if len(ids) else np.zeros(0, dtype=np.int64)
             flat = np.clip(flat, 0, vocab - 1)
-            keep = nonzero[flat].astype(np.float32)
+            keep = self.nonzero[flat].astype(np.float32)
             indptr = np.concatenate([[0], np.cumsum(lengths)])
             counts = sparse.csr_matrix((keep, flat, indptr), shape=(len(chunk), vocab))
             summed = np.asarray(counts @ self.vectors, dtype=np.float32)
