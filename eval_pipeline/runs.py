@@ -115,29 +115,29 @@ def table_counts(home: DataHome) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _query(path: Path, *sql: str) -> list[list[tuple]] | None:
+    """The rows of each statement on a DuckDB file opened read-only; None when the file or a table
+    does not exist yet (nothing has been materialized there)."""
+    if not path.exists():
+        return None
+    with duckdb.connect(str(path), read_only=True) as con:
+        try:
+            return [con.execute(statement).fetchall() for statement in sql]
+        except duckdb.CatalogException:
+            return None
+
+
 def quarantine_reasons(home: DataHome) -> dict[str, int]:
     """Quarantined records per reason over all days (from the restricted zone; reasons hold no raw text)."""
-    if not home.raw_warehouse.exists():
-        return {}
-    with duckdb.connect(str(home.raw_warehouse), read_only=True) as con:
-        try:
-            rows = con.execute("select reason, count(*) from ingest.quarantined_logs group by 1 order by 2 desc").fetchall()
-        except duckdb.CatalogException:
-            return {}
-    return dict(rows)
+    result = _query(home.raw_warehouse, "select reason, count(*) from ingest.quarantined_logs group by 1 order by 2 desc")
+    return dict(result[0]) if result else {}
 
 
 def pii_placeholders(home: DataHome) -> dict[str, int]:
     """Placeholders put in by redaction over all days, per entity type."""
-    if not home.warehouse.exists():
-        return {}
+    result = _query(home.warehouse, "select pii_counts from privacy.redacted_logs where pii_counts <> '{}'")
     totals: dict[str, int] = {}
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
-        try:
-            rows = con.execute("select pii_counts from privacy.redacted_logs where pii_counts <> '{}'").fetchall()
-        except duckdb.CatalogException:
-            return {}
-    for (counts,) in rows:
+    for (counts,) in (result[0] if result else []):
         for kind, n in json.loads(counts).items():
             totals[kind] = totals.get(kind, 0) + n
     return dict(sorted(totals.items()))
@@ -145,17 +145,14 @@ def pii_placeholders(home: DataHome) -> dict[str, int]:
 
 def cluster_summary(home: DataHome) -> list[dict[str, object]]:
     """Per clustered month: clusters, records in the unclustered stratum, drift statuses."""
-    if not home.warehouse.exists():
+    result = _query(home.warehouse, """
+        select month, count(*) filter (where cluster_id <> 'unclustered'),
+               coalesce(sum(size) filter (where cluster_id = 'unclustered'), 0), sum(size)
+        from clustering.cluster_table group by 1 order by 1""",
+                    "select month, status, count(*) from clustering.cluster_drift group by 1, 2")
+    if not result:
         return []
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
-        try:
-            months = con.execute("""
-                select month, count(*) filter (where cluster_id <> 'unclustered'),
-                       coalesce(sum(size) filter (where cluster_id = 'unclustered'), 0), sum(size)
-                from clustering.cluster_table group by 1 order by 1""").fetchall()
-            drift = con.execute("select month, status, count(*) from clustering.cluster_drift group by 1, 2").fetchall()
-        except duckdb.CatalogException:
-            return []
+    months, drift = result
     statuses: dict[object, dict[str, int]] = {}
     for month, status, count in drift:
         statuses.setdefault(month, {})[status] = count
@@ -165,23 +162,18 @@ def cluster_summary(home: DataHome) -> list[dict[str, object]]:
 
 def eval_set_versions(home: DataHome) -> list[dict[str, object]]:
     """Every eval-set version: name, month, examples, added and removed in it."""
-    if not home.warehouse.exists():
-        return []
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
-        try:
-            rows = con.execute("""
-                with index as (select distinct eval_set_version, month from sampling.eval_set_changelog
-                               union select distinct eval_set_version, month from sampling.eval_set_versions)
-                select i.eval_set_version, i.month,
-                       (select count(*) from sampling.eval_set_versions v where v.eval_set_version = i.eval_set_version),
-                       (select count(*) from sampling.eval_set_changelog c
-                        where c.eval_set_version = i.eval_set_version and c.action = 'added'),
-                       (select count(*) from sampling.eval_set_changelog c
-                        where c.eval_set_version = i.eval_set_version and c.action = 'removed')
-                from index i order by cast(substr(i.eval_set_version, 2) as integer)""").fetchall()
-        except duckdb.CatalogException:
-            return []
-    return [{"version": v, "month": f"{m:%Y-%m}", "examples": n, "added": a, "removed": r} for v, m, n, a, r in rows]
+    result = _query(home.warehouse, """
+        with index as (select distinct eval_set_version, month from sampling.eval_set_changelog
+                       union select distinct eval_set_version, month from sampling.eval_set_versions)
+        select i.eval_set_version, i.month,
+               (select count(*) from sampling.eval_set_versions v where v.eval_set_version = i.eval_set_version),
+               (select count(*) from sampling.eval_set_changelog c
+                where c.eval_set_version = i.eval_set_version and c.action = 'added'),
+               (select count(*) from sampling.eval_set_changelog c
+                where c.eval_set_version = i.eval_set_version and c.action = 'removed')
+        from index i order by cast(substr(i.eval_set_version, 2) as integer)""")
+    return [{"version": v, "month": f"{m:%Y-%m}", "examples": n, "added": a, "removed": r}
+            for v, m, n, a, r in (result[0] if result else [])]
 
 
 def load_eval_set(home: DataHome, version: str = "latest") -> tuple[str, list[dict[str, object]]]:
@@ -242,13 +234,7 @@ def run_labeling(home: DataHome) -> bool:
 
 def agreement_summary(home: DataHome) -> list[dict[str, object]]:
     """Rows of ``labeling.label_agreement``: criterion, method, value, flags."""
-    if not home.warehouse.exists():
-        return []
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
-        try:
-            rows = con.execute('select "group", criterion, method, value, n_items, n_annotators, flags '
-                               "from labeling.label_agreement order by 1, 2").fetchall()
-        except duckdb.CatalogException:
-            return []
+    result = _query(home.warehouse, 'select "group", criterion, method, value, n_items, n_annotators, flags '
+                                    "from labeling.label_agreement order by 1, 2")
     return [{"criterion": f"{g}.{c}", "method": m, "value": v, "items": n, "annotators": a, "flags": f}
-            for g, c, m, v, n, a, f in rows]
+            for g, c, m, v, n, a, f in (result[0] if result else [])]
