@@ -74,6 +74,16 @@ class DataHome:
         return self.root / "reports"
 
     @property
+    def registry(self) -> Path:
+        """Registered model versions, one JSON line each, appended by ``eval-pipeline register-model``."""
+        return self.root / "registry" / "models.jsonl"
+
+    @property
+    def recordings(self) -> Path:
+        """Recorded model outputs (replayed by the ``recorded`` provider), e.g. the demo's."""
+        return self.root / "registry" / "recordings"
+
+    @property
     def demo_truth(self) -> Path:
         return self.root / "demo_truth"
 
