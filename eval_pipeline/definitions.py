@@ -10,6 +10,7 @@ import dagster as dg
 
 from eval_pipeline.defs.clustering import assets as clustering_assets
 from eval_pipeline.defs.embeddings import assets as embedding_assets
+from eval_pipeline.defs.evaluation import assets as evaluation_assets
 from eval_pipeline.defs.ingest import assets as ingest_assets
 from eval_pipeline.defs.ingest import checks as ingest_checks
 from eval_pipeline.defs.ingest import sensors as ingest_sensors
@@ -18,6 +19,8 @@ from eval_pipeline.defs.labeling import sensors as labeling_sensors
 from eval_pipeline.defs.privacy import assets as privacy_assets
 from eval_pipeline.defs.privacy import checks as privacy_checks
 from eval_pipeline.defs.privacy import schedules as privacy_schedules
+from eval_pipeline.defs.registry import assets as registry_assets
+from eval_pipeline.defs.registry import sensors as registry_sensors
 from eval_pipeline.defs.sampling import assets as sampling_assets
 from eval_pipeline.defs.sampling import schedules as sampling_schedules
 from eval_pipeline.defs.resources import build_resources
@@ -26,19 +29,21 @@ from eval_pipeline.lib.paths import DataHome
 __all__ = ["build_definitions", "defs"]
 
 
-def build_definitions(home: DataHome | None = None) -> dg.Definitions:
-    """All assets, checks, jobs, schedules and sensors, with resources bound to a data home."""
+def build_definitions(home: DataHome | None = None, resources: dict[str, object] | None = None) -> dg.Definitions:
+    """All assets, checks, jobs, schedules and sensors, with resources bound to a data home
+    (``resources`` replaces some of them, e.g. an ``evaluation`` resource with another thresholds file)."""
     home = (home or DataHome.resolve()).ensure()
     return dg.Definitions(
         assets=dg.load_assets_from_modules([ingest_assets, privacy_assets, embedding_assets, clustering_assets,
-                                                 sampling_assets, labeling_assets]),
+                                            sampling_assets, labeling_assets, registry_assets, evaluation_assets]),
         asset_checks=dg.load_asset_checks_from_modules([ingest_checks, privacy_checks]),
         jobs=[ingest_sensors.landing_manifest_job, ingest_sensors.ingest_job, privacy_schedules.raw_retention_job,
-              sampling_schedules.monthly_refresh_job, labeling_assets.labeling_job],
+              sampling_schedules.monthly_refresh_job, labeling_assets.labeling_job,
+              evaluation_assets.evaluation_job],
         schedules=[privacy_schedules.raw_retention_schedule, sampling_schedules.month_end_ingest_schedule,
                    sampling_schedules.monthly_refresh_schedule],
-        sensors=[ingest_sensors.landing_sensor, labeling_sensors.labels_sensor],
-        resources=build_resources(home),
+        sensors=[ingest_sensors.landing_sensor, labeling_sensors.labels_sensor, registry_sensors.model_registry_sensor],
+        resources={**build_resources(home), **(resources or {})},
         # One DuckDB file takes one writer process at a time: steps run in the run's process.
         executor=dg.in_process_executor,
     )

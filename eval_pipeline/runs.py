@@ -8,7 +8,7 @@ import os
 import shutil
 from calendar import monthrange
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +18,8 @@ from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.partitions import daily_partitions, monthly_partitions
 from eval_pipeline.lib.paths import DataHome
 
-__all__ = ["MonthRefresh", "instance_for", "month_days", "refresh_month", "table_counts"]
+__all__ = ["MonthRefresh", "Evaluation", "instance_for", "month_days", "refresh_month", "table_counts", "evaluate_model",
+           "register_demo_models"]
 
 _INSTANCE_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 _FALLBACK_YAML = "telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_runs: 1\n"
@@ -238,3 +239,144 @@ def agreement_summary(home: DataHome) -> list[dict[str, object]]:
                                     "from labeling.label_agreement order by 1, 2")
     return [{"criterion": f"{g}.{c}", "method": m, "value": v, "items": n, "annotators": a, "flags": f}
             for g, c, m, v, n, a, f in (result[0] if result else [])]
+
+
+# --------------------------------------------------------------------------------------------
+# evaluating model versions
+# --------------------------------------------------------------------------------------------
+
+EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 2}
+
+
+@dataclass
+class Evaluation:
+    """What ``evaluate_model`` did: the scorecard (None when the run failed) and where it is."""
+
+    model: str
+    baseline: str | None
+    tier: str
+    scorecard: dict | None = None
+    report: Path | None = None
+    run_ids: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 pass, 1 fail, 2 inconclusive or error: what a CI job gates a deployment on."""
+        if self.error or self.scorecard is None:
+            return 2
+        return EXIT_CODES[self.scorecard["verdict"]]
+
+
+def current_eval_set_version(home: DataHome) -> str | None:
+    """The eval-set version of the latest month (what a model version is evaluated on)."""
+    result = _query(home.warehouse, "select eval_set_version from sampling.eval_set order by month_start desc limit 1")
+    return result[0][0][0] if result and result[0] else None
+
+
+def scored_on(home: DataHome, key: str) -> tuple[str, str] | None:
+    """(eval-set version, tier) of a model version's stored scores; None when it has none."""
+    result = _query(home.warehouse, "select eval_set_version, tier from evaluation.candidate_scores "
+                                    f"where model_version = '{key.replace(chr(39), chr(39) * 2)}' limit 1")
+    return tuple(result[0][0]) if result and result[0] else None
+
+
+def _run_failure(run: dg.ExecuteInProcessResult) -> str:
+    for event in run.all_events:
+        if event.event_type_value == "STEP_FAILURE" and event.step_failure_data:
+            err = event.step_failure_data.error
+            message = err.message.strip() if err else "step failed"
+            if err and err.cause:
+                message = err.cause.message.strip()
+            return f"{event.step_key}: {message}"
+    return "the run failed"
+
+
+def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier: str = "deep",
+                   thresholds: str | None = None, log=print) -> Evaluation:
+    """Run ``evaluation_job`` in-process for ``model`` (``name:version``), after the baseline's when
+    the baseline has no scores on the current eval set and tier yet. ``baseline`` defaults to the
+    registry's latest baseline of the same name; ``thresholds`` to the packaged gates file."""
+    from eval_pipeline.defs.evaluation.assets import scorecard_paths
+    from eval_pipeline.defs.registry.sensors import evaluation_run_config
+    from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
+    from eval_pipeline.lib.registry import ModelRegistry, RegistryError, parse_model_ref
+
+    outcome = Evaluation(model=model, baseline=baseline, tier=tier)
+    try:
+        name, _ = parse_model_ref(model)
+        registry = ModelRegistry(home.registry)
+        registry.get(model)
+        if baseline:
+            parse_model_ref(baseline)
+            registry.get(baseline)
+        else:
+            found = registry.baseline_for(name)
+            baseline = found.key if found and found.key != model else None
+        if thresholds:
+            from eval_pipeline.lib.gates import load_thresholds
+
+            load_thresholds(thresholds)  # a bad file is an error before anything runs
+    except (KeyError, ValueError, RegistryError) as err:
+        outcome.error = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        return outcome
+    outcome.baseline = None if baseline == model else baseline
+    if current_eval_set_version(home) is None:
+        outcome.error = f"no eval set in {home.warehouse}: run `eval-pipeline refresh` for a month first"
+        return outcome
+    defs = build_definitions(home, {"evaluation": EvaluationSettings(thresholds=thresholds or "")})
+    instance = instance_for(home)
+    keys = [k for k in (outcome.baseline, model) if k]
+    known = set(instance.get_dynamic_partitions("model_versions"))
+    if missing := [k for k in keys if k not in known]:
+        instance.add_dynamic_partitions("model_versions", missing)
+    job = defs.resolve_job_def("evaluation_job")
+    if outcome.baseline:
+        stored = scored_on(home, outcome.baseline)
+        current = current_eval_set_version(home)
+        if not (stored and stored[0] == current and stored[1] in (tier, "deep")):
+            log(f"evaluating the baseline {outcome.baseline} first ({tier} tier of eval set {current})")
+            run = job.execute_in_process(
+                partition_key=outcome.baseline, instance=instance, raise_on_error=False,
+                run_config={**_QUIET, **evaluation_run_config(tier)},
+                asset_selection=[dg.AssetKey(k) for k in ("model_registry", "candidate_outputs", "candidate_scores")])
+            outcome.run_ids.append(run.run_id)
+            if not run.success:
+                outcome.error = f"evaluating the baseline {outcome.baseline} failed: {_run_failure(run)}"
+                return outcome
+    run = job.execute_in_process(partition_key=model, instance=instance, raise_on_error=False,
+                                 run_config={**_QUIET, **evaluation_run_config(tier, outcome.baseline or "")})
+    outcome.run_ids.append(run.run_id)
+    if not run.success:
+        outcome.error = f"evaluating {model} failed: {_run_failure(run)}"
+        return outcome
+    html_path, json_path = scorecard_paths(PipelineSettings(home=str(home.root)), model, tier)
+    outcome.scorecard = json.loads(json_path.read_text(encoding="utf-8"))
+    outcome.report = html_path
+    return outcome
+
+
+def register_demo_models(home: DataHome) -> list[str]:
+    """Record the demo's two model versions on every eval-set version's examples and register them
+    (the baseline first); a version already registered is left as it is. Returns their keys."""
+    from eval_pipeline.lib.agreement import load_demo_truth
+    from eval_pipeline.lib.demo_models import BASELINE_VERSION, CANDIDATE_VERSION, DEMO_MODEL, write_demo_recordings
+    from eval_pipeline.lib.registry import ModelRegistry, ModelVersion
+
+    current = current_eval_set_version(home)
+    if current is None:
+        raise ValueError(f"no eval set in {home.warehouse}: the demo's models are recorded on its examples")
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        examples = con.execute("select eval_set_version, example_id, request_id, task_type, messages, production_output "
+                               "from sampling.eval_set_versions").pl().to_dicts()
+    paths = write_demo_recordings(examples, load_demo_truth(home.demo_truth), home.recordings, current)
+    registry = ModelRegistry(home.registry)
+    keys = []
+    for version, role, text in ((BASELINE_VERSION, "baseline", "in production since June (answers recorded)"),
+                                (CANDIDATE_VERSION, "candidate", "the September release candidate (answers recorded)")):
+        mv = ModelVersion(name=DEMO_MODEL, version=version, provider="recorded", recorded_path=str(paths[version]),
+                          role=role, registered_at=datetime.now(timezone.utc), description=text)
+        if mv.key not in registry.keys():
+            registry.register(mv)
+        keys.append(mv.key)
+    return keys

@@ -8,3 +8,6 @@ PARTITIONS_START = "2025-01-01"
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START)
 monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=PARTITIONS_START)
+# One partition per registered model version ("name:version"), added by the registry sensor
+# (or by `eval-pipeline evaluate`) when the version is registered.
+model_versions = dg.DynamicPartitionsDefinition(name="model_versions")

@@ -164,6 +164,29 @@ class JudgeSettings(dg.ConfigurableResource):
         return Judge(provider, JudgeCache(cache_dir))
 
 
+class EvaluationSettings(dg.ConfigurableResource):
+    """How model versions are run and gated.
+
+    ``max_workers`` requests in flight per version, each with ``timeout`` seconds and
+    ``max_retries`` retries (backoff doubling from ``backoff`` seconds); ``thresholds`` is the
+    gates file (empty: the packaged ``eval_pipeline/thresholds.yaml``); ``continuous_size`` the
+    continuous tier's size (100-200); ``sensor_tier`` the tier the registry sensor runs.
+    """
+
+    max_workers: int = 4
+    timeout: float = 60.0
+    max_retries: int = 3
+    backoff: float = 1.0
+    thresholds: str = ""
+    continuous_size: int = 150
+    sensor_tier: str = "deep"
+
+    def load_thresholds(self):
+        from eval_pipeline.lib.gates import load_thresholds
+
+        return load_thresholds(self.thresholds or None)
+
+
 JUDGE_ENV = ("EVAL_PIPELINE_JUDGE_BASE_URL", "EVAL_PIPELINE_JUDGE_MODEL", "EVAL_PIPELINE_JUDGE_API_KEY")
 
 
@@ -222,6 +245,7 @@ def build_resources(home: DataHome) -> dict[str, object]:
         "sampling": SamplingSettings(),
         "labeling": LabelingSettings(),
         "judge": _judge_settings(),
+        "evaluation": EvaluationSettings(),
     }
 
 

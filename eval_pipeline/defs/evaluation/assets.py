@@ -1,0 +1,254 @@
+"""Evaluation, one dynamic partition per registered model version (``name:version``).
+
+``candidate_outputs`` runs the version on the current eval set (the tier chosen in the run's
+config), ``candidate_scores`` scores each output by the scorers that fit its task type, and
+``scorecard`` compares it with the baseline and applies the gates of the thresholds file. The
+logic is in ``lib/providers.py``, ``lib/evaluation.py``, ``lib/gates.py`` and ``lib/report.py``.
+"""
+
+
+import json
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import dagster as dg
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from eval_pipeline.defs.partitions import model_versions
+from eval_pipeline.defs.registry.assets import version_from_row
+from eval_pipeline.defs.resources import EvaluationSettings, JudgeSettings, LabelingSettings, PipelineSettings, read_table
+from eval_pipeline.lib.evaluation import score_output, select_tier
+from eval_pipeline.lib.gates import build_scorecard
+from eval_pipeline.lib.providers import generate_outputs, provider_for
+from eval_pipeline.lib.report import write_scorecard_report
+from eval_pipeline.lib.annotation import rubric_for
+from eval_pipeline.lib.tables import markdown_table
+
+KINDS = {"polars", "duckdb"}
+_META = {"schema": "evaluation", "partition_expr": "model_version"}
+_ALL_MONTHS = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
+
+CANDIDATE_OUTPUTS = pl.Schema({
+    "model_version": pl.String, "eval_set_version": pl.String, "tier": pl.String, "example_id": pl.String,
+    "task_type": pl.String, "slice": pl.String, "tier_weight": pl.Float64, "status": pl.String,
+    "output": pl.String, "error": pl.String, "attempts": pl.Int64, "latency_ms": pl.Float64,
+    "provider": pl.String, "generated_at": pl.Datetime("us", "UTC")})
+CANDIDATE_SCORES = pl.Schema({
+    "model_version": pl.String, "eval_set_version": pl.String, "tier": pl.String, "example_id": pl.String,
+    "task_type": pl.String, "slice": pl.String, "tier_weight": pl.Float64, "status": pl.String,
+    "passed": pl.Boolean, "scorers": pl.List(pl.String), "scores": pl.String, "justifications": pl.String,
+    "reason": pl.String, "reference": pl.String, "output": pl.String})
+SCORECARD = pl.Schema({
+    "model_version": pl.String, "baseline": pl.String, "eval_set_version": pl.String, "tier": pl.String,
+    "verdict": pl.String, "slice": pl.String, "critical": pl.Boolean, "examples": pl.Int64, "scored": pl.Int64,
+    "passed": pl.Int64, "not_scored": pl.Int64, "errors": pl.Int64, "rate": pl.Float64, "low": pl.Float64,
+    "high": pl.Float64, "baseline_rate": pl.Float64, "difference": pl.Float64, "difference_low": pl.Float64,
+    "difference_high": pl.Float64, "p_value": pl.Float64, "floor": pl.Float64, "max_drop": pl.Float64,
+    "status": pl.String, "detail": pl.String, "mde": pl.Float64, "needed_examples": pl.Int64,
+    "report_path": pl.String, "created_at": pl.Datetime("us", "UTC")})
+
+
+def current_eval_set(eval_set: pl.DataFrame) -> pl.DataFrame:
+    """The latest month's eval-set version out of every month's (what a version is evaluated on)."""
+    if eval_set.height == 0:
+        return eval_set
+    return eval_set.filter(pl.col("month_start") == eval_set["month_start"].max()).sort("example_id")
+
+
+def _registered(model_registry: pl.DataFrame, key: str):
+    rows = model_registry.filter(pl.col("key") == key).to_dicts()
+    if not rows:
+        raise dg.Failure(f"model version {key!r} is not in the registry; register it with "
+                         f"`eval-pipeline register-model --name ... --version ...` first")
+    return version_from_row(rows[0])
+
+
+class OutputsConfig(dg.Config):
+    """Which tier of the eval set to run: ``continuous`` (a fixed 100-200 example subset) or ``deep`` (all)."""
+
+    tier: Literal["continuous", "deep"] = "deep"
+
+
+@dg.asset(group_name="evaluation", kinds=KINDS | {"openai"}, partitions_def=model_versions, metadata=_META,
+          ins={"eval_set": _ALL_MONTHS})
+def candidate_outputs(context: dg.AssetExecutionContext, config: OutputsConfig, settings: PipelineSettings,
+                      evaluation: EvaluationSettings, model_registry: pl.DataFrame,
+                      eval_set: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """The model version's output on every example of the run's tier of the current eval set
+    (the redacted conversation up to the turn, system prompt and context included), through its
+    provider: an OpenAI-compatible endpoint (concurrency limit, timeouts, retries with backoff)
+    or a file of recorded outputs. A failure is a row with its error, never a dropped example."""
+    key = context.partition_key
+    version = _registered(model_registry, key)
+    current = current_eval_set(eval_set)
+    if current.height == 0:
+        raise dg.Failure("there is no eval set yet: run the monthly refresh (`eval-pipeline refresh`) first")
+    examples = select_tier(current.to_dicts(), config.tier, size=evaluation.continuous_size)
+    provider = provider_for(version, timeout=evaluation.timeout, max_retries=evaluation.max_retries,
+                            backoff=evaluation.backoff)
+    try:
+        results = generate_outputs(provider, examples, max_workers=evaluation.max_workers)
+    finally:
+        getattr(provider, "close", lambda: None)()
+    now = datetime.now(timezone.utc)
+    rows = [{"model_version": key, "eval_set_version": ex["eval_set_version"], "tier": config.tier,
+             "example_id": ex["example_id"], "task_type": ex["task_type"], "slice": ex["slice"],
+             "tier_weight": ex["tier_weight"], "status": r.status, "output": r.output, "error": r.error,
+             "attempts": r.attempts, "latency_ms": r.latency_ms, "provider": provider.model_id, "generated_at": now}
+            for ex, r in zip(examples, results)]
+    df = pl.DataFrame(rows, schema=CANDIDATE_OUTPUTS)
+    errors = df.filter(pl.col("status") == "error")
+    latency = df["latency_ms"].drop_nulls()
+    return dg.Output(df, metadata={
+        "dagster/row_count": df.height,
+        "model_version": key, "tier": config.tier, "provider": provider.model_id,
+        "eval_set_version": str(current["eval_set_version"][0]),
+        "examples_in_set": current.height,
+        "errors": errors.height,
+        "latency_ms_p50": float(latency.median()) if latency.len() else 0.0,
+        "error_examples": dg.MetadataValue.md(markdown_table(errors.select("example_id", "attempts", "error").head(20),
+                                                             max_cell=120)),
+    })
+
+
+@dg.asset(group_name="evaluation", kinds=KINDS, partitions_def=model_versions, metadata=_META,
+          ins={"eval_set": _ALL_MONTHS})
+def candidate_scores(context: dg.AssetExecutionContext, settings: PipelineSettings, labeling: LabelingSettings,
+                     judge: JudgeSettings, candidate_outputs: pl.DataFrame, eval_set: pl.DataFrame,
+                     gold_references: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """Each output scored by the scorers that fit its task type with the rubric's pass rule:
+    exact match (plus token F1 and ROUGE-L, reported) against the adjudicated reference where the
+    task has one correct answer, and the LLM judge's rubric scores when a judge endpoint is
+    configured. An example no scorer applies to is ``not_scored`` (never a pass or a fail); a
+    provider failure stays an ``error``."""
+    rubrics = labeling.rubrics()
+    examples = {r["example_id"]: r for r in current_eval_set(eval_set).to_dicts()}
+    references = {r["example_id"]: r["reference"] for r in gold_references.to_dicts() if r.get("reference")}
+    outputs = candidate_outputs.to_dicts()
+
+    def rubric_of(task_type):
+        return rubric_for(rubrics, task_type)
+
+    judged: dict[str, Any] = {}
+    if judge.configured:
+        runner = judge.judge(settings.data_home.cache / "judge")
+        todo = [o for o in outputs if o["status"] == "ok" and rubric_of(o["task_type"]) and o["example_id"] in examples]
+        items = [(rubric_of(o["task_type"]), examples[o["example_id"]]["messages"],
+                  examples[o["example_id"]]["context_chunks"], o["output"] or "") for o in todo]
+        judged = dict(zip((o["example_id"] for o in todo), runner.judge_many(items, max_workers=judge.max_workers)))
+    rows = []
+    for o in outputs:
+        eid = o["example_id"]
+        reference = references.get(eid) or (examples.get(eid) or {}).get("reference")
+        score = score_output(o["task_type"], rubric_of(o["task_type"]), o["output"],
+                             o["error"] if o["status"] == "error" else None, reference,
+                             judged.get(eid), judge_configured=judge.configured)
+        rows.append({**{k: o[k] for k in ("model_version", "eval_set_version", "tier", "example_id", "task_type",
+                                          "slice", "tier_weight", "output")},
+                     "status": score.status, "passed": score.passed, "scorers": score.scorers,
+                     "scores": json.dumps(score.scores, sort_keys=True),
+                     "justifications": json.dumps(score.justifications, sort_keys=True),
+                     "reason": score.reason, "reference": reference})
+    df = pl.DataFrame(rows, schema=CANDIDATE_SCORES)
+    by_task = (df.group_by("task_type", "status").len().pivot(on="status", index="task_type", values="len")
+               .fill_null(0).sort("task_type")) if df.height else df
+    reasons = Counter(r["reason"] for r in rows if r["status"] == "not_scored")
+    return dg.Output(df, metadata={
+        "dagster/row_count": df.height,
+        "by_status": dg.MetadataValue.json(dict(Counter(r["status"] for r in rows))),
+        "by_task_type": dg.MetadataValue.md(markdown_table(by_task)),
+        "not_scored_because": dg.MetadataValue.json(dict(reasons)),
+        "judge": "configured" if judge.configured else "not configured (open-ended task types are not scored)",
+    })
+
+
+class ScorecardConfig(dg.Config):
+    """``baseline``: ``name:version`` to compare with; empty means the registry's latest baseline of
+    the same model name (none when the version is that baseline)."""
+
+    baseline: str = ""
+
+
+def _baseline_key(config: ScorecardConfig, model_registry: pl.DataFrame, key: str) -> str | None:
+    if config.baseline:
+        _registered(model_registry, config.baseline)
+        return None if config.baseline == key else config.baseline
+    name = key.split(":", 1)[0]
+    baselines = model_registry.filter((pl.col("name") == name) & (pl.col("role") == "baseline")).sort("registered_at")
+    if baselines.height == 0:
+        return None
+    latest = baselines["key"][-1]
+    return None if latest == key else latest
+
+
+def scorecard_paths(settings: PipelineSettings, key: str, tier: str):
+    name, version = key.split(":", 1)
+    folder = settings.data_home.reports / "scorecards" / name
+    return folder / f"{version}.{tier}.html", folder / f"{version}.{tier}.json"
+
+
+@dg.asset(group_name="evaluation", kinds=KINDS | {"html"}, partitions_def=model_versions, metadata=_META)
+def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settings: PipelineSettings,
+              evaluation: EvaluationSettings, warehouse: DuckDBResource, model_registry: pl.DataFrame,
+              candidate_scores: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """The verdict on the model version: overall and per-slice pass rates with Wilson intervals,
+    the traffic-weighted pass rate, the paired comparison with the baseline on the same examples
+    (difference with its interval, McNemar p), the gates of the thresholds file (floors, maximum
+    drops, critical slices) and the worst slice; pass, fail or inconclusive, with the reasons, the
+    minimum detectable effect and the examples needed where the set is too small to tell. Written
+    as a self-contained HTML report (chart of slice pass rates with intervals for both versions)."""
+    key = context.partition_key
+    thresholds = evaluation.load_thresholds()
+    baseline = _baseline_key(config, model_registry, key)
+    base_rows = None
+    if baseline:
+        stored = read_table(warehouse, "evaluation.candidate_scores", CANDIDATE_SCORES)
+        base_rows = stored.filter(pl.col("model_version") == baseline).select("example_id", "status").to_dicts()
+        if not base_rows:
+            context.log.warning(f"baseline {baseline} has no scores yet: evaluate it first; only floors are checked")
+    rows = candidate_scores.select("example_id", "slice", "status", pl.col("tier_weight").alias("weight")).to_dicts()
+    tier = candidate_scores["tier"][0] if candidate_scores.height else "deep"
+    version = candidate_scores["eval_set_version"][0] if candidate_scores.height else None
+    now = datetime.now(timezone.utc)
+    card = build_scorecard(rows, base_rows, thresholds, model=key, baseline_model=baseline, eval_set_version=version,
+                           tier=tier, created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    if baseline and not base_rows:
+        card["reasons"].append(f"baseline {baseline} has no scores: evaluate it first; no paired comparison was made")
+    html_path, json_path = scorecard_paths(settings, key, tier)
+    write_scorecard_report(card, html_path)
+    json_path.write_text(json.dumps(card, indent=1), encoding="utf-8")
+    table = [{**{k: s[k] for k in ("slice", "critical", "examples", "scored", "passed", "not_scored", "errors",
+                                    "rate", "low", "high", "floor", "max_drop", "status", "detail", "mde",
+                                    "needed_examples")},
+              "model_version": key, "baseline": baseline, "eval_set_version": version, "tier": tier,
+              "verdict": card["verdict"], "baseline_rate": (s["baseline"] or {}).get("rate"),
+              "difference": (s["paired"] or {}).get("difference"), "difference_low": (s["paired"] or {}).get("low"),
+              "difference_high": (s["paired"] or {}).get("high"), "p_value": (s["paired"] or {}).get("p_value"),
+              "report_path": str(html_path), "created_at": now}
+             for s in [card["overall"], *card["slices"]]]
+    df = pl.DataFrame(table, schema=SCORECARD)
+    view = df.select("slice", "critical", "scored", "rate", "low", "high", "baseline_rate", "difference", "p_value",
+                     "status").with_columns(pl.col(pl.Float64).round(3))
+    weighted = card["weighted"] or {}
+    return dg.Output(df, metadata={
+        "dagster/row_count": df.height,
+        "verdict": card["verdict"],
+        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in card["reasons"])),
+        "baseline": baseline or "none",
+        "tier": tier,
+        "worst_slice": card["worst_slice"] or "none",
+        "pass_rate": card["overall"]["rate"] if card["overall"]["rate"] is not None else float("nan"),
+        "weighted_pass_rate": weighted.get("estimate", float("nan")),
+        "minimum_detectable_effect": card["overall"]["mde"] if card["overall"]["mde"] is not None else float("nan"),
+        "counts": dg.MetadataValue.json(card["counts"]),
+        "slices": dg.MetadataValue.md(markdown_table(view, max_cell=40)),
+        "report": dg.MetadataValue.path(str(html_path)),
+    })
+
+
+evaluation_job = dg.define_asset_job(
+    "evaluation_job", partitions_def=model_versions,
+    selection=dg.AssetSelection.assets("model_registry", "candidate_outputs", "candidate_scores", "scorecard"),
+)

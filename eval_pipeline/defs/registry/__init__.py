@@ -1,0 +1,1 @@
+"""Registry: registered model versions and the sensor that evaluates each new one."""
