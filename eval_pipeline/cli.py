@@ -85,9 +85,10 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from eval_pipeline.lib.demo_logs import generate_logs
-    from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, month_days,
-                                    pii_placeholders, quarantine_reasons, refresh_month, run_labeling,
-                                    simulate_demo_annotations, table_counts)
+    from eval_pipeline.lib.gates import scorecard_text
+    from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, evaluate_model, month_days,
+                                    pii_placeholders, quarantine_reasons, refresh_month, register_demo_models,
+                                    run_labeling, simulate_demo_annotations, table_counts)
 
     home = _home(args)
     start = date.fromisoformat(args.start)
@@ -115,6 +116,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ok &= labelled
         print(f"labels: three simulated annotators' Label Studio export -> {export.name}; "
               f"labeling {'ok' if labelled else 'FAILED'}")
+    evaluations = []
+    if ok:
+        for key in register_demo_models(home):
+            outcome = evaluate_model(home, key, tier="deep")
+            evaluations.append(outcome)
+            ok &= outcome.error is None
+            print(f"evaluated {key}: {outcome.error or outcome.scorecard['verdict']}")
     print("\nrows per table:")
     for table, count in table_counts(home).items():
         print(f"  {table:<32} {count:>8}")
@@ -140,10 +148,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
         value = "   n/a" if row["value"] is None else f"{row['value']:6.3f}"
         print(f"  {row['criterion']:<44} {row['method'] or '':<20} {value}  {row['flags'] or ''}")
     print("  (the judge is skipped unless EVAL_PIPELINE_JUDGE_BASE_URL and EVAL_PIPELINE_JUDGE_MODEL are set)")
+    for outcome in evaluations:
+        if outcome.scorecard:
+            print("\n" + scorecard_text(outcome.scorecard))
+            print(f"  report: {outcome.report}")
+    if evaluations:
+        print("  (open-ended task types are not scored offline: set EVAL_PIPELINE_JUDGE_BASE_URL and "
+              "EVAL_PIPELINE_JUDGE_MODEL to score them with the rubric judge)")
     print(f"\ndone in {time.perf_counter() - began:.0f} s. Look at it in the Dagster UI:")
     print(f"  EVAL_PIPELINE_HOME={home.root} .venv/bin/eval-pipeline ui    # then open http://127.0.0.1:3000")
     print(f"or query the tables: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{home.warehouse}', read_only=True).sql('select * from ingest.raw_logs limit 5'))\"")
     return 0 if ok else 1
+
+
+def cmd_register_model(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from eval_pipeline.lib.registry import ModelRegistry, ModelVersion, RegistryError
+
+    home = _home(args)
+    params = {}
+    for item in args.param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --param {item!r}: expected key=value, e.g. temperature=0", file=sys.stderr)
+            return 2
+        params[key] = json.loads(value) if value.replace(".", "", 1).isdigit() else value
+    try:
+        mv = ModelVersion(name=args.name, version=args.version, provider=args.provider, base_url=args.base_url,
+                          model=args.model, api_key_env=args.api_key_env,
+                          recorded_path=str(Path(args.recorded).resolve()) if args.recorded else None, params=params,
+                          role="baseline" if args.baseline else "candidate", registered_at=datetime.now(timezone.utc),
+                          description=args.description)
+        ModelRegistry(home.registry).register(mv)
+    except (RegistryError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"registered {mv.key} ({mv.role}, {mv.provider}) in {home.registry}")
+    print(f"  the registry sensor evaluates it when `eval-pipeline ui` runs; or now: "
+          f"eval-pipeline evaluate --model {mv.key}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from eval_pipeline.lib.gates import scorecard_text
+    from eval_pipeline.runs import evaluate_model
+
+    home = _home(args)
+    outcome = evaluate_model(home, args.model, baseline=args.baseline, tier=args.tier, thresholds=args.thresholds)
+    if outcome.error:
+        print(f"error: {outcome.error}", file=sys.stderr)
+        return outcome.exit_code
+    print(scorecard_text(outcome.scorecard))
+    print(f"\nreport: {outcome.report}")
+    return outcome.exit_code
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -254,6 +312,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("jsonl", "parquet", "csv"), default="jsonl")
     p.add_argument("--out", required=True, help="file to write")
     p.set_defaults(func=cmd_export_eval_set)
+
+    p = with_home(sub.add_parser("register-model", help="register a model version to evaluate (baseline or candidate)"))
+    p.add_argument("--name", required=True, help="model name, e.g. support-assistant")
+    p.add_argument("--version", required=True, help="version, e.g. 2026-09")
+    p.add_argument("--provider", required=True, choices=("openai-compatible", "recorded"))
+    p.add_argument("--base-url", help="openai-compatible: the endpoint, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--model", help="openai-compatible: the model id the endpoint serves")
+    p.add_argument("--api-key-env", help="openai-compatible: NAME of the environment variable holding the key")
+    p.add_argument("--recorded", help="recorded: JSONL of outputs keyed by example_id or prompt_sha256")
+    p.add_argument("--param", action="append", help="request parameter key=value (temperature, max_tokens); repeatable")
+    p.add_argument("--baseline", action="store_true", help="register as the baseline the name's candidates are compared with")
+    p.add_argument("--description")
+    p.set_defaults(func=cmd_register_model)
+
+    p = with_home(sub.add_parser("evaluate", help="evaluate a registered version against its baseline; exit 0 pass, "
+                                                  "1 fail, 2 inconclusive or error"))
+    p.add_argument("--model", required=True, help="NAME:VERSION")
+    p.add_argument("--baseline", help="NAME:VERSION (default: the latest registered baseline of the same name)")
+    p.add_argument("--tier", choices=("continuous", "deep"), default="deep",
+                   help="continuous: a fixed stratified subset of 100-200 examples; deep: the whole set (default)")
+    p.add_argument("--thresholds", help="gates YAML (default: the packaged eval_pipeline/thresholds.yaml)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = with_home(sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the data home"))
     p.add_argument("--host", default="127.0.0.1")

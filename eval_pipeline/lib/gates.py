@@ -38,7 +38,7 @@ from statsmodels.stats.proportion import samplesize_confint_proportion
 from eval_pipeline.lib.stats import minimum_detectable_effect, paired_comparison, weighted_wilson_interval, wilson_interval
 
 __all__ = ["Gate", "SliceGate", "Thresholds", "ThresholdsError", "load_thresholds", "DEFAULT_THRESHOLDS",
-           "slice_names", "build_scorecard", "STATUSES"]
+           "slice_names", "build_scorecard", "scorecard_text", "STATUSES"]
 
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent.parent / "thresholds.yaml"
 STATUSES = ("passed", "failed", "not_scored", "error")
@@ -366,3 +366,36 @@ def _worst_slice(slices: list[dict]) -> str | None:
         if worst["paired"]["difference"] < 0:
             return worst["slice"]
     return min(scored, key=lambda s: (s["rate"], s["low"]))["slice"]
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def scorecard_text(card: Mapping[str, Any]) -> str:
+    """The verdict table printed by ``eval-pipeline evaluate`` (plain text, fixed-width)."""
+    c = card["counts"]
+    against = f" vs {card['baseline']}" if card.get("baseline") else " (no baseline: floors only)"
+    lines = [f"verdict: {card['verdict'].upper()}  {card['model']}{against}",
+             f"  eval set {card['eval_set_version']}, {card['tier']} tier: {c['examples']} examples, {c['scored']} scored "
+             f"({c['passed']} passed, {c['failed']} failed), {c['not_scored']} not scored, {c['errors']} errors"]
+    weighted = card.get("weighted")
+    if weighted:
+        lines.append(f"  traffic-weighted pass rate {_pct(weighted['estimate'])} "
+                     f"(95% CI {_pct(weighted['low'])} to {_pct(weighted['high'])}, effective n {weighted['n_eff']:.0f})")
+    if card["overall"].get("mde") is not None:
+        lines.append(f"  the set detects a change of {100 * card['overall']['mde']:.1f} points overall (paired, 80% power)")
+    header = f"  {'slice':<34} {'crit':<4} {'scored':>6}  {'pass rate [95% CI]':<22} {'baseline':>8}  " \
+             f"{'change [95% CI]':<24} {'McNemar p':>9}  status"
+    lines += ["", header, "  " + "-" * (len(header) - 2)]
+    for s in [card["overall"], *card["slices"]]:
+        rate = "-" if s["rate"] is None else f"{_pct(s['rate'])} [{_pct(s['low'])}, {_pct(s['high'])}]"
+        base = _pct((s["baseline"] or {}).get("rate"))
+        p = s["paired"]
+        change = "-" if not p else f"{100 * p['difference']:+.1f} [{100 * p['low']:+.1f}, {100 * p['high']:+.1f}]"
+        pval = "-" if not p else f"{p['p_value']:.3g}"
+        lines.append(f"  {s['slice']:<34} {'yes' if s['critical'] else '':<4} {s['scored']:>6}  {rate:<22} {base:>8}  "
+                     f"{change:<24} {pval:>9}  {s['status']}")
+    lines += ["", f"  worst slice: {card.get('worst_slice') or '-'}", "  reasons:"]
+    lines += [f"  - {reason}" for reason in card["reasons"]]
+    return "\n".join(lines)

@@ -91,12 +91,14 @@ class RubricLike(Protocol):
 
 @dataclass(frozen=True)
 class ProviderResponse:
-    """One completion: its text, the model the server says answered, token usage."""
+    """One completion: its text, the model the server says answered, token usage, and the
+    requests it took (more than 1 when a retryable failure was retried)."""
 
     text: str
     model: str
     usage: dict[str, int] = field(default_factory=dict)
     finish_reason: str | None = None
+    attempts: int = 1
 
 
 class ProviderError(RuntimeError):
@@ -134,11 +136,13 @@ class OpenAICompatibleProvider:
     ``Retry-After`` / ``retry-after-ms`` header asks (also at most 30). Any other 4xx is not
     retried: it means the request itself is rejected (wrong key, model name or URL), so it fails
     at once with a :class:`ProviderError` that says so. ``temperature=None`` leaves it out of the
-    request (some reasoning models reject any value).
+    request (some reasoning models reject any value); so does ``max_tokens=None`` (the server's
+    own limit applies).
     """
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60,
-                 max_retries: int = 4, backoff: float = 1.0, temperature: float | None = 0.0) -> None:
+                 max_retries: int = 4, backoff: float = 1.0, temperature: float | None = 0.0,
+                 max_tokens: int | None = None) -> None:
         import openai  # here, so that importing this module stays cheap for code that only parses
 
         if max_retries < 0:
@@ -151,6 +155,7 @@ class OpenAICompatibleProvider:
         self.max_retries = max_retries
         self.backoff = backoff
         self.temperature = temperature
+        self.max_tokens = max_tokens
         # Never the key: model_id lands in the cache table and in results.
         self.model_id = f"{self.base_url}|{model}"
         # A local server needs no key, but the client refuses to start without one.
@@ -183,6 +188,8 @@ class OpenAICompatibleProvider:
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
         if self.temperature is not None:
             kwargs["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            kwargs["max_tokens"] = self.max_tokens
         if json_schema is not None:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": SCHEMA_NAME, "schema": json_schema, "strict": True}}
@@ -241,7 +248,8 @@ class OpenAICompatibleProvider:
                 if isinstance(value, int):
                     usage[key] = value
         return ProviderResponse(text=text, model=getattr(completion, "model", None) or self.model,
-                                usage=usage, finish_reason=getattr(choice, "finish_reason", None))
+                                usage=usage, finish_reason=getattr(choice, "finish_reason", None),
+                                attempts=attempts)
 
 
 def _status_of(exc: BaseException) -> int | None:
