@@ -1,0 +1,229 @@
+"""Gates and verdicts (lib/gates.py), tiers and output scoring (lib/evaluation.py)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from eval_pipeline.lib.evaluation import score_output, select_tier
+from eval_pipeline.lib.gates import (Thresholds, ThresholdsError, build_scorecard, load_thresholds, scorecard_text,
+                                     slice_names)
+from eval_pipeline.lib.rubrics import load_rubrics, rubric_for_task
+
+GATES = Thresholds.model_validate({
+    "overall": {"max_drop": 0.10},
+    "default_slice": {"max_drop": 0.10},
+    "slices": {"category=intent_routing": {"critical": True, "max_drop": 0.05},
+               "category=extraction": {"critical": True, "max_drop": 0.05}},
+})
+
+
+def rows(category: str, outcomes: list[str], prefix: str | None = None) -> list[dict]:
+    prefix = prefix or category
+    return [{"example_id": f"{prefix}-{i}", "slice": json.dumps({"category": category}), "weight": 1.0, "status": s}
+            for i, s in enumerate(outcomes)]
+
+
+def card(candidate, baseline, gates=GATES):
+    return build_scorecard(candidate, baseline, gates, model="m:2", baseline_model="m:1" if baseline else None,
+                           eval_set_version="v1", tier="deep", created_at="2026-12-01T00:00:00Z")
+
+
+def regression_set():
+    """150 routing examples (the baseline passes 135) and 250 extraction (225); the candidate
+    newly fails 10 routing examples (rare intents) and is otherwise the same."""
+    base = rows("intent_routing", ["passed"] * 135 + ["failed"] * 15) + rows("extraction", ["passed"] * 225 + ["failed"] * 25)
+    cand = [dict(r) for r in base]
+    for r in cand[:10]:
+        r["status"] = "failed"
+    return base, cand
+
+
+def slice_row(result, name):
+    return next(s for s in result["slices"] if s["slice"] == name)
+
+
+def test_rare_intent_regression_fails_its_slice_while_overall_passes():
+    base, cand = regression_set()
+    result = card(cand, base)
+    routing = slice_row(result, "category=intent_routing")
+    assert result["overall"]["status"] == "pass"
+    assert abs(result["overall"]["paired"]["difference"] + 10 / 400) < 1e-9
+    assert routing["status"] == "fail"
+    assert routing["paired"]["baseline_only"] == 10 and routing["paired"]["candidate_only"] == 0
+    assert routing["paired"]["p_value"] < 0.01 and routing["paired"]["high"] < 0
+    assert result["verdict"] == "fail"
+    assert result["worst_slice"] == "category=intent_routing"
+    assert any("category=intent_routing fail" in r and "beyond its 5.0-point limit" in r for r in result["reasons"])
+    assert slice_row(result, "category=extraction")["status"] == "pass"
+
+
+def test_identical_candidate_is_not_called_worse():
+    base, _ = regression_set()
+    result = card([dict(r) for r in base], base)
+    assert result["verdict"] == "pass"
+    assert all(s["status"] == "pass" for s in [result["overall"], *result["slices"]])
+    assert result["overall"]["paired"]["difference"] == 0 and result["overall"]["paired"]["p_value"] == 1.0
+
+
+def test_tiny_set_is_inconclusive_and_says_how_many_examples_are_needed():
+    base = rows("intent_routing", ["passed"] * 6)
+    cand = rows("intent_routing", ["passed"] * 5 + ["failed"])
+    result = card(cand, base)
+    routing = slice_row(result, "category=intent_routing")
+    assert routing["status"] == "inconclusive" and result["verdict"] == "inconclusive"
+    assert routing["needed_examples"] > 6
+    assert routing["mde"] is None or routing["mde"] > 0.05
+    assert any("would settle it" in r for r in result["reasons"])
+    # an unchanged tiny set cannot pass either: six examples cannot rule out a 5-point drop
+    same = card(base, base)
+    assert slice_row(same, "category=intent_routing")["status"] == "inconclusive"
+
+
+def test_provider_errors_are_errors_not_passes():
+    base, cand = regression_set()
+    cand = [dict(r) for r in base]
+    for r in cand[200:205]:
+        r["status"] = "error"
+    result = card(cand, base)
+    assert result["counts"]["errors"] == 5 and result["counts"]["scored"] == 395
+    assert result["counts"]["passed"] == sum(r["status"] == "passed" for r in cand)
+    assert result["verdict"] == "inconclusive"
+    assert any("5 of 400 examples errored" in r for r in result["reasons"])
+    tolerant = GATES.model_copy(update={"max_error_share": 0.02})
+    assert card(cand, base, tolerant)["verdict"] == "pass"
+
+
+def test_floor_pass_fail_inconclusive():
+    gates = Thresholds.model_validate({"slices": {"category=rag_qa": {"critical": True, "floor": 0.7}}})
+    assert slice_row(card(rows("rag_qa", ["passed"] * 95 + ["failed"] * 5), None, gates), "category=rag_qa")["status"] == "pass"
+    low = card(rows("rag_qa", ["passed"] * 40 + ["failed"] * 60), None, gates)
+    assert slice_row(low, "category=rag_qa")["status"] == "fail" and low["verdict"] == "fail"
+    near = slice_row(card(rows("rag_qa", ["passed"] * 15 + ["failed"] * 5), None, gates), "category=rag_qa")
+    assert near["status"] == "inconclusive" and near["needed_examples"] > 20
+
+
+def test_not_scored_examples_are_neither_passes_nor_fails():
+    cand = rows("intent_routing", ["passed"] * 50) + rows("open_question", ["not_scored"] * 30)
+    result = card(cand, None)
+    assert result["counts"] == {"examples": 80, "scored": 50, "passed": 50, "failed": 0, "not_scored": 30, "errors": 0}
+    assert result["overall"]["rate"] == 1.0
+    assert slice_row(result, "category=open_question")["status"] == "not_scored"
+    # a critical slice that cannot be scored makes the verdict inconclusive
+    gates = Thresholds.model_validate({"slices": {"category=open_question": {"critical": True, "max_drop": 0.05}}})
+    assert card(cand, None, gates)["verdict"] == "inconclusive"
+
+
+def test_weighted_rate_uses_traffic_weights():
+    cand = rows("intent_routing", ["passed"] * 10 + ["failed"] * 10)
+    for r in cand[:10]:
+        r["weight"] = 3.0
+    result = card(cand, None)
+    assert result["overall"]["rate"] == 0.5
+    assert result["weighted"]["estimate"] == pytest.approx(0.75)
+    assert result["weighted"]["n_eff"] < 20
+
+
+def test_scorecard_text_lists_every_slice():
+    base, cand = regression_set()
+    text = scorecard_text(card(cand, base))
+    assert text.startswith("verdict: FAIL  m:2 vs m:1")
+    assert "category=intent_routing" in text and "category=extraction" in text and "worst slice" in text
+
+
+def test_thresholds_file_errors_name_the_file_and_field(tmp_path):
+    bad = tmp_path / "gates.yaml"
+    bad.write_text("overall:\n  max_drop: 2\nslices:\n  intent_routing: {critical: true}\n")
+    with pytest.raises(ThresholdsError, match=r"gates.yaml: .*overall.max_drop"):
+        load_thresholds(bad)
+    bad.write_text("slices:\n  intent_routing: {critical: true}\n")
+    with pytest.raises(ThresholdsError, match="not a slice name; expected key=value"):
+        load_thresholds(bad)
+    default = load_thresholds()
+    assert default.slices["category=intent_routing"].critical
+
+
+def test_slice_names():
+    assert slice_names('{"category": "rag_qa", "user_segment": "pro"}', ["category", "user_segment"]) == [
+        "category=rag_qa", "user_segment=pro"]
+    assert slice_names('{"category": "rag_qa", "user_segment": null}', ["category", "user_segment"]) == ["category=rag_qa"]
+
+
+# --------------------------------------------------------------------------------------------
+# tiers
+# --------------------------------------------------------------------------------------------
+
+
+def eval_examples(counts: dict[str, int]) -> list[dict]:
+    return [{"example_id": f"{c}-{i:04d}", "category": c, "weight": 2.0} for c, n in counts.items() for i in range(n)]
+
+
+def test_continuous_tier_is_a_fixed_stratified_subset():
+    examples = eval_examples({"intent_routing": 200, "extraction": 120, "rag_qa": 60, "multi_turn": 12, "open_question": 8})
+    chosen = select_tier(examples, "continuous", size=150)
+    assert len(chosen) == 150
+    by_cat = {c: sum(r["category"] == c for r in chosen) for c in ("intent_routing", "extraction", "rag_qa",
+                                                                  "multi_turn", "open_question")}
+    assert by_cat["open_question"] == 8 and by_cat["multi_turn"] >= 10  # small categories kept (floor of 10)
+    assert by_cat["intent_routing"] > by_cat["extraction"] > by_cat["rag_qa"]
+    # weights scaled so the subset still stands for all the traffic
+    assert sum(r["tier_weight"] for r in chosen) == pytest.approx(sum(r["weight"] for r in examples))
+    # the same set gives the same subset, in any order; an example that stays keeps its place
+    assert {r["example_id"] for r in select_tier(list(reversed(examples)), "continuous", 150)} == {r["example_id"] for r in chosen}
+    grown = examples + eval_examples({"rag_qa_new": 0}) + [{"example_id": "intent_routing-9999", "category": "intent_routing", "weight": 2.0}]
+    overlap = {r["example_id"] for r in select_tier(grown, "continuous", 150)} & {r["example_id"] for r in chosen}
+    assert len(overlap) >= 148
+
+
+def test_deep_tier_and_small_sets_run_whole():
+    examples = eval_examples({"a": 30, "b": 20})
+    assert len(select_tier(examples, "deep")) == 50
+    assert len(select_tier(examples, "continuous")) == 50
+    with pytest.raises(ValueError, match="100 to 200"):
+        select_tier(examples, "continuous", size=50)
+    with pytest.raises(ValueError, match="tier must be one of"):
+        select_tier(examples, "nightly")
+
+
+# --------------------------------------------------------------------------------------------
+# scoring one output
+# --------------------------------------------------------------------------------------------
+
+RUBRICS = load_rubrics()
+
+
+def judged(status="ok", scores=None, error=None):
+    return SimpleNamespace(status=status, scores=scores or {}, justifications={k: "because" for k in (scores or {})},
+                           error=error, judge_model="http://127.0.0.1|judge")
+
+
+@pytest.mark.parametrize("output, status", [("card_arrival", "passed"), ("Card_Arrival.", "passed"),
+                                            ("card_delivery_estimate", "failed")])
+def test_reference_tasks_pass_on_exact_match(output, status):
+    rubric = rubric_for_task(RUBRICS, "intent_routing")
+    score = score_output("intent_routing", rubric, output, None, "card_arrival")
+    assert score.status == status and score.scorers == ["reference"]
+    assert set(score.scores) == {"exact_match", "token_f1", "rouge_l"}
+
+
+def test_open_ended_without_judge_is_not_scored_and_with_judge_uses_the_rubric():
+    rubric = rubric_for_task(RUBRICS, "open_question")
+    none = score_output("open_question", rubric, "An answer.", None, None)
+    assert none.status == "not_scored" and none.passed is None and "no judge endpoint" in none.reason
+    top = {c.id: max(c.allowed_levels) for c in rubric.criteria}
+    assert score_output("open_question", rubric, "An answer.", None, None, judged(scores=top)).status == "passed"
+    required = rubric.required_criteria[0].id
+    assert score_output("open_question", rubric, "x", None, None, judged(scores={**top, required: 0})).status == "failed"
+    broken = score_output("open_question", rubric, "x", None, None, judged(status="invalid", error="not JSON"),
+                          judge_configured=True)
+    assert broken.status == "not_scored" and "not JSON" in broken.reason
+
+
+def test_provider_error_and_missing_rubric():
+    rubric = rubric_for_task(RUBRICS, "intent_routing")
+    assert score_output("intent_routing", rubric, None, "HTTP 400: bad request", "card_arrival").status == "error"
+    assert score_output("poetry", None, "roses", None, None).status == "not_scored"
+    no_ref = score_output("intent_routing", rubric, "card_arrival", None, None)
+    assert no_ref.status == "not_scored" and "no reference" in no_ref.reason
