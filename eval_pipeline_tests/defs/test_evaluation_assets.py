@@ -1,0 +1,168 @@
+"""Evaluation through the real Dagster runtime: the registry sensor, the evaluation job on
+recorded outputs and on a local OpenAI-compatible server (the real ``openai`` client), and the
+``evaluate`` command's exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import duckdb
+import pytest
+from evaluation_fixtures import evaluation_home, outputs, register
+from openai_server import Reply, ScriptedServer
+
+from eval_pipeline.cli import main
+from eval_pipeline.definitions import build_definitions
+from eval_pipeline.defs.registry.sensors import model_registry_sensor
+from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
+
+
+@pytest.fixture
+def ev(tmp_path, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    for name in ("EVAL_PIPELINE_JUDGE_BASE_URL", "EVAL_PIPELINE_JUDGE_MODEL", "EVAL_PIPELINE_JUDGE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    home, examples, refs = evaluation_home(tmp_path / "home")
+    return home, examples, refs
+
+
+def recorded(home, name):
+    return {"provider": "recorded", "recorded_path": str(home.recordings / f"{name}.jsonl")}
+
+
+def query(home, sql, *params):
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        return con.execute(sql, list(params)).fetchall()
+
+
+def tick(instance, home, cursor=None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={
+        "settings": PipelineSettings(home=str(home.root)), "evaluation": EvaluationSettings(sensor_tier="deep")})
+    return model_registry_sensor(context), context
+
+
+def test_registering_a_version_triggers_exactly_one_run(ev):
+    home, _, _ = ev
+    defs = build_definitions(home)
+    with dg.instance_for_test() as instance:
+        first, _ = tick(instance, home)
+        assert isinstance(first, dg.SkipReason) and "no new model version" in first.skip_message
+
+        register(home, "1", "baseline", **recorded(home, "baseline"))
+        result, _ = tick(instance, home)
+        assert [(r.run_key, r.partition_key) for r in result.run_requests] == [("evaluate:router:1", "router:1")]
+        [added] = result.dynamic_partitions_requests
+        assert added.partitions_def_name == "model_versions" and list(added.partition_keys) == ["router:1"]
+        cursor = result.cursor
+        # the next ticks, with the cursor the sensor left, request nothing more
+        again, _ = tick(instance, home, cursor)
+        assert isinstance(again, dg.SkipReason)
+
+        register(home, "2", **recorded(home, "regressed"))
+        later, _ = tick(instance, home, cursor)
+        assert [(r.run_key, r.partition_key) for r in later.run_requests] == [("evaluate:router:2", "router:2")]
+
+        # run what was requested, in order: the baseline, then the candidate
+        job = defs.resolve_job_def("evaluation_job")
+        for request in [*result.run_requests, *later.run_requests]:
+            instance.add_dynamic_partitions("model_versions", [request.partition_key])
+            run = job.execute_in_process(partition_key=request.partition_key, run_config=request.run_config,
+                                         instance=instance, tags=request.tags)
+            assert run.success
+        assert set(instance.get_dynamic_partitions("model_versions")) == {"router:1", "router:2"}
+        [(verdict, baseline)] = query(home, "select distinct verdict, baseline from evaluation.scorecard "
+                                            "where model_version = 'router:2'")
+        assert (verdict, baseline) == ("fail", "router:1")
+        scorecard = [m for m in run.get_asset_materialization_events() if m.asset_key.to_user_string() == "scorecard"]
+        meta = scorecard[0].materialization.metadata
+        assert meta["verdict"].value == "fail" and meta["worst_slice"].value == "category=intent_routing"
+
+
+def test_evaluate_exit_codes_and_scorecard_tables(ev, capsys):
+    home, examples, _ = ev
+    register(home, "1", "baseline", **recorded(home, "baseline"))
+    register(home, "2", **recorded(home, "regressed"))
+    register(home, "3", **recorded(home, "same"))
+    args = ["evaluate", "--home", str(home.root)]
+
+    assert main([*args, "--model", "router:2"]) == 1
+    out = capsys.readouterr().out
+    assert "verdict: FAIL  router:2 vs router:1" in out and "category=intent_routing" in out
+    html = next(line.split("report: ")[1] for line in out.splitlines() if line.startswith("report: "))
+    assert "Scorecard: router:2" in open(html, encoding="utf-8").read()
+    # every example of the set was run and scored; the open questions are not scored, never passed
+    by_status = dict(query(home, "select status, count(*) from evaluation.candidate_scores "
+                                 "where model_version = 'router:2' group by 1"))
+    assert sum(by_status.values()) == len(examples) and by_status["not_scored"] == 20
+    assert query(home, "select count(*) from evaluation.candidate_scores where status = 'not_scored' and passed is not null") == [(0,)]
+
+    assert main([*args, "--model", "router:3"]) == 0  # identical to the baseline: not called worse
+    assert "verdict: PASS" in capsys.readouterr().out
+
+    # the continuous tier: a fixed stratified subset, the tier recorded in the run's rows. Its 52
+    # routing examples cannot rule out a 5-point drop (Newcombe interval +-5.8 points with no
+    # example flipped), so the identical candidate is inconclusive there, never worse.
+    assert main([*args, "--model", "router:3", "--tier", "continuous"]) == 2
+    assert "category=intent_routing inconclusive" in capsys.readouterr().out
+    assert query(home, "select tier, count(*) from evaluation.candidate_outputs where model_version = 'router:3' "
+                       "group by 1") == [("continuous", 150)]
+
+    assert main([*args, "--model", "router:9"]) == 2
+    assert "router:9" in capsys.readouterr().err
+
+    # registering the same version twice is an error that says so
+    assert main(["register-model", "--home", str(home.root), "--name", "router", "--version", "2",
+                 "--provider", "recorded", "--recorded", str(home.recordings / "same.jsonl")]) == 2
+    assert "router:2 is already registered" in capsys.readouterr().err
+
+
+def test_tiny_set_is_inconclusive_with_exit_code_2(ev, tmp_path, capsys):
+    home, _, _ = ev
+    gates = tmp_path / "gates.yaml"
+    gates.write_text("slices:\n  category=open_question: {critical: true, max_drop: 0.05}\n")
+    register(home, "1", "baseline", **recorded(home, "baseline"))
+    register(home, "2", **recorded(home, "same"))
+    # the open questions are not scored offline, so a critical gate on them cannot be told
+    assert main(["evaluate", "--home", str(home.root), "--model", "router:2", "--thresholds", str(gates)]) == 2
+    out = capsys.readouterr().out
+    assert "verdict: INCONCLUSIVE" in out and "critical slice category=open_question" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("overall: {max_drop: 3}\n")
+    assert main(["evaluate", "--home", str(home.root), "--model", "router:2", "--thresholds", str(bad)]) == 2
+    assert "bad.yaml" in capsys.readouterr().err
+
+
+def test_provider_failures_are_errors_in_the_scorecard(ev, capsys):
+    home, examples, refs = ev
+    answers = outputs(examples, refs, "same")
+    by_text = {ex["messages"][-1]["content"]: answers[ex["example_id"]] for ex in examples}
+    failing = {ex["messages"][-1]["content"] for ex in examples[:3]}
+
+    def respond(body: dict) -> Reply:
+        text = body["messages"][-1]["content"]
+        if text in failing:
+            return Reply(status=400, body={"error": {"message": "context length exceeded", "type": "invalid_request_error"}})
+        return Reply(content=by_text[text])
+
+    register(home, "1", "baseline", **recorded(home, "baseline"))
+    server = ScriptedServer()
+    server.responder = respond
+    server.thread.start()
+    try:
+        register(home, "4", provider="openai-compatible", base_url=server.base_url, model="router-4",
+                 params={"temperature": 0, "max_tokens": 64})
+        code = main(["evaluate", "--home", str(home.root), "--model", "router:4"])
+        assert len(server.requests) == len(examples)  # a 400 is not retried: the request itself is wrong
+        assert server.requests[0]["max_tokens"] == 64 and server.max_in_flight <= EvaluationSettings().max_workers
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+    out = capsys.readouterr().out
+    assert code == 2 and "verdict: INCONCLUSIVE" in out and "3 errors" in out
+    rows = query(home, "select status, passed, reason from evaluation.candidate_scores "
+                       "where model_version = 'router:4' and status = 'error'")
+    assert len(rows) == 3 and all(passed is None and "context length exceeded" in reason for _, passed, reason in rows)
+    card = json.loads((home.reports / "scorecards" / "router" / "4.deep.json").read_text())
+    assert card["counts"]["errors"] == 3 and card["counts"]["passed"] + card["counts"]["failed"] == len(examples) - 23
+    assert any("3 of 420 examples errored" in r for r in card["reasons"])

@@ -1,0 +1,110 @@
+"""A small data home for evaluation tests: an eval set and its gold references written straight into
+the warehouse (as the IO manager leaves them), recordings of model versions, and registrations.
+
+The set: 150 intent-routing examples (a few rare intents among them) and 250 extraction examples,
+plus 20 open questions that nothing scores offline. The baseline answers 90% of routing and
+extraction correctly; ``regressed`` answers the same except on the rare intents.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from eval_pipeline.defs.labeling.assets import GOLD_REFERENCES
+from eval_pipeline.lib.paths import DataHome
+from eval_pipeline.lib.providers import prompt_key, write_recording
+from eval_pipeline.lib.registry import ModelRegistry, ModelVersion
+from eval_pipeline.lib.tables import EVAL_SET_SCHEMA, frame
+
+COMMON = ("card_arrival", "card_payment_fee_charged", "exchange_rate", "top_up_failed")
+RARE = ("lost_or_stolen_phone", "card_swallowed")  # 5 examples each
+NAME = "router"
+
+
+def _example(eid: str, task: str, text: str, weight: float) -> dict:
+    return {"eval_set_version": "v1", "month": date(2026, 1, 1), "month_start": datetime(2026, 1, 1), "example_id": eid,
+            "request_id": f"req-{eid}", "conversation_id": f"conv-{eid}", "turn_index": 0,
+            "timestamp": datetime(2026, 1, 5, 9),
+            "messages": [{"role": "system", "content": f"You handle {task} for a digital bank.", "name": None},
+                         {"role": "user", "content": text, "name": None}],
+            "context_chunks": [], "production_output": None, "reference": None, "task_type": task, "category": task,
+            "slice": json.dumps({"category": task}), "cluster_id": "c0001", "stratum": "c0001",
+            "inclusion_probability": 1 / weight, "represents": 1, "weight": weight, "failure_signals": [],
+            "added_in": "v1", "removed_in": None, "reason": "initial draw"}
+
+
+def eval_examples() -> tuple[list[dict], dict[str, str]]:
+    """(examples, reference by example id)."""
+    examples, refs = [], {}
+    intents = [COMMON[i % len(COMMON)] for i in range(140)] + [RARE[i % 2] for i in range(10)]
+    for i, intent in enumerate(intents):
+        eid = f"ex_r{i:04d}"
+        examples.append(_example(eid, "intent_routing", f"Message {i} about {intent.replace('_', ' ')}", 2.0))
+        refs[eid] = intent
+    for i in range(250):
+        eid = f"ex_x{i:04d}"
+        examples.append(_example(eid, "extraction", f"Send {100 + i} EUR on 2026-02-{1 + i % 28:02d}", 4.0))
+        refs[eid] = json.dumps({"amount": 100 + i, "currency": "EUR", "date": f"2026-02-{1 + i % 28:02d}"})
+    for i in range(20):
+        examples.append(_example(f"ex_q{i:04d}", "open_question", f"Explain compound interest, take {i}", 1.0))
+    return examples, refs
+
+
+def write_eval_set(home: DataHome, examples: list[dict], refs: dict[str, str]) -> None:
+    df = frame(examples, EVAL_SET_SCHEMA)  # noqa: F841 - read in SQL
+    gold = pl.DataFrame([{"example_id": e, "eval_set_version": "v1", "reference": r, "n_annotators": 3,
+                          "agreement_share": 1.0, "tie": False} for e, r in refs.items()],
+                        schema=GOLD_REFERENCES)  # noqa: F841 - read in SQL
+    with duckdb.connect(str(home.warehouse)) as con:
+        con.execute("create schema if not exists sampling")
+        con.execute("create or replace table sampling.eval_set as select * from df")
+        con.execute("create schema if not exists labeling")
+        con.execute("create or replace table labeling.gold_references as select * from gold")
+
+
+def outputs(examples: list[dict], refs: dict[str, str], kind: str) -> dict[str, str]:
+    """Outputs of a model version: ``baseline`` (every 10th routing/extraction answer wrong),
+    ``same`` (identical to it), ``regressed`` (the baseline, but the rare intents misrouted)."""
+    out = {}
+    for i, ex in enumerate(examples):
+        eid, ref = ex["example_id"], refs.get(ex["example_id"])
+        if ref is None:
+            out[eid] = "Compound interest is interest on interest."
+        elif i % 10 == 9:
+            out[eid] = "card_arrival" if ex["task_type"] == "intent_routing" and ref != "card_arrival" else "{}"
+            if ex["task_type"] == "intent_routing" and ref == "card_arrival":
+                out[eid] = "exchange_rate"
+        else:
+            out[eid] = ref
+        if kind == "regressed" and ref in RARE:
+            out[eid] = "card_arrival"
+    return out
+
+
+def record(home: DataHome, examples: list[dict], answers: dict[str, str], name: str) -> Path:
+    path = home.recordings / f"{name}.jsonl"
+    write_recording(path, [{"example_id": ex["example_id"], "prompt_sha256": prompt_key(ex["messages"]),
+                            "output": answers[ex["example_id"]]} for ex in examples])
+    return path
+
+
+def register(home: DataHome, version: str, role: str = "candidate", **provider) -> str:
+    mv = ModelVersion(name=NAME, version=version, role=role, registered_at=datetime.now(timezone.utc), **provider)
+    ModelRegistry(home.registry).register(mv)
+    return mv.key
+
+
+def evaluation_home(root: Path) -> tuple[DataHome, list[dict], dict[str, str]]:
+    """A data home with the eval set, its references, and recordings ``baseline``, ``same`` and
+    ``regressed`` under ``<home>/registry/recordings`` (not registered yet)."""
+    home = DataHome.resolve(root).ensure()
+    examples, refs = eval_examples()
+    write_eval_set(home, examples, refs)
+    for kind in ("baseline", "same", "regressed"):
+        record(home, examples, outputs(examples, refs, kind), kind)
+    return home, examples, refs
