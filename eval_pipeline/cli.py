@@ -195,7 +195,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from eval_pipeline.runs import evaluate_model
 
     home = _home(args)
-    outcome = evaluate_model(home, args.model, baseline=args.baseline, tier=args.tier, thresholds=args.thresholds)
+    outcome = evaluate_model(home, args.model, baseline=args.baseline, tier=args.tier, thresholds=args.thresholds,
+                             max_workers=args.workers)
     if outcome.error:
         print(f"error: {outcome.error}", file=sys.stderr)
         return outcome.exit_code
@@ -333,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", choices=("continuous", "deep"), default="deep",
                    help="continuous: a fixed stratified subset of 100-200 examples; deep: the whole set (default)")
     p.add_argument("--thresholds", help="gates YAML (default: the packaged eval_pipeline/thresholds.yaml)")
+    p.add_argument("--workers", type=int, help="requests in flight to an OpenAI-compatible endpoint (default 4)")
     p.set_defaults(func=cmd_evaluate)
 
     p = with_home(sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the data home"))

@@ -293,10 +293,11 @@ def _run_failure(run: dg.ExecuteInProcessResult) -> str:
 
 
 def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier: str = "deep",
-                   thresholds: str | None = None, log=print) -> Evaluation:
+                   thresholds: str | None = None, max_workers: int | None = None, log=print) -> Evaluation:
     """Run ``evaluation_job`` in-process for ``model`` (``name:version``), after the baseline's when
     the baseline has no scores on the current eval set and tier yet. ``baseline`` defaults to the
-    registry's latest baseline of the same name; ``thresholds`` to the packaged gates file."""
+    registry's latest baseline of the same name; ``thresholds`` to the packaged gates file;
+    ``max_workers`` (requests in flight) to the ``evaluation`` resource's default."""
     from eval_pipeline.defs.evaluation.assets import scorecard_paths
     from eval_pipeline.defs.registry.sensors import evaluation_run_config
     from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
@@ -324,7 +325,13 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
     if current_eval_set_version(home) is None:
         outcome.error = f"no eval set in {home.warehouse}: run `eval-pipeline refresh` for a month first"
         return outcome
-    defs = build_definitions(home, {"evaluation": EvaluationSettings(thresholds=thresholds or "")})
+    settings = EvaluationSettings(thresholds=thresholds or "")
+    if max_workers is not None:
+        if max_workers < 1:
+            outcome.error = f"max_workers must be at least 1, got {max_workers}"
+            return outcome
+        settings = EvaluationSettings(thresholds=thresholds or "", max_workers=max_workers)
+    defs = build_definitions(home, {"evaluation": settings})
     instance = instance_for(home)
     keys = [k for k in (outcome.baseline, model) if k]
     known = set(instance.get_dynamic_partitions("model_versions"))

@@ -3,6 +3,7 @@
 import json
 from collections import Counter
 from datetime import date
+from pathlib import Path
 
 import duckdb
 from sklearn.metrics import normalized_mutual_info_score
@@ -105,3 +106,16 @@ def test_demo_builds_an_eval_set_and_refreshes_it_twice(tmp_path, monkeypatch, c
     assert unclear == {"rag_qa.completeness"}
     assert sum(r["value"] is not None and r["value"] >= 0.6 for r in agreement.values()) >= 0.6 * len(agreement)
     assert "rag_qa.completeness" in out and "unclear_rubric" in out
+    # the demo ends with both recorded versions evaluated: the candidate's rare-intent routing
+    # regression fails the routing slice's gate, and the report's path is printed
+    cards = {v: json.loads((Path(home) / "reports" / "scorecards" / "support-assistant" / f"{v}.deep.json").read_text())
+             for v in ("2026-06", "2026-09")}
+    assert cards["2026-06"]["verdict"] != "fail" and cards["2026-06"]["baseline"] is None
+    candidate = cards["2026-09"]
+    assert candidate["verdict"] == "fail" and candidate["baseline"] == "support-assistant:2026-06"
+    routing = next(s for s in candidate["slices"] if s["slice"] == "category=intent_routing")
+    assert routing["status"] == "fail" and routing["paired"]["baseline_only"] > 0 and routing["paired"]["candidate_only"] == 0
+    assert candidate["worst_slice"] == "category=intent_routing"
+    assert abs(candidate["overall"]["paired"]["difference"]) < abs(routing["paired"]["difference"])
+    assert "verdict: FAIL  support-assistant:2026-09 vs support-assistant:2026-06" in out
+    assert "2026-09.deep.html" in out
