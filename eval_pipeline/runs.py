@@ -276,9 +276,15 @@ def current_eval_set_version(home: DataHome) -> str | None:
 
 def scored_on(home: DataHome, key: str) -> tuple[str, str] | None:
     """(eval-set version, tier) of a model version's stored scores; None when it has none."""
-    result = _query(home.warehouse, "select eval_set_version, tier from evaluation.candidate_scores "
-                                    f"where model_version = '{key.replace(chr(39), chr(39) * 2)}' limit 1")
-    return tuple(result[0][0]) if result and result[0] else None
+    if not home.warehouse.exists():
+        return None
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        try:
+            row = con.execute("select eval_set_version, tier from evaluation.candidate_scores "
+                              "where model_version = ? limit 1", [key]).fetchone()
+        except duckdb.CatalogException:
+            return None
+    return (row[0], row[1]) if row else None
 
 
 def _run_failure(run: dg.ExecuteInProcessResult) -> str:

@@ -457,14 +457,16 @@ def _not_scored_note(scorecard: Mapping[str, Any]) -> str:
         return '<p class="note">Every example was scored, with no errors.</p>'
     total = _count(counts.get("examples"))
     if not_scored and errors:
-        what = f"{_count(not_scored)} of {total} examples were not scored and {_count(errors)} raised an error"
+        what = (f"{_count(not_scored)} of {total} examples were not scored (no scorer applies) and the model gave "
+                f"no output for {_count(errors)} (provider errors)")
     elif not_scored:
-        what = f"{_count(not_scored)} of {total} examples were not scored"
+        what = f"{_count(not_scored)} of {total} examples were not scored (no scorer applies)"
     else:
-        what = f"{_count(errors)} of {total} examples raised an error while scoring"
+        what = f"the model gave no output for {_count(errors)} of {total} examples (provider errors)"
     summary = (
-        what + f". Pass rates and intervals count only the {_count(counts.get('scored'))} scored "
-        "examples, so a slice with unscored examples is measured on fewer cases than it holds."
+        what[0].upper() + what[1:] + f". They are neither passes nor fails: pass rates and intervals count only the "
+        f"{_count(counts.get('scored'))} scored examples, so a slice with such examples is measured on fewer cases "
+        "than it holds."
     )
     affected = [
         row

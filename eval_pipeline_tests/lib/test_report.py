@@ -235,8 +235,8 @@ def test_unscored_slice_is_labelled_and_not_scored_note_lists_it():
     chart_row = re.search(r'<g class="row" data-slice="cluster=17 \(new\)">(.*?)</g>', page, re.DOTALL).group(1)
     assert ">not scored</text>" in chart_row and "marker-candidate" not in chart_row
     note = page.split("<h2>Not scored / errors</h2>", 1)[1]
-    assert "28 of 75 examples were not scored and 3 raised an error" in note
-    assert "2 of 122 examples raised an error while scoring" in render_scorecard_html(fail_with_baseline())
+    assert "28 of 75 examples were not scored (no scorer applies) and the model gave no output for 3" in note
+    assert "The model gave no output for 2 of 122 examples" in render_scorecard_html(fail_with_baseline())
     assert "cluster=17 (new): 25 not scored, 0 errors" in note
     assert "category=top_up: 3 not scored, 3 errors" in note
     assert 'class="badge badge-not_scored">not scored<' in page
