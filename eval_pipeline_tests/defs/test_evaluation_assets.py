@@ -78,6 +78,14 @@ def test_registering_a_version_triggers_exactly_one_run(ev):
         meta = scorecard[0].materialization.metadata
         assert meta["verdict"].value == "fail" and meta["worst_slice"].value == "category=intent_routing"
 
+        # a version evaluated from the command line before the sensor saw it is not run again
+        register(home, "3", **recorded(home, "same"))
+        instance.add_dynamic_partitions("model_versions", ["router:3"])
+        assert job.execute_in_process(partition_key="router:3", instance=instance).success
+        skipped, context = tick(instance, home, later.cursor)
+        assert isinstance(skipped, dg.SkipReason) and "already have a scorecard" in skipped.skip_message
+        assert "router:3" in json.loads(context.cursor)
+
 
 def test_evaluate_exit_codes_and_scorecard_tables(ev, capsys):
     home, examples, _ = ev

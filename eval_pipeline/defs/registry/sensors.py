@@ -24,7 +24,8 @@ def model_registry_sensor(context: dg.SensorEvaluationContext, settings: Pipelin
     of ``model_versions`` and one ``evaluation_job`` run (registry, outputs, scores, scorecard) on
     the ``sensor_tier`` of the ``evaluation`` resource. The cursor lists the versions already
     requested and the run key is ``evaluate:<name>:<version>``, so each version runs exactly once.
-    Baselines are requested before candidates, so a candidate finds its baseline's scores."""
+    Baselines are requested before candidates, so a candidate finds its baseline's scores; a
+    version that already has a scorecard (evaluated with ``eval-pipeline evaluate``) is skipped."""
     if evaluation.sensor_tier not in TIERS:
         return dg.SkipReason(f"the evaluation resource's sensor_tier is {evaluation.sensor_tier!r}; "
                              f"expected one of {', '.join(TIERS)}")
@@ -36,13 +37,19 @@ def model_registry_sensor(context: dg.SensorEvaluationContext, settings: Pipelin
     new = [mv for mv in versions if mv.key not in seen]
     if not new:
         return dg.SkipReason(f"no new model version ({len(versions)} registered)")
+    # a version `eval-pipeline evaluate` already scored in this instance is not run again
+    scored = context.instance.get_materialized_partitions(dg.AssetKey("scorecard"))
     new.sort(key=lambda mv: (mv.role != "baseline", mv.registered_at))
-    keys = [mv.key for mv in new]
+    keys = [mv.key for mv in new if mv.key not in scored]
+    cursor = json.dumps(sorted(seen | {mv.key for mv in new}))
+    if not keys:
+        context.update_cursor(cursor)
+        return dg.SkipReason(f"the new version(s) {', '.join(mv.key for mv in new)} already have a scorecard")
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=f"evaluate:{key}", partition_key=key,
                                     run_config=evaluation_run_config(evaluation.sensor_tier),
                                     tags={"eval_pipeline/tier": evaluation.sensor_tier})
                       for key in keys],
         dynamic_partitions_requests=[model_versions.build_add_request(keys)],
-        cursor=json.dumps(sorted(seen | set(keys))),
+        cursor=cursor,
     )
