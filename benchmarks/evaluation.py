@@ -81,11 +81,9 @@ def main() -> int:
 
         _, rows = load_eval_set(home)
         answers = {r["messages"][-1]["content"]: r["production_output"] or "" for r in rows}
-        server = ScriptedServer()
-        server.delay = args.latency
-        server.responder = lambda body: Reply(content=answers.get(body["messages"][-1]["content"], ""))
-        server.thread.start()
-        try:
+        with ScriptedServer() as server:
+            server.delay = args.latency
+            server.responder = lambda body: Reply(content=answers.get(body["messages"][-1]["content"], ""))
             version = f"endpoint-{int(time.time())}"
             ModelRegistry(home.registry).register(ModelVersion(
                 name=DEMO_MODEL, version=version, provider="openai-compatible", base_url=server.base_url,
@@ -102,9 +100,6 @@ def main() -> int:
                 print(f"  {tier:<11} {sent:>4} requests {wall:>7.2f} s wall  (at most {server.max_in_flight} in flight; "
                       f"{sent * args.latency / args.workers:.1f} s is the latency floor)"
                       + (f"  error: {outcome.error}" if outcome.error else ""))
-        finally:
-            server.httpd.shutdown()
-            server.httpd.server_close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -57,9 +57,9 @@ def eval_examples() -> tuple[list[dict], dict[str, str]]:
 
 def write_eval_set(home: DataHome, examples: list[dict], refs: dict[str, str]) -> None:
     df = frame(examples, EVAL_SET_SCHEMA)  # noqa: F841 - read in SQL
-    gold = pl.DataFrame([{"example_id": e, "eval_set_version": "v1", "reference": r, "n_annotators": 3,
+    gold = pl.DataFrame([{"example_id": e, "eval_set_version": "v1", "reference": r, "n_annotators": 3,  # noqa: F841
                           "agreement_share": 1.0, "tie": False} for e, r in refs.items()],
-                        schema=GOLD_REFERENCES)  # noqa: F841 - read in SQL
+                        schema=GOLD_REFERENCES)  # read in SQL
     with duckdb.connect(str(home.warehouse)) as con:
         con.execute("create schema if not exists sampling")
         con.execute("create or replace table sampling.eval_set as select * from df")

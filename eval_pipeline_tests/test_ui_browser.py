@@ -9,18 +9,13 @@ The report is read before ``dagster dev`` starts, in the same browser session; t
 evaluated in the UI's instance, so the registry sensor's first tick skips them.
 """
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from browser import external_requests, headless_chrome, require_browser, save_screenshot
+from dagster_dev import dagster_dev, graphql
 from evaluation_fixtures import evaluation_home, register
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
@@ -29,7 +24,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 from eval_pipeline.runs import evaluate_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-UI_START_TIMEOUT = 120
 PAGE_TIMEOUT = 60
 # Asset nodes of the lineage graph are HTML inside the graph's <svg> (in <foreignObject>s); the
 # explorer's sidebar lists group names only, outside the svg.
@@ -40,45 +34,11 @@ GRAPH_EDGES = ("//*[local-name()='svg']//*[local-name()='path'][not(ancestor::*[
                "[contains(@stroke, 'lineage-edge')]")
 
 
-def _unused_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _asset_nodes(base: str) -> tuple[dict[str, str], int]:
     """(asset name -> group name, number of dependencies between assets), from the webserver's GraphQL."""
-    body = json.dumps({"query": "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"}).encode()
-    request = urllib.request.Request(f"{base}/graphql", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        nodes = json.loads(response.read())["data"]["assetNodes"]
+    nodes = graphql(base, "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }")["data"]["assetNodes"]
     return ({"/".join(node["assetKey"]["path"]): node["groupName"] for node in nodes},
             sum(len(node["dependencyKeys"]) for node in nodes))
-
-
-def _wait_for_ui(proc: subprocess.Popen, base: str, log: Path) -> None:
-    deadline = time.monotonic() + UI_START_TIMEOUT
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/server_info", timeout=2):
-                return
-        except OSError:
-            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-            assert proc.poll() is None, f"dagster dev exited with {proc.returncode}:\n{tail}"
-            assert time.monotonic() < deadline, f"dagster dev did not answer within {UI_START_TIMEOUT} s:\n{tail}"
-            time.sleep(0.5)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGINT to dagster dev's process group (webserver, daemon, code server, runs); SIGKILL if it hangs."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _wait(driver, condition, what: str):
@@ -161,16 +121,7 @@ def test_dagster_ui_and_scorecard_report_render_in_a_browser(tmp_path, monkeypat
         shots.append(save_screenshot(driver, "scorecard_report_demo"))
 
         # --- the Dagster UI on the same home ----------------------------------------------------
-        port = _unused_port()
-        base = f"http://127.0.0.1:{port}"
-        cli = Path(sys.executable).parent / "eval-pipeline"
-        log = tmp_path / "dagster-dev.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen([str(cli), "ui", "--home", str(home.root), "--port", str(port)],
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        try:
-            _wait_for_ui(proc, base, log)
+        with dagster_dev(home.root, tmp_path / "dagster-dev.log") as base:
             groups, dependencies = _asset_nodes(base)
             assert {"eval_set", "candidate_outputs", "candidate_scores", "scorecard"} <= set(groups)
 
@@ -215,8 +166,6 @@ def test_dagster_ui_and_scorecard_report_render_in_a_browser(tmp_path, monkeypat
             assert len(driver.find_elements(By.CSS_SELECTOR, "[title='router:2']")) == 2
             assert "Latest materialization" in body
             shots.append(save_screenshot(driver, "dagster_scorecard_asset"))
-        finally:
-            _stop(proc)
 
     assert [s.name for s in shots] == ["scorecard_report_demo.png", "dagster_asset_graph.png",
                                        "dagster_scorecard_asset.png"]

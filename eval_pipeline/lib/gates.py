@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -133,14 +133,14 @@ def _p(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _rate_part(rows: list[dict]) -> dict[str, Any]:
+def _rate_part(rows: list[dict], confidence: float) -> dict[str, Any]:
     scored = [r for r in rows if r["status"] in ("passed", "failed")]
     passed = sum(r["status"] == "passed" for r in scored)
     part = {"examples": len(rows), "scored": len(scored), "passed": passed, "failed": len(scored) - passed,
             "not_scored": sum(r["status"] == "not_scored" for r in rows),
             "errors": sum(r["status"] == "error" for r in rows), "rate": None, "low": None, "high": None}
     if scored:
-        ci = wilson_interval(passed, len(scored))
+        ci = wilson_interval(passed, len(scored), confidence)
         part.update(rate=ci.estimate, low=ci.low, high=ci.high)
     return part
 
@@ -218,7 +218,7 @@ def _worse(a: str, b: str) -> str:
 
 def _gate_row(name: str, rows: list[dict], baseline: Mapping[str, bool] | None, gate: Gate, critical: bool,
               confidence: float, total_scored: int) -> dict[str, Any]:
-    part = _rate_part(rows)
+    part = _rate_part(rows, confidence)
     row: dict[str, Any] = {"slice": name, "critical": critical, **part, "baseline": None, "paired": None,
                            "floor": gate.floor, "max_drop": gate.max_drop, "status": "not_gated", "detail": "",
                            "mde": None, "needed_examples": None}

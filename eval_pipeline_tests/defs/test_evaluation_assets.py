@@ -154,18 +154,13 @@ def test_provider_failures_are_errors_in_the_scorecard(ev, capsys):
         return Reply(content=by_text[text])
 
     register(home, "1", "baseline", **recorded(home, "baseline"))
-    server = ScriptedServer()
-    server.responder = respond
-    server.thread.start()
-    try:
+    with ScriptedServer() as server:
+        server.responder = respond
         register(home, "4", provider="openai-compatible", base_url=server.base_url, model="router-4",
                  params={"temperature": 0, "max_tokens": 64})
         code = main(["evaluate", "--home", str(home.root), "--model", "router:4"])
         assert len(server.requests) == len(examples)  # a 400 is not retried: the request itself is wrong
         assert server.requests[0]["max_tokens"] == 64 and server.max_in_flight <= EvaluationSettings().max_workers
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
     out = capsys.readouterr().out
     assert code == 2 and "verdict: INCONCLUSIVE" in out and "3 errors" in out
     rows = query(home, "select status, passed, reason from evaluation.candidate_scores "

@@ -116,10 +116,8 @@ def test_judge_skips_without_endpoint_and_scores_and_caches_with_one(labeled_hom
     assert "no judge endpoint configured" in meta(skipped, "judge_labels")["skipped"]
     assert table(home, "select count(*) n from labeling.judge_labels")["n"][0] == 0
 
-    server = ScriptedServer()
-    server.responder = judge_reply
-    server.thread.start()
-    try:
+    with ScriptedServer() as server:
+        server.responder = judge_reply
         resources = {**build_resources(home), "judge": JudgeSettings(base_url=server.base_url, model="judge-model",
                                                                      max_retries=1, timeout=10)}
         first = dg.materialize(assets(home), resources=resources, partition_key=MONTH, selection=["judge_labels"])
@@ -133,9 +131,6 @@ def test_judge_skips_without_endpoint_and_scores_and_caches_with_one(labeled_hom
         again = dg.materialize(assets(home), resources=resources, partition_key=MONTH, selection=["judge_labels"])
         assert meta(again, "judge_labels")["requests"] == 0 and meta(again, "judge_labels")["cache_hits"] == 9
         assert len(server.requests) == 9
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
 
 
 def test_label_studio_exports_round_trip_into_gold_labels(labeled_home):

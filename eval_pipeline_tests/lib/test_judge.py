@@ -60,13 +60,8 @@ def answer(scores: dict[str, int] | None = None, note: str = "fine") -> str:
 
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    srv.thread.start()
-    try:
+    with ScriptedServer() as srv:
         yield srv
-    finally:
-        srv.httpd.shutdown()
-        srv.httpd.server_close()
 
 
 def provider_for(srv: ScriptedServer, **overrides: Any) -> OpenAICompatibleProvider:

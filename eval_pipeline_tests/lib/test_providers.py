@@ -236,13 +236,8 @@ def test_malformed_examples_are_error_results_and_no_workers_is_refused(recordin
 
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    srv.thread.start()
-    try:
+    with ScriptedServer() as srv:
         yield srv
-    finally:
-        srv.httpd.shutdown()
-        srv.httpd.server_close()
 
 
 def registered(srv: ScriptedServer, **overrides: Any) -> ModelVersion:
