@@ -9,7 +9,9 @@ into a temporary folder first, about 3 minutes), times ``eval-pipeline evaluate`
    scored on that tier), with the seconds of each Dagster step;
 2. an OpenAI-compatible endpoint: a local server on 127.0.0.1 (the real ``openai`` client on the
    other side) that answers each request after ``--latency`` seconds, as a hosted model would,
-   with ``--workers`` requests in flight.
+   with ``--workers`` requests in flight;
+3. the recorded provider on a synthetic set ``--scale`` times the test set's 420 examples (the
+   deep tier of a larger set; default 5, 2,100 examples).
 """
 
 import argparse
@@ -36,6 +38,7 @@ def main() -> int:
     parser.add_argument("--home", help="a data home the demo ran in (default: run the demo into a temp folder)")
     parser.add_argument("--latency", type=float, default=0.3, help="seconds the simulated endpoint takes per request")
     parser.add_argument("--workers", type=int, default=4, help="requests in flight (the evaluation resource's max_workers)")
+    parser.add_argument("--scale", type=int, default=5, help="synthetic set size as a multiple of 420 examples")
     args = parser.parse_args()
 
     from eval_pipeline.lib.demo_models import BASELINE_VERSION, CANDIDATE_VERSION, DEMO_MODEL
@@ -100,6 +103,21 @@ def main() -> int:
                 print(f"  {tier:<11} {sent:>4} requests {wall:>7.2f} s wall  (at most {server.max_in_flight} in flight; "
                       f"{sent * args.latency / args.workers:.1f} s is the latency floor)"
                       + (f"  error: {outcome.error}" if outcome.error else ""))
+
+        from evaluation_fixtures import evaluation_home, register
+
+        big, examples, _ = evaluation_home(work / "big", scale=args.scale)
+        register(big, "1", "baseline", provider="recorded", recorded_path=str(big.recordings / "baseline.jsonl"))
+        register(big, "2", provider="recorded", recorded_path=str(big.recordings / "regressed.jsonl"))
+        print(f"\nrecorded provider, synthetic set of {len(examples):,} examples (router:2 against router:1):")
+        for tier in ("continuous", "deep"):
+            evaluate_model(big, "router:1", tier=tier, log=quiet)
+            t0 = time.perf_counter()
+            outcome = evaluate_model(big, "router:2", tier=tier, log=quiet)
+            wall = time.perf_counter() - t0
+            steps = step_seconds(instance_for(big), outcome.run_ids[-1])
+            print(f"  {tier:<11} {outcome.scorecard['counts']['examples']:>6} examples {wall:>6.2f} s  "
+                  f"{outcome.scorecard['verdict']:<7}  " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -38,19 +38,19 @@ def _example(eid: str, task: str, text: str, weight: float) -> dict:
             "added_in": "v1", "removed_in": None, "reason": "initial draw"}
 
 
-def eval_examples() -> tuple[list[dict], dict[str, str]]:
-    """(examples, reference by example id)."""
+def eval_examples(scale: int = 1) -> tuple[list[dict], dict[str, str]]:
+    """(examples, reference by example id); ``scale`` multiplies every count (the benchmark's big set)."""
     examples, refs = [], {}
-    intents = [COMMON[i % len(COMMON)] for i in range(140)] + [RARE[i % 2] for i in range(10)]
+    intents = [COMMON[i % len(COMMON)] for i in range(140 * scale)] + [RARE[i % 2] for i in range(10 * scale)]
     for i, intent in enumerate(intents):
         eid = f"ex_r{i:04d}"
         examples.append(_example(eid, "intent_routing", f"Message {i} about {intent.replace('_', ' ')}", 2.0))
         refs[eid] = intent
-    for i in range(250):
+    for i in range(250 * scale):
         eid = f"ex_x{i:04d}"
         examples.append(_example(eid, "extraction", f"Send {100 + i} EUR on 2026-02-{1 + i % 28:02d}", 4.0))
         refs[eid] = json.dumps({"amount": 100 + i, "currency": "EUR", "date": f"2026-02-{1 + i % 28:02d}"})
-    for i in range(20):
+    for i in range(20 * scale):
         examples.append(_example(f"ex_q{i:04d}", "open_question", f"Explain compound interest, take {i}", 1.0))
     return examples, refs
 
@@ -99,11 +99,11 @@ def register(home: DataHome, version: str, role: str = "candidate", **provider) 
     return mv.key
 
 
-def evaluation_home(root: Path) -> tuple[DataHome, list[dict], dict[str, str]]:
+def evaluation_home(root: Path, scale: int = 1) -> tuple[DataHome, list[dict], dict[str, str]]:
     """A data home with the eval set, its references, and recordings ``baseline``, ``same`` and
     ``regressed`` under ``<home>/registry/recordings`` (not registered yet)."""
     home = DataHome.resolve(root).ensure()
-    examples, refs = eval_examples()
+    examples, refs = eval_examples(scale)
     write_eval_set(home, examples, refs)
     for kind in ("baseline", "same", "regressed"):
         record(home, examples, outputs(examples, refs, kind), kind)
