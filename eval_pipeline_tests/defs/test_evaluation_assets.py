@@ -5,6 +5,7 @@ recorded outputs and on a local OpenAI-compatible server (the real ``openai`` cl
 from __future__ import annotations
 
 import json
+import re
 
 import dagster as dg
 import duckdb
@@ -169,3 +170,33 @@ def test_provider_failures_are_errors_in_the_scorecard(ev, capsys):
     card = json.loads((home.reports / "scorecards" / "router" / "4.deep.json").read_text())
     assert card["counts"]["errors"] == 3 and card["counts"]["passed"] + card["counts"]["failed"] == len(examples) - 23
     assert any("3 of 420 examples errored" in r for r in card["reasons"])
+
+
+def test_the_judge_scores_open_ended_examples_when_configured(ev, monkeypatch, capsys):
+    home, examples, _ = ev
+    def judge(body: dict) -> Reply:
+        """Fails every criterion of the odd-numbered open questions (half of them), passes the rest."""
+        schema = body["response_format"]["json_schema"]["schema"]
+        take = re.search(r"take (\d+)\n</turn>", body["messages"][-1]["content"])
+        bad = take is not None and int(take.group(1)) % 2 == 1
+        answer = {c: {"score": spec["properties"]["score"]["enum"][0 if bad else -1], "justification": f"{c}: checked"}
+                  for c, spec in schema["properties"].items()}
+        return Reply(content=json.dumps(answer))
+
+    register(home, "1", "baseline", **recorded(home, "baseline"))
+    with ScriptedServer() as server:
+        server.responder = judge
+        monkeypatch.setenv("EVAL_PIPELINE_JUDGE_BASE_URL", server.base_url)
+        monkeypatch.setenv("EVAL_PIPELINE_JUDGE_MODEL", "judge-model")
+        assert main(["evaluate", "--home", str(home.root), "--model", "router:1"]) == 0
+        # the judge saw the candidate's output, with the conversation it answered
+        assert any("Compound interest is interest on interest." in json.dumps(r["messages"]) for r in server.requests)
+    rows = query(home, "select status, count(*), bool_and(list_contains(scorers, 'judge:' || ?)) "
+                       "from evaluation.candidate_scores where task_type = 'open_question' group by 1 order by 1",
+                 f"{server.base_url}|judge-model")
+    assert rows == [("failed", 10, True), ("passed", 10, True)]
+    # tasks with one correct answer get both: the reference decides together with the judge
+    both = query(home, "select count(*) from evaluation.candidate_scores where task_type = 'intent_routing' "
+                       "and list_contains(scorers, 'reference') and len(scorers) = 2")
+    assert both == [(150,)]
+    assert "0 not scored" in capsys.readouterr().out
