@@ -351,14 +351,15 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
             log(f"evaluating the baseline {outcome.baseline} first ({tier} tier of eval set {current})")
             run = job.execute_in_process(
                 partition_key=outcome.baseline, instance=instance, raise_on_error=False,
-                run_config={**_QUIET, **evaluation_run_config(tier)},
+                run_config={**_QUIET, **evaluation_run_config(tier)}, tags={"eval_pipeline/tier": tier},
                 asset_selection=[dg.AssetKey(k) for k in ("model_registry", "candidate_outputs", "candidate_scores")])
             outcome.run_ids.append(run.run_id)
             if not run.success:
                 outcome.error = f"evaluating the baseline {outcome.baseline} failed: {_run_failure(run)}"
                 return outcome
     run = job.execute_in_process(partition_key=model, instance=instance, raise_on_error=False,
-                                 run_config={**_QUIET, **evaluation_run_config(tier, outcome.baseline or "")})
+                                 run_config={**_QUIET, **evaluation_run_config(tier, outcome.baseline or "")},
+                                 tags={"eval_pipeline/tier": tier})
     outcome.run_ids.append(run.run_id)
     if not run.success:
         outcome.error = f"evaluating {model} failed: {_run_failure(run)}"
