@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Protocol, Sequence
 
+from eval_pipeline.lib.jsonl import json_objects
 from eval_pipeline.lib.judge import OpenAICompatibleProvider, ProviderError, ProviderResponse
 from eval_pipeline.lib.registry import ModelVersion
 
@@ -204,14 +205,7 @@ class RecordedProvider:
         self.model_id = f"recorded:{self.path.name}"
         self._index = _RecordingIndex()
         with open(self.path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                where = f"{self.path} line {number}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from exc
+            for _, where, row in json_objects(handle, self.path):
                 self._index.add(_read_recorded_row(row, where))
 
     def __repr__(self) -> str:

@@ -21,6 +21,8 @@ from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from eval_pipeline.lib.jsonl import JSONLineError, json_objects
+
 __all__ = [
     "ROLES",
     "PROVIDERS",
@@ -227,17 +229,11 @@ class ModelRegistry:
         """(line number, version) for every non-blank line, or RegistryError at the first bad one."""
         rows: list[tuple[int, ModelVersion]] = []
         seen: dict[str, int] = {}
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"{self.path} line {number}"
-            try:
-                payload = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RegistryError(f"{where}: not JSON ({exc.msg} at column {exc.colno}); "
-                                    "fix or remove the line") from exc
-            if not isinstance(payload, dict):
-                raise RegistryError(f"{where}: expected a JSON object, got {type(payload).__name__}")
+        try:
+            lines = list(json_objects(text.splitlines(), self.path))
+        except JSONLineError as exc:
+            raise RegistryError(f"{exc}; fix or remove the line") from exc
+        for number, where, payload in lines:
             try:
                 version = ModelVersion.model_validate(payload)
             except ValidationError as exc:
