@@ -59,7 +59,9 @@ def browser_required() -> bool:
 def require_browser() -> None:
     """Skip the calling test when there is no browser, or fail it when one is required.
 
-    Call it first thing in a browser test.
+    Call it first thing in a browser test. The skip exists for a developer's machine without the
+    Debian Chromium packages (`make test` must still run there); CI sets the variable, so a browser
+    missing in CI fails the test instead of hiding it.
     """
     if chromium_available():
         return
