@@ -328,7 +328,8 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
         outcome.error = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
         return outcome
     outcome.baseline = None if baseline == model else baseline
-    if current_eval_set_version(home) is None:
+    current = current_eval_set_version(home)
+    if current is None:
         outcome.error = f"no eval set in {home.warehouse}: run `eval-pipeline refresh` for a month first"
         return outcome
     settings = EvaluationSettings(thresholds=thresholds or "")
@@ -346,7 +347,6 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
     job = defs.resolve_job_def("evaluation_job")
     if outcome.baseline:
         stored = scored_on(home, outcome.baseline)
-        current = current_eval_set_version(home)
         if not (stored and stored[0] == current and stored[1] in (tier, "deep")):
             log(f"evaluating the baseline {outcome.baseline} first ({tier} tier of eval set {current})")
             run = job.execute_in_process(
