@@ -67,13 +67,23 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_refresh(args: argparse.Namespace) -> int:
     from eval_pipeline.runs import refresh_month
 
     home = _home(args)
     start = time.perf_counter()
     try:
-        result = refresh_month(home, args.month)
+        result = refresh_month(home, args.month, workers=args.workers)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -86,7 +96,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from eval_pipeline.lib.demo_logs import generate_logs
     from eval_pipeline.lib.gates import scorecard_text
-    from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, evaluate_model, month_days,
+    from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, day_pool, evaluate_model, month_days,
                                     pii_placeholders, quarantine_reasons, refresh_month, register_demo_models,
                                     run_labeling, simulate_demo_annotations, table_counts)
 
@@ -106,10 +116,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     generate_logs(home.landing / "demo", date.fromisoformat(f"{months[0]}-01"), days, args.per_day, args.seed,
                   truth_dir=home.demo_truth)
     ok = True
-    for month in months:
-        result = refresh_month(home, month)
-        ok &= result.success
-        print(f"refresh {month}: {'ok' if result.success else 'FAILED: ' + ', '.join(result.failed)}")
+    with day_pool(args.workers, home) as pool:  # one set of worker processes (models loaded once) for every month
+        for month in months:
+            result = refresh_month(home, month, pool=pool)
+            ok &= result.success
+            print(f"refresh {month}: {'ok' if result.success else 'FAILED: ' + ', '.join(result.failed)}")
     if ok:
         export = simulate_demo_annotations(home)
         labelled = run_labeling(home)
@@ -299,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_home(sub.add_parser("refresh", help="materialize a month: its daily partitions, then the monthly assets"))
     p.add_argument("--month", required=True, help="YYYY-MM")
+    p.add_argument("--workers", type=_positive_int, help="days processed at once, each in its own process "
+                   "(default: one per CPU core)")
     p.set_defaults(func=cmd_refresh)
 
     p = with_home(sub.add_parser("demo", help="generate demo logs into the data home and run the pipeline on them"))
@@ -306,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--months", type=int, default=3)
     p.add_argument("--per-day", type=int, default=40)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--workers", type=_positive_int, help="days processed at once (default: one per CPU core)")
     p.set_defaults(func=cmd_demo)
 
     p = with_home(sub.add_parser("export-eval-set", help="write one eval-set version to a self-contained file"))

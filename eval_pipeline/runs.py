@@ -4,9 +4,15 @@ instance under the data home (so the runs show up in ``dagster dev`` afterwards)
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
+import threading
 from calendar import monthrange
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -16,9 +22,12 @@ import duckdb
 
 from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.partitions import daily_partitions, monthly_partitions
+from eval_pipeline import workers as workers_module
+from eval_pipeline.lib.clustering import warm_up as warm_up_clustering
 from eval_pipeline.lib.paths import DataHome
 
-__all__ = ["MonthRefresh", "Evaluation", "instance_for", "month_days", "refresh_month", "table_counts", "evaluate_model",
+__all__ = ["MonthRefresh", "Evaluation", "day_pool", "default_workers", "ingest_day_run", "instance_for", "month_days",
+           "refresh_month", "table_counts", "evaluate_model",
            "register_demo_models"]
 
 _INSTANCE_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
@@ -67,9 +76,59 @@ def month_days(month: str) -> list[str]:
     return [(first + timedelta(days=i)).isoformat() for i in range(monthrange(year, mon)[1])]
 
 
-def refresh_month(home: DataHome, month: str, log=print) -> MonthRefresh:
+def default_workers() -> int:
+    """Day runs in parallel by default: one per CPU core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def day_pool(workers: int | None = None, home: DataHome | None = None) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes for the days of a month (None when one worker is asked for), to pass to
+    :func:`refresh_month` for several months in a row (models load once per worker).
+
+    Each worker builds the definitions once and runs one day at a time as its own Dagster run
+    on the data home's instance. The CPU is shared out: each worker's torch and BLAS use
+    ``cores // workers`` threads, so two workers on two cores do not fight over them. Given
+    ``home``, the workers load the default models as they start.
+    """
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers == 1:
+        yield None
+        return
+    threads = max(1, default_workers() // workers)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=workers_module.init_worker,
+                               initargs=(threads, str(home.root) if home else None))
+    for _ in range(workers):  # start every worker now (the pool starts them on demand), models loading
+        pool.submit(workers_module.ready)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def ingest_day_run(defs: dg.Definitions, instance: dg.DagsterInstance, day: str) -> tuple[str, str, bool, list[str]]:
+    """One day's ingest run: (day, run id, run succeeded, names of the checks that failed)."""
+    run = defs.resolve_job_def("ingest_job").execute_in_process(partition_key=day, instance=instance,
+                                                                raise_on_error=False, run_config=_QUIET)
+    failed_checks = [e.check_name for e in run.get_asset_check_evaluations() if not e.passed]
+    return day, run.run_id, run.success, failed_checks
+
+
+def refresh_month(home: DataHome, month: str, log=print, workers: int | None = None,
+                  pool: ProcessPoolExecutor | None = None) -> MonthRefresh:
     """Materialize the landing manifest, every daily partition of the month (up to today), then the
-    monthly assets."""
+    monthly assets.
+
+    The days run as separate Dagster runs, ``workers`` at a time in worker processes (default:
+    one per CPU core; 1 runs them here, one after the other), or on ``pool`` from
+    :func:`day_pool`. Their DuckDB reads and writes queue on a file lock (``lib/locks.py``).
+    """
     days = [day for day in month_days(month) if daily_partitions.has_partition_key(day)]
     if not days:
         raise ValueError(f"month {month}: no daily partition exists for it (partitions start on "
@@ -77,24 +136,43 @@ def refresh_month(home: DataHome, month: str, log=print) -> MonthRefresh:
     defs = build_definitions(home)
     instance = instance_for(home)
     result = MonthRefresh(month=month)
-    manifest = defs.resolve_job_def("landing_manifest_job").execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET)
-    result.run_ids.append(manifest.run_id)
-    if not manifest.success:
-        result.failed.append("landing_manifest")
-        return result
-    ingest = defs.resolve_job_def("ingest_job")
-    for day in days:
-        run = ingest.execute_in_process(partition_key=day, instance=instance, raise_on_error=False, run_config=_QUIET)
-        result.days.append(day)
-        result.run_ids.append(run.run_id)
-        failed_checks = [e.check_name for e in run.get_asset_check_evaluations() if not e.passed]
-        if not run.success or failed_checks:
-            result.failed.append(day if run.success else f"{day} (run failed)")
-            log(f"  {day}: {'checks failed: ' + ', '.join(failed_checks) if failed_checks else 'run failed'}")
     month_key = f"{days[0][:7]}-01"
-    if not monthly_partitions.has_partition_key(month_key):
+    monthly = monthly_partitions.has_partition_key(month_key)
+    warm = None
+    with ExitStack() as stack:
+        if pool is None and len(days) > 1:
+            pool = stack.enter_context(day_pool(workers, home))  # the workers start while the manifest runs
+        manifest = defs.resolve_job_def("landing_manifest_job").execute_in_process(
+            instance=instance, raise_on_error=False, run_config=_QUIET)
+        result.run_ids.append(manifest.run_id)
+        if not manifest.success:
+            result.failed.append("landing_manifest")
+            return result
+        if pool is not None and monthly:
+            # UMAP compiles for 25-45 s in a new process: do it here while the workers run the days
+            warm = threading.Thread(target=warm_up_clustering, name="umap-warm-up", daemon=True)
+            warm.start()
+        if pool is None:
+            outcomes = (ingest_day_run(defs, instance, day) for day in days)
+        else:
+            outcomes = pool.map(workers_module.ingest_day, [str(home.root)] * len(days), days)
+        try:
+            for day, run_id, success, failed_checks in outcomes:
+                result.days.append(day)
+                result.run_ids.append(run_id)
+                if not success or failed_checks:
+                    result.failed.append(day if success else f"{day} (run failed)")
+                    log(f"  {day}: {'checks failed: ' + ', '.join(failed_checks) if failed_checks else 'run failed'}")
+        except BrokenProcessPool as err:  # a worker died (killed, out of memory): the days it had are not done
+            missing = [day for day in days if day not in result.days]
+            result.failed += [f"{day} (worker process died)" for day in missing]
+            log(f"  a worker process died ({err}); days not ingested: {', '.join(missing)}")
+            return result
+    if not monthly:
         log(f"  {month}: the month has not ended, so it has no monthly partition yet; monthly jobs not run")
         return result
+    if warm is not None:
+        warm.join()
     for job_name in MONTHLY_JOBS:
         run = defs.resolve_job_def(job_name).execute_in_process(partition_key=month_key, instance=instance, raise_on_error=False, run_config=_QUIET)
         result.monthly_jobs.append(job_name)

@@ -3,26 +3,29 @@
 
 import json
 from collections.abc import Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from typing import Optional
 
 import dagster as dg
 import duckdb
 import polars as pl
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
+from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBResource
+from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 
 from eval_pipeline.lib.clustering import ClusterConfig
 from eval_pipeline.lib.embeddings import DEFAULT_MODEL, EmbeddingConfig
 from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
+from eval_pipeline.lib.locks import file_lock
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.redaction import CustomPattern, RedactionConfig
 from eval_pipeline.lib.sampling import DEFAULT_SIGNAL_WEIGHTS, SamplingConfig
 from eval_pipeline.lib.tables import MANIFEST_SCHEMA
 
 __all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "SamplingSettings",
-           "LabelingSettings", "JudgeSettings", "WarehouseIOManager", "build_resources"]
+           "LabelingSettings", "JudgeSettings", "WarehouseIOManager", "WarehouseResource", "build_resources"]
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -66,6 +69,11 @@ class EmbeddingSettings(dg.ConfigurableResource):
     its PyPI package (offline). BGE and E5 models want ``query_prefix`` ("query: " for E5).
     precision: "auto" takes bfloat16 when the CPU runs it natively and a self-test agrees with
     float32, else float32. mode "static" is the distilled token table for very large months.
+    max_seq_length: word pieces read per text. 128 is the length all-MiniLM-L6-v2 was trained
+    on; its maintainers report that longer inputs embed worse than inputs truncated there
+    (huggingface.co/sentence-transformers/all-MiniLM-L6-v2/discussions/52), and it embeds long
+    texts about 1.2x faster than its 256 maximum. Set your model's own training length when you
+    change ``model`` (None: the model's maximum). Part of the cache key.
     """
 
     model: str = DEFAULT_MODEL
@@ -73,10 +81,12 @@ class EmbeddingSettings(dg.ConfigurableResource):
     precision: str = "auto"
     mode: str = "transformer"
     batch_size: int = 64
+    max_seq_length: Optional[int] = 128
 
     def config(self, cache_dir: str | None = None) -> EmbeddingConfig:
         return EmbeddingConfig(model=self.model, query_prefix=self.query_prefix, precision=self.precision,  # type: ignore[arg-type]
-                               mode=self.mode, batch_size=self.batch_size, cache_dir=cache_dir)  # type: ignore[arg-type]
+                               mode=self.mode, batch_size=self.batch_size, cache_dir=cache_dir,  # type: ignore[arg-type]
+                               max_seq_length=self.max_seq_length)
 
 
 class ClusteringSettings(dg.ConfigurableResource):
@@ -223,6 +233,18 @@ class _EmptyAwarePolarsTypeHandler(DuckDBPolarsTypeHandler):
             return pl.DataFrame()
 
 
+class _LockedDuckDbClient(DuckDbClient):
+    """Dagster's DuckDB client, each connection taken under the file's process lock (``lib/locks.py``):
+    the days of a month run in parallel processes and one DuckDB file takes one writer at a time."""
+
+    @staticmethod
+    @contextmanager
+    def connect(context, table_slice):
+        with file_lock(f"{context.resource_config['database']}.lock"):
+            with DuckDbClient.connect(context, table_slice) as conn:
+                yield conn
+
+
 class WarehouseIOManager(DuckDBPolarsIOManager):
     """The DuckDB IO manager with polars frames; the schema of each table is its asset's domain."""
 
@@ -230,14 +252,29 @@ class WarehouseIOManager(DuckDBPolarsIOManager):
     def type_handlers() -> Sequence[DbTypeHandler]:
         return [_EmptyAwarePolarsTypeHandler()]
 
+    def create_io_manager(self, context) -> DbIOManager:
+        return DbIOManager(db_client=_LockedDuckDbClient(), database=self.database, schema=self.schema_,
+                           type_handlers=self.type_handlers(), default_load_type=self.default_load_type(),
+                           io_manager_name="DuckDBIOManager")
+
+
+class WarehouseResource(DuckDBResource):
+    """A DuckDB connection for assets that query directly, taken under the file's process lock."""
+
+    @contextmanager
+    def get_connection(self):
+        with file_lock(f"{self.database}.lock"):
+            with super().get_connection() as conn:
+                yield conn
+
 
 def build_resources(home: DataHome) -> dict[str, object]:
     """All resources for a data home. Raw records go to the restricted zone's own DuckDB file."""
     return {
         "io_manager": WarehouseIOManager(database=str(home.warehouse)),
         "raw_io_manager": WarehouseIOManager(database=str(home.raw_warehouse)),
-        "warehouse": DuckDBResource(database=str(home.warehouse)),
-        "raw_warehouse": DuckDBResource(database=str(home.raw_warehouse)),
+        "warehouse": WarehouseResource(database=str(home.warehouse)),
+        "raw_warehouse": WarehouseResource(database=str(home.raw_warehouse)),
         "settings": PipelineSettings(home=str(home.root)),
         "redaction": RedactionSettings(),
         "embedding": EmbeddingSettings(),

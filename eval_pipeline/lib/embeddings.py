@@ -35,7 +35,7 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, ContextManager, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -628,34 +628,44 @@ class CachedEmbeddings:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
 
-def embed_with_cache(texts: Sequence[str], embedder: Embedder, con) -> CachedEmbeddings:
-    """Vectors for ``texts`` from the cache table on DuckDB connection ``con``, embedding (in one
-    batched ``encode``) only the texts whose hash is not there yet, and storing those.
-
-    The key is :meth:`Embedder.hash` (text, model id, query prefix), so the same text on another
-    day, or a re-run of a day, is a cache hit; another model or prefix is not.
-    """
-    import pyarrow as pa
-
+def _ensure_cache_table(con) -> None:
     con.execute("create schema if not exists embeddings")
     con.execute(f"""create table if not exists {CACHE_TABLE} (
         content_hash varchar primary key, model_id varchar not null, dim integer not null,
         vector blob not null, created_at timestamp not null default current_timestamp)""")
+
+
+def embed_with_cache(texts: Sequence[str], embedder: Embedder, connect: Callable[[], ContextManager[Any]]) -> CachedEmbeddings:
+    """Vectors for ``texts`` from the cache table, embedding (in one batched ``encode``) only the
+    texts whose hash is not there yet, and storing those.
+
+    ``connect`` opens a DuckDB connection (a context manager, e.g. ``DuckDBResource.get_connection``).
+    It is opened twice, briefly: to look the hashes up, and to store the new vectors; nothing
+    holds the database while the model runs, so other processes can write in between. The key
+    is :meth:`Embedder.hash` (text, model id, query prefix), so the same text on another day, or
+    a re-run of a day, is a cache hit; another model or prefix is not.
+    """
+    import pyarrow as pa
+
     hashes = [embedder.hash(t) for t in texts]
     first_text: dict[str, str] = {}
     for h, t in zip(hashes, texts):
         first_text.setdefault(h, t)
     wanted = pa.table({"content_hash": list(first_text)})  # noqa: F841 - read by name in the SQL
-    found = dict(con.execute(
-        f"select c.content_hash, c.vector from {CACHE_TABLE} c join wanted w using (content_hash)").fetchall())
+    with connect() as con:
+        _ensure_cache_table(con)
+        found = dict(con.execute(
+            f"select c.content_hash, c.vector from {CACHE_TABLE} c join wanted w using (content_hash)").fetchall())
     missing = [h for h in first_text if h not in found]
     started = time.perf_counter()
     if missing:
         blobs = to_storage(embedder.encode([first_text[h] for h in missing]))
         fresh = pa.table({"content_hash": missing, "model_id": [embedder.model_id] * len(missing),  # noqa: F841
                           "dim": pa.array([embedder.dim] * len(missing), pa.int32()), "vector": blobs})
-        con.execute(f"insert or ignore into {CACHE_TABLE} (content_hash, model_id, dim, vector) "
-                    "select content_hash, model_id, dim, vector from fresh")
+        with connect() as con:
+            _ensure_cache_table(con)
+            con.execute(f"insert or ignore into {CACHE_TABLE} (content_hash, model_id, dim, vector) "
+                        "select content_hash, model_id, dim, vector from fresh")
         found.update(zip(missing, blobs))
     seconds = time.perf_counter() - started
     return CachedEmbeddings(hashes, [bytes(found[h]) for h in hashes], len(first_text),

@@ -59,6 +59,11 @@ class DataHome:
         return self.root / "cache"
 
     @property
+    def redaction_cache(self) -> Path:
+        """Spans the PII analyzer found per distinct text (offsets and types, no text)."""
+        return self.cache / "redaction" / "analysis.sqlite"
+
+    @property
     def labels_inbox(self) -> Path:
         """Completed annotations dropped here (Label Studio JSON exports, or the plain JSONL/CSV)."""
         return self.root / "labels" / "inbox"

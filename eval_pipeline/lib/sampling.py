@@ -74,7 +74,8 @@ class SamplingConfig:
     noise_group     the "unclustered" stratum (HDBSCAN noise) is split by k-means into groups of
                     about this many records for the draw, each with a floor of ``noise_floor``:
                     noise holds the rare topics too small to form a cluster, and a proportional
-                    draw from it would miss them as a uniform sample does.
+                    draw from it would miss them as a uniform sample does. There are at most
+                    target / ``noise_floor`` groups (the set has no room for more).
     merge_cosine    a "gone" cluster whose centroid is at least this similar to a cluster of this
                     month was re-cut by the clustering, not gone: its examples move to that
                     cluster (the drift match threshold; see ``match_clusters``).
@@ -308,7 +309,7 @@ def draw_sample(rows: Sequence[Mapping[str, Any]], vectors: np.ndarray, config: 
     if not rows:
         return SampleResult([], {}, {}, ["no records to sample from"])
     vectors = np.asarray(vectors, dtype=np.float32)
-    groups_of = _draw_groups(strata, vectors, config)
+    groups_of = _draw_groups(strata, vectors, config, max_groups=max(2, target // max(1, config.noise_floor)))
     dedup = {g: dedupe(vectors[members], config.dedup_cosine) for g, (_, members) in groups_of.items()}
     distinct = {g: len(kept) for g, (kept, _) in dedup.items()}
     messages: list[str] = []
@@ -335,11 +336,14 @@ def draw_sample(rows: Sequence[Mapping[str, Any]], vectors: np.ndarray, config: 
     return SampleResult(selected, by_stratum, {k: len(v) for k, v in strata.items()}, messages)
 
 
-def _draw_groups(strata: Mapping[str, list[int]], vectors: np.ndarray,
-                 config: SamplingConfig) -> dict[str, tuple[str, np.ndarray]]:
+def _draw_groups(strata: Mapping[str, list[int]], vectors: np.ndarray, config: SamplingConfig,
+                 max_groups: int | None = None) -> dict[str, tuple[str, np.ndarray]]:
     """Draw group -> (stratum, member rows). A group is its stratum, except that an
     "unclustered" stratum of more than 2 x ``noise_group`` records is split by seeded k-means
-    into groups of about ``noise_group`` (``unclustered#0``, ...)."""
+    into groups of about ``noise_group`` (``unclustered#0``, ...), at most ``max_groups`` of
+    them: more groups than the set has room for at their floor would only be left empty, and
+    k-means++ costs grow with n x k (a 35,000-record noise stratum split into 3,500 groups took
+    over two minutes; capped at the draw's 150, a few seconds)."""
     from sklearn.cluster import KMeans
 
     out: dict[str, tuple[str, np.ndarray]] = {}
@@ -349,6 +353,8 @@ def _draw_groups(strata: Mapping[str, list[int]], vectors: np.ndarray,
             out[key] = (key, members)
             continue
         k = int(math.ceil(len(members) / config.noise_group))
+        if max_groups is not None:
+            k = min(k, max_groups)
         labels = KMeans(n_clusters=k, n_init=1, random_state=config.seed).fit_predict(vectors[members])
         for label in range(k):
             part = members[labels == label]

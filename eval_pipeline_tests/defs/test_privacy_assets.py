@@ -143,3 +143,19 @@ def test_retention_deletes_old_raw_days_and_files_and_proves_it(tmp_path):
     assert set(redacted(home)["timestamp"].dt.date().cast(pl.String)) == {old_day, new_day}
     observed = instance.fetch_observations(dg.AssetKey("raw_logs"), limit=10).records
     assert [(r.partition_key, r.asset_observation.metadata["deleted_by_retention"].value) for r in observed] == [(old_day, True)]
+
+
+def test_re_materializing_a_day_analyses_nothing_again(home):
+    conversation_file(home)
+
+    def analysis(result):
+        [mat] = result.asset_materializations_for_node("redacted_logs")
+        return {k: mat.metadata[k].value for k in ("distinct_texts", "cache_hits", "texts_analysed")}
+
+    first = analysis(run_day(home, "2026-03-02"))
+    before = redacted(home)
+    second = analysis(run_day(home, "2026-03-02"))
+    assert first["distinct_texts"] > 5 and first["texts_analysed"] == first["distinct_texts"] - first["cache_hits"] > 0
+    assert second == {"distinct_texts": first["distinct_texts"], "cache_hits": first["distinct_texts"], "texts_analysed": 0}
+    assert redacted(home).equals(before)  # the same rows, from the cached analysis
+    assert home.redaction_cache.exists()

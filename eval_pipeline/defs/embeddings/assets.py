@@ -30,8 +30,7 @@ def log_embeddings(context: dg.AssetExecutionContext, settings: PipelineSettings
     embedder = get_embedder(embedding.config(cache_dir=str(settings.data_home.cache / "embeddings")))
     rows = redacted_logs.select(*_CARRIED, "messages", "user_input").to_dicts() if redacted_logs.height else []
     texts = [embedding_text(row) for row in rows]
-    with warehouse.get_connection() as con:
-        cached = embed_with_cache(texts, embedder, con)
+    cached = embed_with_cache(texts, embedder, warehouse.get_connection)
     for row, text, key, blob in zip(rows, texts, cached.hashes, cached.blobs):
         row.update(embed_text=text, content_hash=key, model_id=embedder.model_id, vector=blob)
     df = frame(rows, LOG_EMBEDDINGS_SCHEMA)

@@ -12,6 +12,7 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import PipelineSettings, RedactionSettings, landing_file_days, read_table
 from eval_pipeline.lib.redaction import get_redactor
+from eval_pipeline.lib.redaction_cache import AnalysisCache
 from eval_pipeline.lib.retention import purge_raw_zone
 from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, RETENTION_LOG_SCHEMA, frame, markdown_table
 
@@ -24,16 +25,23 @@ KINDS = {"polars", "duckdb", "presidio"}
     partitions_def=daily_partitions,
     metadata={"schema": "privacy", "partition_expr": "timestamp"},
 )
-def redacted_logs(context: dg.AssetExecutionContext, redaction: RedactionSettings, raw_logs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+def redacted_logs(context: dg.AssetExecutionContext, settings: PipelineSettings, redaction: RedactionSettings,
+                  raw_logs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """The day's records with PII replaced by typed placeholders, consistent within a conversation.
 
     Every text that can carry user data is redacted: messages (system prompt included),
     completion, retrieved chunks, the feedback comment, string metadata. A text that cannot be
     analysed is withheld (``[WITHHELD: reason]``), never passed on raw.
+
+    Each distinct text (a line of a long text) is analysed once, ever: what the analyzer found
+    is kept in ``<data home>/cache/redaction/`` keyed by the SHA-256 of the configuration and the
+    text, and placeholders are numbered per conversation from it (``cache_hits`` in the metadata).
     """
     redactor = get_redactor(redaction.config())
     started = time.perf_counter()
-    rows = redactor.redact_rows(raw_logs.to_dicts())
+    with AnalysisCache(settings.data_home.redaction_cache, redactor.fingerprint()) as cache:
+        rows = redactor.redact_rows(raw_logs.to_dicts(), cache=cache)
+        lookups, hits = cache.stats.lookups, cache.stats.hits
     seconds = time.perf_counter() - started
     df = frame(rows, REDACTED_LOGS_SCHEMA)
     found: Counter[str] = Counter()
@@ -46,6 +54,9 @@ def redacted_logs(context: dg.AssetExecutionContext, redaction: RedactionSetting
         "records_with_pii": with_pii.height,
         "placeholders_by_type": dg.MetadataValue.json(dict(sorted(found.items()))),
         "withheld_texts": dg.MetadataValue.json(dict(sorted(withheld.items()))),
+        "distinct_texts": lookups,
+        "cache_hits": hits,
+        "texts_analysed": lookups - hits,
         "redaction_seconds": round(seconds, 2),
         "records_per_second": round(df.height / seconds, 1) if seconds > 0 and df.height else 0.0,
         "preview": dg.MetadataValue.md(markdown_table(with_pii.select("request_id", "user_input", "pii_counts").head(10), max_cell=120)),

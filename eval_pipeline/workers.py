@@ -1,0 +1,50 @@
+"""The entry points of the worker processes that run a month's days in parallel (see
+``runs.day_pool``). Kept free of heavy imports at module level: a spawned worker imports this
+module first, so its initializer can limit threads and silence Dagster's preview warnings
+before Dagster, torch or spaCy load."""
+
+from __future__ import annotations
+
+import warnings
+
+__all__ = ["init_worker", "ingest_day", "ready"]
+
+_DEFS: dict[str, object] = {}
+
+
+def init_worker(threads: int, root: str | None = None) -> None:
+    """Run once per worker: ``threads`` for torch and BLAS, the command line's warning filters,
+    and, given the data home ``root``, the default redaction and embedding models loaded (so they
+    load while the parent scans the landing folder, not in the first day's run)."""
+    warnings.filterwarnings("ignore", message=".*is currently in (preview|beta).*")
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    from eval_pipeline.defs.resources import EmbeddingSettings, RedactionSettings
+    from eval_pipeline.lib.embeddings import get_embedder
+    from eval_pipeline.lib.redaction import get_redactor
+
+    if root is not None:
+        from eval_pipeline.lib.paths import DataHome
+
+        get_redactor(RedactionSettings().config())
+        get_embedder(EmbeddingSettings().config(cache_dir=str(DataHome.resolve(root).cache / "embeddings")))
+
+
+def ready() -> None:
+    """A task that does nothing: submitted once per worker so the pool starts them all at once."""
+
+
+def ingest_day(root: str, day: str) -> tuple[str, str, bool, list[str]]:
+    """One day's ingest run on the data home ``root`` (definitions built once per worker)."""
+    from eval_pipeline.definitions import build_definitions
+    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.runs import ingest_day_run, instance_for
+
+    home = DataHome.resolve(root)
+    if root not in _DEFS:
+        _DEFS[root] = build_definitions(home)
+    return ingest_day_run(_DEFS[root], instance_for(home), day)  # type: ignore[arg-type]
