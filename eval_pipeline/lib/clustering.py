@@ -285,13 +285,14 @@ def warm_up(config: ClusterConfig | None = None) -> float:
     step that follows starts compiled."""
     started = time.perf_counter()
     config = config or ClusterConfig()
-    x = _normalize(np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32))
+    # more than 4,096 points: UMAP takes its nearest-neighbour-descent path only above that size
+    x = _normalize(np.random.default_rng(0).normal(size=(4_400, 16)).astype(np.float32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reducer = _umap(config.umap_dims, 15, config.umap_min_dist, 0, "cosine", 20)
-        reduced = reducer.fit_transform(x[:200]).astype(np.float32)
-        reducer.transform(x[200:])
-        _umap(2, 15, 0.1, 0, "euclidean", 20).fit_transform(reduced)
+        reducer = _umap(config.umap_dims, 15, config.umap_min_dist, 0, "cosine", 5)
+        reduced = reducer.fit_transform(x[:4_200]).astype(np.float32)
+        reducer.transform(x[4_200:])
+        _umap(2, 15, 0.1, 0, "euclidean", 5).fit_transform(reduced)
     return time.perf_counter() - started
 
 
