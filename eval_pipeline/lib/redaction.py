@@ -844,8 +844,9 @@ def _segments(text: str, limit: int, short_line: int = 80) -> list[tuple[int, st
     retrieved context, a conversation pasted with its turns), whose lines repeat across records
     even when the whole never does; analysed line by line, each repeated line is analysed
     once. The price: a finding that needs words across a line break of a long text (a name
-    wrapped mid-way between two long lines) may be missed; the Presidio-Research and planted-PII
-    figures in the README were measured with segmenting on.
+    wrapped mid-way between two long lines) may be missed. With segmenting on, the redaction
+    tests gave the same figures as before (Presidio-Research recall and precision, Banking77
+    vocabulary survival, the demo's planted PII all removed).
     """
     if len(text) <= limit:
         return [(0, text)]
