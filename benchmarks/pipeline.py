@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -32,6 +33,8 @@ import warnings
 from collections import defaultdict
 from datetime import date, datetime, timezone
 from pathlib import Path
+
+import duckdb
 
 
 class TreeMemory:
@@ -206,9 +209,6 @@ def main() -> int:
 
         if args.skip_naive:
             return 0
-        import duckdb
-        import json
-
         with duckdb.connect(str(home.warehouse), read_only=True) as con:
             manifest = con.execute("select path, days from ingest.landing_manifest").fetchall()
         day_files: dict[str, list[str]] = defaultdict(list)

@@ -662,8 +662,7 @@ def embed_with_cache(texts: Sequence[str], embedder: Embedder, connect: Callable
         blobs = to_storage(embedder.encode([first_text[h] for h in missing]))
         fresh = pa.table({"content_hash": missing, "model_id": [embedder.model_id] * len(missing),  # noqa: F841
                           "dim": pa.array([embedder.dim] * len(missing), pa.int32()), "vector": blobs})
-        with connect() as con:
-            _ensure_cache_table(con)
+        with connect() as con:  # the table exists: the lookup above created it
             con.execute(f"insert or ignore into {CACHE_TABLE} (content_hash, model_id, dim, vector) "
                         "select content_hash, model_id, dim, vector from fresh")
         found.update(zip(missing, blobs))

