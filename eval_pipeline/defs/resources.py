@@ -82,7 +82,7 @@ class EmbeddingSettings(dg.ConfigurableResource):
     query_prefix: str = ""
     precision: str = "auto"
     mode: str = "transformer"
-    batch_size: int = 64
+    batch_size: int = 32
     max_seq_length: Optional[int] = None
 
     def config(self, cache_dir: str | None = None) -> EmbeddingConfig:

@@ -221,7 +221,8 @@ class EmbeddingConfig:
                     quantisation of the Linear layers; deprecated API in torch, cosine ~0.95).
     mode            "transformer" (the model itself) or "static" (distilled token table).
     batch_size      texts per forward pass (the whole list still goes to one ``encode`` call,
-                    which sorts by length).
+                    which sorts by length). 32: on 3,000 distinct demo texts (median 57 chars),
+                    one thread, bf16, batches of 16/32/64/128 gave 230/236/205/174 texts/s.
     max_seq_length  word pieces read per text; None keeps the model's own (256 for MiniLM).
     static_dims     PCA dims of the static table; static_sif the SIF coefficient (model2vec's 1e-4).
     cache_dir       where the distilled static table is kept (None: in memory only).
@@ -231,7 +232,7 @@ class EmbeddingConfig:
     query_prefix: str = ""
     precision: Precision = "auto"
     mode: Mode = "transformer"
-    batch_size: int = 64
+    batch_size: int = 32
     max_seq_length: int | None = None
     static_dims: int = 256
     static_sif: float = 1e-4
