@@ -956,7 +956,7 @@ class MonthClusters:
 
 
 def cluster_month(
-    rows: Sequence[Mapping[str, Any]],
+    rows: Any,
     vectors: np.ndarray,
     config: ClusterConfig,
     *,
@@ -970,11 +970,12 @@ def cluster_month(
     """Cluster one month's records, give the clusters stable ids and describe them.
 
     ``rows`` are the month's embedded records (``request_id``, ``timestamp``, ``embed_text``,
-    the quality signals, ``task_type``, ``user_segment``) aligned with ``vectors``. ``previous``
-    holds last month's clusters as ``(cluster_id, centroid, size)`` with ``previous_total`` its
-    record count; ``known_ids`` every id issued before, so none is reused.
+    the quality signals, ``task_type``, ``user_segment``) aligned with ``vectors``: a polars or
+    pandas frame (read column by column, never turned into one dict per record) or a list of
+    dicts. ``previous`` holds last month's clusters as ``(cluster_id, centroid, size)`` with
+    ``previous_total`` its record count; ``known_ids`` every id issued before, so none is reused.
     """
-    n = len(rows)
+    n = _len(rows)
     messages: list[str] = []
     result = cluster_embeddings(np.asarray(vectors, dtype=np.float32).reshape(n, -1) if n else np.zeros((0, 1), np.float32), config)
     if n == 0:
@@ -992,17 +993,17 @@ def cluster_month(
                            known_ids=known_ids, previous_total=previous_total, current_total=n)
     ids = drift_id_map(drift)
     status = {r.local_label: r.status for r in drift if r.local_label is not None}
-    texts = [r.get("embed_text") or "" for r in rows]
-    table = describe_clusters(list(rows), result.labels, vectors, texts=texts, ids=ids) if n else []
+    texts = [t or "" for t in _column(rows, "embed_text", n)]
+    table = describe_clusters(rows, result.labels, vectors, texts=texts, ids=ids) if n else []
     for entry in table:
         label = entry["label"]
         entry["status"] = UNCLUSTERED if label == NOISE else status[label]
         entry["centroid"] = None if label == NOISE else result.centroids[label]
     cluster_of = {label: ids.get(label, UNCLUSTERED) for label in set(result.labels.tolist())}
-    assignments = [{"request_id": r["request_id"], "timestamp": r["timestamp"],
-                    "cluster_id": cluster_of[int(label)],
+    assignments = [{"request_id": rid, "timestamp": ts, "cluster_id": cluster_of[int(label)],
                     "map_x": float(xy[0]), "map_y": float(xy[1])}
-                   for r, label, xy in zip(rows, result.labels, result.coords_2d)]
+                   for rid, ts, label, xy in zip(_column(rows, "request_id", n), _column(rows, "timestamp", n),
+                                                 result.labels, result.coords_2d)]
     png = None
     if n:
         names = {e["label"]: f"{e['cluster_id']} {e['keywords'][0]}" if e["keywords"] else e["cluster_id"]

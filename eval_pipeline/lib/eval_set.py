@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -156,18 +156,29 @@ def build_version(
     drift: Sequence[Mapping[str, Any]] = (),
     existing_versions: Sequence[str] = (),
     created_at: datetime | None = None,
+    details: Callable[[Sequence[Mapping[str, Any]]], Sequence[Mapping[str, Any]]] | None = None,
 ) -> VersionBuild:
     """The next version: the initial draw when there is no previous version, else a refresh.
 
     ``records``: the month's redacted records joined with their ``cluster_id`` (the fields of
     ``redacted_logs`` plus ``cluster_id``), aligned with ``vectors``. ``previous``: the rows of
     the latest earlier version. The changelog has one row per added or removed example.
+    ``details``: when ``records`` hold only what the draw reads (ids, cluster, signals, slice
+    fields), a function that returns the chosen records in full (``messages``,
+    ``retrieved_chunks``, ``completion`` added), in the order given; called once, with only
+    the records that become examples, so a month's texts never have to be in memory at once.
     """
     version = next_version(existing_versions)
     created_at = created_at or datetime.now()
+
+    def full(indices: Sequence[int]) -> dict[int, Mapping[str, Any]]:
+        chosen = [records[i] for i in indices]
+        return dict(zip(indices, details(chosen) if details is not None and chosen else chosen))
+
     if not previous:
         result = draw_sample(records, vectors, config)
-        rows = [_example(records[s.index], s, version, month, "initial draw", config.slice_keys) for s in result.selected]
+        chosen = full([s.index for s in result.selected])
+        rows = [_example(chosen[s.index], s, version, month, "initial draw", config.slice_keys) for s in result.selected]
         changelog = [_change(version, month, created_at, row["example_id"], "added", "initial draw", row) for row in rows]
         messages = list(result.messages)
         if not rows:
@@ -192,8 +203,9 @@ def build_version(
             rows.append(row)
     by_id = {p["example_id"]: p for p in previous}
     changelog += [_change(version, month, created_at, eid, "removed", reason, by_id[eid]) for eid, reason in plan.remove]
+    chosen = full([s.index for s in plan.add])
     for s in plan.add:
-        row = _example(records[s.index], s, version, month, plan.reasons[s.index], config.slice_keys)
+        row = _example(chosen[s.index], s, version, month, plan.reasons[s.index], config.slice_keys)
         rows.append(row)
         changelog.append(_change(version, month, created_at, row["example_id"], "added", row["reason"], row))
     return VersionBuild(version, rows, changelog, list(plan.messages))

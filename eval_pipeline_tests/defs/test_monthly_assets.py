@@ -210,6 +210,12 @@ def test_eval_set_versions_refresh_and_changelog(clustered, tmp_path):
     assert v1["inclusion_probability"].is_between(0, 1, closed="right").all()
     assert (v1["weight"] >= 1).all() and v1["stratum"].is_not_null().all()
     assert all(m[-1]["role"] == "user" and m[0]["role"] == "system" for m in v1["messages"].to_list())
+    # the texts are read only for the drawn records (the draw itself loads no texts): they are the records' own
+    redacted = table(home, "select request_id, completion, messages from privacy.redacted_logs")
+    by_id = {r["request_id"]: r for r in redacted.to_dicts()}
+    assert all(e["production_output"] == by_id[e["request_id"]]["completion"] is not None
+               and e["messages"][-1]["content"] == by_id[e["request_id"]]["messages"][-1]["content"]
+               for e in v1.to_dicts())
     # every January intent is in the first version (strata = clusters, with a floor)
     assert {truth[r] for r in v1["request_id"]} == set(OLD)
     v1_before = v1.clone()

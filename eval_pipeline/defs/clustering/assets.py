@@ -42,8 +42,9 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     """
     month = date.fromisoformat(context.partition_key)
     month_start = datetime(month.year, month.month, 1)
-    rows = log_embeddings.sort("timestamp", "request_id").to_dicts() if log_embeddings.height else []
-    vectors = from_storage([r["vector"] for r in rows]) if rows else np.zeros((0, 1), np.float32)
+    rows = log_embeddings.sort("timestamp", "request_id") if log_embeddings.height else pl.DataFrame()
+    vectors = from_storage(rows["vector"].to_list()) if rows.height else np.zeros((0, 1), np.float32)
+    rows = rows.drop("vector") if rows.height else rows
 
     history = read_table(warehouse, "clustering.cluster_table", CLUSTER_TABLE_SCHEMA).filter(pl.col("month") < month)
     clustered = history.filter(pl.col("centroid").is_not_null())

@@ -14,13 +14,16 @@ from eval_pipeline.defs.resources import PipelineSettings, SamplingSettings, rea
 from eval_pipeline.lib.embeddings import from_storage
 from eval_pipeline.lib.eval_set import (base_version, build_version, changelog_markdown, coverage_table, plot_coverage,
                                         reusable_version)
-from eval_pipeline.lib.tables import EVAL_SET_CHANGELOG_SCHEMA, EVAL_SET_SCHEMA, frame, markdown_table
+from eval_pipeline.lib.tables import (EVAL_SET_CHANGELOG_SCHEMA, EVAL_SET_SCHEMA, REDACTED_LOGS_SCHEMA, frame,
+                                     markdown_table)
 
 VERSIONS = "sampling.eval_set_versions"
 CHANGELOG = "sampling.eval_set_changelog"
-_RECORD_COLUMNS = ("request_id", "conversation_id", "turn_index", "timestamp", "messages", "retrieved_chunks",
-                   "completion", "task_type", "user_segment", "thumbs", "abandoned", "clarification_requested",
-                   "parse_error", "regenerated", "escalated")
+# What an example copies from its record; read only for the records drawn (see _details).
+_TEXT_COLUMNS = ("messages", "retrieved_chunks", "completion")
+# What the draw reads of every record of the month: all but the texts (slice_keys may name any field).
+_DRAW_COLUMNS = [c for c in REDACTED_LOGS_SCHEMA if c not in {*_TEXT_COLUMNS, "user_input", "post_processing",
+                                                                  "feedback_comment", "metadata", "params"}]
 
 
 def _append(warehouse: DuckDBResource, table: str, df: pl.DataFrame) -> None:
@@ -33,11 +36,28 @@ def _append(warehouse: DuckDBResource, table: str, df: pl.DataFrame) -> None:
         con.execute(f"insert into {table} select * from arrow")
 
 
+def _details(warehouse: DuckDBResource, records: list[dict]) -> list[dict]:
+    """``records`` with their texts (``_TEXT_COLUMNS`` of ``privacy.redacted_logs``) added, in order."""
+    ids = pl.DataFrame({"request_id": [r["request_id"] for r in records]})  # noqa: F841 - read by name in the SQL
+    with warehouse.get_connection() as con:
+        texts = pl.DataFrame(con.execute(
+            f"select r.request_id, {', '.join('r.' + c for c in _TEXT_COLUMNS)} from privacy.redacted_logs r "
+            "join ids using (request_id)").arrow())
+    found = {row["request_id"]: row for row in texts.to_dicts()}
+    return [{**r, **{c: found.get(r["request_id"], {}).get(c) for c in _TEXT_COLUMNS}} for r in records]
+
+
 @dg.asset(
     group_name="sampling",
     kinds={"polars", "duckdb"},
     partitions_def=monthly_partitions,
     metadata={"schema": "sampling", "partition_expr": "month_start"},
+    ins={
+        # only the columns the draw reads: a month's texts and vectors are not loaded whole
+        "redacted_logs": dg.AssetIn(metadata={"columns": _DRAW_COLUMNS}),
+        "log_embeddings": dg.AssetIn(metadata={"columns": ["request_id", "vector"]}),
+        "log_clusters": dg.AssetIn(metadata={"columns": ["request_id", "cluster_id"]}),
+    },
 )
 def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, sampling: SamplingSettings,
              warehouse: DuckDBResource, redacted_logs: pl.DataFrame, log_embeddings: pl.DataFrame,
@@ -62,7 +82,7 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
 
     records = pl.DataFrame()
     if redacted_logs.height and log_clusters.height and log_embeddings.height:
-        records = (redacted_logs.select(_RECORD_COLUMNS)
+        records = (redacted_logs.select([c for c in _DRAW_COLUMNS if c in redacted_logs.columns])
                    .join(log_clusters.select("request_id", "cluster_id"), on="request_id", how="inner")
                    .join(log_embeddings.select("request_id", "vector"), on="request_id", how="inner")
                    .sort("request_id"))
@@ -73,7 +93,8 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
         context.log.warning(f"{redacted_logs.height - records.height} records of the month have no cluster or "
                             "embedding (re-run log_embeddings and log_clusters for the month) and are not sampled")
 
-    build = build_version(rows, vectors, month, config, previous=previous, drift=drift, existing_versions=names)
+    build = build_version(rows, vectors, month, config, previous=previous, drift=drift, existing_versions=names,
+                          details=lambda chosen: _details(warehouse, list(chosen)))
     reused = reusable_version(versions.select("eval_set_version", "month", "example_id").to_dicts(), month, build)
     if reused:
         # the version current this month; its rows carry this month so the partition holds them
