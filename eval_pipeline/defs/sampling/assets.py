@@ -37,14 +37,18 @@ def _append(warehouse: DuckDBResource, table: str, df: pl.DataFrame) -> None:
 
 
 def _details(warehouse: DuckDBResource, records: list[dict]) -> list[dict]:
-    """``records`` with their texts (``_TEXT_COLUMNS`` of ``privacy.redacted_logs``) added, in order."""
-    ids = pl.DataFrame({"request_id": [r["request_id"] for r in records]})  # noqa: F841 - read by name in the SQL
+    """``records`` with their texts (``_TEXT_COLUMNS`` of ``privacy.redacted_logs``) added, in order;
+    a record is found by its request id and timestamp (so by its own day's partition)."""
+    keys = pl.DataFrame({"request_id": [r["request_id"] for r in records],  # noqa: F841 - read by name in the SQL
+                         "timestamp": [r["timestamp"] for r in records]}, schema={"request_id": pl.String,
+                                                                                  "timestamp": pl.Datetime("us")})
     with warehouse.get_connection() as con:
         texts = pl.DataFrame(con.execute(
-            f"select r.request_id, {', '.join('r.' + c for c in _TEXT_COLUMNS)} from privacy.redacted_logs r "
-            "join ids using (request_id)").arrow())
-    found = {row["request_id"]: row for row in texts.to_dicts()}
-    return [{**r, **{c: found.get(r["request_id"], {}).get(c) for c in _TEXT_COLUMNS}} for r in records]
+            f"select r.request_id, r.timestamp, {', '.join('r.' + c for c in _TEXT_COLUMNS)} "
+            "from privacy.redacted_logs r join keys using (request_id, timestamp)").arrow())
+    found = {(row["request_id"], row["timestamp"]): row for row in texts.to_dicts()}
+    return [{**r, **{c: found.get((r["request_id"], r["timestamp"]), {}).get(c) for c in _TEXT_COLUMNS}}
+            for r in records]
 
 
 @dg.asset(
