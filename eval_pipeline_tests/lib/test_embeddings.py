@@ -112,7 +112,8 @@ def test_static_mode_distils_once_and_keeps_meaning(tmp_path):
     assert np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
     sims = x[:4] @ x[:4].T
     assert sims[0, 1] > max(sims[0, 2], sims[0, 3]) and sims[2, 3] > max(sims[2, 0], sims[2, 1])
-    # a second embedder with the same settings loads the table instead of distilling it
-    again = get_embedder(EmbeddingConfig(mode="static", cache_dir=str(tmp_path), batch_size=16))  # another config object: not the lru_cache hit
+    # a second embedder with the same settings loads the table instead of distilling it (another
+    # batch size makes another config object, so get_embedder's lru_cache does not hand back the first)
+    again = get_embedder(EmbeddingConfig(mode="static", cache_dir=str(tmp_path), batch_size=16))
     assert "loaded" in again.precision_reason
     assert np.allclose(again.encode(QUERIES), x[:4], atol=1e-6)

@@ -42,9 +42,11 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     """
     month = date.fromisoformat(context.partition_key)
     month_start = datetime(month.year, month.month, 1)
-    rows = log_embeddings.sort("timestamp", "request_id") if log_embeddings.height else pl.DataFrame()
-    vectors = from_storage(rows["vector"].to_list()) if rows.height else np.zeros((0, 1), np.float32)
-    rows = rows.drop("vector") if rows.height else rows
+    if log_embeddings.height:
+        month_rows = log_embeddings.sort("timestamp", "request_id")
+        rows, vectors = month_rows.drop("vector"), from_storage(month_rows["vector"].to_list())
+    else:
+        rows, vectors = pl.DataFrame(), np.zeros((0, 1), np.float32)
 
     history = read_table(warehouse, "clustering.cluster_table", CLUSTER_TABLE_SCHEMA).filter(pl.col("month") < month)
     clustered = history.filter(pl.col("centroid").is_not_null())

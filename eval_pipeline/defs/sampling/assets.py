@@ -86,9 +86,9 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
 
     records = pl.DataFrame()
     if redacted_logs.height and log_clusters.height and log_embeddings.height:
-        records = (redacted_logs.select([c for c in _DRAW_COLUMNS if c in redacted_logs.columns])
-                   .join(log_clusters.select("request_id", "cluster_id"), on="request_id", how="inner")
-                   .join(log_embeddings.select("request_id", "vector"), on="request_id", how="inner")
+        # the inputs hold only the selected columns (see ins)
+        records = (redacted_logs.join(log_clusters, on="request_id", how="inner")
+                   .join(log_embeddings, on="request_id", how="inner")
                    .sort("request_id"))
     rows = records.drop("vector").to_dicts() if records.height else []
     vectors = from_storage(records["vector"].to_list()) if records.height else from_storage([], dim=1)
