@@ -191,6 +191,36 @@ def test_deterministic_with_sample_and_assign(long_tail):
     assert other_seed.n_fit == 400
 
 
+def test_transform_initialisation_matches_umap(long_tail):
+    """The vectorised start of UMAP's transform gives exactly umap-learn's own arrays: on a real
+    transform graph (a fitted UMAP, new points) and on a graph with the loop's edge cases (a row
+    without neighbours, weights of exactly 1, rows of different lengths)."""
+    import scipy.sparse
+    import umap.umap_ as umap_module
+
+    from eval_pipeline.lib.clustering import _graph_transform_init, _umap
+
+    x = long_tail[0][:600]
+    reducer = _umap(5, 15, 0.0, 0, "cosine")
+    reducer.fit(x[:450])
+    reducer.transform_mode = "graph"
+    graph = reducer.transform(x[450:]).tocsr()
+    graph.eliminate_zeros()
+    assert graph.nnz and np.array_equal(_graph_transform_init(graph, reducer.embedding_),
+                                        umap_module.init_graph_transform(graph, reducer.embedding_))
+
+    rng = np.random.default_rng(3)
+    dense = ((rng.random((300, 80)) < 0.1) * rng.random((300, 80))).astype(np.float32)
+    dense[5] = 0
+    dense[7, [3, 10, 20]] = [0.5, 1.0, 1.0]
+    dense[9, [4, 8]] = [1.0, 0.25]
+    graph = scipy.sparse.csr_matrix(dense)
+    embedding = rng.normal(size=(80, 5)).astype(np.float32)
+    ours, theirs = _graph_transform_init(graph, embedding), umap_module.init_graph_transform(graph, embedding)
+    assert np.isnan(ours[5]).all() and np.array_equal(ours[7], embedding[10]) and np.array_equal(ours[9], embedding[4])
+    assert np.array_equal(ours, theirs, equal_nan=True)
+
+
 def test_tiny_and_empty_inputs():
     rng = np.random.default_rng(0)
     empty = cluster_embeddings(np.zeros((0, 8), dtype=np.float32))
