@@ -27,7 +27,7 @@ import warnings
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -214,29 +214,57 @@ def _umap(n_components: int, n_neighbors: int, min_dist: float, seed: int, metri
                      n_epochs=n_epochs)
 
 
-def _reduce(x_fit: np.ndarray, x_rest: np.ndarray | None, config: ClusterConfig):
-    """UMAP (cosine) of the fit sample, transform of the rest; PCA for tiny inputs."""
+# Records outside the fit sample are placed this many at a time (one UMAP ``transform`` call
+# each): a month's vectors are never all in float32 at once, and a month of up to 120,000
+# records (20,000 fitted) is placed in one call, as before batches existed.
+TRANSFORM_BATCH = 100_000
+
+
+def _reduce(x_fit: np.ndarray, rest_batches: Iterable[np.ndarray], config: ClusterConfig):
+    """UMAP (cosine) of the fit sample, transform of the rest (given as float32 unit-vector
+    batches); PCA for tiny inputs. Returns (reduced fit, reduced rest or None, method)."""
     n = len(x_fit)
+    batches = list(rest_batches) if n < 3 else rest_batches
+    if n < 3:
+        rest = np.vstack(batches).astype(np.float32) if batches else None
+        return x_fit.astype(np.float32), rest, "none"
     if n >= 30 and config.umap_dims < x_fit.shape[1]:
         reducer = _umap(config.umap_dims, min(config.umap_neighbors, n - 1), config.umap_min_dist,
                         config.seed, "cosine", config.umap_epochs)
         fit = reducer.fit_transform(x_fit).astype(np.float32)
-        with _fast_transform_init():
-            rest = reducer.transform(x_rest).astype(np.float32) if x_rest is not None and len(x_rest) else None
-        if rest is not None and not np.isfinite(rest).all():
-            # UMAP's transform gives NaN for some points (seen on a 100k-record month): place
-            # those among their nearest fitted records in the embedding space instead
-            bad = ~np.isfinite(rest).all(axis=1)
-            rest[bad] = _place_by_neighbours(x_fit, fit, x_rest[bad])
-        return fit, rest, "umap"
+
+        def place(batch: np.ndarray) -> np.ndarray:
+            with _fast_transform_init():
+                out = reducer.transform(batch).astype(np.float32)
+            if not np.isfinite(out).all():
+                # UMAP's transform gives NaN for some points (seen on a 100k-record month): place
+                # those among their nearest fitted records in the embedding space instead
+                bad = ~np.isfinite(out).all(axis=1)
+                out[bad] = _place_by_neighbours(x_fit, fit, batch[bad])
+            return out
+
+        placed = [place(batch) for batch in batches if len(batch)]
+        return fit, (np.vstack(placed) if placed else None), "umap"
     from sklearn.decomposition import PCA
 
     dims = max(1, min(config.umap_dims, n - 1, x_fit.shape[1]))
-    if n < 3:
-        return x_fit.astype(np.float32), (x_rest.astype(np.float32) if x_rest is not None else None), "none"
     pca = PCA(n_components=dims, random_state=config.seed).fit(x_fit)
-    rest = pca.transform(x_rest).astype(np.float32) if x_rest is not None and len(x_rest) else None
-    return pca.transform(x_fit).astype(np.float32), rest, "pca"
+    placed = [pca.transform(batch).astype(np.float32) for batch in batches if len(batch)]
+    return pca.transform(x_fit).astype(np.float32), (np.vstack(placed) if placed else None), "pca"
+
+
+def _unit(x: np.ndarray, rows: Any = slice(None)) -> np.ndarray:
+    """Float32 unit vectors of ``x[rows]`` (stored float16 vectors decoded as ``from_storage``
+    does, then normalised as every input here is)."""
+    from eval_pipeline.lib.embeddings import unit_rows
+
+    return _normalize(unit_rows(np.asarray(x), rows))
+
+
+def _batches(x: np.ndarray, rows: np.ndarray, size: int = TRANSFORM_BATCH) -> Iterator[np.ndarray]:
+    """``_unit(x, rows)`` in consecutive pieces of at most ``size`` rows."""
+    for start in range(0, len(rows), size):
+        yield _unit(x, rows[start:start + size])
 
 
 def _choose_k(reduced: np.ndarray, original: np.ndarray, config: ClusterConfig) -> tuple[int, dict[int, float]]:
@@ -355,21 +383,25 @@ def cluster_embeddings(vectors: np.ndarray, config: ClusterConfig | None = None)
        ``hdbscan.approximate_predict``) or k-means (k given, or best silhouette over ``k_range``).
     4. Centroids are normalised means of the members' original vectors; the 2-D map is a 2-D
        UMAP of the reduced space (PCA when asked or when UMAP is not possible).
+
+    ``vectors`` may be the stored float16 form (:func:`embeddings.stored_vectors`): they are
+    turned into float32 unit vectors ``TRANSFORM_BATCH`` rows at a time, never all at once.
     """
     config = config or ClusterConfig()
     timings: dict[str, float] = {}
-    x = np.asarray(vectors, dtype=np.float32)
+    x = np.asarray(vectors)
+    if x.dtype not in (np.float16, np.float32):
+        x = x.astype(np.float32)
     if x.ndim != 2:
         raise ValueError("vectors must be a 2-D array")
     n = len(x)
     if n == 0:
         return ClusterResult(np.zeros(0, dtype=np.int64), {}, {}, np.zeros((0, 2), np.float32),
                              config.method, config.k, None, None, "empty input", 0, 0, "none", 0)
-    x = _normalize(x)
-    distinct = len(np.unique(x.astype(np.float16), axis=0))
-    if distinct == 1:
+    first = _unit(x, slice(0, 1)).astype(np.float16)
+    if all((batch.astype(np.float16) == first).all() for batch in _batches(x, np.arange(n))):
         # Every record says the same thing: one cluster, nothing for UMAP or HDBSCAN to separate.
-        centroid = {0: x[0].astype(np.float32)}
+        centroid = {0: _unit(x, slice(0, 1))[0].astype(np.float32)}
         return ClusterResult(np.zeros(n, dtype=np.int64), centroid, {0: n}, np.zeros((n, 2), np.float32),
                              config.method, None, None, None, f"all {n} records identical: one cluster",
                              n, 0, "none", 0, identical=True)
@@ -390,7 +422,8 @@ def cluster_embeddings(vectors: np.ndarray, config: ClusterConfig | None = None)
         # fallbacks; sklearn / hdbscan deprecation chatter.
         warnings.simplefilter("ignore")
         started = time.perf_counter()
-        reduced_fit, reduced_rest, how = _reduce(x[fit_idx], x[rest_idx] if len(rest_idx) else None, config)
+        x_fit = _unit(x, fit_idx)
+        reduced_fit, reduced_rest, how = _reduce(x_fit, _batches(x, rest_idx), config)
         timings["reduce"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -404,7 +437,7 @@ def cluster_embeddings(vectors: np.ndarray, config: ClusterConfig | None = None)
                 k_used = min(config.k, n_fit)
                 criterion = f"k={k_used} given"
             else:
-                k_used, scores = _choose_k(reduced_fit, x[fit_idx], config)
+                k_used, scores = _choose_k(reduced_fit, x_fit, config)
                 criterion = (f"k={k_used}: best cosine silhouette on the embeddings (k-means on the "
                              f"{how} space) over k in [{min(scores, default=k_used)}, "
                              f"{max(scores, default=k_used)}]"
@@ -447,7 +480,7 @@ def cluster_embeddings(vectors: np.ndarray, config: ClusterConfig | None = None)
         members = labels == label
         sizes[int(label)] = int(members.sum())
         if label != NOISE:
-            centroids[int(label)] = _normalize(x[members].mean(axis=0, keepdims=True))[0].astype(np.float32)
+            centroids[int(label)] = _normalize(_unit(x, members).mean(axis=0, keepdims=True))[0].astype(np.float32)
     return ClusterResult(labels=labels, centroids=centroids, sizes=sizes, coords_2d=coords,
                          method=config.method, k=k_used, min_cluster_size=mcs, min_samples=ms,
                          criterion=criterion, n_fit=n_fit, n_assigned=int(len(rest_idx)),
@@ -495,8 +528,8 @@ def _map_2d(x, reduced_fit, reduced_rest, fit_idx, rest_idx, config: ClusterConf
             pass
     from sklearn.decomposition import PCA
 
-    pca = PCA(n_components=2, random_state=config.seed).fit(x[fit_idx])
-    return pca.transform(x).astype(np.float32), "pca"
+    pca = PCA(n_components=2, random_state=config.seed).fit(_unit(x, fit_idx))
+    return np.vstack([pca.transform(batch) for batch in _batches(x, np.arange(n))]).astype(np.float32), "pca"
 
 
 # --------------------------------------------------------------------------------------------
@@ -651,8 +684,6 @@ def describe_clusters(
 
         texts = [embedding_text(r) for r in _iter_rows(rows)]
     texts = ["" if t is None else str(t) for t in texts]
-    x = _normalize(np.asarray(vectors, dtype=np.float32))
-
     request_ids = _column(rows, "request_id", n)
     thumbs = _column(rows, "thumbs", n)
     signals = {"thumbs_down": np.array([t == "down" for t in thumbs], dtype=bool)}
@@ -668,8 +699,10 @@ def describe_clusters(
     table = []
     for label in present:
         members = np.flatnonzero(labels == label)
-        centroid = _normalize(x[members].mean(axis=0, keepdims=True))[0]
-        order = members[np.argsort(-(x[members] @ centroid), kind="stable")]
+        unit = _unit(vectors, members)  # one cluster's vectors in float32 at a time
+        centroid = _normalize(unit.mean(axis=0, keepdims=True))[0]
+        order = members[np.argsort(-(unit @ centroid), kind="stable")]
+        del unit
         examples, example_ids, seen = [], [], set()
         for i in order:
             key = texts[i].strip().lower()
@@ -988,7 +1021,7 @@ def drift_id_map(rows: Iterable[DriftRow]) -> dict[int, str]:
 class MonthClusters:
     """Everything ``log_clusters``, ``cluster_table`` and ``cluster_drift`` hold for one month.
 
-    assignments  one dict per record: request_id, timestamp, cluster_id, map_x, map_y
+    assignments  columns, one value per record: request_id, timestamp, cluster_id, map_x, map_y
     table        :func:`describe_clusters` entries with stable ``cluster_id``, ``status`` and
                  ``centroid`` (None for the unclustered stratum)
     drift        :class:`DriftRow` of every cluster of this month and every gone one
@@ -996,7 +1029,7 @@ class MonthClusters:
     """
 
     result: ClusterResult
-    assignments: list[dict[str, Any]]
+    assignments: dict[str, Any]
     table: list[dict[str, Any]]
     drift: list[DriftRow]
     messages: list[str]
@@ -1025,7 +1058,7 @@ def cluster_month(
     """
     n = _len(rows)
     messages: list[str] = []
-    result = cluster_embeddings(np.asarray(vectors, dtype=np.float32).reshape(n, -1) if n else np.zeros((0, 1), np.float32), config)
+    result = cluster_embeddings(np.asarray(vectors).reshape(n, -1) if n else np.zeros((0, 1), np.float32), config)
     if n == 0:
         messages.append("no records in this month: nothing to cluster")
         if previous:
@@ -1048,10 +1081,9 @@ def cluster_month(
         entry["status"] = UNCLUSTERED if label == NOISE else status[label]
         entry["centroid"] = None if label == NOISE else result.centroids[label]
     cluster_of = {label: ids.get(label, UNCLUSTERED) for label in set(result.labels.tolist())}
-    assignments = [{"request_id": rid, "timestamp": ts, "cluster_id": cluster_of[int(label)],
-                    "map_x": float(xy[0]), "map_y": float(xy[1])}
-                   for rid, ts, label, xy in zip(_column(rows, "request_id", n), _column(rows, "timestamp", n),
-                                                 result.labels, result.coords_2d)]
+    assignments = {"request_id": _column(rows, "request_id", n), "timestamp": _column(rows, "timestamp", n),
+                   "cluster_id": [cluster_of[label] for label in result.labels.tolist()],
+                   "map_x": result.coords_2d[:, 0].astype(np.float64), "map_y": result.coords_2d[:, 1].astype(np.float64)}
     png = None
     if n:
         names = {e["label"]: f"{e['cluster_id']} {e['keywords'][0]}" if e["keywords"] else e["cluster_id"]

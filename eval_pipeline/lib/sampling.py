@@ -30,6 +30,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from eval_pipeline.lib.embeddings import unit_rows
+
 __all__ = [
     "DEFAULT_SIGNAL_WEIGHTS",
     "SamplingConfig",
@@ -308,9 +310,9 @@ def draw_sample(rows: Sequence[Mapping[str, Any]], vectors: np.ndarray, config: 
         strata.setdefault(stratum_of(row, config.slice_keys), []).append(i)
     if not rows:
         return SampleResult([], {}, {}, ["no records to sample from"])
-    vectors = np.asarray(vectors, dtype=np.float32)
+    vectors = np.asarray(vectors)  # float16 as stored (embeddings.stored_vectors): rows made float32 per stratum
     groups_of = _draw_groups(strata, vectors, config, max_groups=max(2, target // max(1, config.noise_floor)))
-    dedup = {g: dedupe(vectors[members], config.dedup_cosine) for g, (_, members) in groups_of.items()}
+    dedup = {g: dedupe(unit_rows(vectors, members), config.dedup_cosine) for g, (_, members) in groups_of.items()}
     distinct = {g: len(kept) for g, (kept, _) in dedup.items()}
     messages: list[str] = []
     dropped = len(rows) - sum(distinct.values())
@@ -355,7 +357,7 @@ def _draw_groups(strata: Mapping[str, list[int]], vectors: np.ndarray, config: S
         k = int(math.ceil(len(members) / config.noise_group))
         if max_groups is not None:
             k = min(k, max_groups)
-        labels = KMeans(n_clusters=k, n_init=1, random_state=config.seed).fit_predict(vectors[members])
+        labels = KMeans(n_clusters=k, n_init=1, random_state=config.seed).fit_predict(unit_rows(vectors, members))
         for label in range(k):
             part = members[labels == label]
             if len(part):
@@ -491,10 +493,10 @@ def plan_refresh(
     elif not reasons_by_stratum:
         messages.append("no new, grown or under-covered cluster this month: nothing added")
     else:
-        vectors = np.asarray(vectors, dtype=np.float32)
+        vectors = np.asarray(vectors)
         available = {k: np.asarray([i for i in strata[k] if rows[i].get("request_id") not in taken_request_ids],
                                    dtype=np.int64) for k in reasons_by_stratum}
-        groups = {k: dedupe(vectors[v], config.dedup_cosine) for k, v in available.items()}
+        groups = {k: dedupe(unit_rows(vectors, v), config.dedup_cosine) for k, v in available.items()}
         sizes = {k: len(kept) for k, (kept, _) in groups.items()}
         allocation, alloc_messages = allocate(sizes, config.refresh_size, min(config.floor, 3))
         messages += alloc_messages

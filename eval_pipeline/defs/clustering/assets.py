@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import ClusteringSettings, PipelineSettings, read_table
 from eval_pipeline.lib.clustering import UNCLUSTERED, cluster_month, cluster_table_markdown, drift_table_markdown
-from eval_pipeline.lib.embeddings import from_storage, to_storage
+from eval_pipeline.lib.embeddings import from_storage, stored_vectors, to_storage
 from eval_pipeline.lib.tables import CLUSTER_DRIFT_SCHEMA, CLUSTER_TABLE_SCHEMA, LOG_CLUSTERS_SCHEMA, frame
 
 _MONTHLY = {"schema": "clustering"}
@@ -43,8 +43,10 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     month = date.fromisoformat(context.partition_key)
     month_start = datetime(month.year, month.month, 1)
     if log_embeddings.height:
-        month_rows = log_embeddings.sort("timestamp", "request_id")
-        rows, vectors = month_rows.drop("vector"), from_storage(month_rows["vector"].to_list())
+        # the month in (timestamp, request id) order; vectors stay float16 (see stored_vectors)
+        order = log_embeddings.select(pl.arg_sort_by("timestamp", "request_id")).to_series().to_numpy()
+        rows = log_embeddings.drop("vector")[order]
+        vectors = stored_vectors(log_embeddings["vector"])[order]
     else:
         rows, vectors = pl.DataFrame(), np.zeros((0, 1), np.float32)
 
@@ -61,7 +63,8 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     for message in result.messages:
         context.log.info(message)
 
-    assignments = frame([{**a, "month": month} for a in result.assignments], LOG_CLUSTERS_SCHEMA)
+    assignments = pl.DataFrame(result.assignments).with_columns(month=pl.lit(month)).select(
+        [pl.col(name).cast(dtype) for name, dtype in LOG_CLUSTERS_SCHEMA.items()])
     table = frame([{
         **{k: entry[k] for k in ("cluster_id", "name", "size", "share", "keywords", "examples", "example_request_ids",
                                  "failure_rate", "status")},

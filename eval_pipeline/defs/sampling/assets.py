@@ -11,7 +11,7 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import PipelineSettings, SamplingSettings, read_table
-from eval_pipeline.lib.embeddings import from_storage
+from eval_pipeline.lib.embeddings import from_storage, stored_vectors
 from eval_pipeline.lib.eval_set import (base_version, build_version, changelog_markdown, coverage_table, plot_coverage,
                                         reusable_version)
 from eval_pipeline.lib.tables import (EVAL_SET_CHANGELOG_SCHEMA, EVAL_SET_SCHEMA, REDACTED_LOGS_SCHEMA, frame,
@@ -91,7 +91,7 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
                    .join(log_embeddings, on="request_id", how="inner")
                    .sort("request_id"))
     rows = records.drop("vector").to_dicts() if records.height else []
-    vectors = from_storage(records["vector"].to_list()) if records.height else from_storage([], dim=1)
+    vectors = stored_vectors(records["vector"]) if records.height else from_storage([], dim=1)
     drift = cluster_drift.to_dicts() if cluster_drift.height else []
     if redacted_logs.height and records.height < redacted_logs.height:
         context.log.warning(f"{redacted_logs.height - records.height} records of the month have no cluster or "
