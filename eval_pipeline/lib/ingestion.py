@@ -36,6 +36,7 @@ __all__ = [
     "DayIngest",
     "iter_outcomes",
     "scan_file",
+    "scan_days",
     "list_landing_files",
     "build_manifest",
     "manifest_changed_days",
@@ -283,6 +284,58 @@ def scan_file(path: Path, source_file: str | None = None, fmt: str | None = None
     return FileScan(source_file or str(path), detected, dated, anchor, skipped)
 
 
+def _anchor(path: Path, first_own: date | None) -> date:
+    return first_own if first_own is not None else datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).date()
+
+
+def scan_days(path: Path, source_file: str | None = None, now: datetime | None = None,
+              max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> tuple[str | None, Counter[date], bool]:
+    """What :func:`scan_file` says of a file's days, ``(format, records per day, stable)``, in one
+    pass that keeps no record: the manifest of a folder of week-long files reads them in
+    constant memory."""
+    days: Counter[date] = Counter()
+    undated = 0
+    first_own: date | None = None
+    future = False
+    for item in iter_outcomes(path, source_file, None, now, max_line_bytes):
+        if isinstance(item, int):
+            continue
+        future = future or item.reason == "future_timestamp"
+        if item.record is not None and item.day is not None:
+            first_own = item.day if first_own is None else min(first_own, item.day)
+        if item.day is None:
+            undated += 1
+        else:
+            days[item.day] += 1
+    if undated:
+        days[_anchor(path, first_own)] += undated
+    detected = format_from_name(path.name) or _first_format(path)
+    return detected, days, first_own is not None and not future
+
+
+def _day_outcomes(path: Path, rel: str, day: date, now: datetime | None,
+                  max_line_bytes: int) -> tuple[str | None, list[Outcome], int]:
+    """The outcomes of one file that belong to ``day``, in file order, as :func:`scan_file`
+    gives them, read in one pass that keeps only that day's (and the undated) lines: a
+    week-long file costs a day's records in memory, not a week's. Also the format and the
+    file's skipped spans."""
+    kept: list[Outcome] = []
+    skipped = 0
+    first_own: date | None = None
+    for item in iter_outcomes(path, rel, None, now, max_line_bytes):
+        if isinstance(item, int):
+            skipped += item
+            continue
+        if item.record is not None and item.day is not None:
+            first_own = item.day if first_own is None else min(first_own, item.day)
+        if item.day == day or item.day is None:
+            kept.append(item)
+    anchor = _anchor(path, first_own)
+    todays = [o if o.day is not None else _with_day(o, anchor) for o in kept
+              if o.day == day or (o.day is None and anchor == day)]
+    return format_from_name(path.name) or _first_format(path), todays, skipped
+
+
 def _with_day(outcome: Outcome, day: date) -> Outcome:
     return Outcome(**{**outcome.__dict__, "day": day})
 
@@ -347,9 +400,9 @@ def build_manifest(
         sha = _sha256(path)
         cached = _cache_get(cache_dir, sha, max_line_bytes)
         if cached is None:
-            scan = scan_file(path, rel, now=now, max_line_bytes=max_line_bytes)
-            cached = {"format": scan.format, "days": {d.isoformat(): n for d, n in sorted(scan.days.items())}}
-            if scan.stable:
+            fmt, days, stable = scan_days(path, rel, now=now, max_line_bytes=max_line_bytes)
+            cached = {"format": fmt, "days": {d.isoformat(): n for d, n in sorted(days.items())}}
+            if stable:
                 _cache_put(cache_dir, sha, max_line_bytes, cached)
         status = "new" if rel not in previous else ("unchanged" if previous[rel] == sha else "changed")
         entries.append(ManifestEntry(rel, stat.st_size, stat.st_mtime_ns, sha, cached["format"], cached["days"], status))
@@ -420,22 +473,21 @@ def ingest_day(
         path = landing / rel
         if not path.exists():
             raise FileNotFoundError(f"{path}: listed in the landing manifest but gone; re-materialize landing_manifest")
-        scan = scan_file(path, rel, now=now, max_line_bytes=max_line_bytes)
-        todays = [o for o in scan.outcomes if o.day == day]
-        if scan.format == "otlp" and todays:
-            result.skipped_spans += scan.skipped_spans
+        fmt, todays, skipped_spans = _day_outcomes(path, rel, day, now, max_line_bytes)
+        if fmt == "otlp" and todays:
+            result.skipped_spans += skipped_spans
         for outcome in todays:
             result.records_in += 1
             if outcome.record is not None:
                 first = seen.get(outcome.record.request_id)
                 if first is None:
                     seen[outcome.record.request_id] = (rel, outcome.line)
-                    result.rows.append(_raw_row(outcome, scan.format))
+                    result.rows.append(_raw_row(outcome, fmt))
                     continue
                 outcome = Outcome(**{**outcome.__dict__, "record": None, "reason": "duplicate_id",
                                      "field": "request_id",
                                      "message": f"request_id {outcome.record.request_id!r} already seen at {first[0]}:{first[1]}"})
-            result.quarantined.append(_quarantine_row(outcome, scan.format, day))
+            result.quarantined.append(_quarantine_row(outcome, fmt, day))
     return result
 
 

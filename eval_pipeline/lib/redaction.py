@@ -143,7 +143,7 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, MutableMapping, Sequence, TextIO
+from typing import Any, Callable, Iterable, Iterator, MutableMapping, Sequence, TextIO
 
 import phonenumbers
 
@@ -162,6 +162,8 @@ __all__ = [
     "Span",
     "Analysis",
     "Pseudonyms",
+    "conversation_slices",
+    "redact_frame",
     "Redactor",
     "get_redactor",
     "normalise_value",
@@ -1274,6 +1276,43 @@ class Redactor:
             for i in members:
                 out[i] = _rebuild_row(rows[i], slots_per_row[i], [next(redactions) for _ in slots_per_row[i]])
         return [r for r in out if r is not None]
+
+
+def conversation_slices(df: Any, size: int) -> Iterator[tuple[Any, Any]]:
+    """``(slice, original row numbers)`` pairs covering ``df``: whole conversations (the scope
+    placeholders are numbered in: ``conversation_id``, else ``request_id``), about ``size`` rows
+    each, rows in their original order within a conversation."""
+    import polars as pl
+
+    if not df.height:
+        return
+    keyed = df.with_row_index("_row").with_columns(
+        _scope=pl.when(pl.col("conversation_id").fill_null("") != "").then(pl.col("conversation_id"))
+        .otherwise(pl.col("request_id")))
+    keyed = keyed.with_columns(_first=pl.col("_row").min().over("_scope")).sort("_first", "_row")
+    starts = keyed["_first"].to_numpy()
+    begin = 0
+    while begin < keyed.height:
+        end = min(begin + size, keyed.height)
+        while end < keyed.height and starts[end] == starts[end - 1]:
+            end += 1  # never cut a conversation
+        part = keyed.slice(begin, end - begin)
+        yield part.drop("_row", "_scope", "_first"), part["_row"]
+        begin = end
+
+
+def redact_frame(redactor: Redactor, df: Any, cache: AnalysisCache | None = None, size: int | None = None) -> Any:
+    """A frame of the ``raw_logs`` layout redacted (``redacted_logs`` layout, same row order),
+    :func:`conversation_slices` of ``size`` rows (default ``tables.SLICE``) at a time: the same
+    rows as one :meth:`Redactor.redact_rows` call over the whole frame, with only a slice's records
+    as Python objects at once."""
+    import polars as pl
+
+    from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, SLICE, frame
+
+    parts = [frame(redactor.redact_rows(part.to_dicts(), cache=cache), REDACTED_LOGS_SCHEMA).with_columns(_order=order)
+             for part, order in conversation_slices(df, size or SLICE)]
+    return pl.concat(parts).sort("_order").drop("_order") if parts else frame([], REDACTED_LOGS_SCHEMA)
 
 
 def get_redactor(config: RedactionConfig | None = None) -> Redactor:

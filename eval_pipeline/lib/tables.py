@@ -9,7 +9,7 @@ import polars as pl
 __all__ = ["RAW_LOGS_SCHEMA", "REDACTED_LOGS_SCHEMA", "RETENTION_LOG_SCHEMA", "QUARANTINE_SCHEMA", "MANIFEST_SCHEMA",
            "LOG_EMBEDDINGS_SCHEMA", "LOG_CLUSTERS_SCHEMA", "CLUSTER_TABLE_SCHEMA", "CLUSTER_DRIFT_SCHEMA",
            "EVAL_SET_SCHEMA", "EVAL_SET_CHANGELOG_SCHEMA",
-           "frame", "markdown_table"]
+           "SLICE", "frame", "markdown_table"]
 
 _MESSAGE = pl.Struct({"role": pl.String, "content": pl.String, "name": pl.String})
 _CHUNK = pl.Struct({"doc_id": pl.String, "text": pl.String, "score": pl.Float64})
@@ -210,6 +210,11 @@ EVAL_SET_CHANGELOG_SCHEMA = pl.Schema(
         "stratum": pl.String,
     }
 )
+
+
+# Records a day's steps turn into Python objects at a time (redaction, embedding texts): a day's
+# memory is bounded by this, not by the day's size.
+SLICE = 5_000
 
 
 def frame(rows: Iterable[dict[str, Any]], schema: pl.Schema) -> pl.DataFrame:

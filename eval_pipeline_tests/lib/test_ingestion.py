@@ -6,7 +6,8 @@ from datetime import date
 
 from conftest import mixed_lines, write_mixed_file
 
-from eval_pipeline.lib.ingestion import build_manifest, ingest_day, manifest_changed_days, scan_file, validate_files
+from eval_pipeline.lib.ingestion import (build_manifest, ingest_day, manifest_changed_days, scan_days, scan_file,
+                                        validate_files)
 
 
 def expected_reasons() -> Counter:
@@ -51,6 +52,26 @@ def test_a_file_without_any_valid_record_lands_on_its_modification_day(tmp_path)
     assert scan.anchor_day == date(2026, 2, 25)
     assert [o.reason for o in scan.outcomes] == ["invalid_json", "unknown_format"]
     assert all(o.day == date(2026, 2, 25) for o in scan.outcomes)
+
+
+def test_one_pass_day_reads_agree_with_the_whole_file_scan(tmp_path):
+    """A day's ingest and the manifest read a file in one pass without keeping other days' records;
+    they must give what the whole-file scan gives: the same lines per day (undated lines on the
+    anchor day, in file order), the same days and the same cacheability."""
+    landing = tmp_path / "landing"
+    write_mixed_file(landing / "mixed.canonical.jsonl")
+    junk = landing / "junk.jsonl"
+    junk.write_text("not json\n{\"also\": \"unknown\"}\n")
+    os.utime(junk, (1772000000, 1772000000))
+    for path in (landing / "mixed.canonical.jsonl", junk):
+        rel = path.name
+        scan = scan_file(path, rel)
+        assert scan_days(path, rel) == (scan.format, scan.days, scan.stable)
+        for day in scan.days:
+            lines = [(o.line, o.index) for o in scan.outcomes if o.day == day]
+            got = ingest_day(landing, day, files=[rel])
+            assert sorted((r["source_line"], r["source_index"]) for r in got.rows + got.quarantined) == sorted(lines)
+            assert lines and got.records_in == len(lines)
 
 
 def test_manifest_notices_new_changed_and_gone_files(tmp_path):

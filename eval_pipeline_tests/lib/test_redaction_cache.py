@@ -50,6 +50,28 @@ def test_cached_and_fresh_texts_redact_identically(redactor, demo_rows, tmp_path
     assert sum(sum(json.loads(r["pii_counts"]).values()) for r in second) > 20
 
 
+def test_a_day_redacted_in_slices_equals_the_day_redacted_at_once(redactor, demo_rows):
+    """``redacted_logs`` redacts a day a slice of whole conversations at a time (bounded memory):
+    the rows, placeholders included, are those of one call over the whole day, in the same order."""
+    import polars as pl
+
+    from eval_pipeline.lib.redaction import conversation_slices, redact_frame
+    from eval_pipeline.lib.tables import RAW_LOGS_SCHEMA, REDACTED_LOGS_SCHEMA, frame
+
+    rows, _ = demo_rows
+    day = frame(rows, RAW_LOGS_SCHEMA)
+    whole = frame(redactor.redact_rows(day.to_dicts()), REDACTED_LOGS_SCHEMA)
+    conversations = day.filter(pl.col("turn_index") > 0)["conversation_id"].unique()
+    assert conversations.len() >= 3  # multi-turn conversations whose turns must stay together
+    slices = list(conversation_slices(day, 7))
+    assert len(slices) > 10 and sum(part.height for part, _ in slices) == day.height
+    for part, _ in slices:  # no conversation is cut between two slices
+        assert part["conversation_id"].is_in(conversations).sum() == 0 or all(
+            (day["conversation_id"] == c).sum() == (part["conversation_id"] == c).sum()
+            for c in part["conversation_id"].unique() if c in set(conversations.to_list()))
+    assert redact_frame(redactor, day, size=7).equals(whole)
+
+
 def test_placeholders_are_numbered_per_conversation_from_cached_spans(redactor, tmp_path):
     texts_a = ["My name is Sarah Connor, write to sarah@example.com", "Hi Bob Lee!"]
     texts_b = ["Hi Bob Lee!", "My name is Sarah Connor, write to sarah@example.com"]

@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import EmbeddingSettings, PipelineSettings
 from eval_pipeline.lib.embeddings import embed_with_cache, embedding_text, get_embedder
-from eval_pipeline.lib.tables import LOG_EMBEDDINGS_SCHEMA, frame, markdown_table
+from eval_pipeline.lib.tables import LOG_EMBEDDINGS_SCHEMA, SLICE, frame, markdown_table
 
 _CARRIED = ("request_id", "conversation_id", "turn_index", "timestamp", "task_type", "user_segment", "thumbs",
             "abandoned", "clarification_requested", "parse_error", "regenerated", "escalated")
@@ -28,12 +28,14 @@ def log_embeddings(context: dg.AssetExecutionContext, settings: PipelineSettings
     prefix, text): a re-run of the day, or a text already seen on another day, embeds nothing.
     """
     embedder = get_embedder(embedding.config(cache_dir=str(settings.data_home.cache / "embeddings")))
-    rows = redacted_logs.select(*_CARRIED, "messages", "user_input").to_dicts() if redacted_logs.height else []
-    texts = [embedding_text(row) for row in rows]
+    # the texts are made SLICE records at a time: a day's messages are never all Python objects
+    texts = [embedding_text(row) for part in redacted_logs.select("messages", "user_input", "turn_index")
+             .iter_slices(SLICE) for row in part.iter_rows(named=True)] if redacted_logs.height else []
     cached = embed_with_cache(texts, embedder, warehouse.get_connection)
-    for row, text, key, blob in zip(rows, texts, cached.hashes, cached.blobs):
-        row.update(embed_text=text, content_hash=key, model_id=embedder.model_id, vector=blob)
-    df = frame(rows, LOG_EMBEDDINGS_SCHEMA)
+    df = frame([], LOG_EMBEDDINGS_SCHEMA) if not texts else redacted_logs.select(*_CARRIED).with_columns(
+        embed_text=pl.Series(texts, dtype=pl.String), content_hash=pl.Series(cached.hashes, dtype=pl.String),
+        model_id=pl.lit(embedder.model_id), vector=pl.Series(cached.blobs, dtype=pl.Binary),
+    ).select([pl.col(name).cast(dtype) for name, dtype in LOG_EMBEDDINGS_SCHEMA.items()])
     return dg.Output(df, metadata={
         "dagster/row_count": df.height,
         "distinct_texts": cached.unique,

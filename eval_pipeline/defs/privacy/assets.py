@@ -11,10 +11,10 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import PipelineSettings, RedactionSettings, landing_file_days, read_table
-from eval_pipeline.lib.redaction import get_redactor
+from eval_pipeline.lib.redaction import get_redactor, redact_frame
 from eval_pipeline.lib.redaction_cache import AnalysisCache
 from eval_pipeline.lib.retention import purge_raw_zone
-from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, RETENTION_LOG_SCHEMA, frame, markdown_table
+from eval_pipeline.lib.tables import RETENTION_LOG_SCHEMA, frame, markdown_table
 
 KINDS = {"polars", "duckdb", "presidio"}
 
@@ -40,10 +40,9 @@ def redacted_logs(context: dg.AssetExecutionContext, settings: PipelineSettings,
     redactor = get_redactor(redaction.config())
     started = time.perf_counter()
     with AnalysisCache(settings.data_home.redaction_cache, redactor.fingerprint) as cache:
-        rows = redactor.redact_rows(raw_logs.to_dicts(), cache=cache)
+        df = redact_frame(redactor, raw_logs, cache=cache)  # whole conversations, SLICE records at a time
         lookups, hits = cache.stats.lookups, cache.stats.hits
     seconds = time.perf_counter() - started
-    df = frame(rows, REDACTED_LOGS_SCHEMA)
     found: Counter[str] = Counter()
     for counts in df["pii_counts"]:
         found.update(json.loads(counts))
