@@ -51,6 +51,7 @@ __all__ = [
     "to_storage",
     "from_storage",
     "stored_vectors",
+    "month_vectors",
     "unit_rows",
     "cpu_bf16_support",
     "CACHE_TABLE",
@@ -200,17 +201,19 @@ def from_storage(blobs: Iterable[bytes], dim: int | None = None) -> np.ndarray:
     return _normalize(arr)
 
 
-def stored_vectors(blobs: Any, batch: int = 100_000) -> np.ndarray:
+def stored_vectors(blobs: Any, order: Any = None, batch: int = 100_000) -> np.ndarray:
     """The :func:`to_storage` blobs of a column (a polars Series or a list) as one (n, dim)
-    float16 array, decoded ``batch`` blobs at a time (never a Python object per vector for the
-    whole column). Raises ValueError when a blob is missing or the blobs differ in length."""
-    n = len(blobs)
+    float16 array, in ``order`` (row numbers; default: as they are), decoded ``batch`` blobs at
+    a time (never a Python object per vector for the whole column, nor a reordered copy of the
+    column). Raises ValueError when a blob is missing or the blobs differ in length."""
+    rows = np.arange(len(blobs)) if order is None else np.asarray(order, dtype=np.int64)
+    n = len(rows)
     if n == 0:
         return np.zeros((0, 0), dtype="<f2")
     out: np.ndarray | None = None
     for start in range(0, n, batch):
-        part = blobs[start:start + batch]
-        part = part.to_list() if hasattr(part, "to_list") else list(part)
+        picked = rows[start:start + batch]
+        part = blobs.gather(picked).to_list() if hasattr(blobs, "gather") else [blobs[i] for i in picked]
         if any(b is None for b in part):
             raise ValueError("a stored vector is missing (null)")
         if len({len(b) for b in part}) > 1 or (out is not None and len(part[0]) != 2 * out.shape[1]):
@@ -221,6 +224,35 @@ def stored_vectors(blobs: Any, batch: int = 100_000) -> np.ndarray:
         out[start:start + len(part)] = arr
     assert out is not None
     return out
+
+
+def month_vectors(connect: Callable[[], ContextManager[Any]], keys: Any,
+                  table: str = "embeddings.log_embeddings", batch: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """The stored vectors of records named by ``keys`` (a polars frame of ``request_id`` and
+    ``timestamp``: each record's own day), read from ``table`` in batches of ``batch`` rows into
+    one float16 array aligned with ``keys``, and a mask of the keys that have a vector. Nothing
+    holds the month's vectors but that array: not a frame of blobs, not a Python object each."""
+    arrow_keys = keys.select("request_id", "timestamp").with_row_index("position").to_arrow()  # noqa: F841 - read by name in the SQL
+    found = np.zeros(keys.height, dtype=bool)
+    out: np.ndarray | None = None
+    with connect() as con:
+        reader = con.execute(f"select k.position, e.vector from arrow_keys k join {table} e using (request_id, timestamp)"
+                             ).fetch_record_batch(batch)
+        for part in reader:
+            blobs = part.column(1).to_pylist()
+            if not blobs:
+                continue
+            if any(b is None for b in blobs) or len({len(b) for b in blobs}) > 1:
+                raise ValueError(f"{table}: a stored vector is missing or of another length")
+            arr = np.frombuffer(b"".join(blobs), dtype="<f2").reshape(len(blobs), -1)
+            if out is None:
+                out = np.zeros((keys.height, arr.shape[1]), dtype="<f2")
+            elif arr.shape[1] != out.shape[1]:
+                raise ValueError(f"{table}: stored vectors of {arr.shape[1]} and {out.shape[1]} dims")
+            positions = np.asarray(part.column(0).to_numpy(), dtype=np.int64)
+            out[positions] = arr
+            found[positions] = True
+    return (out if out is not None else np.zeros((keys.height, 0), dtype="<f2")), found
 
 
 def unit_rows(vectors: np.ndarray, rows: Any = slice(None)) -> np.ndarray:

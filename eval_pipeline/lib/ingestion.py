@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -313,29 +313,6 @@ def scan_days(path: Path, source_file: str | None = None, now: datetime | None =
     return detected, days, first_own is not None and not future
 
 
-def _day_outcomes(path: Path, rel: str, day: date, now: datetime | None,
-                  max_line_bytes: int) -> tuple[str | None, list[Outcome], int]:
-    """The outcomes of one file that belong to ``day``, in file order, as :func:`scan_file`
-    gives them, read in one pass that keeps only that day's (and the undated) lines: a
-    week-long file costs a day's records in memory, not a week's. Also the format and the
-    file's skipped spans."""
-    kept: list[Outcome] = []
-    skipped = 0
-    first_own: date | None = None
-    for item in iter_outcomes(path, rel, None, now, max_line_bytes):
-        if isinstance(item, int):
-            skipped += item
-            continue
-        if item.record is not None and item.day is not None:
-            first_own = item.day if first_own is None else min(first_own, item.day)
-        if item.day == day or item.day is None:
-            kept.append(item)
-    anchor = _anchor(path, first_own)
-    todays = [o if o.day is not None else _with_day(o, anchor) for o in kept
-              if o.day == day or (o.day is None and anchor == day)]
-    return format_from_name(path.name) or _first_format(path), todays, skipped
-
-
 def _with_day(outcome: Outcome, day: date) -> Outcome:
     return Outcome(**{**outcome.__dict__, "day": day})
 
@@ -455,8 +432,14 @@ def ingest_day(
     files: Iterable[str] | None = None,
     now: datetime | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+    batch: int = 5_000,
 ) -> DayIngest:
     """Ingest one UTC day from the landing folder.
+
+    Each file is read once, line by line, keeping only what belongs to ``day``: a week-long file
+    costs a day's records, not a week's. Lines without a usable day of their own (quarantined)
+    belong to the file's anchor day (:func:`scan_file`), known at the end of the file.
 
     Args:
         landing: the landing folder.
@@ -464,30 +447,61 @@ def ingest_day(
         files: relative paths of the files that hold this day (from the manifest); all files
             when None.
         now: the reference time for future timestamps.
+        on_rows: given, valid rows are handed to it ``batch`` at a time, in file order, instead
+            of being collected in ``rows`` (a day is then never all in Python objects at once).
     """
     now = now or datetime.now(timezone.utc)
     rels = sorted(files) if files is not None else [p.relative_to(landing).as_posix() for p in list_landing_files(landing)]
     result = DayIngest(day=day, files=rels)
     seen: dict[str, tuple[str, int]] = {}
+    pending: list[dict[str, Any]] = []
+
+    def emit(row: dict[str, Any] | None = None, flush: bool = False) -> None:
+        if row is not None:
+            (pending if on_rows else result.rows).append(row)
+        if on_rows and pending and (flush or len(pending) >= batch):
+            on_rows(pending[:])
+            pending.clear()
+
     for rel in rels:
         path = landing / rel
         if not path.exists():
             raise FileNotFoundError(f"{path}: listed in the landing manifest but gone; re-materialize landing_manifest")
-        fmt, todays, skipped_spans = _day_outcomes(path, rel, day, now, max_line_bytes)
-        if fmt == "otlp" and todays:
-            result.skipped_spans += skipped_spans
-        for outcome in todays:
-            result.records_in += 1
+        fmt = format_from_name(path.name) or _first_format(path)
+        quarantined: list[tuple[int, dict[str, Any]]] = []  # (position in the file, row)
+        undated: list[tuple[int, Outcome]] = []
+        first_own: date | None = None
+        skipped = records = 0
+        for position, outcome in enumerate(iter_outcomes(path, rel, None, now, max_line_bytes)):
+            if isinstance(outcome, int):
+                skipped += outcome
+                continue
+            if outcome.record is not None and outcome.day is not None:
+                first_own = outcome.day if first_own is None else min(first_own, outcome.day)
+            if outcome.day is None:
+                undated.append((position, outcome))
+                continue
+            if outcome.day != day:
+                continue
+            records += 1
             if outcome.record is not None:
                 first = seen.get(outcome.record.request_id)
                 if first is None:
                     seen[outcome.record.request_id] = (rel, outcome.line)
-                    result.rows.append(_raw_row(outcome, fmt))
+                    emit(_raw_row(outcome, fmt))
                     continue
                 outcome = Outcome(**{**outcome.__dict__, "record": None, "reason": "duplicate_id",
                                      "field": "request_id",
                                      "message": f"request_id {outcome.record.request_id!r} already seen at {first[0]}:{first[1]}"})
-            result.quarantined.append(_quarantine_row(outcome, fmt, day))
+            quarantined.append((position, _quarantine_row(outcome, fmt, day)))
+        if _anchor(path, first_own) == day:
+            records += len(undated)
+            quarantined += [(position, _quarantine_row(_with_day(o, day), fmt, day)) for position, o in undated]
+        result.quarantined += [row for _, row in sorted(quarantined, key=lambda item: item[0])]
+        result.records_in += records
+        if fmt == "otlp" and records:
+            result.skipped_spans += skipped
+    emit(flush=True)
     return result
 
 

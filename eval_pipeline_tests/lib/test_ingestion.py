@@ -72,6 +72,10 @@ def test_one_pass_day_reads_agree_with_the_whole_file_scan(tmp_path):
             got = ingest_day(landing, day, files=[rel])
             assert sorted((r["source_line"], r["source_index"]) for r in got.rows + got.quarantined) == sorted(lines)
             assert lines and got.records_in == len(lines)
+            batches: list[list[dict]] = []  # handed over in batches: the same rows, in order
+            streamed = ingest_day(landing, day, files=[rel], on_rows=batches.append, batch=1)
+            assert not streamed.rows and [b[0] for b in batches] == got.rows and all(len(b) == 1 for b in batches)
+            assert streamed.quarantined == got.quarantined
 
 
 def test_manifest_notices_new_changed_and_gone_files(tmp_path):

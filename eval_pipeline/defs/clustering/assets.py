@@ -13,14 +13,21 @@ from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import ClusteringSettings, PipelineSettings, read_table
 from eval_pipeline.lib.clustering import UNCLUSTERED, cluster_month, cluster_table_markdown, drift_table_markdown
 from eval_pipeline.lib.embeddings import from_storage, stored_vectors, to_storage
+from eval_pipeline.lib.records import FAILURE_SIGNALS
 from eval_pipeline.lib.tables import CLUSTER_DRIFT_SCHEMA, CLUSTER_TABLE_SCHEMA, LOG_CLUSTERS_SCHEMA, frame
 
 _MONTHLY = {"schema": "clustering"}
 
 
+# What clustering reads of every record of the month (not the conversation ids, hashes, model ids).
+_CLUSTER_COLUMNS = ["request_id", "timestamp", "embed_text", "vector", "task_type", "user_segment", "thumbs",
+                    *(s for s in FAILURE_SIGNALS if s != "thumbs_down")]
+
+
 @dg.multi_asset(
     group_name="clustering",
     partitions_def=monthly_partitions,
+    ins={"log_embeddings": dg.AssetIn(metadata={"columns": _CLUSTER_COLUMNS})},
     outs={
         "log_clusters": dg.AssetOut(kinds={"polars", "duckdb"}, metadata={**_MONTHLY, "partition_expr": "timestamp"},
                                     description="The stable cluster id of every record of the month ('unclustered' for noise)."),
@@ -46,7 +53,7 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
         # the month in (timestamp, request id) order; vectors stay float16 (see stored_vectors)
         order = log_embeddings.select(pl.arg_sort_by("timestamp", "request_id")).to_series().to_numpy()
         rows = log_embeddings.drop("vector")[order]
-        vectors = stored_vectors(log_embeddings["vector"])[order]
+        vectors = stored_vectors(log_embeddings["vector"], order)
     else:
         rows, vectors = pl.DataFrame(), np.zeros((0, 1), np.float32)
 

@@ -11,7 +11,7 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import PipelineSettings, read_table
 from eval_pipeline.lib.ingestion import build_manifest, ingest_day, manifest_changed_days
-from eval_pipeline.lib.tables import MANIFEST_SCHEMA, QUARANTINE_SCHEMA, RAW_LOGS_SCHEMA, frame, markdown_table
+from eval_pipeline.lib.tables import MANIFEST_SCHEMA, QUARANTINE_SCHEMA, RAW_LOGS_SCHEMA, SLICE, frame, markdown_table
 
 KINDS = {"polars", "duckdb"}
 
@@ -90,9 +90,11 @@ def ingested_logs(context: dg.AssetExecutionContext, settings: PipelineSettings,
                 f"{current}: changed or removed since the landing manifest was built; "
                 "materialize landing_manifest first (the landing sensor and `eval-pipeline refresh` do)."
             )
+    parts: list[pl.DataFrame] = []
     result = ingest_day(home.landing, day, files=[row["path"] for row in holding], now=datetime.now(timezone.utc),
-                        max_line_bytes=settings.max_line_bytes)
-    raw = frame(result.rows, RAW_LOGS_SCHEMA)
+                        max_line_bytes=settings.max_line_bytes, batch=SLICE,
+                        on_rows=lambda rows: parts.append(frame(rows, RAW_LOGS_SCHEMA)))
+    raw = pl.concat(parts) if parts else frame([], RAW_LOGS_SCHEMA)
     quarantined = frame(result.quarantined, QUARANTINE_SCHEMA)
     context.log.info(f"{key}: {result.records_in} records in, {raw.height} ingested, {quarantined.height} quarantined")
     common = {"records_in": result.records_in, "files_read": len(result.files), "skipped_non_llm_spans": result.skipped_spans}

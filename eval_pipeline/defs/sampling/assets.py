@@ -11,11 +11,12 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import PipelineSettings, SamplingSettings, read_table
-from eval_pipeline.lib.embeddings import from_storage, stored_vectors
+from eval_pipeline.lib.embeddings import from_storage, month_vectors
 from eval_pipeline.lib.eval_set import (base_version, build_version, changelog_markdown, coverage_table, plot_coverage,
                                         reusable_version)
+from eval_pipeline.lib.records import FAILURE_SIGNALS
 from eval_pipeline.lib.tables import (EVAL_SET_CHANGELOG_SCHEMA, EVAL_SET_SCHEMA, REDACTED_LOGS_SCHEMA, frame,
-                                     markdown_table)
+                                     markdown_table, row_dicts)
 
 VERSIONS = "sampling.eval_set_versions"
 CHANGELOG = "sampling.eval_set_changelog"
@@ -59,7 +60,7 @@ def _details(warehouse: DuckDBResource, records: list[dict]) -> list[dict]:
     ins={
         # only the columns the draw reads: a month's texts and vectors are not loaded whole
         "redacted_logs": dg.AssetIn(metadata={"columns": _DRAW_COLUMNS}),
-        "log_embeddings": dg.AssetIn(metadata={"columns": ["request_id", "vector"]}),
+        "log_embeddings": dg.AssetIn(metadata={"columns": ["request_id"]}),  # vectors: month_vectors
         "log_clusters": dg.AssetIn(metadata={"columns": ["request_id", "cluster_id"]}),
     },
 )
@@ -85,13 +86,20 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
     previous = versions.filter(pl.col("eval_set_version") == base).to_dicts() if base else []
 
     records = pl.DataFrame()
+    vectors = from_storage([], dim=1)
     if redacted_logs.height and log_clusters.height and log_embeddings.height:
-        # the inputs hold only the selected columns (see ins)
+        # the inputs hold only the selected columns (see ins); the vectors are read in batches
+        # straight into one float16 array (month_vectors), never as a column of blobs
         records = (redacted_logs.join(log_clusters, on="request_id", how="inner")
-                   .join(log_embeddings, on="request_id", how="inner")
-                   .sort("request_id"))
-    rows = records.drop("vector").to_dicts() if records.height else []
-    vectors = stored_vectors(records["vector"]) if records.height else from_storage([], dim=1)
+                   .join(log_embeddings, on="request_id", how="inner").sort("request_id"))
+        vectors, found = month_vectors(warehouse.get_connection, records)
+        if not found.all():
+            records, vectors = records.filter(pl.Series(found)), vectors[found]
+    # only the fields the draw reads are Python objects for every record; an example's other
+    # fields (its texts) are read for the drawn records alone (details)
+    needed = {"request_id", "conversation_id", "turn_index", "timestamp", "task_type", "cluster_id", "thumbs",
+              *FAILURE_SIGNALS, *config.slice_keys, *config.signal_weights}
+    rows = row_dicts(records.select([c for c in records.columns if c in needed])) if records.height else []
     drift = cluster_drift.to_dicts() if cluster_drift.height else []
     if redacted_logs.height and records.height < redacted_logs.height:
         context.log.warning(f"{redacted_logs.height - records.height} records of the month have no cluster or "
