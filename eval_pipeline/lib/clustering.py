@@ -224,10 +224,9 @@ def _reduce(x_fit: np.ndarray, rest_batches: Iterable[np.ndarray], config: Clust
     """UMAP (cosine) of the fit sample, transform of the rest (given as float32 unit-vector
     batches); PCA for tiny inputs. Returns (reduced fit, reduced rest or None, method)."""
     n = len(x_fit)
-    batches = list(rest_batches) if n < 3 else rest_batches
     if n < 3:
-        rest = np.vstack(batches).astype(np.float32) if batches else None
-        return x_fit.astype(np.float32), rest, "none"
+        rest = [batch for batch in rest_batches if len(batch)]
+        return x_fit.astype(np.float32), (np.vstack(rest).astype(np.float32) if rest else None), "none"
     if n >= 30 and config.umap_dims < x_fit.shape[1]:
         reducer = _umap(config.umap_dims, min(config.umap_neighbors, n - 1), config.umap_min_dist,
                         config.seed, "cosine", config.umap_epochs)
@@ -243,13 +242,13 @@ def _reduce(x_fit: np.ndarray, rest_batches: Iterable[np.ndarray], config: Clust
                 out[bad] = _place_by_neighbours(x_fit, fit, batch[bad])
             return out
 
-        placed = [place(batch) for batch in batches if len(batch)]
+        placed = [place(batch) for batch in rest_batches if len(batch)]
         return fit, (np.vstack(placed) if placed else None), "umap"
     from sklearn.decomposition import PCA
 
     dims = max(1, min(config.umap_dims, n - 1, x_fit.shape[1]))
     pca = PCA(n_components=dims, random_state=config.seed).fit(x_fit)
-    placed = [pca.transform(batch).astype(np.float32) for batch in batches if len(batch)]
+    placed = [pca.transform(batch).astype(np.float32) for batch in rest_batches if len(batch)]
     return pca.transform(x_fit).astype(np.float32), (np.vstack(placed) if placed else None), "pca"
 
 
@@ -310,10 +309,10 @@ def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
 def warm_up(config: ClusterConfig | None = None) -> float:
     """Compile UMAP's numba functions for this process on 4,400 random vectors; returns the
     seconds it took (about 42 s on this project's 2-core machine, 33 of them compiling
-    pynndescent's NN-descent for two metrics). The first UMAP of a process spends that long compiling
-    (numba's disk cache does not cover NN-descent), so a month's refresh runs this in a thread
-    while the days are processed in worker processes, and the clustering step that follows starts
-    compiled (100k records: 35.6 s after it, 81 s cold)."""
+    pynndescent's NN-descent for two metrics). The first UMAP of a process spends that long
+    compiling (numba's disk cache does not cover NN-descent), so a month's refresh runs this in
+    a thread while the days are processed in worker processes, and the clustering step that
+    follows starts compiled (100k records: 35.6 s after it, 81 s cold)."""
     started = time.perf_counter()
     config = config or ClusterConfig()
     # more than 4,096 points: UMAP takes its nearest-neighbour-descent path only above that size

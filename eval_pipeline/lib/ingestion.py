@@ -274,17 +274,16 @@ def scan_file(path: Path, source_file: str | None = None, fmt: str | None = None
             skipped += item
         else:
             outcomes.append(item)
-    own_days = [o.day for o in outcomes if o.record is not None]
-    if own_days:
-        anchor = min(own_days)
-    else:
-        anchor = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).date()
+    own_days = [o.day for o in outcomes if o.record is not None and o.day is not None]
+    anchor = _anchor(path, min(own_days) if own_days else None)
     dated = [o if o.day is not None else _with_day(o, anchor) for o in outcomes]
     detected = fmt or format_from_name(path.name) or _first_format(path)
     return FileScan(source_file or str(path), detected, dated, anchor, skipped)
 
 
 def _anchor(path: Path, first_own: date | None) -> date:
+    """The day of a file's lines that have none of their own: its earliest record's day, else
+    the day the file was last modified."""
     return first_own if first_own is not None else datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).date()
 
 

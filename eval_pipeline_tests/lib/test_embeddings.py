@@ -13,7 +13,10 @@ from eval_pipeline.lib.embeddings import (
     embedding_text,
     from_storage,
     get_embedder,
+    month_vectors,
+    stored_vectors,
     to_storage,
+    unit_rows,
 )
 
 QUERIES = [
@@ -64,6 +67,50 @@ def test_storage_round_trip_is_compact_and_close():
     assert from_storage([], dim=384).shape == (0, 384)
     with pytest.raises(ValueError, match="384"):
         from_storage(blobs, dim=128)
+
+
+def test_a_month_of_stored_vectors_reads_into_one_float16_array(tmp_path):
+    """stored_vectors (a column of blobs, in a given order, in batches) and month_vectors (read by
+    (request id, timestamp) from the table, in batches) give the float16 rows that from_storage
+    decodes, aligned with their keys; a key without a vector is reported, not invented."""
+    from contextlib import contextmanager
+    from datetime import datetime, timedelta
+
+    import duckdb
+    import polars as pl
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(250, 16)).astype(np.float32)
+    blobs = to_storage(x)
+    expected = from_storage(blobs)
+    order = rng.permutation(250)
+    for column in (blobs, pl.Series(blobs, dtype=pl.Binary)):
+        got = stored_vectors(column, order, batch=40)
+        assert got.dtype == np.float16 and np.array_equal(unit_rows(got), expected[order])
+    with pytest.raises(ValueError, match="length"):
+        stored_vectors([blobs[0], blobs[1][:8]])
+
+    start = datetime(2026, 2, 1)
+    stored = pl.DataFrame({"request_id": [f"r{i}" for i in range(250)],
+                          "timestamp": [start + timedelta(minutes=i) for i in range(250)],
+                          "vector": blobs}, schema={"request_id": pl.String, "timestamp": pl.Datetime("us"),
+                                                    "vector": pl.Binary})
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        con.execute("create schema embeddings")
+        con.execute("create table embeddings.log_embeddings as select * from stored")
+
+    @contextmanager
+    def connect():
+        with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+            yield con
+
+    keys = stored.select("request_id", "timestamp")[order.tolist()]
+    # one key names a record of another day (same id, other timestamp): it has no vector
+    keys = pl.concat([keys, pl.DataFrame({"request_id": ["r3"], "timestamp": [start + timedelta(days=9)]},
+                                         schema=keys.schema)])
+    vectors, found = month_vectors(connect, keys, batch=30)
+    assert found[:250].all() and not found[250]
+    assert np.array_equal(unit_rows(vectors[:250]), expected[order])
 
 
 def test_config_rejects_bad_values():

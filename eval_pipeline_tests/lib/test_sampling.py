@@ -194,3 +194,19 @@ def test_refresh_adds_from_new_and_grown_and_prunes_gone(month):
         assert ("new cluster" in reason) or ("grew" in reason) or ("under-covered" in reason)
     again = plan_refresh(previous, month_rows, month_vectors, drift, config, taken_request_ids={p["request_id"] for p in previous})
     assert again.remove == plan.remove and [s.index for s in again.add] == [s.index for s in plan.add]
+
+
+def test_row_dicts_are_to_dicts_with_shared_strings():
+    """The eval set's per-record rows: the same dicts as polars' to_dicts, one string object per
+    repeated value of a low-cardinality column (a million-record month fits in less memory)."""
+    import polars as pl
+
+    from eval_pipeline.lib.tables import row_dicts
+
+    df = pl.DataFrame({"task_type": ["rag_qa", "extraction"] * 500, "request_id": [f"r{i}" for i in range(1000)],
+                       "turn_index": list(range(1000)), "thumbs": [None] * 1000},
+                      schema={"task_type": pl.String, "request_id": pl.String, "turn_index": pl.Int32, "thumbs": pl.String})
+    rows = row_dicts(df)
+    assert rows == df.to_dicts()
+    assert len({id(r["task_type"]) for r in rows}) == 2 and len({id(r["request_id"]) for r in rows}) == 1000
+    assert row_dicts(df.clear()) == []
