@@ -82,10 +82,12 @@ class ScriptedServer:
                 try:
                     if server.delay:
                         time.sleep(server.delay)
-                    self._send(reply, body)
                 finally:
+                    # counted out before the reply is written: once the client holds the reply it
+                    # may send its next request at once, before this thread is scheduled again
                     with server._lock:
                         server._in_flight -= 1
+                self._send(reply, body)
 
             def _send(self, reply: Reply, request: dict) -> None:
                 if reply.content is not None:
