@@ -1310,8 +1310,11 @@ def redact_frame(redactor: Redactor, df: Any, cache: AnalysisCache | None = None
 
     from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, SLICE, frame
 
+    size = size or SLICE
+    if df.height <= size:  # one slice: no regrouping, no reordering (0.3 s a day of 3,600 records)
+        return frame(redactor.redact_rows(df.to_dicts(), cache=cache), REDACTED_LOGS_SCHEMA)
     parts = [frame(redactor.redact_rows(part.to_dicts(), cache=cache), REDACTED_LOGS_SCHEMA).with_columns(_order=order)
-             for part, order in conversation_slices(df, size or SLICE)]
+             for part, order in conversation_slices(df, size)]
     return pl.concat(parts).sort("_order").drop("_order") if parts else frame([], REDACTED_LOGS_SCHEMA)
 
 
