@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -49,6 +50,7 @@ REASONS: dict[str, str] = {
     "not_utf8": "the line is not valid UTF-8; re-export the file as UTF-8",
     "line_too_long": "the line is longer than the configured limit (max_line_bytes)",
     "invalid_json": "the line is not valid JSON",
+    "invalid_text": "a string holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff): not text, cannot be stored",
     "not_an_object": "the line is JSON but not an object",
     "unknown_format": "the format could not be detected; name the file *.canonical.jsonl, *.openai.jsonl or *.otlp.jsonl",
     "missing_field": "a required field is missing",
@@ -223,6 +225,12 @@ def iter_outcomes(
                 yield Outcome(**base, index=0, reason="invalid_json", field="",
                               message=f"column {err.colno}: {err.msg}", raw_excerpt=_excerpt(text))
                 continue
+            if _SURROGATE_ESCAPE.search(text) and (bad := _lone_surrogate(obj)) is not None:
+                where, value = bad
+                yield Outcome(**base, index=0, reason="invalid_text", field=where,
+                              message=f"{where or '(record)'}: unpaired surrogate \\u{ord(value):04x} in a string "
+                                      "(not text; cannot be stored as UTF-8)", raw_excerpt=_excerpt(text))
+                continue
             line_format = file_format or detect_format(obj)
             if line_format is None:
                 yield Outcome(**base, index=0, reason="unknown_format", field="",
@@ -240,6 +248,32 @@ def iter_outcomes(
                 yield skipped
             for index, candidate in candidates:
                 yield _validate(candidate, base, index, text, now)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(obj: Any, path: str = "") -> tuple[str, str] | None:
+    """(field path, character) of the first string (key or value) of a parsed JSON line that
+    holds a UTF-16 surrogate: JSON can escape one (``"\\ud800"``) although it is not text, and
+    nothing downstream can encode it. A correctly paired escape decodes to one character and is
+    not found here."""
+    if isinstance(obj, str):
+        found = _SURROGATE.search(obj)
+        return (path, found.group()) if found else None
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            inner = f"{path}.{key}" if path else str(key)
+            hit = _lone_surrogate(key, inner) or _lone_surrogate(value, inner)
+            if hit:
+                return hit
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            hit = _lone_surrogate(value, f"{path}.{i}" if path else str(i))
+            if hit:
+                return hit
+    return None
 
 
 def _validate(candidate: dict[str, Any] | AdapterError, base: dict[str, Any], index: int,

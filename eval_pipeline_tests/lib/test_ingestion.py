@@ -78,6 +78,32 @@ def test_one_pass_day_reads_agree_with_the_whole_file_scan(tmp_path):
             assert streamed.quarantined == got.quarantined
 
 
+def test_an_unpaired_surrogate_escape_costs_its_record_not_the_day(tmp_path):
+    """JSON may escape a lone UTF-16 surrogate ("\\ud800"), which is not text: no frame or
+    database can store it. Its record is quarantined with the field's path; a correctly paired
+    escape (an emoji) and the other records of the day are ingested."""
+    import json
+
+    import polars as pl
+
+    from eval_pipeline.lib.tables import RAW_LOGS_SCHEMA, frame
+
+    def record(rid, content):
+        return ('{"request_id": "%s", "timestamp": "2026-03-02T10:00:00Z", "model": "m", "completion": "ok", '
+                '"messages": [{"role": "user", "content": "%s"}]}' % (rid, content))
+
+    path = tmp_path / "landing" / "s.canonical.jsonl"
+    path.parent.mkdir()
+    path.write_text("\n".join([record("a", "fine"), record("b", "x\\ud800y"), record("c", "smile \\ud83d\\ude00"),
+                               '{"request_id": "d", "\\udfff": 1}']) + "\n")
+    day = ingest_day(tmp_path / "landing", date(2026, 3, 2))
+    assert [r["request_id"] for r in day.rows] == ["a", "c"] and json.dumps(day.rows[1]["messages"]).count("ude00")
+    bad = {q["source_line"]: q for q in day.quarantined}
+    assert bad[2]["reason"] == "invalid_text" and bad[2]["field"] == "messages.0.content"
+    assert bad[4]["reason"] == "invalid_text" and "\\udfff" in bad[4]["message"]
+    assert day.records_in == 4 and isinstance(frame(day.rows, RAW_LOGS_SCHEMA), pl.DataFrame)
+
+
 def test_manifest_notices_new_changed_and_gone_files(tmp_path):
     landing = tmp_path / "landing"
     write_mixed_file(landing / "a.canonical.jsonl")
