@@ -83,7 +83,11 @@ class ClusterConfig:
                         that hold the majority of their own cluster 5.8 of 8 with min_samples 2
                         vs 4.8 with 8, for NMI 0.74 vs 0.77 (the larger value merges more).
     cluster_selection   HDBSCAN cluster_selection_method, "eom" or "leaf".
-    seed                seeds UMAP, the sample and k-means: same input + config = same labels.
+    seed                seeds UMAP, the sample and k-means: same input + config = same labels in
+                        one process, and across processes when fewer than 4,096 records are
+                        fitted (exact neighbours). Above that, UMAP's NN-descent neighbours
+                        differed between two processes (8,000 demo records: 66 vs 72
+                        clusters); not solved yet.
     max_fit_sample      months with more records than this are fitted on a seeded random sample
                         of this many; the others are placed by UMAP ``transform`` and
                         ``hdbscan.approximate_predict`` (k-means: nearest centre). 20,000 keeps a
@@ -376,7 +380,7 @@ def cluster_embeddings(vectors: np.ndarray, config: ClusterConfig | None = None)
 
     1. If there are more than ``config.max_fit_sample`` vectors, a seeded random sample of that
        many is the fit set; the others are "assigned" at the end.
-    2. UMAP (cosine, ``umap_dims`` dims, seeded: single-threaded and deterministic) of the fit set;
+    2. UMAP (cosine, ``umap_dims`` dims, seeded, single-threaded; see ``ClusterConfig.seed``) of the fit set;
        fewer than 30 points use PCA instead.
     3. HDBSCAN (``prediction_data`` when there is a rest to place, then
        ``hdbscan.approximate_predict``) or k-means (k given, or best silhouette over ``k_range``).
@@ -1082,7 +1086,8 @@ def cluster_month(
     cluster_of = {label: ids.get(label, UNCLUSTERED) for label in set(result.labels.tolist())}
     assignments = {"request_id": _column(rows, "request_id", n), "timestamp": _column(rows, "timestamp", n),
                    "cluster_id": [cluster_of[label] for label in result.labels.tolist()],
-                   "map_x": result.coords_2d[:, 0].astype(np.float64), "map_y": result.coords_2d[:, 1].astype(np.float64)}
+                   "map_x": result.coords_2d[:, 0].astype(np.float64),
+                   "map_y": result.coords_2d[:, 1].astype(np.float64)}
     png = None
     if n:
         names = {e["label"]: f"{e['cluster_id']} {e['keywords'][0]}" if e["keywords"] else e["cluster_id"]

@@ -232,12 +232,13 @@ def month_vectors(connect: Callable[[], ContextManager[Any]], keys: Any,
     ``timestamp``: each record's own day), read from ``table`` in batches of ``batch`` rows into
     one float16 array aligned with ``keys``, and a mask of the keys that have a vector. Nothing
     holds the month's vectors but that array: not a frame of blobs, not a Python object each."""
-    arrow_keys = keys.select("request_id", "timestamp").with_row_index("position").to_arrow()  # noqa: F841 - read by name in the SQL
+    # read by name in the SQL below
+    arrow_keys = keys.select("request_id", "timestamp").with_row_index("position").to_arrow()  # noqa: F841
     found = np.zeros(keys.height, dtype=bool)
     out: np.ndarray | None = None
+    sql = f"select k.position, e.vector from arrow_keys k join {table} e using (request_id, timestamp)"
     with connect() as con:
-        reader = con.execute(f"select k.position, e.vector from arrow_keys k join {table} e using (request_id, timestamp)"
-                             ).fetch_record_batch(batch)
+        reader = con.execute(sql).fetch_record_batch(batch)
         for part in reader:
             blobs = part.column(1).to_pylist()
             if not blobs:

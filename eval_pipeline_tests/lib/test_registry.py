@@ -208,7 +208,9 @@ def _register_in_process(path: str, version: str, description: str) -> str:
 
 def test_processes_racing_for_one_key_register_it_once(tmp_path):
     path = str(tmp_path / "models.jsonl")
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: the test process has threads (torch, DuckDB), and a child forked while one
+    # of them held a lock can hang for ever (seen once in a full run; the pool then waits on it)
+    context = multiprocessing.get_context("spawn")
     with context.Pool(8) as pool:
         same = pool.starmap(_register_in_process, [(path, "race", f"writer {i}") for i in range(16)])
         distinct = pool.starmap(_register_in_process, [(path, f"v{i}", "") for i in range(16)])

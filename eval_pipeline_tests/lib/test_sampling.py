@@ -205,7 +205,8 @@ def test_row_dicts_are_to_dicts_with_shared_strings():
 
     df = pl.DataFrame({"task_type": ["rag_qa", "extraction"] * 500, "request_id": [f"r{i}" for i in range(1000)],
                        "turn_index": list(range(1000)), "thumbs": [None] * 1000},
-                      schema={"task_type": pl.String, "request_id": pl.String, "turn_index": pl.Int32, "thumbs": pl.String})
+                      schema={"task_type": pl.String, "request_id": pl.String, "turn_index": pl.Int32,
+                              "thumbs": pl.String})
     rows = row_dicts(df)
     assert rows == df.to_dicts()
     assert len({id(r["task_type"]) for r in rows}) == 2 and len({id(r["request_id"]) for r in rows}) == 1000
