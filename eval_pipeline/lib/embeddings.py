@@ -213,17 +213,23 @@ def stored_vectors(blobs: Any, order: Any = None, batch: int = 100_000) -> np.nd
     out: np.ndarray | None = None
     for start in range(0, n, batch):
         picked = rows[start:start + batch]
-        part = blobs.gather(picked).to_list() if hasattr(blobs, "gather") else [blobs[i] for i in picked]
-        if any(b is None for b in part):
-            raise ValueError("a stored vector is missing (null)")
-        if len({len(b) for b in part}) > 1 or (out is not None and len(part[0]) != 2 * out.shape[1]):
-            raise ValueError("stored vectors differ in length")
-        arr = np.frombuffer(b"".join(part), dtype="<f2").reshape(len(part), -1)
+        arr = _decode(blobs.gather(picked).to_list() if hasattr(blobs, "gather") else [blobs[i] for i in picked],
+                      None if out is None else out.shape[1])
         if out is None:
             out = np.empty((n, arr.shape[1]), dtype="<f2")
-        out[start:start + len(part)] = arr
+        out[start:start + len(picked)] = arr
     assert out is not None
     return out
+
+
+def _decode(blobs: list[Any], dim: int | None, where: str = "stored vectors") -> np.ndarray:
+    """One batch of :func:`to_storage` blobs as an (n, dim) float16 array; ValueError (naming
+    ``where``) when a blob is missing, the blobs differ in length or are not ``dim`` wide."""
+    if any(b is None for b in blobs):
+        raise ValueError(f"{where}: a vector is missing (null)")
+    if len({len(b) for b in blobs}) > 1 or (dim is not None and len(blobs[0]) != 2 * dim):
+        raise ValueError(f"{where}: vectors differ in length")
+    return np.frombuffer(b"".join(blobs), dtype="<f2").reshape(len(blobs), -1)
 
 
 def month_vectors(connect: Callable[[], ContextManager[Any]], keys: Any,
@@ -243,13 +249,9 @@ def month_vectors(connect: Callable[[], ContextManager[Any]], keys: Any,
             blobs = part.column(1).to_pylist()
             if not blobs:
                 continue
-            if any(b is None for b in blobs) or len({len(b) for b in blobs}) > 1:
-                raise ValueError(f"{table}: a stored vector is missing or of another length")
-            arr = np.frombuffer(b"".join(blobs), dtype="<f2").reshape(len(blobs), -1)
+            arr = _decode(blobs, None if out is None else out.shape[1], table)
             if out is None:
                 out = np.zeros((keys.height, arr.shape[1]), dtype="<f2")
-            elif arr.shape[1] != out.shape[1]:
-                raise ValueError(f"{table}: stored vectors of {arr.shape[1]} and {out.shape[1]} dims")
             positions = np.asarray(part.column(0).to_numpy(), dtype=np.int64)
             out[positions] = arr
             found[positions] = True

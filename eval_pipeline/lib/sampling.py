@@ -31,10 +31,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from eval_pipeline.lib.embeddings import unit_rows
+from eval_pipeline.lib.records import FAILURE_SIGNALS
 
 __all__ = [
     "DEFAULT_SIGNAL_WEIGHTS",
     "SamplingConfig",
+    "fields_read",
     "Selected",
     "SampleResult",
     "allocate",
@@ -141,6 +143,13 @@ def stratum_of(row: Mapping[str, Any], slice_keys: Sequence[str] = ()) -> str:
     parts = [str(row.get("cluster_id") or "unclustered")]
     parts += [f"{key}={row.get(key) if row.get(key) is not None else '(none)'}" for key in slice_keys]
     return "|".join(parts)
+
+
+def fields_read(config: SamplingConfig) -> set[str]:
+    """The record fields the draw and the examples read (:func:`stratum_of`, :func:`record_weight`,
+    the failure signals, an example's identity; its texts are read for drawn records only)."""
+    return {"request_id", "conversation_id", "turn_index", "timestamp", "task_type", "cluster_id", "thumbs",
+            *FAILURE_SIGNALS, *config.slice_keys, *config.signal_weights}
 
 
 def record_weight(row: Mapping[str, Any], signal_weights: Mapping[str, float]) -> float:

@@ -9,7 +9,7 @@ import polars as pl
 __all__ = ["RAW_LOGS_SCHEMA", "REDACTED_LOGS_SCHEMA", "RETENTION_LOG_SCHEMA", "QUARANTINE_SCHEMA", "MANIFEST_SCHEMA",
            "LOG_EMBEDDINGS_SCHEMA", "LOG_CLUSTERS_SCHEMA", "CLUSTER_TABLE_SCHEMA", "CLUSTER_DRIFT_SCHEMA",
            "EVAL_SET_SCHEMA", "EVAL_SET_CHANGELOG_SCHEMA",
-           "SLICE", "frame", "row_dicts", "markdown_table"]
+           "SLICE", "conform", "frame", "row_dicts", "markdown_table"]
 
 _MESSAGE = pl.Struct({"role": pl.String, "content": pl.String, "name": pl.String})
 _CHUNK = pl.Struct({"doc_id": pl.String, "text": pl.String, "score": pl.Float64})
@@ -230,6 +230,12 @@ def row_dicts(df: pl.DataFrame, shared_below: float = 0.1) -> list[dict[str, Any
             values = [shared.setdefault(v, v) for v in values]
         columns.append(values)
     return [dict(zip(df.columns, row)) for row in zip(*columns)]
+
+
+def conform(df: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    """A frame built column-wise, as :func:`frame` builds one from rows: exactly the schema's
+    columns, in its order, cast to its types."""
+    return df.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
 
 
 def frame(rows: Iterable[dict[str, Any]], schema: pl.Schema) -> pl.DataFrame:

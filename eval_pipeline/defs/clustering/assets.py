@@ -14,7 +14,7 @@ from eval_pipeline.defs.resources import ClusteringSettings, PipelineSettings, r
 from eval_pipeline.lib.clustering import UNCLUSTERED, cluster_month, cluster_table_markdown, drift_table_markdown
 from eval_pipeline.lib.embeddings import from_storage, stored_vectors, to_storage
 from eval_pipeline.lib.records import FAILURE_SIGNALS
-from eval_pipeline.lib.tables import CLUSTER_DRIFT_SCHEMA, CLUSTER_TABLE_SCHEMA, LOG_CLUSTERS_SCHEMA, frame
+from eval_pipeline.lib.tables import CLUSTER_DRIFT_SCHEMA, CLUSTER_TABLE_SCHEMA, LOG_CLUSTERS_SCHEMA, conform, frame
 
 _MONTHLY = {"schema": "clustering"}
 
@@ -70,8 +70,7 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     for message in result.messages:
         context.log.info(message)
 
-    assignments = pl.DataFrame(result.assignments).with_columns(month=pl.lit(month)).select(
-        [pl.col(name).cast(dtype) for name, dtype in LOG_CLUSTERS_SCHEMA.items()])
+    assignments = conform(pl.DataFrame(result.assignments).with_columns(month=pl.lit(month)), LOG_CLUSTERS_SCHEMA)
     table = frame([{
         **{k: entry[k] for k in ("cluster_id", "name", "size", "share", "keywords", "examples", "example_request_ids",
                                  "failure_rate", "status")},

@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import EmbeddingSettings, PipelineSettings
 from eval_pipeline.lib.embeddings import embed_with_cache, embedding_text, get_embedder
-from eval_pipeline.lib.tables import LOG_EMBEDDINGS_SCHEMA, SLICE, frame, markdown_table
+from eval_pipeline.lib.tables import LOG_EMBEDDINGS_SCHEMA, SLICE, conform, frame, markdown_table
 
 _CARRIED = ("request_id", "conversation_id", "turn_index", "timestamp", "task_type", "user_segment", "thumbs",
             "abandoned", "clarification_requested", "parse_error", "regenerated", "escalated")
@@ -32,10 +32,9 @@ def log_embeddings(context: dg.AssetExecutionContext, settings: PipelineSettings
     texts = [embedding_text(row) for part in redacted_logs.select("messages", "user_input", "turn_index")
              .iter_slices(SLICE) for row in part.iter_rows(named=True)] if redacted_logs.height else []
     cached = embed_with_cache(texts, embedder, warehouse.get_connection)
-    df = frame([], LOG_EMBEDDINGS_SCHEMA) if not texts else redacted_logs.select(*_CARRIED).with_columns(
+    df = frame([], LOG_EMBEDDINGS_SCHEMA) if not texts else conform(redacted_logs.select(*_CARRIED).with_columns(
         embed_text=pl.Series(texts, dtype=pl.String), content_hash=pl.Series(cached.hashes, dtype=pl.String),
-        model_id=pl.lit(embedder.model_id), vector=pl.Series(cached.blobs, dtype=pl.Binary),
-    ).select([pl.col(name).cast(dtype) for name, dtype in LOG_EMBEDDINGS_SCHEMA.items()])
+        model_id=pl.lit(embedder.model_id), vector=pl.Series(cached.blobs, dtype=pl.Binary)), LOG_EMBEDDINGS_SCHEMA)
     return dg.Output(df, metadata={
         "dagster/row_count": df.height,
         "distinct_texts": cached.unique,

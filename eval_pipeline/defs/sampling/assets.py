@@ -14,7 +14,7 @@ from eval_pipeline.defs.resources import PipelineSettings, SamplingSettings, rea
 from eval_pipeline.lib.embeddings import from_storage, month_vectors
 from eval_pipeline.lib.eval_set import (base_version, build_version, changelog_markdown, coverage_table, plot_coverage,
                                         reusable_version)
-from eval_pipeline.lib.records import FAILURE_SIGNALS
+from eval_pipeline.lib.sampling import fields_read
 from eval_pipeline.lib.tables import (EVAL_SET_CHANGELOG_SCHEMA, EVAL_SET_SCHEMA, REDACTED_LOGS_SCHEMA, frame,
                                      markdown_table, row_dicts)
 
@@ -97,8 +97,7 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
             records, vectors = records.filter(pl.Series(found)), vectors[found]
     # only the fields the draw reads are Python objects for every record; an example's other
     # fields (its texts) are read for the drawn records alone (details)
-    needed = {"request_id", "conversation_id", "turn_index", "timestamp", "task_type", "cluster_id", "thumbs",
-              *FAILURE_SIGNALS, *config.slice_keys, *config.signal_weights}
+    needed = fields_read(config)
     rows = row_dicts(records.select([c for c in records.columns if c in needed])) if records.height else []
     drift = cluster_drift.to_dicts() if cluster_drift.height else []
     if redacted_logs.height and records.height < redacted_logs.height:
