@@ -87,7 +87,7 @@ class ClusterConfig:
                         one process, and across processes when fewer than 4,096 records are
                         fitted (exact neighbours). Above that, UMAP's NN-descent neighbours
                         differed between two processes (8,000 demo records: 66 vs 72
-                        clusters); not solved yet.
+                        clusters); not solved yet (the 2-D map uses exact neighbours).
     max_fit_sample      months with more records than this are fitted on a seeded random sample
                         of this many; the others are placed by UMAP ``transform`` and
                         ``hdbscan.approximate_predict`` (k-means: nearest centre). 20,000 keeps a
@@ -210,12 +210,46 @@ def _normalize(arr: np.ndarray) -> np.ndarray:
 
 
 def _umap(n_components: int, n_neighbors: int, min_dist: float, seed: int, metric: str,
-          n_epochs: int | None = None):
+          n_epochs: int | None = None, knn: tuple[Any, Any, Any] = (None, None, None)):
     import umap
 
     return umap.UMAP(n_components=n_components, n_neighbors=n_neighbors, min_dist=min_dist,
                      metric=metric, random_state=seed, n_jobs=1, low_memory=True, verbose=False,
-                     n_epochs=n_epochs)
+                     n_epochs=n_epochs, precomputed_knn=knn)
+
+
+class _ExactIndex:
+    """Exact nearest neighbours (scikit-learn) in the place of pynndescent's NN-descent index,
+    which UMAP builds above 4,096 points, for the 2-D map: there UMAP is fitted on up to
+    ``map_sample`` points of the few-dimensional clustering space, where exact search takes a
+    fraction of a second, while NN-descent for the euclidean metric is numba code compiled in
+    every new process (about 16 s on this 2-core machine, during a refresh's day runs: numba's
+    disk cache does not cover it) and approximate. UMAP's ``transform`` would call ``query`` and
+    read ``_angular_trees``."""
+
+    _angular_trees = True
+
+    def __init__(self, data: np.ndarray, metric: str) -> None:
+        from sklearn.neighbors import NearestNeighbors
+
+        self._nn = NearestNeighbors(algorithm="brute", metric=metric).fit(data)
+
+    def query(self, queries: np.ndarray, k: int, epsilon: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        dists, idx = self._nn.kneighbors(queries, n_neighbors=k)
+        return idx.astype(np.int32), np.maximum(dists, 0.0).astype(np.float32)
+
+
+def _fit_umap(x: np.ndarray, n_components: int, n_neighbors: int, min_dist: float, seed: int, metric: str,
+              n_epochs: int | None = None):
+    """A UMAP fitted on ``x`` with exact neighbours (:class:`_ExactIndex`, each point among its
+    own, as in UMAP's own search); returns (reducer, embedding of ``x``)."""
+    index = _ExactIndex(x, metric)
+    idx, dists = index.query(x, n_neighbors)
+    reducer = _umap(n_components, n_neighbors, min_dist, seed, metric, n_epochs, (idx, dists, index))
+    with warnings.catch_warnings():  # "not an NNDescent object": transform still works, via query
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        embedding = reducer.fit_transform(x).astype(np.float32)
+    return reducer, embedding
 
 
 # Records outside the fit sample are placed this many at a time (one UMAP ``transform`` call
@@ -312,8 +346,9 @@ def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
 
 def warm_up(config: ClusterConfig | None = None) -> float:
     """Compile UMAP's numba functions for this process on 4,400 random vectors; returns the
-    seconds it took (about 42 s on this project's 2-core machine, 33 of them compiling
-    pynndescent's NN-descent for two metrics). The first UMAP of a process spends that long
+    seconds it took (about 35 s on this project's 2-core machine, most of it compiling
+    pynndescent's NN-descent for the cosine metric; 42 s when the 2-D map needed it for the
+    euclidean metric too, see :class:`_ExactIndex`). The first UMAP of a process spends that long
     compiling (numba's disk cache does not cover NN-descent), so a month's refresh runs this in
     a thread while the days are processed in worker processes, and the clustering step that
     follows starts compiled (100k records: 35.6 s after it, 81 s cold)."""
@@ -327,7 +362,7 @@ def warm_up(config: ClusterConfig | None = None) -> float:
         reduced = reducer.fit_transform(x[:4_200]).astype(np.float32)
         with _fast_transform_init():
             reducer.transform(x[4_200:])
-        _umap(2, 15, 0.1, 0, "euclidean", 5).fit_transform(reduced)
+        _fit_umap(reduced, 2, 15, 0.1, 0, "euclidean", 5)
     return time.perf_counter() - started
 
 
@@ -520,8 +555,7 @@ def _map_2d(x, reduced_fit, reduced_rest, fit_idx, rest_idx, config: ClusterConf
             m = min(len(space), config.map_sample)
             pick = np.sort(np.random.default_rng(config.seed).choice(len(space), size=m, replace=False))
             placed = np.zeros((len(space), 2), dtype=np.float32)
-            mapper = _umap(2, min(config.umap_neighbors, m - 1), 0.1, config.seed, "euclidean")
-            placed[pick] = mapper.fit_transform(space[pick])
+            placed[pick] = _fit_umap(space[pick], 2, min(config.umap_neighbors, m - 1), 0.1, config.seed, "euclidean")[1]
             others = np.setdiff1d(np.arange(len(space)), pick)
             if len(others):
                 placed[others] = _place_by_neighbours(space[pick], placed[pick], space[others])

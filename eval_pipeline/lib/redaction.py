@@ -143,7 +143,7 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, MutableMapping, Sequence, TextIO
+from typing import Any, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence, TextIO
 
 import phonenumbers
 
@@ -1430,11 +1430,13 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
-def scan_for_leaks(texts: Iterable[str]) -> dict[str, int]:
+def scan_for_leaks(texts: Iterable[str] | Mapping[str, int]) -> dict[str, int]:
     """Count e-mails, phone numbers and Luhn-valid card numbers left in already redacted texts
-    (every occurrence counts; a text repeated across records is scanned once)."""
+    (every occurrence counts; a text repeated across records is scanned once). ``texts`` may
+    also be a mapping of text -> how often it occurs."""
     counts = {k: 0 for k in LEAK_ENTITIES}
-    repeats = Counter(t for t in texts if isinstance(t, str) and t)
+    repeats = ({t: n for t, n in texts.items() if isinstance(t, str) and t} if isinstance(texts, Mapping)
+               else Counter(t for t in texts if isinstance(t, str) and t))
     for text, times in repeats.items():
         for kind, n in _leaks_in(text).items():
             counts[kind] += n * times

@@ -221,6 +221,36 @@ def test_transform_initialisation_matches_umap(long_tail):
     assert np.array_equal(ours, theirs, equal_nan=True)
 
 
+def test_map_umap_uses_exact_neighbours_above_umaps_approximate_threshold():
+    """Above 4,096 points UMAP would build an NN-descent index (approximate, compiled per
+    process); the 2-D map gets exact neighbours instead: the same as a brute-force search, the
+    point itself among them, and two fits give the same map."""
+    import umap.umap_ as umap_module
+
+    from eval_pipeline.lib.clustering import _ExactIndex, _fit_umap
+
+    rng = np.random.default_rng(5)
+    space = np.concatenate([rng.normal(c, 0.3, (1_100, 5)) for c in range(4)]).astype(np.float32)  # 4,400 points
+    idx, dists = _ExactIndex(space, "euclidean").query(space[:50], 15)
+    brute = np.linalg.norm(space[:50, None, :] - space[None, :, :], axis=2)
+    assert np.allclose(np.sort(brute, axis=1)[:, :15], dists, atol=1e-5)
+    assert (idx[:, 0] == np.arange(50)).all() and (dists[:, 0] == 0).all()
+
+    built = []
+    original = umap_module.nearest_neighbors
+    umap_module.nearest_neighbors = lambda *a, **k: built.append(1) or original(*a, **k)
+    try:
+        reducer, first = _fit_umap(space, 2, 15, 0.1, 0, "euclidean", 20)
+    finally:
+        umap_module.nearest_neighbors = original
+    assert not built and first.shape == (4_400, 2) and np.isfinite(first).all()
+    assert np.array_equal(first, _fit_umap(space, 2, 15, 0.1, 0, "euclidean", 20)[1])
+    # the four groups stay apart on the map
+    centres = np.array([first[i * 1_100:(i + 1) * 1_100].mean(axis=0) for i in range(4)])
+    spread = max(first[i * 1_100:(i + 1) * 1_100].std(axis=0).max() for i in range(4))
+    assert min(np.linalg.norm(a - b) for i, a in enumerate(centres) for b in centres[i + 1:]) > spread
+
+
 def test_tiny_and_empty_inputs():
     rng = np.random.default_rng(0)
     empty = cluster_embeddings(np.zeros((0, 8), dtype=np.float32))

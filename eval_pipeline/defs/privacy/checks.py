@@ -12,20 +12,20 @@ from eval_pipeline.lib.redaction import scan_for_leaks
 from eval_pipeline.lib.retention import raw_older_than
 
 
-def redacted_texts(df: pl.DataFrame):
-    """Every text of the redacted layout that could carry user data."""
-    yield from df["completion"]
-    yield from df["user_input"]
-    yield from (v for v in df["feedback_comment"] if v)
-    for messages in df["messages"]:
-        yield from (m["content"] for m in messages)
-        yield from (m["name"] for m in messages if m["name"])
-    for steps in df["post_processing"]:
-        yield from (p["detail"] for p in steps if p["detail"])
-    for chunks in df["retrieved_chunks"]:
-        yield from (c["text"] for c in chunks)
-    for metadata in df["metadata"]:
-        yield from (str(v) for v in json.loads(metadata).values() if isinstance(v, str))
+def redacted_texts(df: pl.DataFrame) -> dict[str, int]:
+    """Every text of the redacted layout that could carry user data, with how often it occurs
+    (counted by polars: a day's texts never become one Python object each)."""
+    messages = df["messages"].explode().struct
+    columns = [df["completion"], df["user_input"], df["feedback_comment"], messages.field("content"),
+               messages.field("name"), df["post_processing"].explode().struct.field("detail"),
+               df["retrieved_chunks"].explode().struct.field("text")]
+    texts = pl.concat([c.cast(pl.String).alias("text") for c in columns]).drop_nulls()
+    counts: dict[str, int] = dict(texts.value_counts().iter_rows()) if len(texts) else {}
+    for metadata, times in (df["metadata"].drop_nulls().value_counts().iter_rows() if df.height else ()):
+        for value in json.loads(metadata).values():
+            if isinstance(value, str):
+                counts[value] = counts.get(value, 0) + times
+    return counts
 
 
 @dg.asset_check(
