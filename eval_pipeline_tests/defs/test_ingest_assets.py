@@ -170,3 +170,23 @@ def test_definitions_list_every_asset_check_job_and_sensor(home):
                                                 "monthly_refresh_schedule"}
     assert {j.name for j in defs.jobs} == {"landing_manifest_job", "ingest_job", "raw_retention_job", "monthly_refresh_job",
                                             "labeling_job", "evaluation_job"}
+
+
+def test_io_manager_connections_are_memory_limited_and_read_more_than_the_limit(home):
+    """The IO managers open DuckDB with a buffer limit (IO_MEMORY_LIMIT), so the checkpoint after
+    a day's write cannot take what it likes; what an IO manager does still works beyond the
+    limit: a table several times its size is written, half of it deleted, the rest read whole into Arrow."""
+    from eval_pipeline.defs.resources import IO_MEMORY_LIMIT
+
+    resources = build_resources(home)
+    for name in ("io_manager", "raw_io_manager"):
+        assert resources[name].connection_config == {"memory_limit": IO_MEMORY_LIMIT}, name
+    limited = build_resources(home, io_memory_limit="32MB")["io_manager"].connection_config
+    path = str(home.root / "limit.duckdb")
+    with duckdb.connect(path, config=limited) as con:
+        assert con.execute("select current_setting('memory_limit')").fetchone()[0] == "30.5 MiB"  # 32 MB
+        con.execute("create table big as select range as r, md5(range::varchar) || repeat('x', 60) as s "
+                    "from range(1500000)")  # about 140 MB of strings
+        con.execute("delete from big where r % 2 = 1")
+        table = con.execute("select * from big").to_arrow_table()
+    assert table.num_rows == 750_000 and table.nbytes > 2 * 32 * 10**6
