@@ -223,7 +223,7 @@ class _ExactIndex:
     which UMAP builds above 4,096 points, for the 2-D map: there UMAP is fitted on up to
     ``map_sample`` points of the few-dimensional clustering space, where exact search takes a
     fraction of a second, while NN-descent for the euclidean metric is numba code compiled in
-    every new process (about 16 s on this 2-core machine, during a refresh's day runs: numba's
+    every new process (about 10 s on this 2-core machine, during a refresh's day runs: numba's
     disk cache does not cover it) and approximate. UMAP's ``transform`` would call ``query`` and
     read ``_angular_trees``."""
 
@@ -422,7 +422,7 @@ def cluster_embeddings(vectors: np.ndarray, config: ClusterConfig | None = None)
     4. Centroids are normalised means of the members' original vectors; the 2-D map is a 2-D
        UMAP of the reduced space (PCA when asked or when UMAP is not possible).
 
-    ``vectors`` may be the stored float16 form (:func:`embeddings.stored_vectors`): they are
+    ``vectors`` may be the stored float16 form (:func:`embeddings.month_vectors`): they are
     turned into float32 unit vectors ``TRANSFORM_BATCH`` rows at a time, never all at once.
     """
     config = config or ClusterConfig()

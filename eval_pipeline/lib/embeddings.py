@@ -9,7 +9,7 @@ The pieces the ``log_embeddings`` asset needs, with no Dagster import:
 * :class:`EmbeddingConfig`, :class:`Embedder` and the cached :func:`get_embedder` - a model
   loaded once that returns float32, L2-normalised vectors;
 * :func:`to_storage` / :func:`from_storage` - float16 blobs for the cache table (half the size
-  of float32; cosine to the original > 0.9999); :func:`stored_vectors` reads a month of blobs
+  of float32; cosine to the original > 0.9999); :func:`month_vectors` reads a month's vectors
   as one float16 array and :func:`unit_rows` turns the rows a step needs into float32 unit
   vectors, so a month's vectors are held at 2 bytes a number (768 MB for a million records).
 
@@ -50,7 +50,6 @@ __all__ = [
     "content_hash",
     "to_storage",
     "from_storage",
-    "stored_vectors",
     "month_vectors",
     "unit_rows",
     "cpu_bf16_support",
@@ -201,27 +200,6 @@ def from_storage(blobs: Iterable[bytes], dim: int | None = None) -> np.ndarray:
     return _normalize(arr)
 
 
-def stored_vectors(blobs: Any, order: Any = None, batch: int = 100_000) -> np.ndarray:
-    """The :func:`to_storage` blobs of a column (a polars Series or a list) as one (n, dim)
-    float16 array, in ``order`` (row numbers; default: as they are), decoded ``batch`` blobs at
-    a time (never a Python object per vector for the whole column, nor a reordered copy of the
-    column). Raises ValueError when a blob is missing or the blobs differ in length."""
-    rows = np.arange(len(blobs)) if order is None else np.asarray(order, dtype=np.int64)
-    n = len(rows)
-    if n == 0:
-        return np.zeros((0, 0), dtype="<f2")
-    out: np.ndarray | None = None
-    for start in range(0, n, batch):
-        picked = rows[start:start + batch]
-        arr = _decode(blobs.gather(picked).to_list() if hasattr(blobs, "gather") else [blobs[i] for i in picked],
-                      None if out is None else out.shape[1])
-        if out is None:
-            out = np.empty((n, arr.shape[1]), dtype="<f2")
-        out[start:start + len(picked)] = arr
-    assert out is not None
-    return out
-
-
 def _decode(blobs: list[Any], dim: int | None, where: str = "stored vectors") -> np.ndarray:
     """One batch of :func:`to_storage` blobs as an (n, dim) float16 array; ValueError (naming
     ``where``) when a blob is missing, the blobs differ in length or are not ``dim`` wide."""
@@ -259,7 +237,7 @@ def month_vectors(connect: Callable[[], ContextManager[Any]], keys: Any,
 
 
 def unit_rows(vectors: np.ndarray, rows: Any = slice(None)) -> np.ndarray:
-    """Float32 rows of ``vectors``: stored float16 vectors (:func:`stored_vectors`) are
+    """Float32 rows of ``vectors``: stored float16 vectors (:func:`month_vectors`) are
     re-normalised exactly as :func:`from_storage` does; float32 or float64 vectors are returned
     as float32, unchanged otherwise."""
     part = np.asarray(vectors[rows])

@@ -319,7 +319,7 @@ def draw_sample(rows: Sequence[Mapping[str, Any]], vectors: np.ndarray, config: 
         strata.setdefault(stratum_of(row, config.slice_keys), []).append(i)
     if not rows:
         return SampleResult([], {}, {}, ["no records to sample from"])
-    vectors = np.asarray(vectors)  # float16 as stored (embeddings.stored_vectors): rows made float32 per stratum
+    vectors = np.asarray(vectors)  # float16 as stored (embeddings.month_vectors): rows made float32 per stratum
     groups_of = _draw_groups(strata, vectors, config, max_groups=max(2, target // max(1, config.noise_floor)))
     dedup = {g: dedupe(unit_rows(vectors, members), config.dedup_cosine) for g, (_, members) in groups_of.items()}
     distinct = {g: len(kept) for g, (kept, _) in dedup.items()}

@@ -14,7 +14,6 @@ from eval_pipeline.lib.embeddings import (
     from_storage,
     get_embedder,
     month_vectors,
-    stored_vectors,
     to_storage,
     unit_rows,
 )
@@ -70,9 +69,9 @@ def test_storage_round_trip_is_compact_and_close():
 
 
 def test_a_month_of_stored_vectors_reads_into_one_float16_array(tmp_path):
-    """stored_vectors (a column of blobs, in a given order, in batches) and month_vectors (read by
-    (request id, timestamp) from the table, in batches) give the float16 rows that from_storage
-    decodes, aligned with their keys; a key without a vector is reported, not invented."""
+    """month_vectors (read by (request id, timestamp) from the table, in batches) gives the
+    float16 rows that from_storage decodes, aligned with their keys; a key without a vector is
+    reported, not invented; a stored vector of another length is an error."""
     from contextlib import contextmanager
     from datetime import datetime, timedelta
 
@@ -84,12 +83,6 @@ def test_a_month_of_stored_vectors_reads_into_one_float16_array(tmp_path):
     blobs = to_storage(x)
     expected = from_storage(blobs)
     order = rng.permutation(250)
-    for column in (blobs, pl.Series(blobs, dtype=pl.Binary)):
-        got = stored_vectors(column, order, batch=40)
-        assert got.dtype == np.float16 and np.array_equal(unit_rows(got), expected[order])
-    with pytest.raises(ValueError, match="length"):
-        stored_vectors([blobs[0], blobs[1][:8]])
-
     start = datetime(2026, 2, 1)
     stored = pl.DataFrame({"request_id": [f"r{i}" for i in range(250)],
                           "timestamp": [start + timedelta(minutes=i) for i in range(250)],
@@ -109,8 +102,13 @@ def test_a_month_of_stored_vectors_reads_into_one_float16_array(tmp_path):
     keys = pl.concat([keys, pl.DataFrame({"request_id": ["r3"], "timestamp": [start + timedelta(days=9)]},
                                          schema=keys.schema)])
     vectors, found = month_vectors(connect, keys, batch=30)
-    assert found[:250].all() and not found[250]
+    assert vectors.dtype == np.float16 and found[:250].all() and not found[250]
     assert np.array_equal(unit_rows(vectors[:250]), expected[order])
+
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        con.execute("update embeddings.log_embeddings set vector = unhex('0011223344556677') where request_id = 'r7'")
+    with pytest.raises(ValueError, match="length"):
+        month_vectors(connect, keys, batch=30)
 
 
 def test_config_rejects_bad_values():

@@ -12,15 +12,16 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import ClusteringSettings, PipelineSettings, read_table
 from eval_pipeline.lib.clustering import UNCLUSTERED, cluster_month, cluster_table_markdown, drift_table_markdown
-from eval_pipeline.lib.embeddings import from_storage, stored_vectors, to_storage
+from eval_pipeline.lib.embeddings import from_storage, month_vectors, to_storage
 from eval_pipeline.lib.records import FAILURE_SIGNALS
 from eval_pipeline.lib.tables import CLUSTER_DRIFT_SCHEMA, CLUSTER_TABLE_SCHEMA, LOG_CLUSTERS_SCHEMA, conform, frame
 
 _MONTHLY = {"schema": "clustering"}
 
 
-# What clustering reads of every record of the month (not the conversation ids, hashes, model ids).
-_CLUSTER_COLUMNS = ["request_id", "timestamp", "embed_text", "vector", "task_type", "user_segment", "thumbs",
+# What clustering reads of every record of the month (not the conversation ids, hashes, model
+# ids; the vectors are read apart, straight into one float16 array: month_vectors).
+_CLUSTER_COLUMNS = ["request_id", "timestamp", "embed_text", "task_type", "user_segment", "thumbs",
                     *(s for s in FAILURE_SIGNALS if s != "thumbs_down")]
 
 
@@ -49,11 +50,16 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     """
     month = date.fromisoformat(context.partition_key)
     month_start = datetime(month.year, month.month, 1)
+    missing = 0
     if log_embeddings.height:
-        # the month in (timestamp, request id) order; vectors stay float16 (see stored_vectors)
-        order = log_embeddings.select(pl.arg_sort_by("timestamp", "request_id")).to_series().to_numpy()
-        rows = log_embeddings.drop("vector")[order]
-        vectors = stored_vectors(log_embeddings["vector"], order)
+        # the month in (timestamp, request id) order; its vectors read in batches into one
+        # float16 array in that order, never a column of blobs (a million records: 768 MB)
+        rows = log_embeddings.sort("timestamp", "request_id")
+        vectors, found = month_vectors(warehouse.get_connection, rows)
+        if not found.all():  # a row without its vector cannot be placed: said, not invented
+            missing = int((~found).sum())
+            context.log.warning(f"{missing} records of the month have no stored vector: not clustered")
+            rows, vectors = rows.filter(pl.Series(found)), vectors[found]
     else:
         rows, vectors = pl.DataFrame(), np.zeros((0, 1), np.float32)
 
@@ -95,6 +101,7 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
         "clusters": params["n_clusters"],
         "unclustered_share": params["noise_share"],
         "criterion": result.result.criterion,
+        "records_without_vector": missing,
         "clustering": dg.MetadataValue.json(params),
         "messages": dg.MetadataValue.md(notes or "(none)"),
     })
