@@ -437,7 +437,8 @@ def cluster_embeddings(vectors: np.ndarray, config: ClusterConfig | None = None)
         return ClusterResult(np.zeros(0, dtype=np.int64), {}, {}, np.zeros((0, 2), np.float32),
                              config.method, config.k, None, None, "empty input", 0, 0, "none", 0)
     first = _unit(x, slice(0, 1))
-    if all((batch.astype(np.float16) == first.astype(np.float16)).all() for batch in _batches(x, np.arange(n))):
+    first16 = first.astype(np.float16)
+    if all((batch.astype(np.float16) == first16).all() for batch in _batches(x, np.arange(n))):
         # Every record says the same thing: one cluster, nothing for UMAP or HDBSCAN to separate.
         centroid = {0: first[0].astype(np.float32)}
         return ClusterResult(np.zeros(n, dtype=np.int64), centroid, {0: n}, np.zeros((n, 2), np.float32),

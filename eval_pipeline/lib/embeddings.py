@@ -51,6 +51,7 @@ __all__ = [
     "to_storage",
     "from_storage",
     "month_vectors",
+    "rows_with_vectors",
     "unit_rows",
     "cpu_bf16_support",
     "CACHE_TABLE",
@@ -200,7 +201,7 @@ def from_storage(blobs: Iterable[bytes], dim: int | None = None) -> np.ndarray:
     return _normalize(arr)
 
 
-def _decode(blobs: list[Any], dim: int | None, where: str = "stored vectors") -> np.ndarray:
+def _decode(blobs: list[Any], dim: int | None, where: str) -> np.ndarray:
     """One batch of :func:`to_storage` blobs as an (n, dim) float16 array; ValueError (naming
     ``where``) when a blob is missing, the blobs differ in length or are not ``dim`` wide."""
     if any(b is None for b in blobs):
@@ -234,6 +235,19 @@ def month_vectors(connect: Callable[[], ContextManager[Any]], keys: Any,
             out[positions] = arr
             found[positions] = True
     return (out if out is not None else np.zeros((keys.height, 0), dtype="<f2")), found
+
+
+def rows_with_vectors(connect: Callable[[], ContextManager[Any]], rows: Any,
+                      table: str = "embeddings.log_embeddings") -> tuple[Any, np.ndarray, int]:
+    """``rows`` (a polars frame with ``request_id`` and ``timestamp``) kept where a stored vector
+    exists, their vectors aligned with them (:func:`month_vectors`), and how many rows had none
+    (a row without its vector is dropped and counted, never given an invented one)."""
+    vectors, found = month_vectors(connect, rows, table)
+    if found.all():
+        return rows, vectors, 0
+    import polars as pl
+
+    return rows.filter(pl.Series(found)), vectors[found], int((~found).sum())
 
 
 def unit_rows(vectors: np.ndarray, rows: Any = slice(None)) -> np.ndarray:

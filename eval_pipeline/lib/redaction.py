@@ -168,6 +168,7 @@ __all__ = [
     "get_redactor",
     "normalise_value",
     "scan_for_leaks",
+    "frame_texts",
     "redact_jsonl",
     "withheld_marker",
 ]
@@ -1428,6 +1429,36 @@ def _luhn(digits: str) -> bool:
                 d -= 9
         total += d
     return total % 10 == 0
+
+
+def frame_texts(df: Any) -> dict[str, int]:
+    """Every string :func:`_text_slots` finds in the rows of a ``raw_logs``-layout polars frame
+    (message contents and names, user input, completion, chunk texts, feedback comment,
+    post-processing details, the metadata's string values or the metadata itself when it is no
+    JSON object), with how often it occurs: counted column by column by polars, so
+    a day's texts never become one Python object each. For :func:`scan_for_leaks`."""
+    import polars as pl
+
+    if not df.height:
+        return {}
+    messages = df["messages"].explode().struct
+    columns = [df["completion"], df["user_input"], df["feedback_comment"], messages.field("content"),
+               messages.field("name"), df["post_processing"].explode().struct.field("detail"),
+               df["retrieved_chunks"].explode().struct.field("text")]
+    texts = pl.concat([c.cast(pl.String).alias("text") for c in columns]).drop_nulls()
+    counts: dict[str, int] = dict(texts.value_counts().iter_rows()) if len(texts) else {}
+    for metadata, times in df["metadata"].drop_nulls().value_counts().iter_rows():
+        if not metadata:
+            continue
+        try:
+            parsed = json.loads(metadata)
+        except ValueError:
+            parsed = None
+        # a JSON object's string values; anything else is one text, as _text_slots has it
+        for value in (parsed.values() if isinstance(parsed, dict) else (metadata,)):
+            if isinstance(value, str):
+                counts[value] = counts.get(value, 0) + times
+    return counts
 
 
 def scan_for_leaks(texts: Iterable[str] | Mapping[str, int]) -> dict[str, int]:

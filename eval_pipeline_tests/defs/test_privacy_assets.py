@@ -159,34 +159,3 @@ def test_re_materializing_a_day_analyses_nothing_again(home):
     assert second == {"distinct_texts": first["distinct_texts"], "cache_hits": first["distinct_texts"], "texts_analysed": 0}
     assert redacted(home).equals(before)  # the same rows, from the cached analysis
     assert home.redaction_cache.exists()
-
-
-def test_leak_check_reads_every_text_field_with_its_count():
-    from collections import Counter
-
-    from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, frame
-
-    rows = [
-        {"request_id": "a", "messages": [{"role": "system", "content": "same prompt", "name": None},
-                                         {"role": "user", "content": "ask", "name": "alias"}],
-         "user_input": "ask", "completion": "answer", "feedback_comment": None, "metadata": '{"k": "v", "n": 5}',
-         "retrieved_chunks": [{"doc_id": "d", "text": "chunk", "score": 0.5}],
-         "post_processing": [{"name": "s", "ok": True, "detail": "detail"}]},
-        {"request_id": "b", "messages": [{"role": "system", "content": "same prompt", "name": None}],
-         "user_input": None, "completion": "", "feedback_comment": "comment", "metadata": '{"k": "v"}',
-         "retrieved_chunks": [], "post_processing": [{"name": "s", "ok": True, "detail": None}]},
-        {"request_id": "c", "messages": [], "user_input": "x", "completion": "answer", "metadata": "{}",
-         "retrieved_chunks": [], "post_processing": []},
-    ]
-    df = frame(rows, REDACTED_LOGS_SCHEMA)
-    # what a plain loop over the rows finds
-    expected = Counter()
-    for row in df.to_dicts():
-        texts = [row["completion"], row["user_input"], row["feedback_comment"]]
-        texts += [m["content"] for m in row["messages"]] + [m["name"] for m in row["messages"]]
-        texts += [p["detail"] for p in row["post_processing"]] + [c["text"] for c in row["retrieved_chunks"]]
-        texts += [v for v in json.loads(row["metadata"]).values() if isinstance(v, str)]
-        expected.update(t for t in texts if t is not None)
-    assert privacy_checks.redacted_texts(df) == dict(expected)
-    assert expected["same prompt"] == 2 and expected["v"] == 2 and expected["answer"] == 2 and expected["alias"] == 1
-    assert privacy_checks.redacted_texts(df.head(0)) == {}

@@ -14,6 +14,7 @@ from eval_pipeline.lib.embeddings import (
     from_storage,
     get_embedder,
     month_vectors,
+    rows_with_vectors,
     to_storage,
     unit_rows,
 )
@@ -104,6 +105,9 @@ def test_a_month_of_stored_vectors_reads_into_one_float16_array(tmp_path):
     vectors, found = month_vectors(connect, keys, batch=30)
     assert vectors.dtype == np.float16 and found[:250].all() and not found[250]
     assert np.array_equal(unit_rows(vectors[:250]), expected[order])
+    # rows_with_vectors keeps the rows that have one, aligned, and counts the other
+    rows, kept, missing = rows_with_vectors(connect, keys)
+    assert missing == 1 and rows.equals(keys.head(250)) and np.array_equal(kept, vectors[:250])
 
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
         con.execute("update embeddings.log_embeddings set vector = unhex('0011223344556677') where request_id = 'r7'")

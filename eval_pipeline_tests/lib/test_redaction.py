@@ -513,3 +513,30 @@ def test_config_is_hashable_and_the_factory_caches():
         RedactionConfig(language="de")
     with pytest.raises(ValueError):
         CustomPattern("member id", r"x")
+
+
+def test_frame_texts_counts_every_text_the_row_slots_hold():
+    """The leak check's column-wise gathering (frame_texts) finds the same strings, as often, as
+    the row-wise list of texts redaction works on (_text_slots), on rows with every text field,
+    empty lists, nulls and a metadata value that is no JSON object."""
+    from eval_pipeline.lib.redaction import _text_slots, frame_texts
+    from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, frame
+
+    rows = [
+        {"request_id": "a", "messages": [{"role": "system", "content": "same prompt", "name": None},
+                                         {"role": "user", "content": "ask", "name": "alias"}],
+         "user_input": "ask", "completion": "answer", "feedback_comment": None, "metadata": '{"k": "v", "n": 5}',
+         "retrieved_chunks": [{"doc_id": "d", "text": "chunk", "score": 0.5}],
+         "post_processing": [{"name": "s", "ok": True, "detail": "detail"}]},
+        {"request_id": "b", "messages": [{"role": "system", "content": "same prompt", "name": None}],
+         "user_input": None, "completion": "", "feedback_comment": "comment", "metadata": '{"k": "v"}',
+         "retrieved_chunks": [], "post_processing": [{"name": "s", "ok": True, "detail": None}]},
+        {"request_id": "c", "messages": [], "user_input": "x", "completion": "answer", "metadata": "[1, 2]",
+         "retrieved_chunks": [], "post_processing": []},
+    ]
+    df = frame(rows, REDACTED_LOGS_SCHEMA)
+    expected = Counter(text for row in df.to_dicts() for _, text, kind in _text_slots(row) if kind != "number")
+    assert frame_texts(df) == dict(expected)
+    assert expected["same prompt"] == 2 and expected["v"] == 2 and expected["answer"] == 2 and expected["alias"] == 1
+    assert expected["detail"] == 1 and expected["comment"] == 1 and "5" not in expected
+    assert frame_texts(df.head(0)) == {}

@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import ClusteringSettings, PipelineSettings, read_table
 from eval_pipeline.lib.clustering import UNCLUSTERED, cluster_month, cluster_table_markdown, drift_table_markdown
-from eval_pipeline.lib.embeddings import from_storage, month_vectors, to_storage
+from eval_pipeline.lib.embeddings import from_storage, rows_with_vectors, to_storage
 from eval_pipeline.lib.records import FAILURE_SIGNALS
 from eval_pipeline.lib.tables import CLUSTER_DRIFT_SCHEMA, CLUSTER_TABLE_SCHEMA, LOG_CLUSTERS_SCHEMA, conform, frame
 
@@ -54,12 +54,10 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     if log_embeddings.height:
         # the month in (timestamp, request id) order; its vectors read in batches into one
         # float16 array in that order, never a column of blobs (a million records: 768 MB)
-        rows = log_embeddings.sort("timestamp", "request_id")
-        vectors, found = month_vectors(warehouse.get_connection, rows)
-        if not found.all():  # a row without its vector cannot be placed: said, not invented
-            missing = int((~found).sum())
+        rows, vectors, missing = rows_with_vectors(warehouse.get_connection,
+                                                   log_embeddings.sort("timestamp", "request_id"))
+        if missing:
             context.log.warning(f"{missing} records of the month have no stored vector: not clustered")
-            rows, vectors = rows.filter(pl.Series(found)), vectors[found]
     else:
         rows, vectors = pl.DataFrame(), np.zeros((0, 1), np.float32)
 

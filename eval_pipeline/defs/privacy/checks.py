@@ -1,31 +1,13 @@
 """Privacy checks: no PII left in redacted records; no raw data older than the retention."""
 
-import json
-
 import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import PipelineSettings, landing_file_days
-from eval_pipeline.lib.redaction import scan_for_leaks
+from eval_pipeline.lib.redaction import frame_texts, scan_for_leaks
 from eval_pipeline.lib.retention import raw_older_than
-
-
-def redacted_texts(df: pl.DataFrame) -> dict[str, int]:
-    """Every text of the redacted layout that could carry user data, with how often it occurs
-    (counted by polars: a day's texts never become one Python object each)."""
-    messages = df["messages"].explode().struct
-    columns = [df["completion"], df["user_input"], df["feedback_comment"], messages.field("content"),
-               messages.field("name"), df["post_processing"].explode().struct.field("detail"),
-               df["retrieved_chunks"].explode().struct.field("text")]
-    texts = pl.concat([c.cast(pl.String).alias("text") for c in columns]).drop_nulls()
-    counts: dict[str, int] = dict(texts.value_counts().iter_rows()) if len(texts) else {}
-    for metadata, times in (df["metadata"].drop_nulls().value_counts().iter_rows() if df.height else ()):
-        for value in json.loads(metadata).values():
-            if isinstance(value, str):
-                counts[value] = counts.get(value, 0) + times
-    return counts
 
 
 @dg.asset_check(
@@ -36,7 +18,7 @@ def redacted_texts(df: pl.DataFrame) -> dict[str, int]:
     "Luhn-valid cards); fails on any residual PII.",
 )
 def no_pii_leak(context: dg.AssetCheckExecutionContext, redacted_logs: pl.DataFrame) -> dg.AssetCheckResult:
-    counts = scan_for_leaks(redacted_texts(redacted_logs))
+    counts = scan_for_leaks(frame_texts(redacted_logs))
     return dg.AssetCheckResult(
         passed=sum(counts.values()) == 0,
         metadata={"residual_by_type": dg.MetadataValue.json(counts), "rows_scanned": redacted_logs.height},

@@ -11,7 +11,7 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import PipelineSettings, SamplingSettings, read_table
-from eval_pipeline.lib.embeddings import from_storage, month_vectors
+from eval_pipeline.lib.embeddings import from_storage, rows_with_vectors
 from eval_pipeline.lib.eval_set import (base_version, build_version, changelog_markdown, coverage_table, plot_coverage,
                                         reusable_version)
 from eval_pipeline.lib.sampling import fields_read
@@ -90,11 +90,9 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
     if redacted_logs.height and log_clusters.height and log_embeddings.height:
         # the inputs hold only the selected columns (see ins); the vectors are read in batches
         # straight into one float16 array (month_vectors), never as a column of blobs
-        records = (redacted_logs.join(log_clusters, on="request_id", how="inner")
-                   .join(log_embeddings, on="request_id", how="inner").sort("request_id"))
-        vectors, found = month_vectors(warehouse.get_connection, records)
-        if not found.all():
-            records, vectors = records.filter(pl.Series(found)), vectors[found]
+        records, vectors, _ = rows_with_vectors(
+            warehouse.get_connection, redacted_logs.join(log_clusters, on="request_id", how="inner")
+            .join(log_embeddings, on="request_id", how="inner").sort("request_id"))
     # only the fields the draw reads are Python objects for every record; an example's other
     # fields (its texts) are read for the drawn records alone (details)
     needed = fields_read(config)
