@@ -93,10 +93,13 @@ def test_a_month_of_stored_vectors_reads_into_one_float16_array(tmp_path):
         con.execute("create schema embeddings")
         con.execute("create table embeddings.log_embeddings as select * from stored")
 
+    limits = []
+
     @contextmanager
     def connect():
         with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
             yield con
+            limits.append(con.execute("select current_setting('memory_limit')").fetchone()[0])
 
     keys = stored.select("request_id", "timestamp")[order.tolist()]
     # one key names a record of another day (same id, other timestamp): it has no vector
@@ -104,6 +107,9 @@ def test_a_month_of_stored_vectors_reads_into_one_float16_array(tmp_path):
                                          schema=keys.schema)])
     vectors, found = month_vectors(connect, keys, batch=30)
     assert vectors.dtype == np.float16 and found[:250].all() and not found[250]
+    assert limits == ["488.2 MiB"]  # READ_MEMORY_LIMIT, 512 MB, as DuckDB reports it
+    same, _ = month_vectors(connect, keys, batch=30, memory_limit="8MB")
+    assert np.array_equal(same, vectors) and limits[-1] == "7.6 MiB"
     assert np.array_equal(unit_rows(vectors[:250]), expected[order])
     # rows_with_vectors keeps the rows that have one, aligned, and counts the other
     rows, kept, missing = rows_with_vectors(connect, keys)

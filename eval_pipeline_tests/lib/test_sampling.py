@@ -89,6 +89,49 @@ def test_dedupe_collapses_near_duplicates(month):
     assert dedupe(np.zeros((0, 4)), 0.9)[0].size == 0
 
 
+def test_dedupe_collapses_copies_first_with_the_same_groups_as_a_graph_over_every_row(month):
+    """Identical rows are collapsed before the graph is built: the groups, representatives and
+    counts equal those of the graph over all rows (connected components, first row of each)."""
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.neighbors import radius_neighbors_graph
+
+    _, vectors, _ = month
+    rng = np.random.default_rng(3)
+    x = vectors[rng.integers(0, 60, size=900)].astype(np.float32)  # 900 rows, at most 60 distinct
+    x[::50] = vectors[600:618]  # and some rows found once
+    for threshold in (0.8, 0.95, 1.0):
+        kept, counts = dedupe(x, threshold)
+        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+        radius = max(np.sqrt(max(0.0, 2 - 2 * threshold)), 1e-4)
+        _, labels = connected_components(radius_neighbors_graph(unit, radius=radius, include_self=False), directed=False)
+        firsts = sorted({label: i for i, label in reversed(list(enumerate(labels)))}.values())
+        assert kept.tolist() == firsts
+        assert counts.tolist() == [int((labels == labels[i]).sum()) for i in firsts]
+    assert dedupe(np.repeat(x[:1], 5, axis=0), 0.95)[1].tolist() == [5]  # one distinct row
+
+
+def test_noise_split_k_means_is_fitted_on_a_sample_of_a_large_stratum():
+    """Above its cap the k-means of the noise split is fitted on a seeded sample and predicts
+    every member (in batches); at or below the cap it is the plain fit on all members."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from eval_pipeline.lib.sampling import _kmeans_labels
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16)) * 5
+    truth = rng.integers(0, 4, size=3000)
+    vectors = (centres[truth] + rng.normal(size=(3000, 16))).astype(np.float16)
+    members = np.arange(0, 3000, 2)  # every other row: 1,500 members
+    sampled = _kmeans_labels(vectors, members, k=4, seed=1, fit_rows=200, batch=400)
+    assert sampled.shape == (1500,) and set(sampled.tolist()) == {0, 1, 2, 3}
+    assert adjusted_rand_score(truth[members], sampled) == 1.0  # the four groups, found from 200 rows
+    from eval_pipeline.lib.embeddings import unit_rows
+
+    whole = _kmeans_labels(vectors, members, k=4, seed=1, fit_rows=1500)
+    assert np.array_equal(whole, KMeans(n_clusters=4, n_init=1, random_state=1).fit_predict(unit_rows(vectors, members)))
+
+
 def test_stratified_set_covers_more_intents_than_uniform(month):
     rows, vectors, sizes = month
     by_intent = with_strata(rows, [r["intent"] for r in rows])
