@@ -7,8 +7,9 @@
    every day (ingest, redaction of every text field, embeddings, the checks) in worker
    processes, then the monthly assets (clusters, drift, eval set). Prints the wall time,
    records/s, seconds per step (summed over the day runs, which overlap), the redaction and
-   embedding cache figures, and the peak resident memory of the whole process tree (this
-   process and its workers, sampled every 0.2 s, summed over the processes alive together).
+   embedding cache figures, and the peak memory of the whole process tree (this process and
+   its workers, sampled every 0.2 s, summed over the processes alive together): RSS, what it
+   was made of at its peak, and PSS (see ``TreeMemory``).
 3. Re-runs the same month: everything is found in the caches, nothing is analysed again.
 4. Runs the naive pipeline on the same records in this process: the simplest thing a team
    would write in an afternoon. It reads the same landing files with the project's parser,
@@ -38,41 +39,87 @@ import duckdb
 
 
 class TreeMemory:
-    """Peak of the summed RSS of this process and its descendants, sampled from /proc."""
+    """Peak memory of this process and its descendants, sampled from /proc every ``every`` s.
+
+    Two sums over the processes alive together: RSS (``peak``, what the figures have always
+    been) and PSS (``peak_pss``, from ``smaps_rollup``: a page shared by several processes is
+    split among them). They differ when a process starts a child: Dagster starts a ``tail`` and
+    a watcher for every step's compute log, and between the fork and the exec the child's RSS
+    counts its parent's whole memory a second time. ``at_peak`` says what the RSS peak was made
+    of (process name and MB, largest first), so such a sample can be told from real growth."""
 
     def __init__(self, every: float = 0.2) -> None:
         self.every = every
         self.peak = 0
+        self.peak_pss = 0
+        self.at_peak: list[tuple[str, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
-    def _tree_rss() -> int:
+    def _tree() -> dict[int, tuple[str, int]]:
+        """pid -> (name, RSS bytes) of this process and its descendants."""
         parents: dict[int, int] = {}
-        rss: dict[int, int] = {}
+        procs: dict[int, tuple[str, int]] = {}
+        page = os.sysconf("SC_PAGE_SIZE")
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
+                    head, rest = f.read().rsplit(")", 1)
+                fields = rest.split()
                 parents[int(entry)] = int(fields[1])
-                rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+                procs[int(entry)] = (head.split("(", 1)[1], int(fields[21]) * page)
             except (OSError, IndexError, ValueError):
                 continue
         me = os.getpid()
-        total = 0
-        for pid in rss:
+        tree = {}
+        for pid in procs:
             p = pid
             while p and p != me and p in parents:
                 p = parents[p]
             if p == me:
-                total += rss[pid]
+                tree[pid] = procs[pid]
+        return tree
+
+    @staticmethod
+    def _role(pid: int, name: str) -> str:
+        if pid == os.getpid():
+            return "main"
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            return name
+        return "worker" if b"spawn_main" in cmdline else name
+
+    @staticmethod
+    def _pss(pids) -> int:
+        total = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/smaps_rollup") as f:
+                    for line in f:
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1]) * 1024
+                            break
+            except OSError:
+                continue  # ended meanwhile
         return total
+
+    def _sample(self) -> None:
+        tree = self._tree()
+        rss = sum(v for _, v in tree.values())
+        if rss > self.peak:
+            self.peak = rss
+            self.at_peak = sorted(((self._role(pid, name), v // 2**20) for pid, (name, v) in tree.items()),
+                                  key=lambda x: -x[1])
+        self.peak_pss = max(self.peak_pss, self._pss(tree))
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._tree_rss())
+            self._sample()
             self._stop.wait(self.every)
 
     def __enter__(self) -> "TreeMemory":
@@ -82,7 +129,12 @@ class TreeMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._tree_rss())
+        self._sample()
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{name} {mb:,}" for name, mb in self.at_peak if mb >= 20)
+        return (f"peak RSS of the process tree {self.peak / 2**30:.2f} GiB (MB at that sample: {parts}); "
+                f"peak PSS {self.peak_pss / 2**30:.2f} GiB")
 
 
 def _refresh(home, month: str, workers: int | None):
@@ -108,7 +160,7 @@ def _refresh(home, month: str, workers: int | None):
             for key in ("cache_hits", "texts_analysed", "distinct_texts", "texts_embedded"):
                 if key in mat.metadata:
                     meta[f"{name}.{key}"] += int(mat.metadata[key].value)
-    return result, wall, memory.peak, per_step, meta
+    return result, wall, memory, per_step, meta
 
 
 def _naive(home, day_files: dict[str, list[str]], seed: int = 0) -> dict[str, float]:
@@ -188,10 +240,10 @@ def main() -> int:
         print(f"{summary.records:,} demo records over {args.days} days generated in {time.perf_counter() - t:.0f} s; "
               f"{default_workers() if args.workers is None else args.workers} day workers, {os.cpu_count()} cores")
 
-        result, wall, peak, per_step, meta = _refresh(home, month, args.workers)
+        result, wall, memory, per_step, meta = _refresh(home, month, args.workers)
         status = "" if result.success else "; FAILED: " + ", ".join(result.failed)
         print(f"\nrefresh: wall time {wall:.1f} s, {summary.records / wall:,.0f} records/s, "
-              f"peak RSS of the process tree {peak / 2**30:.2f} GiB{status}")
+              f"{memory.summary()}{status}")
         total = sum(per_step.values())
         print(f"{'step (summed over runs)':<40} {'seconds':>9} {'share':>7}")
         for step, seconds in sorted(per_step.items(), key=lambda kv: -kv[1]):
@@ -200,8 +252,8 @@ def main() -> int:
         for key in sorted(meta):
             print(f"  {key:<38} {meta[key]:>9,}")
 
-        result2, wall2, peak2, _, meta2 = _refresh(home, month, args.workers)
-        print(f"\nsecond refresh of the same month: wall {wall2:.1f} s, peak RSS {peak2 / 2**30:.2f} GiB; "
+        result2, wall2, memory2, _, meta2 = _refresh(home, month, args.workers)
+        print(f"\nsecond refresh of the same month: wall {wall2:.1f} s, {memory2.summary()}; "
               f"redacted_logs analysed {meta2.get('redacted_logs.texts_analysed', 0):,} texts "
               f"({meta2.get('redacted_logs.cache_hits', 0):,} cache hits), "
               f"log_embeddings embedded {meta2.get('log_embeddings.texts_embedded', 0):,}"
@@ -221,7 +273,7 @@ def main() -> int:
             stages = _naive(home, day_files)
             naive_wall = time.perf_counter() - t
         print(f"\nnaive pipeline: wall time {naive_wall:.1f} s ({stages['records'] / naive_wall:,.0f} records/s), "
-              f"peak RSS {memory.peak / 2**30:.2f} GiB, {int(stages['clusters'])} clusters")
+              f"{memory.summary()}, {int(stages['clusters'])} clusters")
         for stage in ("read", "presidio", "encode", "umap_hdbscan", "sample"):
             print(f"  {stage:<14} {stages[stage]:>8.1f} s")
         print(f"\nrefresh is {naive_wall / wall:.2f}x the naive pipeline's speed "
