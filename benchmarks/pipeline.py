@@ -43,10 +43,12 @@ class TreeMemory:
 
     Two sums over the processes alive together: RSS (``peak``, what the figures have always
     been) and PSS (``peak_pss``, from ``smaps_rollup``: a page shared by several processes is
-    split among them). They differ when a process starts a child: Dagster starts a ``tail`` and
-    a watcher for every step's compute log, and between the fork and the exec the child's RSS
-    counts its parent's whole memory a second time. ``at_peak`` says what the RSS peak was made
-    of (process name and MB, largest first), so such a sample can be told from real growth."""
+    split among them). They differ by the libraries the spawned workers share, and whenever a
+    process starts a child: Dagster starts a ``tail`` and a watcher process for every step's
+    compute log, and between the fork and the exec such a child's RSS can count its parent's
+    memory a second time (the likely source of rare peaks 0.9 GB above what a per-process log
+    beside the run showed). ``at_peak`` says what the RSS peak was made of (role or process
+    name and MB, largest first), so such a sample can be told from real growth."""
 
     def __init__(self, every: float = 0.2) -> None:
         self.every = every

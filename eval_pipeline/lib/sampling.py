@@ -269,9 +269,9 @@ def dedupe(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarra
 
     Identical rows (the same text has the same stored vector) are collapsed first, so the graph
     is built over distinct vectors only: the groups are the same (an identical row is always
-    linked), but a stratum of 85,000 records holding a few thousand distinct texts no longer
-    makes a graph with an edge between every two copies (measured on a 1M-record month:
-    150 s and 1.5 GB for the largest strata before, see the README). The graph comes from
+    linked), but a stratum of 85,000 records that repeat far fewer distinct texts no longer
+    makes a graph with an edge between every two copies (on a 1M-record month the draw's
+    graphs took 150 s before; see the README). The graph comes from
     scikit-learn's ``radius_neighbors_graph`` on the unit vectors (for unit vectors, cosine >= t
     exactly when the euclidean distance <= sqrt(2 - 2t)), which computes distances in chunks.
     """

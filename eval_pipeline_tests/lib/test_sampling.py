@@ -116,6 +116,7 @@ def test_noise_split_k_means_is_fitted_on_a_sample_of_a_large_stratum():
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
+    from eval_pipeline.lib.embeddings import unit_rows
     from eval_pipeline.lib.sampling import _kmeans_labels
 
     rng = np.random.default_rng(0)
@@ -126,8 +127,6 @@ def test_noise_split_k_means_is_fitted_on_a_sample_of_a_large_stratum():
     sampled = _kmeans_labels(vectors, members, k=4, seed=1, fit_rows=200, batch=400)
     assert sampled.shape == (1500,) and set(sampled.tolist()) == {0, 1, 2, 3}
     assert adjusted_rand_score(truth[members], sampled) == 1.0  # the four groups, found from 200 rows
-    from eval_pipeline.lib.embeddings import unit_rows
-
     whole = _kmeans_labels(vectors, members, k=4, seed=1, fit_rows=1500)
     assert np.array_equal(whole, KMeans(n_clusters=4, n_init=1, random_state=1).fit_predict(unit_rows(vectors, members)))
 
