@@ -22,6 +22,7 @@ from eval_pipeline.lib.locks import file_lock
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.redaction import CustomPattern, RedactionConfig
 from eval_pipeline.lib.sampling import DEFAULT_SIGNAL_WEIGHTS, SamplingConfig
+from eval_pipeline.lib.spool import DaySlices, SpooledFrame, clean_spool, spool_dir
 from eval_pipeline.lib.tables import MANIFEST_SCHEMA
 
 __all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "SamplingSettings",
@@ -235,6 +236,39 @@ class _EmptyAwarePolarsTypeHandler(DuckDBPolarsTypeHandler):
             return pl.DataFrame()
 
 
+class _SpoolTypeHandler(DbTypeHandler):
+    """Day tables in slices (``lib/spool.py``): an input annotated :class:`DaySlices` reads its
+    partition slice by slice through a spool file; an output returned as :class:`SpooledFrame`
+    (a Parquet file a step wrote slice by slice) is inserted by DuckDB from the file, which is
+    then deleted. Spool files of processes that are gone (a killed run's) are deleted first."""
+
+    def handle_output(self, context: dg.OutputContext, table_slice: TableSlice, obj: SpooledFrame, connection):
+        if not isinstance(obj, SpooledFrame):
+            raise TypeError(f"{type(obj).__name__} is read only; return a SpooledFrame or a polars DataFrame")
+        clean_spool(spool_dir(context.resource_config["database"]))
+        table = f"{table_slice.schema}.{table_slice.table}"
+        try:
+            connection.execute(f"create schema if not exists {table_slice.schema}")
+            connection.execute(f"create table if not exists {table} as select * from read_parquet(?) limit 0", [str(obj.path)])
+            connection.execute(f"insert into {table} select * from read_parquet(?)", [str(obj.path)])
+        finally:
+            obj.discard()
+        context.add_output_metadata({"row_count": obj.rows, "dataframe_columns": dg.MetadataValue.table_schema(
+            dg.TableSchema(columns=[dg.TableColumn(name=n, type=str(t)) for n, t in obj.schema.items()]))})
+
+    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection) -> DaySlices:
+        if context.dagster_type.typing_type is not DaySlices:
+            raise TypeError("a SpooledFrame is only an output; read the table as DaySlices or a polars DataFrame")
+        spool = spool_dir(context.resource_config["database"])
+        clean_spool(spool)
+        return DaySlices(lambda: _LockedDuckDbClient.connect(context, table_slice),
+                         DuckDbClient.get_select_statement(table_slice), spool)
+
+    @property
+    def supported_types(self):
+        return [DaySlices, SpooledFrame]
+
+
 class _LockedDuckDbClient(DuckDbClient):
     """Dagster's DuckDB client, each connection taken under the file's process lock (``lib/locks.py``):
     the days of a month run in parallel processes and one DuckDB file takes one writer at a time."""
@@ -248,11 +282,12 @@ class _LockedDuckDbClient(DuckDbClient):
 
 
 class WarehouseIOManager(DuckDBPolarsIOManager):
-    """The DuckDB IO manager with polars frames; the schema of each table is its asset's domain."""
+    """The DuckDB IO manager with polars frames, and day tables in slices (:class:`DaySlices` in,
+    :class:`SpooledFrame` out); the schema of each table is its asset's domain."""
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
-        return [_EmptyAwarePolarsTypeHandler()]
+        return [_EmptyAwarePolarsTypeHandler(), _SpoolTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:
         return DbIOManager(db_client=_LockedDuckDbClient(), database=self.database, schema=self.schema_,

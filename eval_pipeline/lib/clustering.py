@@ -737,10 +737,14 @@ def describe_clusters(
     table = []
     for label in present:
         members = np.flatnonzero(labels == label)
-        unit = _unit(vectors, members)  # one cluster's vectors in float32 at a time
-        centroid = _normalize(unit.mean(axis=0, keepdims=True))[0]
-        order = members[np.argsort(-(unit @ centroid), kind="stable")]
-        del unit
+        # a cluster's vectors in float32 TRANSFORM_BATCH rows at a time (the 'unclustered' group
+        # of a 1M-record month is 1.5 GB of them at once): the centroid, then each one's cosine to it
+        total = np.zeros(vectors.shape[1], dtype=np.float64)
+        for part in _batches(vectors, members):
+            total += part.sum(axis=0, dtype=np.float64)
+        centroid = _normalize((total / len(members)).astype(np.float32)[None, :])[0]
+        closeness = np.concatenate([part @ centroid for part in _batches(vectors, members)])
+        order = members[np.argsort(-closeness, kind="stable")]
         examples, example_ids, seen = [], [], set()
         for i in order:
             key = texts[i].strip().lower()

@@ -17,7 +17,7 @@ import polars as pl
 
 from eval_pipeline.lib.records import ROLES
 
-__all__ = ["ExpectationOutcome", "SuiteResult", "validate_raw_logs"]
+__all__ = ["ExpectationOutcome", "SUITE_COLUMNS", "SuiteResult", "validate_raw_logs"]
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -82,8 +82,16 @@ def _run(table: str, df: pd.DataFrame, expectations: list[Any]) -> list[Expectat
     return outcomes
 
 
+# What the suite reads of a stored raw_logs partition (DuckDB SQL): its key and number fields,
+# and of the messages and retrieved chunks only the role and the score, not their text.
+SUITE_COLUMNS = ("request_id", "timestamp", "latency_ms", "turn_index",
+                 "list_transform(messages, m -> struct_pack(role := m.role)) as messages",
+                 "list_transform(retrieved_chunks, c -> struct_pack(score := c.score)) as retrieved_chunks")
+
+
 def validate_raw_logs(frame: pl.DataFrame, day: date) -> SuiteResult:
-    """The ``raw_logs`` suite for one day's partition.
+    """The ``raw_logs`` suite for one day's partition: a frame of the ``raw_logs`` layout, or of
+    :data:`SUITE_COLUMNS` read from the stored table.
 
     Ids unique and non-null, timestamps inside the day, message roles valid, latency >= 0,
     turn index >= 0, retrieval scores in [0, 1].

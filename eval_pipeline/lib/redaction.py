@@ -162,13 +162,15 @@ __all__ = [
     "Span",
     "Analysis",
     "Pseudonyms",
-    "conversation_slices",
-    "redact_frame",
+    "CONVERSATION_ORDER",
+    "redact_slices",
+    "whole_conversations",
     "Redactor",
     "get_redactor",
     "normalise_value",
     "scan_for_leaks",
     "frame_texts",
+    "TEXT_COLUMNS",
     "redact_jsonl",
     "withheld_marker",
 ]
@@ -1279,44 +1281,48 @@ class Redactor:
         return [r for r in out if r is not None]
 
 
-def conversation_slices(df: Any, size: int) -> Iterator[tuple[Any, Any]]:
-    """``(slice, original row numbers)`` pairs covering ``df``: whole conversations (the scope
-    placeholders are numbered in: ``conversation_id``, else ``request_id``), about ``size`` rows
-    each, rows in their original order within a conversation."""
+# The order ``redacted_logs`` reads a day in (DuckDB SQL): conversation by conversation (the
+# scope placeholders are numbered in: ``conversation_id``, else ``request_id``), turns in order.
+CONVERSATION_ORDER = "coalesce(nullif(conversation_id, ''), request_id), turn_index, timestamp, request_id"
+
+
+def _scope(df: Any) -> Any:
     import polars as pl
 
-    if not df.height:
-        return
-    keyed = df.with_row_index("_row").with_columns(
-        _scope=pl.when(pl.col("conversation_id").fill_null("") != "").then(pl.col("conversation_id"))
-        .otherwise(pl.col("request_id")))
-    keyed = keyed.with_columns(_first=pl.col("_row").min().over("_scope")).sort("_first", "_row")
-    starts = keyed["_first"].to_numpy()
-    begin = 0
-    while begin < keyed.height:
-        end = min(begin + size, keyed.height)
-        while end < keyed.height and starts[end] == starts[end - 1]:
-            end += 1  # never cut a conversation
-        part = keyed.slice(begin, end - begin)
-        yield part.drop("_row", "_scope", "_first"), part["_row"]
-        begin = end
+    return df.select(pl.when(pl.col("conversation_id").fill_null("") != "").then(pl.col("conversation_id"))
+                     .otherwise(pl.col("request_id")))[:, 0]
 
 
-def redact_frame(redactor: Redactor, df: Any, cache: AnalysisCache | None = None, size: int | None = None) -> Any:
-    """A frame of the ``raw_logs`` layout redacted (``redacted_logs`` layout, same row order),
-    :func:`conversation_slices` of ``size`` rows (default ``tables.SLICE``) at a time: the same
-    rows as one :meth:`Redactor.redact_rows` call over the whole frame, with only a slice's records
-    as Python objects at once."""
+def whole_conversations(frames: Iterable[Any]) -> Iterator[Any]:
+    """Polars frames of ``raw_logs`` rows in :data:`CONVERSATION_ORDER`, re-cut so that no
+    conversation spans two: the rows of each frame's last conversation move on to the next frame
+    (a frame may so grow by one conversation, or hold one long conversation whole)."""
     import polars as pl
 
-    from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, SLICE, frame
+    carried = None
+    for df in frames:
+        if carried is not None:
+            df = pl.concat([carried, df], how="vertical_relaxed")
+        if not df.height:
+            continue
+        scope = _scope(df)
+        last = scope == scope[-1]
+        head, carried = df.filter(~last), df.filter(last)
+        if head.height:
+            yield head
+    if carried is not None and carried.height:
+        yield carried
 
-    size = size or SLICE
-    if df.height <= size:  # one slice: no regrouping, no reordering (0.3 s a day of 3,600 records)
-        return frame(redactor.redact_rows(df.to_dicts(), cache=cache), REDACTED_LOGS_SCHEMA)
-    parts = [frame(redactor.redact_rows(part.to_dicts(), cache=cache), REDACTED_LOGS_SCHEMA).with_columns(_order=order)
-             for part, order in conversation_slices(df, size)]
-    return pl.concat(parts).sort("_order").drop("_order") if parts else frame([], REDACTED_LOGS_SCHEMA)
+
+def redact_slices(redactor: Redactor, frames: Iterable[Any], cache: AnalysisCache | None = None) -> Iterator[Any]:
+    """Frames of the ``raw_logs`` layout in :data:`CONVERSATION_ORDER` (as ``DaySlices.slices``
+    reads them), redacted a frame of whole conversations at a time (``redacted_logs`` layout):
+    the same rows as one :meth:`Redactor.redact_rows` call over all of them, with only one frame's
+    records as Python objects at once."""
+    from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, frame
+
+    for part in whole_conversations(frames):
+        yield frame(redactor.redact_rows(part.to_dicts(), cache=cache), REDACTED_LOGS_SCHEMA)
 
 
 def get_redactor(config: RedactionConfig | None = None) -> Redactor:
@@ -1429,6 +1435,10 @@ def _luhn(digits: str) -> bool:
                 d -= 9
         total += d
     return total % 10 == 0
+
+
+# The columns of a record that hold its texts (what frame_texts reads).
+TEXT_COLUMNS = ("messages", "user_input", "completion", "retrieved_chunks", "feedback_comment", "post_processing", "metadata")
 
 
 def frame_texts(df: Any) -> dict[str, int]:

@@ -51,25 +51,30 @@ def test_cached_and_fresh_texts_redact_identically(redactor, demo_rows, tmp_path
 
 
 def test_a_day_redacted_in_slices_equals_the_day_redacted_at_once(redactor, demo_rows):
-    """``redacted_logs`` redacts a day a slice of whole conversations at a time (bounded memory):
-    the rows, placeholders included, are those of one call over the whole day, in the same order."""
+    """``redacted_logs`` reads a day in conversation order, slices of whole conversations at a
+    time (bounded memory): the rows, placeholders included, are those of one call over the whole
+    day in that order, and no conversation is cut between two slices."""
     import polars as pl
 
-    from eval_pipeline.lib.redaction import conversation_slices, redact_frame
+    from eval_pipeline.lib.redaction import redact_slices, whole_conversations
     from eval_pipeline.lib.tables import RAW_LOGS_SCHEMA, REDACTED_LOGS_SCHEMA, frame
 
     rows, _ = demo_rows
-    day = frame(rows, RAW_LOGS_SCHEMA)
+    scope = pl.when(pl.col("conversation_id").fill_null("") != "").then(pl.col("conversation_id")).otherwise(pl.col("request_id"))
+    day = frame(rows, RAW_LOGS_SCHEMA).sort(scope, "turn_index", "timestamp", "request_id")  # CONVERSATION_ORDER
     whole = frame(redactor.redact_rows(day.to_dicts()), REDACTED_LOGS_SCHEMA)
     conversations = day.filter(pl.col("turn_index") > 0)["conversation_id"].unique()
     assert conversations.len() >= 3  # multi-turn conversations whose turns must stay together
-    slices = list(conversation_slices(day, 7))
-    assert len(slices) > 10 and sum(part.height for part, _ in slices) == day.height
-    for part, _ in slices:  # no conversation is cut between two slices
-        assert part["conversation_id"].is_in(conversations).sum() == 0 or all(
-            (day["conversation_id"] == c).sum() == (part["conversation_id"] == c).sum()
-            for c in part["conversation_id"].unique() if c in set(conversations.to_list()))
-    assert redact_frame(redactor, day, size=7).equals(whole)
+    cut = [day.slice(i, 7) for i in range(0, day.height, 7)]  # as DaySlices.slices gives them: 7 rows each
+    slices = list(whole_conversations(cut))
+    assert len(slices) > 10 and sum(part.height for part in slices) == day.height
+    assert any(part.height != 7 for part in slices[:-1])  # some were re-cut at a conversation's end
+    seen: set[str] = set()
+    for part in slices:  # no conversation is in two slices
+        here = set(part["conversation_id"].to_list())
+        assert not here & seen
+        seen |= here
+    assert pl.concat(list(redact_slices(redactor, cut))).equals(whole)
 
 
 def test_placeholders_are_numbered_per_conversation_from_cached_spans(redactor, tmp_path):

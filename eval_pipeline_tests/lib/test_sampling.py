@@ -89,12 +89,18 @@ def test_dedupe_collapses_near_duplicates(month):
     assert dedupe(np.zeros((0, 4)), 0.9)[0].size == 0
 
 
-def test_dedupe_collapses_copies_first_with_the_same_groups_as_a_graph_over_every_row(month):
-    """Identical rows are collapsed before the graph is built: the groups, representatives and
-    counts equal those of the graph over all rows (connected components, first row of each)."""
+@pytest.mark.parametrize("batch", [4_096, 7])
+def test_dedupe_collapses_copies_first_with_the_same_groups_as_a_graph_over_every_row(month, monkeypatch, batch):
+    """Identical rows are collapsed before the graph is built, and its edges are found
+    ``DEDUPE_ROWS`` rows at a time (here also 7, so groups are merged across many batches): the
+    groups, representatives and counts equal those of the graph over all rows at once
+    (connected components, first row of each)."""
     from scipy.sparse.csgraph import connected_components
     from sklearn.neighbors import radius_neighbors_graph
 
+    from eval_pipeline.lib import sampling
+
+    monkeypatch.setattr(sampling, "DEDUPE_ROWS", batch)
     _, vectors, _ = month
     rng = np.random.default_rng(3)
     x = vectors[rng.integers(0, 60, size=900)].astype(np.float32)  # 900 rows, at most 60 distinct

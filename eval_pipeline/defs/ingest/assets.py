@@ -2,6 +2,7 @@
 
 
 import json
+from collections import Counter
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -11,6 +12,7 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import PipelineSettings, read_table
 from eval_pipeline.lib.ingestion import build_manifest, ingest_day, manifest_changed_days
+from eval_pipeline.lib.spool import SpoolWriter, spool_dir
 from eval_pipeline.lib.tables import MANIFEST_SCHEMA, QUARANTINE_SCHEMA, RAW_LOGS_SCHEMA, SLICE, frame, markdown_table
 
 KINDS = {"polars", "duckdb"}
@@ -90,19 +92,25 @@ def ingested_logs(context: dg.AssetExecutionContext, settings: PipelineSettings,
                 f"{current}: changed or removed since the landing manifest was built; "
                 "materialize landing_manifest first (the landing sensor and `eval-pipeline refresh` do)."
             )
-    parts: list[pl.DataFrame] = []
-    result = ingest_day(home.landing, day, files=[row["path"] for row in holding], now=datetime.now(timezone.utc),
-                        max_line_bytes=settings.max_line_bytes, batch=SLICE,
-                        on_rows=lambda rows: parts.append(frame(rows, RAW_LOGS_SCHEMA)))
-    raw = pl.concat(parts) if parts else frame([], RAW_LOGS_SCHEMA)
+    tallies: dict[str, Counter[str]] = {"task_type": Counter(), "source_format": Counter()}
+
+    def append(rows: list[dict]) -> None:  # SLICE records at a time: the day is never held whole
+        part = frame(rows, RAW_LOGS_SCHEMA)
+        raw.write(part)
+        for column, tally in tallies.items():
+            tally.update(str(v) for v in part[column])
+
+    with SpoolWriter(spool_dir(home.raw_warehouse), RAW_LOGS_SCHEMA) as raw:
+        result = ingest_day(home.landing, day, files=[row["path"] for row in holding], now=datetime.now(timezone.utc),
+                            max_line_bytes=settings.max_line_bytes, batch=SLICE, on_rows=append)
+        spooled = raw.close()
     quarantined = frame(result.quarantined, QUARANTINE_SCHEMA)
-    context.log.info(f"{key}: {result.records_in} records in, {raw.height} ingested, {quarantined.height} quarantined")
+    context.log.info(f"{key}: {result.records_in} records in, {spooled.rows} ingested, {quarantined.height} quarantined")
     common = {"records_in": result.records_in, "files_read": len(result.files), "skipped_non_llm_spans": result.skipped_spans}
-    yield dg.Output(raw, output_name="raw_logs", metadata={
+    yield dg.Output(spooled, output_name="raw_logs", metadata={
         **common,
-        "dagster/row_count": raw.height,
-        "by_task_type": dg.MetadataValue.json(_counts(raw, "task_type")),
-        "by_source_format": dg.MetadataValue.json(_counts(raw, "source_format")),
+        "dagster/row_count": spooled.rows,
+        **{f"by_{column}": dg.MetadataValue.json(dict(sorted(tally.items()))) for column, tally in tallies.items()},
     })
     yield dg.Output(quarantined, output_name="quarantined_logs", metadata={
         **common,
@@ -113,10 +121,3 @@ def ingested_logs(context: dg.AssetExecutionContext, settings: PipelineSettings,
             if quarantined.height else "none"
         ),
     })
-
-
-def _counts(df: pl.DataFrame, column: str) -> dict[str, int]:
-    if df.height == 0:
-        return {}
-    counts = df.group_by(column).len().sort(column, nulls_last=True)
-    return {str(k): int(v) for k, v in zip(counts[column], counts["len"])}

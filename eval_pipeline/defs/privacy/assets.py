@@ -11,10 +11,11 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import PipelineSettings, RedactionSettings, landing_file_days, read_table
-from eval_pipeline.lib.redaction import get_redactor, redact_frame
+from eval_pipeline.lib.redaction import CONVERSATION_ORDER, get_redactor, redact_slices
 from eval_pipeline.lib.redaction_cache import AnalysisCache
 from eval_pipeline.lib.retention import purge_raw_zone
-from eval_pipeline.lib.tables import RETENTION_LOG_SCHEMA, frame, markdown_table
+from eval_pipeline.lib.spool import DaySlices, SpooledFrame, SpoolWriter, spool_dir
+from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, RETENTION_LOG_SCHEMA, SLICE, frame, markdown_table
 
 KINDS = {"polars", "duckdb", "presidio"}
 
@@ -26,7 +27,7 @@ KINDS = {"polars", "duckdb", "presidio"}
     metadata={"schema": "privacy", "partition_expr": "timestamp"},
 )
 def redacted_logs(context: dg.AssetExecutionContext, settings: PipelineSettings, redaction: RedactionSettings,
-                  raw_logs: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+                  raw_logs: DaySlices) -> dg.Output[SpooledFrame]:
     """The day's records with PII replaced by typed placeholders, consistent within a conversation.
 
     Every text that can carry user data is redacted: messages (system prompt included),
@@ -36,29 +37,39 @@ def redacted_logs(context: dg.AssetExecutionContext, settings: PipelineSettings,
     Each distinct text (a line of a long text) is analysed once, ever: what the analyzer found
     is kept in ``<data home>/cache/redaction/`` keyed by the SHA-256 of the configuration and the
     text, and placeholders are numbered per conversation from it (``cache_hits`` in the metadata).
+    The day is read and written SLICE records (whole conversations) at a time, never held whole.
     """
     redactor = get_redactor(redaction.config())
     started = time.perf_counter()
-    with AnalysisCache(settings.data_home.redaction_cache, redactor.fingerprint) as cache:
-        df = redact_frame(redactor, raw_logs, cache=cache)  # whole conversations, SLICE records at a time
+    found: Counter[str] = Counter()
+    withheld: Counter[str] = Counter()
+    with_pii, preview = 0, []
+    with AnalysisCache(settings.data_home.redaction_cache, redactor.fingerprint) as cache, \
+            SpoolWriter(spool_dir(settings.data_home.warehouse), REDACTED_LOGS_SCHEMA) as out:
+        for df in redact_slices(redactor, raw_logs.slices(SLICE, order_by=CONVERSATION_ORDER), cache=cache):
+            out.write(df)
+            for counts in df["pii_counts"]:
+                found.update(json.loads(counts))
+            withheld.update(reason for reasons in df["withheld"] for reason in reasons)
+            flagged = df.filter(pl.col("pii_counts") != "{}")
+            with_pii += flagged.height
+            if sum(p.height for p in preview) < 10:
+                preview.append(flagged.select("request_id", "user_input", "pii_counts").head(10))
+        redacted = out.close()
         lookups, hits = cache.stats.lookups, cache.stats.hits
     seconds = time.perf_counter() - started
-    found: Counter[str] = Counter()
-    for counts in df["pii_counts"]:
-        found.update(json.loads(counts))
-    withheld = Counter(reason for reasons in df["withheld"] for reason in reasons)
-    with_pii = df.filter(pl.col("pii_counts") != "{}")
-    return dg.Output(df, metadata={
-        "dagster/row_count": df.height,
-        "records_with_pii": with_pii.height,
+    shown = pl.concat(preview).head(10) if preview else frame([], REDACTED_LOGS_SCHEMA).select("request_id", "user_input", "pii_counts")
+    return dg.Output(redacted, metadata={
+        "dagster/row_count": redacted.rows,
+        "records_with_pii": with_pii,
         "placeholders_by_type": dg.MetadataValue.json(dict(sorted(found.items()))),
         "withheld_texts": dg.MetadataValue.json(dict(sorted(withheld.items()))),
         "distinct_texts": lookups,
         "cache_hits": hits,
         "texts_analysed": lookups - hits,
         "redaction_seconds": round(seconds, 2),
-        "records_per_second": round(df.height / seconds, 1) if seconds > 0 and df.height else 0.0,
-        "preview": dg.MetadataValue.md(markdown_table(with_pii.select("request_id", "user_input", "pii_counts").head(10), max_cell=120)),
+        "records_per_second": round(redacted.rows / seconds, 1) if seconds > 0 and redacted.rows else 0.0,
+        "preview": dg.MetadataValue.md(markdown_table(shown, max_cell=120)),
     })
 
 

@@ -1,0 +1,198 @@
+"""A day of records read and written in slices, so no step holds a whole day at once.
+
+A step that reads a day-partitioned table takes :class:`DaySlices`: its row count, a few small
+columns of every row at once (:meth:`DaySlices.frame`), or every row in slices of N
+(:meth:`DaySlices.slices`). The slices come from a Parquet file that DuckDB writes from the
+partition in one short connection (under the warehouse's file lock, within the connection's
+memory limit) and that is read back one row group at a time; nothing else holds the database
+while the step works on them.
+
+A step that writes such a table appends each finished slice to a :class:`SpoolWriter` and returns
+the :class:`SpooledFrame` it closes to; the IO manager inserts the file into the table (DuckDB
+reads Parquet as a stream) and deletes it.
+
+Spool files live in a ``spool/`` folder beside their DuckDB file (the raw zone's in the
+restricted folder) and are named ``<pid>-<random>.parquet``: a file whose process is gone is
+left over from a killed run, and :func:`clean_spool` (called by the IO manager before each use)
+deletes it. Everything here is plain DuckDB, pyarrow and polars; the Dagster side is in
+``defs/resources.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+__all__ = ["DaySlices", "SpoolWriter", "SpooledFrame", "clean_spool", "spool_dir"]
+
+
+def spool_dir(database: str | os.PathLike[str]) -> Path:
+    """Where the spool files of a DuckDB file go: ``spool/`` beside it (same access rights)."""
+    return Path(database).parent / "spool"
+
+
+def _new_path(directory: Path) -> Path:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return directory / f"{os.getpid()}-{uuid.uuid4().hex}.parquet"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_spool(directory: Path) -> int:
+    """Delete the spool files of processes that no longer run (a killed run's); how many."""
+    removed = 0
+    if not directory.is_dir():
+        return 0
+    for path in directory.glob("*.parquet"):
+        owner = path.name.split("-", 1)[0]
+        if owner.isdigit() and int(owner) != os.getpid() and not _alive(int(owner)):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+class SpooledFrame:
+    """A frame written slice by slice to a Parquet file (``rows`` rows of ``schema``): what a step
+    returns instead of a DataFrame it should not hold whole. The IO manager stores and deletes it;
+    the file is also deleted when the object is garbage collected."""
+
+    def __init__(self, path: Path, rows: int, schema: pl.Schema):
+        self.path, self.rows, self.schema = path, rows, schema
+        self._finalizer = weakref.finalize(self, _unlink, str(path))
+
+    def read(self) -> pl.DataFrame:
+        """The whole frame (for small outputs and tests)."""
+        return pl.read_parquet(self.path).cast(dict(self.schema))  # type: ignore[arg-type]
+
+    def discard(self) -> None:
+        self._finalizer()
+
+    def __repr__(self) -> str:
+        return f"SpooledFrame({self.path.name}, rows={self.rows})"
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class SpoolWriter:
+    """Appends frames of ``schema`` to a new spool file in ``directory``, one row group each.
+
+    Use as a context manager: :meth:`close` gives the :class:`SpooledFrame`; an exception inside
+    the block deletes the file."""
+
+    def __init__(self, directory: Path, schema: pl.Schema):
+        self.path = _new_path(directory)
+        self.schema = schema
+        self.rows = 0
+        self._writer: Any = None
+        self._closed: SpooledFrame | None = None
+
+    def write(self, df: pl.DataFrame) -> None:
+        import pyarrow.parquet as pq
+
+        table = df.select(list(self.schema)).cast(dict(self.schema)).to_arrow()  # type: ignore[arg-type]
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        if df.height:
+            self._writer.write_table(table)
+            self.rows += df.height
+
+    def close(self) -> SpooledFrame:
+        if self._closed is None:
+            if self._writer is None:  # nothing written: an empty file that still has the columns
+                self.write(pl.DataFrame(schema=self.schema))
+            self._writer.close()
+            self._closed = SpooledFrame(self.path, self.rows, self.schema)
+        return self._closed
+
+    def __enter__(self) -> "SpoolWriter":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            if self._writer is not None:
+                self._writer.close()
+            _unlink(str(self.path))
+
+
+class DaySlices:
+    """One partition of a stored table, read without holding it whole.
+
+    ``connect`` opens a DuckDB connection (a context manager; the IO manager's takes the file
+    lock), ``select`` is the SQL that selects the partition's rows (every column), ``spool`` the
+    folder of the spool files. A table that does not exist yet reads as no rows."""
+
+    def __init__(self, connect: Callable[[], AbstractContextManager[Any]], select: str, spool: Path):
+        self._connect, self._select, self._spool = connect, select, spool
+        self._rows: int | None = None
+
+    @property
+    def rows(self) -> int:
+        """The partition's row count (one count query, nothing read)."""
+        if self._rows is None:
+            import duckdb
+
+            try:
+                with self._connect() as con:
+                    self._rows = int(con.execute(f"select count(*) from ({self._select})").fetchone()[0])
+            except duckdb.CatalogException:
+                self._rows = 0
+        return self._rows
+
+    def frame(self, *columns: str) -> pl.DataFrame:
+        """``columns`` (names or SQL expressions with ``as``) of every row of the partition at once:
+        for columns small enough to hold a day of (keys, numbers, a field of a list of structs)."""
+        import duckdb
+
+        try:
+            with self._connect() as con:
+                return pl.DataFrame(con.execute(f"select {', '.join(columns)} from ({self._select})").arrow())
+        except duckdb.CatalogException:
+            return pl.DataFrame()
+
+    def slices(self, size: int, columns: Sequence[str] = ("*",), order_by: str | None = None) -> Iterator[pl.DataFrame]:
+        """Every row of the partition in frames of at most ``size`` rows (the given ``columns``; in
+        ``order_by`` order when given, a SQL order-by list). DuckDB writes the selection to a spool
+        file in one connection; the file is read back a row group at a time and deleted at the
+        end (or when the iterator is dropped)."""
+        import duckdb
+        import pyarrow.parquet as pq
+
+        path = _new_path(self._spool)
+        try:
+            try:
+                with self._connect() as con:
+                    order = f" order by {order_by}" if order_by else ""
+                    con.execute(f"copy (select {', '.join(columns)} from ({self._select}){order}) to "
+                                f"'{_quoted(path)}' (format parquet, row_group_size {int(size)})")
+            except duckdb.CatalogException:
+                return
+            with pq.ParquetFile(path) as source:
+                for batch in source.iter_batches(batch_size=size):
+                    yield pl.from_arrow(batch)  # type: ignore[misc]
+        finally:
+            _unlink(str(path))
+
+
+def _quoted(path: Path) -> str:
+    """A path inside a SQL string literal."""
+    return str(path).replace("'", "''")
