@@ -22,7 +22,7 @@ from eval_pipeline.lib.locks import file_lock
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.redaction import CustomPattern, RedactionConfig
 from eval_pipeline.lib.sampling import DEFAULT_SIGNAL_WEIGHTS, SamplingConfig
-from eval_pipeline.lib.spool import DaySlices, SpooledFrame, clean_spool, spool_dir
+from eval_pipeline.lib.spool import StoredPartition, SpooledFrame, clean_spool, spool_dir
 from eval_pipeline.lib.tables import MANIFEST_SCHEMA
 
 __all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "SamplingSettings",
@@ -237,8 +237,9 @@ class _EmptyAwarePolarsTypeHandler(DuckDBPolarsTypeHandler):
 
 
 class _SpoolTypeHandler(DbTypeHandler):
-    """Day tables in slices (``lib/spool.py``): an input annotated :class:`DaySlices` reads its
-    partition slice by slice through a spool file; an output returned as :class:`SpooledFrame`
+    """Partitions in slices (``lib/spool.py``): an input annotated :class:`StoredPartition` is a
+    handle on its partitions' rows (a count, chosen columns, or slices through a spool file),
+    read when the step asks; an output returned as :class:`SpooledFrame`
     (a Parquet file a step wrote slice by slice) is inserted by DuckDB from the file, which is
     then deleted. Spool files of processes that are gone (a killed run's) are deleted first."""
 
@@ -256,17 +257,17 @@ class _SpoolTypeHandler(DbTypeHandler):
         context.add_output_metadata({"row_count": obj.rows, "dataframe_columns": dg.MetadataValue.table_schema(
             dg.TableSchema(columns=[dg.TableColumn(name=n, type=str(t)) for n, t in obj.schema.items()]))})
 
-    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection) -> DaySlices:
-        if context.dagster_type.typing_type is not DaySlices:
-            raise TypeError("a SpooledFrame is only an output; read the table as DaySlices or a polars DataFrame")
+    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection) -> StoredPartition:
+        if context.dagster_type.typing_type is not StoredPartition:
+            raise TypeError("a SpooledFrame is only an output; read the table as StoredPartition or a polars DataFrame")
         spool = spool_dir(context.resource_config["database"])
         clean_spool(spool)
-        return DaySlices(lambda: _LockedDuckDbClient.connect(context, table_slice),
+        return StoredPartition(lambda: _LockedDuckDbClient.connect(context, table_slice),
                          DuckDbClient.get_select_statement(table_slice), spool)
 
     @property
     def supported_types(self):
-        return [DaySlices, SpooledFrame]
+        return [StoredPartition, SpooledFrame]
 
 
 class _LockedDuckDbClient(DuckDbClient):
@@ -282,7 +283,7 @@ class _LockedDuckDbClient(DuckDbClient):
 
 
 class WarehouseIOManager(DuckDBPolarsIOManager):
-    """The DuckDB IO manager with polars frames, and day tables in slices (:class:`DaySlices` in,
+    """The DuckDB IO manager with polars frames, and day tables in slices (:class:`StoredPartition` in,
     :class:`SpooledFrame` out); the schema of each table is its asset's domain."""
 
     @staticmethod

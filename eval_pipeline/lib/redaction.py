@@ -1315,7 +1315,7 @@ def whole_conversations(frames: Iterable[Any]) -> Iterator[Any]:
 
 
 def redact_slices(redactor: Redactor, frames: Iterable[Any], cache: AnalysisCache | None = None) -> Iterator[Any]:
-    """Frames of the ``raw_logs`` layout in :data:`CONVERSATION_ORDER` (as ``DaySlices.slices``
+    """Frames of the ``raw_logs`` layout in :data:`CONVERSATION_ORDER` (as ``StoredPartition.slices``
     reads them), redacted a frame of whole conversations at a time (``redacted_logs`` layout):
     the same rows as one :meth:`Redactor.redact_rows` call over all of them, with only one frame's
     records as Python objects at once."""

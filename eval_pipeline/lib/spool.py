@@ -1,8 +1,8 @@
-"""A day of records read and written in slices, so no step holds a whole day at once.
+"""Stored partitions read and written in slices, so no step holds a whole day (or month) of records.
 
-A step that reads a day-partitioned table takes :class:`DaySlices`: its row count, a few small
-columns of every row at once (:meth:`DaySlices.frame`), or every row in slices of N
-(:meth:`DaySlices.slices`). The slices come from a Parquet file that DuckDB writes from the
+A step that reads a partitioned table takes :class:`StoredPartition` (a day of a daily table, or
+a month of it for a monthly step): its row count, a few small columns of every row at once
+(:meth:`StoredPartition.frame`), or every row in slices of N (:meth:`StoredPartition.slices`). The slices come from a Parquet file that DuckDB writes from the
 partition in one short connection (under the warehouse's file lock, within the connection's
 memory limit) and that is read back one row group at a time; nothing else holds the database
 while the step works on them.
@@ -30,7 +30,7 @@ from typing import Any
 
 import polars as pl
 
-__all__ = ["DaySlices", "SpoolWriter", "SpooledFrame", "clean_spool", "spool_dir"]
+__all__ = ["StoredPartition", "SpoolWriter", "SpooledFrame", "clean_spool", "spool_dir"]
 
 
 def spool_dir(database: str | os.PathLike[str]) -> Path:
@@ -134,8 +134,8 @@ class SpoolWriter:
             _unlink(str(self.path))
 
 
-class DaySlices:
-    """One partition of a stored table, read without holding it whole.
+class StoredPartition:
+    """The rows of a stored table's partition (or range of partitions), read without holding them whole.
 
     ``connect`` opens a DuckDB connection (a context manager; the IO manager's takes the file
     lock), ``select`` is the SQL that selects the partition's rows (every column), ``spool`` the
@@ -160,7 +160,7 @@ class DaySlices:
 
     def frame(self, *columns: str) -> pl.DataFrame:
         """``columns`` (names or SQL expressions with ``as``) of every row of the partition at once:
-        for columns small enough to hold a day of (keys, numbers, a field of a list of structs)."""
+        for columns small enough to hold at once (keys, numbers, a field of a list of structs)."""
         import duckdb
 
         try:

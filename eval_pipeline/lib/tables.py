@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Iterable
 
 import polars as pl
@@ -9,7 +10,7 @@ import polars as pl
 __all__ = ["RAW_LOGS_SCHEMA", "REDACTED_LOGS_SCHEMA", "RETENTION_LOG_SCHEMA", "QUARANTINE_SCHEMA", "MANIFEST_SCHEMA",
            "LOG_EMBEDDINGS_SCHEMA", "LOG_CLUSTERS_SCHEMA", "CLUSTER_TABLE_SCHEMA", "CLUSTER_DRIFT_SCHEMA",
            "EVAL_SET_SCHEMA", "EVAL_SET_CHANGELOG_SCHEMA",
-           "SLICE", "conform", "frame", "row_dicts", "markdown_table"]
+           "SLICE", "ColumnRows", "conform", "frame", "markdown_table"]
 
 _MESSAGE = pl.Struct({"role": pl.String, "content": pl.String, "name": pl.String})
 _CHUNK = pl.Struct({"doc_id": pl.String, "text": pl.String, "score": pl.Float64})
@@ -217,19 +218,53 @@ EVAL_SET_CHANGELOG_SCHEMA = pl.Schema(
 SLICE = 5_000
 
 
-def row_dicts(df: pl.DataFrame, shared_below: float = 0.1) -> list[dict[str, Any]]:
-    """``df.to_dicts()``, lighter: a string column with fewer distinct values than
-    ``shared_below`` of its rows (task types, segments, cluster ids, model versions) holds one
-    Python string per distinct value instead of one per row (a million-record month's rows are
-    then about half the memory)."""
-    columns = []
-    for name in df.columns:
-        values = df[name].to_list()
-        if df[name].dtype == pl.String and df[name].n_unique() < shared_below * max(1, df.height):
-            shared: dict[Any, Any] = {}
-            values = [shared.setdefault(v, v) for v in values]
-        columns.append(values)
-    return [dict(zip(df.columns, row)) for row in zip(*columns)]
+class ColumnRows(Sequence[Mapping[str, Any]]):
+    """The rows of a frame as read-only mappings, made when a row is asked for: what
+    ``df.to_dicts()`` gives, in about a fifth of the memory (the eval set's per-record rows of a
+    1M-record month: 1.4 GB as dicts). The values are kept column by column as Python objects;
+    a string column with fewer distinct values than ``shared_below`` of its rows (task types,
+    segments, cluster ids) holds one string object per distinct value."""
+
+    def __init__(self, df: pl.DataFrame, shared_below: float = 0.1):
+        self._columns: dict[str, list[Any]] = {}
+        for name in df.columns:
+            values = df[name].to_list()
+            if df[name].dtype == pl.String and df[name].n_unique() < shared_below * max(1, df.height):
+                shared: dict[Any, Any] = {}
+                values = [shared.setdefault(v, v) for v in values]
+            self._columns[name] = values
+        self._height = df.height
+
+    def __len__(self) -> int:
+        return self._height
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._height))]
+        if index < 0:
+            index += self._height
+        if not 0 <= index < self._height:
+            raise IndexError(index)
+        return _Row(self._columns, index)
+
+
+class _Row(Mapping[str, Any]):
+    __slots__ = ("_columns", "_index")
+
+    def __init__(self, columns: dict[str, list[Any]], index: int):
+        self._columns, self._index = columns, index
+
+    def __getitem__(self, key: str) -> Any:
+        return self._columns[key][self._index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 def conform(df: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:

@@ -1,5 +1,5 @@
 """The IO manager's day tables in slices, through the real Dagster runtime: a SpooledFrame output
-stored as a polars frame would be, read back as DaySlices, re-runs replacing the partition, and a
+stored as a polars frame would be, read back as StoredPartition, re-runs replacing the partition, and a
 killed run's spool file cleaned."""
 
 import subprocess
@@ -11,7 +11,7 @@ import duckdb
 import polars as pl
 
 from eval_pipeline.defs.resources import WarehouseIOManager
-from eval_pipeline.lib.spool import DaySlices, SpooledFrame, SpoolWriter, spool_dir
+from eval_pipeline.lib.spool import StoredPartition, SpooledFrame, SpoolWriter, spool_dir
 from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, frame
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-03-01")
@@ -41,7 +41,7 @@ def assets(database):
             return out.close()
 
     @dg.asset(partitions_def=DAYS, metadata=META)
-    def reader(context: dg.AssetExecutionContext, by_spool: DaySlices) -> pl.DataFrame:
+    def reader(context: dg.AssetExecutionContext, by_spool: StoredPartition) -> pl.DataFrame:
         sizes = [part.height for part in by_spool.slices(20, columns=("request_id", "turn_index"), order_by="request_id")]
         assert sizes == [20, 20, 10] and by_spool.rows == 50
         return by_spool.frame("request_id", "turn_index").with_columns(timestamp=pl.lit(context.partition_time_window.start.replace(tzinfo=None)))

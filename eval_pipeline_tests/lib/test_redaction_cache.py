@@ -65,7 +65,7 @@ def test_a_day_redacted_in_slices_equals_the_day_redacted_at_once(redactor, demo
     whole = frame(redactor.redact_rows(day.to_dicts()), REDACTED_LOGS_SCHEMA)
     conversations = day.filter(pl.col("turn_index") > 0)["conversation_id"].unique()
     assert conversations.len() >= 3  # multi-turn conversations whose turns must stay together
-    cut = [day.slice(i, 7) for i in range(0, day.height, 7)]  # as DaySlices.slices gives them: 7 rows each
+    cut = [day.slice(i, 7) for i in range(0, day.height, 7)]  # as StoredPartition.slices gives them: 7 rows each
     slices = list(whole_conversations(cut))
     assert len(slices) > 10 and sum(part.height for part in slices) == day.height
     assert any(part.height != 7 for part in slices[:-1])  # some were re-cut at a conversation's end

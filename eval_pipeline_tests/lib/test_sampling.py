@@ -244,18 +244,22 @@ def test_refresh_adds_from_new_and_grown_and_prunes_gone(month):
     assert again.remove == plan.remove and [s.index for s in again.add] == [s.index for s in plan.add]
 
 
-def test_row_dicts_are_to_dicts_with_shared_strings():
-    """The eval set's per-record rows: the same dicts as polars' to_dicts, one string object per
-    repeated value of a low-cardinality column (a million-record month fits in less memory)."""
+def test_column_rows_are_to_dicts_as_mappings_with_shared_strings():
+    """The eval set's per-record rows: mappings equal to polars' to_dicts, made on access from
+    columns holding one string object per repeated value of a low-cardinality column."""
     import polars as pl
 
-    from eval_pipeline.lib.tables import row_dicts
+    from eval_pipeline.lib.tables import ColumnRows
 
     df = pl.DataFrame({"task_type": ["rag_qa", "extraction"] * 500, "request_id": [f"r{i}" for i in range(1000)],
                        "turn_index": list(range(1000)), "thumbs": [None] * 1000},
                       schema={"task_type": pl.String, "request_id": pl.String, "turn_index": pl.Int32,
                               "thumbs": pl.String})
-    rows = row_dicts(df)
-    assert rows == df.to_dicts()
+    rows = ColumnRows(df)
+    assert len(rows) == 1000 and list(rows) == df.to_dicts() and rows[-1] == df.to_dicts()[-1]
+    assert [dict(r) for r in rows[10:13]] == df.to_dicts()[10:13]
+    assert rows[3].get("thumbs", "x") is None and rows[3].get("absent", "x") == "x" and {**rows[3], "a": 1}["a"] == 1
     assert len({id(r["task_type"]) for r in rows}) == 2 and len({id(r["request_id"]) for r in rows}) == 1000
-    assert row_dicts(df.clear()) == []
+    with pytest.raises(IndexError):
+        rows[1000]
+    assert list(ColumnRows(df.clear())) == [] and not ColumnRows(df.clear())

@@ -11,7 +11,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from eval_pipeline.lib.spool import DaySlices, SpoolWriter, clean_spool, spool_dir
+from eval_pipeline.lib.spool import StoredPartition, SpoolWriter, clean_spool, spool_dir
 
 SCHEMA = pl.Schema({"id": pl.String, "n": pl.Int64, "ts": pl.Datetime("us"),
                     "items": pl.List(pl.Struct({"role": pl.String, "score": pl.Float64}))})
@@ -70,7 +70,7 @@ def table(tmp_path):
 
 def test_day_slices_read_a_partition_in_slices_of_at_most_n_rows(table):
     database, connect = table
-    day = DaySlices(connect, "select * from s.t where ts >= '2026-03-02' and ts < '2026-03-03'", spool_dir(database))
+    day = StoredPartition(connect, "select * from s.t where ts >= '2026-03-02' and ts < '2026-03-03'", spool_dir(database))
     assert day.rows == 600
     keys = day.frame("id", "list_transform(items, x -> struct_pack(role := x.role)) as items")
     assert keys.columns == ["id", "items"] and keys.height == 600
@@ -85,7 +85,7 @@ def test_day_slices_read_a_partition_in_slices_of_at_most_n_rows(table):
 
 def test_a_slice_iterator_dropped_half_way_deletes_its_spool_file(table):
     database, connect = table
-    day = DaySlices(connect, "select * from s.t", spool_dir(database))
+    day = StoredPartition(connect, "select * from s.t", spool_dir(database))
     parts = day.slices(100)
     assert next(parts).height == 100
     assert len(list(spool_dir(database).glob("*.parquet"))) == 1
@@ -96,7 +96,7 @@ def test_a_slice_iterator_dropped_half_way_deletes_its_spool_file(table):
 
 def test_a_table_never_written_reads_as_no_rows(table):
     database, connect = table
-    missing = DaySlices(connect, "select * from s.never_written", spool_dir(database))
+    missing = StoredPartition(connect, "select * from s.never_written", spool_dir(database))
     assert missing.rows == 0 and missing.frame("id").height == 0 and list(missing.slices(10)) == []
 
 

@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import EmbeddingSettings, PipelineSettings
 from eval_pipeline.lib.embeddings import embed_with_cache, embedding_text, get_embedder
-from eval_pipeline.lib.spool import DaySlices, SpooledFrame, SpoolWriter, spool_dir
+from eval_pipeline.lib.spool import StoredPartition, SpooledFrame, SpoolWriter, spool_dir
 from eval_pipeline.lib.tables import LOG_EMBEDDINGS_SCHEMA, SLICE, conform, frame, markdown_table
 
 _CARRIED = ("request_id", "conversation_id", "turn_index", "timestamp", "task_type", "user_segment", "thumbs",
@@ -21,7 +21,7 @@ _CARRIED = ("request_id", "conversation_id", "turn_index", "timestamp", "task_ty
     metadata={"schema": "embeddings", "partition_expr": "timestamp"},
 )
 def log_embeddings(context: dg.AssetExecutionContext, settings: PipelineSettings, embedding: EmbeddingSettings,
-                   warehouse: DuckDBResource, redacted_logs: DaySlices) -> dg.Output[SpooledFrame]:
+                   warehouse: DuckDBResource, redacted_logs: StoredPartition) -> dg.Output[SpooledFrame]:
     """A unit vector (float16 bytes) per redacted record of the day, of the user's turn with the
     previous user turn as context for follow-ups (``lib/embeddings.embedding_text``).
 

@@ -8,7 +8,7 @@ import polars as pl
 
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.lib.quality import SUITE_COLUMNS, validate_raw_logs
-from eval_pipeline.lib.spool import DaySlices
+from eval_pipeline.lib.spool import StoredPartition
 
 
 @dg.asset_check(
@@ -18,8 +18,8 @@ from eval_pipeline.lib.spool import DaySlices
     additional_ins={"quarantined_logs": dg.AssetIn(), "landing_manifest": dg.AssetIn()},
     description="Records in (per the landing manifest) = rows in raw_logs + rows in quarantined_logs, for the day.",
 )
-def records_reconcile(context: dg.AssetCheckExecutionContext, raw_logs: DaySlices,
-                      quarantined_logs: DaySlices, landing_manifest: pl.DataFrame) -> dg.AssetCheckResult:
+def records_reconcile(context: dg.AssetCheckExecutionContext, raw_logs: StoredPartition,
+                      quarantined_logs: StoredPartition, landing_manifest: pl.DataFrame) -> dg.AssetCheckResult:
     day = context.partition_key
     records_in = sum(json.loads(days).get(day, 0) for days in landing_manifest["days"])
     accounted = raw_logs.rows + quarantined_logs.rows  # two count queries: no record is read
@@ -41,7 +41,7 @@ def records_reconcile(context: dg.AssetCheckExecutionContext, raw_logs: DaySlice
     description="Great Expectations suite: ids unique and non-null, timestamps inside the day, "
     "message roles valid, latency >= 0, turn index >= 0, retrieval scores in [0, 1].",
 )
-def raw_logs_expectations(context: dg.AssetCheckExecutionContext, raw_logs: DaySlices) -> dg.AssetCheckResult:
+def raw_logs_expectations(context: dg.AssetCheckExecutionContext, raw_logs: StoredPartition) -> dg.AssetCheckResult:
     day = context.partition_time_window.start.date()
     checked = raw_logs.frame(*SUITE_COLUMNS)  # the suite's fields only: no text is read
     suite = validate_raw_logs(checked, day)

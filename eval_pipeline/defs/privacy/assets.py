@@ -14,7 +14,7 @@ from eval_pipeline.defs.resources import PipelineSettings, RedactionSettings, la
 from eval_pipeline.lib.redaction import CONVERSATION_ORDER, get_redactor, redact_slices
 from eval_pipeline.lib.redaction_cache import AnalysisCache
 from eval_pipeline.lib.retention import purge_raw_zone
-from eval_pipeline.lib.spool import DaySlices, SpooledFrame, SpoolWriter, spool_dir
+from eval_pipeline.lib.spool import StoredPartition, SpooledFrame, SpoolWriter, spool_dir
 from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, RETENTION_LOG_SCHEMA, SLICE, frame, markdown_table
 
 KINDS = {"polars", "duckdb", "presidio"}
@@ -27,7 +27,7 @@ KINDS = {"polars", "duckdb", "presidio"}
     metadata={"schema": "privacy", "partition_expr": "timestamp"},
 )
 def redacted_logs(context: dg.AssetExecutionContext, settings: PipelineSettings, redaction: RedactionSettings,
-                  raw_logs: DaySlices) -> dg.Output[SpooledFrame]:
+                  raw_logs: StoredPartition) -> dg.Output[SpooledFrame]:
     """The day's records with PII replaced by typed placeholders, consistent within a conversation.
 
     Every text that can carry user data is redacted: messages (system prompt included),

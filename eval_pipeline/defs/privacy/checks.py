@@ -7,7 +7,7 @@ from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import PipelineSettings, landing_file_days
 from eval_pipeline.lib.redaction import TEXT_COLUMNS, frame_texts, scan_for_leaks
 from eval_pipeline.lib.retention import raw_older_than
-from eval_pipeline.lib.spool import DaySlices
+from eval_pipeline.lib.spool import StoredPartition
 from eval_pipeline.lib.tables import SLICE
 
 
@@ -18,7 +18,7 @@ from eval_pipeline.lib.tables import SLICE
     description="Re-scans every redacted text with high-precision recognizers (emails, phone numbers, "
     "Luhn-valid cards); fails on any residual PII.",
 )
-def no_pii_leak(context: dg.AssetCheckExecutionContext, redacted_logs: DaySlices) -> dg.AssetCheckResult:
+def no_pii_leak(context: dg.AssetCheckExecutionContext, redacted_logs: StoredPartition) -> dg.AssetCheckResult:
     texts: dict[str, int] = {}  # the day's distinct texts, each scanned once however often it occurs
     rows = 0
     for part in redacted_logs.slices(SLICE, columns=TEXT_COLUMNS):  # the text columns, a slice at a time

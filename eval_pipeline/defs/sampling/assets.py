@@ -11,20 +11,18 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import PipelineSettings, SamplingSettings, read_table
-from eval_pipeline.lib.embeddings import from_storage, rows_with_vectors
+from eval_pipeline.lib.embeddings import READ_MEMORY_LIMIT, from_storage, rows_with_vectors
 from eval_pipeline.lib.eval_set import (base_version, build_version, changelog_markdown, coverage_table, plot_coverage,
                                         reusable_version)
 from eval_pipeline.lib.sampling import fields_read
+from eval_pipeline.lib.spool import StoredPartition
 from eval_pipeline.lib.tables import (EVAL_SET_CHANGELOG_SCHEMA, EVAL_SET_SCHEMA, REDACTED_LOGS_SCHEMA, frame,
-                                     markdown_table, row_dicts)
+                                     markdown_table, ColumnRows)
 
 VERSIONS = "sampling.eval_set_versions"
 CHANGELOG = "sampling.eval_set_changelog"
 # What an example copies from its record; read only for the records drawn (see _details).
 _TEXT_COLUMNS = ("messages", "retrieved_chunks", "completion")
-# What the draw reads of every record of the month: all but the texts (slice_keys may name any field).
-_DRAW_COLUMNS = [c for c in REDACTED_LOGS_SCHEMA if c not in {*_TEXT_COLUMNS, "user_input", "post_processing",
-                                                                  "feedback_comment", "metadata", "params"}]
 
 
 def _append(warehouse: DuckDBResource, table: str, df: pl.DataFrame) -> None:
@@ -44,6 +42,7 @@ def _details(warehouse: DuckDBResource, records: list[dict]) -> list[dict]:
                          "timestamp": [r["timestamp"] for r in records]}, schema={"request_id": pl.String,
                                                                                   "timestamp": pl.Datetime("us")})
     with warehouse.get_connection() as con:
+        con.execute(f"set memory_limit = '{READ_MEMORY_LIMIT}'")  # the join scans a month of texts: keep few pages
         texts = pl.DataFrame(con.execute(
             f"select r.request_id, r.timestamp, {', '.join('r.' + c for c in _TEXT_COLUMNS)} "
             "from privacy.redacted_logs r join keys using (request_id, timestamp)").arrow())
@@ -57,15 +56,10 @@ def _details(warehouse: DuckDBResource, records: list[dict]) -> list[dict]:
     kinds={"polars", "duckdb"},
     partitions_def=monthly_partitions,
     metadata={"schema": "sampling", "partition_expr": "month_start"},
-    ins={
-        # only the columns the draw reads: a month's texts and vectors are not loaded whole
-        "redacted_logs": dg.AssetIn(metadata={"columns": _DRAW_COLUMNS}),
-        "log_embeddings": dg.AssetIn(metadata={"columns": ["request_id"]}),  # vectors: month_vectors
-        "log_clusters": dg.AssetIn(metadata={"columns": ["request_id", "cluster_id"]}),
-    },
+    ins={"log_clusters": dg.AssetIn(metadata={"columns": ["request_id", "cluster_id"]})},
 )
 def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, sampling: SamplingSettings,
-             warehouse: DuckDBResource, redacted_logs: pl.DataFrame, log_embeddings: pl.DataFrame,
+             warehouse: DuckDBResource, redacted_logs: StoredPartition, log_embeddings: StoredPartition,
              log_clusters: pl.DataFrame, cluster_drift: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """The eval-set version this month produced.
 
@@ -87,19 +81,21 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
 
     records = pl.DataFrame()
     vectors = from_storage([], dim=1)
-    if redacted_logs.height and log_clusters.height and log_embeddings.height:
-        # the inputs hold only the selected columns (see ins); the vectors are read in batches
-        # straight into one float16 array (month_vectors), never as a column of blobs
-        records, vectors, _ = rows_with_vectors(
-            warehouse.get_connection, redacted_logs.join(log_clusters, on="request_id", how="inner")
-            .join(log_embeddings, on="request_id", how="inner").sort("request_id"))
-    # only the fields the draw reads are Python objects for every record; an example's other
-    # fields (its texts) are read for the drawn records alone (details)
+    # of every record of the month only the fields the draw reads (fields_read: the settings'
+    # slice keys and signals included) are read, and only they become Python objects; an
+    # example's texts are read for the drawn records alone (details). The vectors are read in
+    # batches straight into one float16 array (month_vectors), never as a column of blobs.
     needed = fields_read(config)
-    rows = row_dicts(records.select([c for c in records.columns if c in needed])) if records.height else []
+    month_rows = redacted_logs.rows
+    if month_rows and log_clusters.height and log_embeddings.rows:
+        drawn_from = redacted_logs.frame(*(f'"{c}"' for c in REDACTED_LOGS_SCHEMA if c in needed))
+        records, vectors, _ = rows_with_vectors(
+            warehouse.get_connection, drawn_from.join(log_clusters, on="request_id", how="inner").sort("request_id"))
+        del drawn_from
+    rows = ColumnRows(records.select([c for c in records.columns if c in needed])) if records.height else []
     drift = cluster_drift.to_dicts() if cluster_drift.height else []
-    if redacted_logs.height and records.height < redacted_logs.height:
-        context.log.warning(f"{redacted_logs.height - records.height} records of the month have no cluster or "
+    if month_rows and records.height < month_rows:
+        context.log.warning(f"{month_rows - records.height} records of the month have no cluster or "
                             "embedding (re-run log_embeddings and log_clusters for the month) and are not sampled")
 
     build = build_version(rows, vectors, month, config, previous=previous, drift=drift, existing_versions=names,
