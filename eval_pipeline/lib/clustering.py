@@ -252,10 +252,13 @@ def _fit_umap(x: np.ndarray, n_components: int, n_neighbors: int, min_dist: floa
     return reducer, embedding
 
 
-# Records outside the fit sample are placed this many at a time (one UMAP ``transform`` call
-# each): a month's vectors are never all in float32 at once, and a month of up to 120,000
-# records (20,000 fitted) is placed in one call, as before batches existed.
+# Records outside the fit sample are placed (one UMAP ``transform`` call) and assigned to
+# clusters (HDBSCAN's ``approximate_predict``, whose neighbour arrays took 0.95 GB for the
+# 980,000 records of a 1M-record month at once) this many at a time: a month's vectors are never
+# all in float32 at once, and a month of up to 120,000 records (20,000 fitted) is one call.
 TRANSFORM_BATCH = 100_000
+# Rows of a cluster made float32 at once to find its centroid and the examples nearest to it.
+DESCRIBE_BATCH = 25_000
 
 
 def _reduce(x_fit: np.ndarray, rest_batches: Iterable[np.ndarray], config: ClusterConfig):
@@ -501,9 +504,9 @@ def cluster_embeddings(vectors: np.ndarray, config: ClusterConfig | None = None)
                                             cluster_selection_method=config.cluster_selection,
                                             prediction_data=bool(len(rest_idx)), core_dist_n_jobs=1)
                 labels[fit_idx] = clusterer.fit_predict(reduced_fit)
-                if len(rest_idx):
-                    assigned, _strength = hdbscan.approximate_predict(clusterer, reduced_rest)
-                    labels[rest_idx] = assigned
+                for start in range(0, len(rest_idx), TRANSFORM_BATCH):  # its neighbour arrays grow with the points
+                    assigned, _strength = hdbscan.approximate_predict(clusterer, reduced_rest[start:start + TRANSFORM_BATCH])
+                    labels[rest_idx[start:start + TRANSFORM_BATCH]] = assigned
         timings["cluster"] = time.perf_counter() - started
         if len(rest_idx):
             criterion += f"; fitted on a seeded sample of {n_fit} of {n}, the rest assigned"
@@ -740,10 +743,10 @@ def describe_clusters(
         # a cluster's vectors in float32 TRANSFORM_BATCH rows at a time (the 'unclustered' group
         # of a 1M-record month is 1.5 GB of them at once): the centroid, then each one's cosine to it
         total = np.zeros(vectors.shape[1], dtype=np.float64)
-        for part in _batches(vectors, members):
+        for part in _batches(vectors, members, DESCRIBE_BATCH):
             total += part.sum(axis=0, dtype=np.float64)
         centroid = _normalize((total / len(members)).astype(np.float32)[None, :])[0]
-        closeness = np.concatenate([part @ centroid for part in _batches(vectors, members)])
+        closeness = np.concatenate([part @ centroid for part in _batches(vectors, members, DESCRIBE_BATCH)])
         order = members[np.argsort(-closeness, kind="stable")]
         examples, example_ids, seen = [], [], set()
         for i in order:

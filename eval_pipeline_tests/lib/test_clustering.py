@@ -191,6 +191,19 @@ def test_deterministic_with_sample_and_assign(long_tail):
     assert other_seed.n_fit == 400
 
 
+def test_the_rest_is_placed_and_assigned_in_batches_with_the_same_result(long_tail, monkeypatch):
+    """The records beyond the fit sample are placed by UMAP and assigned by HDBSCAN
+    ``TRANSFORM_BATCH`` at a time (memory): batches of 37 give the labels of one batch."""
+    from eval_pipeline.lib import clustering
+
+    x = long_tail[0][:700]
+    config = ClusterConfig(max_fit_sample=400, map_method="none")
+    whole = cluster_embeddings(x, config)
+    monkeypatch.setattr(clustering, "TRANSFORM_BATCH", 37)
+    batched = cluster_embeddings(x, config)
+    assert batched.n_assigned == 300 and np.array_equal(batched.labels, whole.labels)
+
+
 def test_transform_initialisation_matches_umap(long_tail):
     """The vectorised start of UMAP's transform gives exactly umap-learn's own arrays: on a real
     transform graph (a fitted UMAP, new points) and on a graph with the loop's edge cases (a row
