@@ -2,6 +2,8 @@
 
 import json
 import stat
+import subprocess
+import sys
 from datetime import date, timedelta
 
 import dagster as dg
@@ -17,6 +19,7 @@ from eval_pipeline.defs.resources import PipelineSettings, RedactionSettings, bu
 from eval_pipeline.definitions import build_definitions
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.redaction import DEFAULT_ENTITIES
+from eval_pipeline.lib.spool import spool_dir
 
 ALL = [ingest_assets.landing_manifest, ingest_assets.ingested_logs, ingest_checks.records_reconcile,
        ingest_checks.raw_logs_expectations, privacy_assets.redacted_logs, privacy_assets.raw_retention_log,
@@ -129,6 +132,9 @@ def test_retention_deletes_old_raw_days_and_files_and_proves_it(tmp_path):
                             instance=instance, raise_on_error=False)
     assert before.get_asset_check_evaluations()[0].passed is False  # the old day is still there
 
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = spool_dir(home.raw_warehouse) / f"{int(gone.stdout)}-0.parquet"  # raw rows a killed run left in transit
+    left.write_bytes(b"raw text")
     result = dg.materialize(ALL, resources=resources, selection=["raw_retention_log"], instance=instance)
     check = result.get_asset_check_evaluations()[0]
     assert check.check_name == "raw_within_retention" and check.passed
@@ -136,6 +142,7 @@ def test_retention_deletes_old_raw_days_and_files_and_proves_it(tmp_path):
     assert log["rows_deleted"].value == 3 and log["days_deleted"].value == 1
     assert log["landing_files_deleted"].value == [old_file.relative_to(home.landing).as_posix()]
     assert not old_file.exists()
+    assert log["spool_files_deleted"].value == 1 and not left.exists()
     with duckdb.connect(str(home.raw_warehouse), read_only=True) as con:
         days = {str(d) for (d,) in con.execute("select distinct cast(timestamp as date) from ingest.raw_logs").fetchall()}
     assert days == {new_day}

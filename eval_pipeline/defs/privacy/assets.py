@@ -14,7 +14,7 @@ from eval_pipeline.defs.resources import PipelineSettings, RedactionSettings, la
 from eval_pipeline.lib.redaction import CONVERSATION_ORDER, get_redactor, redact_slices
 from eval_pipeline.lib.redaction_cache import AnalysisCache
 from eval_pipeline.lib.retention import purge_raw_zone
-from eval_pipeline.lib.spool import StoredPartition, SpooledFrame, SpoolWriter, spool_dir
+from eval_pipeline.lib.spool import SpooledFrame, SpoolWriter, StoredPartition, clean_spool, spool_dir
 from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, RETENTION_LOG_SCHEMA, SLICE, frame, markdown_table
 
 KINDS = {"polars", "duckdb", "presidio"}
@@ -79,7 +79,8 @@ def raw_retention_log(context: dg.AssetExecutionContext, settings: PipelineSetti
     """Deletes raw data older than ``raw_retention_days`` and keeps the record of what it deleted.
 
     Deletes the rows of ``raw_logs`` and ``quarantined_logs`` before the cutoff day, landing
-    files whose every day is before it, and Dagster's materializations of those partitions.
+    files whose every day is before it, Dagster's materializations of those partitions, and
+    raw spool files a killed run left behind (``lib/spool.py``).
     Redacted data is kept. Runs daily on ``raw_retention_schedule``; ``raw_within_retention``
     proves nothing older remains. It does not read raw text (only counts and deletes), so it
     takes no input from ``raw_logs``.
@@ -89,6 +90,7 @@ def raw_retention_log(context: dg.AssetExecutionContext, settings: PipelineSetti
     previous = read_table(warehouse, "privacy.raw_retention_log", RETENTION_LOG_SCHEMA)
     with raw_warehouse.get_connection() as con:
         purge = purge_raw_zone(con, home.landing, landing_file_days(warehouse), cutoff)
+    spooled = clean_spool(spool_dir(home.raw_warehouse))  # raw rows a killed run left in transit
     days = sorted({d.isoformat() for _, d, _ in purge.rows})
     for key in ("raw_logs", "quarantined_logs"):
         if days:
@@ -103,6 +105,7 @@ def raw_retention_log(context: dg.AssetExecutionContext, settings: PipelineSetti
         "rows_deleted": int(deleted["rows_deleted"].sum() or 0),
         "days_deleted": len(days),
         "landing_files_deleted": dg.MetadataValue.json(purge.files_deleted),
+        "spool_files_deleted": spooled,
     })
 
 
