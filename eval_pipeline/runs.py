@@ -10,7 +10,7 @@ import shutil
 import threading
 from calendar import monthrange
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.partitions import daily_partitions, monthly_partitions
 from eval_pipeline import workers as workers_module
 from eval_pipeline.lib.clustering import warm_up as warm_up_clustering
+from eval_pipeline.lib.locks import file_lock
 from eval_pipeline.lib.paths import DataHome
 
 __all__ = ["MonthRefresh", "Evaluation", "day_pool", "default_workers", "ingest_day_run", "instance_for", "month_days",
@@ -84,6 +85,38 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# A day worker that has run about this many records is replaced by a fresh one (models loaded
+# again, about 10 CPU-s). Native memory a worker keeps after each day (PyTorch's and oneDNN's
+# allocations for new input shapes, the allocator's fragments) grows with the records it ran,
+# not with a day: on a 1M-record month (36k records a day, 14 days a worker) the workers grew
+# from 1.0-1.2 GB to 1.7-1.8 GB. A 100k-record month (50k records a worker) never recycles.
+RECYCLE_RECORDS = 110_000
+
+
+def recycle_after(day_records: list[int], workers: int, budget: int | None = None) -> int | None:
+    """How many days a worker runs before it is replaced (``max_tasks_per_child``), so that no
+    worker runs much more than ``budget`` records (default :data:`RECYCLE_RECORDS`); None when
+    no worker would reach it."""
+    budget = RECYCLE_RECORDS if budget is None else budget
+    biggest = max(day_records, default=0)
+    per_worker = -(-len(day_records) // max(1, workers))  # days a worker runs, rounded up
+    if not biggest or biggest * per_worker <= budget:
+        return None
+    return max(1, budget // biggest)
+
+
+def _day_records(home: DataHome, days: list[str]) -> list[int]:
+    """Records per day of ``days`` as the landing manifest counts them (parse errors included)."""
+    with file_lock(f"{home.warehouse}.lock"):
+        found = _query(home.warehouse, "select days from ingest.landing_manifest")
+    counts = dict.fromkeys(days, 0)
+    for (held,) in (found[0] if found else []):
+        for day, n in json.loads(held).items():
+            if day in counts:
+                counts[day] += int(n)
+    return list(counts.values())
+
+
 @contextmanager
 def day_pool(workers: int | None = None, home: DataHome | None = None) -> Iterator[ProcessPoolExecutor | None]:
     """Worker processes for the days of a month (None when one worker is asked for), to pass to
@@ -112,6 +145,41 @@ def day_pool(workers: int | None = None, home: DataHome | None = None) -> Iterat
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _days_on_recycled_workers(home: DataHome, days: list[str], workers: int,
+                              recycle: int) -> Iterator[tuple[str, str, bool, list[str]]]:
+    """:func:`ingest_day_run` outcomes of ``days`` (in the order they finish) on ``workers`` worker
+    processes, each replaced by a fresh one after ``recycle`` days. Each worker is a one-process
+    pool of its own (``max_tasks_per_child`` of a shared pool hangs on Python 3.11 once a
+    worker is replaced); a worker that dies raises ``BrokenProcessPool``, as the shared pool does."""
+    threads = max(1, default_workers() // workers)
+    spawn = multiprocessing.get_context("spawn")
+
+    def fresh() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=workers_module.init_worker,
+                                   initargs=(threads, str(home.root)))
+
+    queue = list(days)
+    slots = [[fresh(), 0] for _ in range(min(workers, len(queue)))]  # [executor, days it ran]
+    running: dict[Future, list] = {}
+    try:
+        for slot in slots:
+            running[slot[0].submit(workers_module.ingest_day, str(home.root), queue.pop(0))] = slot
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                slot = running.pop(future)
+                yield future.result()
+                slot[1] += 1
+                if queue:
+                    if slot[1] >= recycle:  # its native memory goes with the process
+                        slot[0].shutdown(wait=True)
+                        slot[0], slot[1] = fresh(), 0
+                    running[slot[0].submit(workers_module.ingest_day, str(home.root), queue.pop(0))] = slot
+    finally:
+        for executor, _ in slots:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
 def ingest_day_run(defs: dg.Definitions, instance: dg.DagsterInstance, day: str) -> tuple[str, str, bool, list[str]]:
     """One day's ingest run: (day, run id, run succeeded, names of the checks that failed)."""
     run = defs.resolve_job_def("ingest_job").execute_in_process(partition_key=day, instance=instance,
@@ -138,21 +206,31 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
     result = MonthRefresh(month=month)
     month_key = f"{days[0][:7]}-01"
     monthly = monthly_partitions.has_partition_key(month_key)
-    warm = None
+    warm, recycle = None, None
     with ExitStack() as stack:
+        owned = None
         if pool is None and len(days) > 1:
-            pool = stack.enter_context(day_pool(workers, home))  # the workers start while the manifest runs
+            owned = pool = stack.enter_context(day_pool(workers, home))  # the workers start while the manifest runs
         manifest = defs.resolve_job_def("landing_manifest_job").execute_in_process(
             instance=instance, raise_on_error=False, run_config=_QUIET)
         result.run_ids.append(manifest.run_id)
         if not manifest.success:
             result.failed.append("landing_manifest")
             return result
+        if owned is not None:
+            # days so large that a worker would run far more than RECYCLE_RECORDS: workers that are replaced
+            sizes = _day_records(home, days)
+            recycle = recycle_after(sizes, default_workers() if workers is None else workers)
+            if recycle is not None:
+                owned.shutdown(wait=True, cancel_futures=True)
+                log(f"  days of up to {max(sizes):,} records: each day worker is replaced after {recycle} days")
         if pool is not None and monthly:
             # UMAP compiles for 25-45 s in a new process: do it here while the workers run the days
             warm = threading.Thread(target=warm_up_clustering, name="umap-warm-up", daemon=True)
             warm.start()
-        if pool is None:
+        if recycle is not None:
+            outcomes = _days_on_recycled_workers(home, days, default_workers() if workers is None else workers, recycle)
+        elif pool is None:
             outcomes = (ingest_day_run(defs, instance, day) for day in days)
         else:
             outcomes = pool.map(workers_module.ingest_day, [str(home.root)] * len(days), days)

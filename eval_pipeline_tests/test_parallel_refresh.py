@@ -8,7 +8,8 @@ import polars as pl
 from eval_pipeline.lib.demo_logs import generate_logs
 from eval_pipeline.lib.embeddings import from_storage
 from eval_pipeline.lib.paths import DataHome
-from eval_pipeline.runs import refresh_month, table_counts
+from eval_pipeline import runs
+from eval_pipeline.runs import recycle_after, refresh_month, table_counts
 
 TABLES = {
     "restricted": {"ingest.raw_logs": "request_id", "ingest.quarantined_logs": "source_file, source_line"},
@@ -27,14 +28,18 @@ def _read(home: DataHome) -> dict[str, pl.DataFrame]:
 
 
 def test_parallel_days_give_the_same_tables_as_sequential_days(tmp_path, monkeypatch):
+    """...also when the workers are replaced part way (here after 10 days: a record budget of 150
+    against days of up to 14 records, as a 1M-record month's 36k-record days meet RECYCLE_RECORDS)."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
-    homes = []
+    monkeypatch.setattr(runs, "RECYCLE_RECORDS", 150)
+    homes, said = [], []
     for name, workers in (("sequential", 1), ("parallel", 2)):
         home = DataHome.resolve(tmp_path / name).ensure()
         generate_logs(home.landing / "demo", date(2026, 2, 1), 28, 12, seed=4, truth_dir=home.demo_truth)
-        result = refresh_month(home, "2026-02", log=lambda *_: None, workers=workers)
+        result = refresh_month(home, "2026-02", log=said.append, workers=workers)
         assert result.success and len(result.days) == 28 and result.monthly_jobs == ["monthly_refresh_job"]
         homes.append(home)
+    assert said == ["  days of up to 14 records: each day worker is replaced after 10 days"]
     sequential, parallel = (_read(h) for h in homes)
     assert sequential["ingest.raw_logs"].height == 28 * 12
     for table in sequential:
@@ -59,3 +64,10 @@ def test_parallel_days_give_the_same_tables_as_sequential_days(tmp_path, monkeyp
     assert clustered[0] == clustered[1] and len(clustered[0]) == 28 * 12
     # both runs used both caches: the parallel home has one cache file shared by its workers
     assert homes[1].redaction_cache.exists()
+
+
+def test_a_worker_is_replaced_only_when_its_days_would_pass_the_record_budget():
+    assert recycle_after([3_600] * 28, workers=2, budget=110_000) is None  # 100k records a month: 50k a worker
+    assert recycle_after([36_000] * 28, workers=2, budget=110_000) == 3  # 1M: 14 days of 36k a worker
+    assert recycle_after([500_000, 10], workers=2, budget=110_000) == 1  # a day above the budget: one day a worker
+    assert recycle_after([], workers=2) is None and recycle_after([0, 0], workers=2) is None
