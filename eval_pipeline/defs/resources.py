@@ -22,7 +22,7 @@ from eval_pipeline.lib.locks import file_lock
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.redaction import CustomPattern, RedactionConfig
 from eval_pipeline.lib.sampling import DEFAULT_SIGNAL_WEIGHTS, SamplingConfig
-from eval_pipeline.lib.spool import StoredPartition, SpooledFrame, clean_spool, spool_dir
+from eval_pipeline.lib.spool import SpooledFrame, StoredPartition, clean_spool, spool_dir
 from eval_pipeline.lib.tables import MANIFEST_SCHEMA
 
 __all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "SamplingSettings",
@@ -263,7 +263,7 @@ class _SpoolTypeHandler(DbTypeHandler):
         spool = spool_dir(context.resource_config["database"])
         clean_spool(spool)
         return StoredPartition(lambda: _LockedDuckDbClient.connect(context, table_slice),
-                         DuckDbClient.get_select_statement(table_slice), spool)
+                               DuckDbClient.get_select_statement(table_slice), spool)
 
     @property
     def supported_types(self):
