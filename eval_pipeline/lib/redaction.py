@@ -170,6 +170,7 @@ __all__ = [
     "normalise_value",
     "scan_for_leaks",
     "frame_texts",
+    "slice_texts",
     "TEXT_COLUMNS",
     "redact_jsonl",
     "withheld_marker",
@@ -1469,6 +1470,16 @@ def frame_texts(df: Any) -> dict[str, int]:
             if isinstance(value, str):
                 counts[value] = counts.get(value, 0) + times
     return counts
+
+
+def slice_texts(frames: Iterable[Any]) -> dict[str, int]:
+    """:func:`frame_texts` over several frames (a day's slices), merged: each distinct text once,
+    with how often it occurs in all of them."""
+    texts: dict[str, int] = {}
+    for part in frames:
+        for text, times in frame_texts(part).items():
+            texts[text] = texts.get(text, 0) + times
+    return texts
 
 
 def scan_for_leaks(texts: Iterable[str] | Mapping[str, int]) -> dict[str, int]:

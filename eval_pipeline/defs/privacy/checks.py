@@ -5,7 +5,7 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import PipelineSettings, landing_file_days
-from eval_pipeline.lib.redaction import TEXT_COLUMNS, frame_texts, scan_for_leaks
+from eval_pipeline.lib.redaction import TEXT_COLUMNS, scan_for_leaks, slice_texts
 from eval_pipeline.lib.retention import raw_older_than
 from eval_pipeline.lib.spool import StoredPartition
 from eval_pipeline.lib.tables import SLICE
@@ -19,16 +19,11 @@ from eval_pipeline.lib.tables import SLICE
     "Luhn-valid cards); fails on any residual PII.",
 )
 def no_pii_leak(context: dg.AssetCheckExecutionContext, redacted_logs: StoredPartition) -> dg.AssetCheckResult:
-    texts: dict[str, int] = {}  # the day's distinct texts, each scanned once however often it occurs
-    rows = 0
-    for part in redacted_logs.slices(SLICE, columns=TEXT_COLUMNS):  # the text columns, a slice at a time
-        rows += part.height
-        for text, times in frame_texts(part).items():
-            texts[text] = texts.get(text, 0) + times
-    counts = scan_for_leaks(texts)
+    # the text columns a slice at a time; each distinct text of the day scanned once
+    counts = scan_for_leaks(slice_texts(redacted_logs.slices(SLICE, columns=TEXT_COLUMNS)))
     return dg.AssetCheckResult(
         passed=sum(counts.values()) == 0,
-        metadata={"residual_by_type": dg.MetadataValue.json(counts), "rows_scanned": rows},
+        metadata={"residual_by_type": dg.MetadataValue.json(counts), "rows_scanned": redacted_logs.rows},
     )
 
 
