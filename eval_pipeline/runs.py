@@ -88,9 +88,11 @@ def default_workers() -> int:
 # A day worker that has run about this many records is replaced by a fresh one (models loaded
 # again, about 10 CPU-s). Native memory a worker keeps after each day (PyTorch's and oneDNN's
 # allocations for new input shapes, the allocator's fragments) grows with the records it ran,
-# not with a day: on a 1M-record month (36k records a day, 14 days a worker) the workers grew
-# from 1.0-1.2 GB to 1.7-1.8 GB. A 100k-record month (50k records a worker) never recycles.
-RECYCLE_RECORDS = 110_000
+# not with a day: four cold 36k-record days in one process (a 1M-record month's days) left it at
+# 1,235, 1,298, 1,348 and 1,384 MB, and its peaks within a day rose from 1,361 to 1,701 MB
+# (``malloc_trim`` gave nothing back). 60,000 replaces a worker after every such day, and never
+# in a 100k-record month (50,000 records a worker).
+RECYCLE_RECORDS = 60_000
 
 
 def recycle_after(day_records: list[int], workers: int, budget: int | None = None) -> int | None:

@@ -5,6 +5,7 @@ before Dagster, torch or spaCy load."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 __all__ = ["init_worker", "ingest_day", "ready"]
@@ -17,6 +18,9 @@ def init_worker(threads: int, root: str | None = None) -> None:
     and, given the data home ``root``, the default redaction and embedding models loaded (so they
     load while the parent scans the landing folder, not in the first day's run)."""
     warnings.filterwarnings("ignore", message=".*is currently in (preview|beta).*")
+    # before polars loads: its thread pool (one thread per core by default) otherwise wakes and
+    # spins on every small frame operation while the other worker has the second core
+    os.environ.setdefault("POLARS_MAX_THREADS", str(threads))
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads)

@@ -71,3 +71,5 @@ def test_a_worker_is_replaced_only_when_its_days_would_pass_the_record_budget():
     assert recycle_after([36_000] * 28, workers=2, budget=110_000) == 3  # 1M: 14 days of 36k a worker
     assert recycle_after([500_000, 10], workers=2, budget=110_000) == 1  # a day above the budget: one day a worker
     assert recycle_after([], workers=2) is None and recycle_after([0, 0], workers=2) is None
+    # the default budget: a 100k-record month keeps its two workers, a 1M-record month takes a fresh one per day
+    assert recycle_after([3_600] * 28, workers=2) is None and recycle_after([36_000] * 28, workers=2) == 1

@@ -83,7 +83,7 @@ class EmbeddingSettings(dg.ConfigurableResource):
     query_prefix: str = ""
     precision: str = "auto"
     mode: str = "transformer"
-    batch_size: int = 32
+    batch_size: int = 16
     max_seq_length: Optional[int] = None
 
     def config(self, cache_dir: str | None = None) -> EmbeddingConfig:
@@ -309,11 +309,14 @@ class WarehouseResource(DuckDBResource):
 # DuckDB's buffer memory for the IO managers' connections. Its default (80% of RAM) let the
 # checkpoint that runs when such a connection closes after writing a day hold 0.5-1.0 GB more for
 # a second or two in a worker (measured on 36k-record days of a 1M-record month: day peaks of
-# 2.6-2.85 GB, 1.8-2.2 GB with this limit, at the same speed). What they do stays within it at
-# any size: append a frame, delete a partition, scan a table into Arrow (a 1M-record month of
-# redacted_logs, 2 GB, reads under it). The direct query resources keep DuckDB's default: a sort
-# or join larger than the limit can fail ("failed to pin block") instead of spilling.
-IO_MEMORY_LIMIT = "512MB"
+# 2.6-2.85 GB, 1.8-2.2 GB at 512 MB). At 192 MB, four cold 36k-record days in one process peaked
+# at 1,361/1,567/1,567/1,701 MB against 1,342/1,593/1,593/1,905 at 512 MB (the last day's peak
+# is such a checkpoint), in 476 s against 460; a sort that outgrows it spills to disk. What they
+# do stays within it at any size: append a frame, delete a partition, sort a day for the spool,
+# scan a table into Arrow (a 1M-record month of redacted_logs, 2 GB, reads under it). The direct
+# query resources keep DuckDB's default: a sort or join larger than the limit can fail ("failed
+# to pin block") instead of spilling.
+IO_MEMORY_LIMIT = "192MB"
 
 
 def build_resources(home: DataHome, io_memory_limit: str = IO_MEMORY_LIMIT) -> dict[str, object]:

@@ -295,8 +295,11 @@ class EmbeddingConfig:
                     quantisation of the Linear layers; deprecated API in torch, cosine ~0.95).
     mode            "transformer" (the model itself) or "static" (distilled token table).
     batch_size      texts per forward pass (the whole list still goes to one ``encode`` call,
-                    which sorts by length). 32: on 3,000 distinct demo texts (median 57 chars),
-                    one thread, bf16, batches of 16/32/64/128 gave 230/236/205/174 texts/s.
+                    which sorts by length). 16: on 1,500 distinct demo texts (median 58 chars),
+                    one thread, bf16, with the other core busy as in a refresh, batches of
+                    8/16/24/32/64 gave 219/231/225/204-217/187 texts/s, and on 600 texts of over
+                    250 chars 62 (16) vs 55-56 (32); an earlier quiet-machine run had 16 and 32
+                    level (230/236).
     max_seq_length  word pieces read per text; None keeps the model's own (256 for MiniLM).
     static_dims     PCA dims of the static table; static_sif the SIF coefficient (model2vec's 1e-4).
     cache_dir       where the distilled static table is kept (None: in memory only).
@@ -306,7 +309,7 @@ class EmbeddingConfig:
     query_prefix: str = ""
     precision: Precision = "auto"
     mode: Mode = "transformer"
-    batch_size: int = 32
+    batch_size: int = 16
     max_seq_length: int | None = None
     static_dims: int = 256
     static_sif: float = 1e-4

@@ -493,7 +493,7 @@ def _phone_spans(text: str, regions: Sequence[str]) -> list[tuple[int, int, bool
     possible numbers with 7-15 digits and separators, and valid numbers written as a bare run of
     digits (left to the context words - "call", "phone", ... - to confirm).
     """
-    if sum(ch.isdigit() for ch in text) < 7:
+    if sum(map(str.isdigit, text)) < 7:
         return []
     found: dict[tuple[int, int], bool] = {}
     for w0, w1 in _phone_windows(text):
@@ -526,7 +526,7 @@ _PHONE_MAX_TRIES = 10_000_000
 def _phone_windows(text: str) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for m in _PHONE_WINDOW.finditer(text):
-        if sum(ch.isdigit() for ch in m.group()) < 7:
+        if sum(map(str.isdigit, m.group())) < 7:
             continue
         a, b = max(0, m.start() - 2), min(len(text), m.end() + 2)
         if out and a <= out[-1][1]:
@@ -545,7 +545,7 @@ def _phone_candidate(m: Any, window: str, offset: int, found: dict[tuple[int, in
     raw = m.raw_string.strip()
     if raw.count("/") > 1 or " / " in raw:
         return  # arithmetic or a path ("64 / 1024 / 1024"); "030/901820" is still a phone
-    digits = sum(ch.isdigit() for ch in raw)
+    digits = sum(map(str.isdigit, raw))
     if not 7 <= digits <= 15 or _DECIMAL_LIKE.fullmatch(raw) or _DATE_LIKE.fullmatch(raw) or _IPV4_LIKE.fullmatch(raw):
         return
     international = raw.startswith("+") or raw.startswith("00")
@@ -1505,7 +1505,7 @@ def _leaks_in(text: str) -> dict[str, int]:
         if 13 <= len(digits) <= 19 and _luhn(digits) and len(set(digits)) > 1:
             cards.append(m.span())
     counts["CREDIT_CARD"] = len(cards)
-    if not any(ch.isdigit() for ch in clean):
+    if not any(map(str.isdigit, clean)):
         return counts
     phones = [
         (a, b) for a, b, strong in _phone_spans(clean, _LEAK_PHONE_REGIONS)
