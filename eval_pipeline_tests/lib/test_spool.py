@@ -11,6 +11,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from eval_pipeline.lib import spool
 from eval_pipeline.lib.spool import StoredPartition, SpoolWriter, clean_spool, spool_dir
 
 SCHEMA = pl.Schema({"id": pl.String, "n": pl.Int64, "ts": pl.Datetime("us"),
@@ -81,6 +82,37 @@ def test_day_slices_read_a_partition_in_slices_of_at_most_n_rows(table):
     whole = pl.concat(list(day.slices(250)))
     assert whole.schema == SCHEMA and whole.sort("n").equals(rows(0, 600))
     assert not list(spool_dir(database).glob("*.parquet"))  # each spool file deleted once read
+
+
+def test_slices_in_another_order_are_dealt_through_buckets_and_leave_no_file(table, monkeypatch):
+    database, connect = table
+    monkeypatch.setattr(spool, "MAX_BUCKETS", 3)  # 600 rows in slices of 7: 86 slices, 29 a bucket
+    day = StoredPartition(connect, "select * from s.t where ts >= '2026-03-02' and ts < '2026-03-03'", spool_dir(database))
+    parts = list(day.slices(7, order_by="n % 13, ts desc"))
+    assert [p.height for p in parts] == [7] * 85 + [5]
+    expected = rows(0, 600).with_columns(key=pl.col("n") % 13).sort(["key", "ts", "n"], descending=[False, True, False])
+    assert pl.concat(parts).equals(expected.drop("key"))  # ties (same key and time) in stored order
+    assert not list(spool_dir(database).iterdir())
+
+
+def test_a_day_wider_than_the_memory_limit_is_read_in_order(tmp_path):
+    """DuckDB cannot sort whole rows much larger than its memory limit; the keys alone it can."""
+    database = tmp_path / "wide.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("create table t as select (i * 7919) % 30011 as k, i as n, repeat('x', 4000) || i::varchar as body "
+                    "from range(30000) r(i)")  # 120 MB of rows
+
+    @contextmanager
+    def connect():
+        with duckdb.connect(str(database), config={"memory_limit": "48MB"}) as con:
+            yield con
+
+    with connect() as con, pytest.raises(duckdb.OutOfMemoryException):
+        con.execute(f"copy (select * from t order by k) to '{tmp_path / 'sorted.parquet'}' (format parquet)")
+    day = StoredPartition(connect, "select * from t", spool_dir(database))
+    keys = [part["k"].to_list() for part in day.slices(2000, order_by="k")]
+    assert [len(k) for k in keys] == [2000] * 15
+    assert sum(keys, []) == sorted(sum(keys, [])) and len(set(sum(keys, []))) == 30000
 
 
 def test_a_slice_iterator_dropped_half_way_deletes_its_spool_file(table):
