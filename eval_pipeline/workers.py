@@ -14,7 +14,7 @@ _DEFS: dict[str, object] = {}
 
 
 def init_worker(threads: int, root: str | None = None) -> None:
-    """Run once per worker: ``threads`` for torch and BLAS, the command line's warning filters,
+    """Run once per worker: ``threads`` for torch, BLAS and polars, the command line's warning filters,
     and, given the data home ``root``, the default redaction and embedding models loaded (so they
     load while the parent scans the landing folder, not in the first day's run)."""
     warnings.filterwarnings("ignore", message=".*is currently in (preview|beta).*")
