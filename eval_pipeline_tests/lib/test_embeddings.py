@@ -7,6 +7,7 @@ import pytest
 
 from eval_pipeline.lib.embeddings import (
     DEFAULT_MODEL,
+    Embedder,
     EmbeddingConfig,
     content_hash,
     cpu_bf16_support,
@@ -167,9 +168,8 @@ def test_static_mode_distils_once_and_keeps_meaning(tmp_path):
     assert np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
     sims = x[:4] @ x[:4].T
     assert sims[0, 1] > max(sims[0, 2], sims[0, 3]) and sims[2, 3] > max(sims[2, 0], sims[2, 1])
-    # a second embedder with the same settings loads the table instead of distilling it (another
-    # batch size than the default makes another config object, so get_embedder's lru_cache does
-    # not hand back the first)
-    again = get_embedder(EmbeddingConfig(mode="static", cache_dir=str(tmp_path), batch_size=config.batch_size + 1))
+    # a second embedder with the same settings (built directly: get_embedder would hand back the
+    # first) loads the table instead of distilling it
+    again = Embedder(config)
     assert "loaded" in again.precision_reason
     assert np.allclose(again.encode(QUERIES), x[:4], atol=1e-6)
