@@ -83,11 +83,12 @@ class ClusterConfig:
                         that hold the majority of their own cluster 5.8 of 8 with min_samples 2
                         vs 4.8 with 8, for NMI 0.74 vs 0.77 (the larger value merges more).
     cluster_selection   HDBSCAN cluster_selection_method, "eom" or "leaf".
-    seed                seeds UMAP, the sample and k-means: same input + config = same labels in
-                        one process, and across processes when fewer than 4,096 records are
-                        fitted (exact neighbours). Above that, UMAP's NN-descent neighbours
-                        differed between two processes (8,000 demo records: 66 vs 72
-                        clusters); not solved yet (the 2-D map uses exact neighbours).
+    seed                seeds UMAP, the sample and k-means: same input + config = same labels,
+                        in one process and across processes. UMAP's neighbours are exact at
+                        every size (UMAP's own search below 4,096 distinct vectors,
+                        :class:`_ExactIndex` above, where UMAP's NN-descent gave 66 vs 72
+                        clusters for the same 8,000 demo records in two processes), and each
+                        distinct vector is fitted once (repeats made the spectral start vary).
     max_fit_sample      months with more records than this are fitted on a seeded random sample
                         of this many; the others are placed by UMAP ``transform`` and
                         ``hdbscan.approximate_predict`` (k-means: nearest centre). 20,000 keeps a
@@ -219,24 +220,45 @@ def _umap(n_components: int, n_neighbors: int, min_dist: float, seed: int, metri
 
 
 class _ExactIndex:
-    """Exact nearest neighbours (scikit-learn) in the place of pynndescent's NN-descent index,
-    which UMAP builds above 4,096 points, for the 2-D map: there UMAP is fitted on up to
-    ``map_sample`` points of the few-dimensional clustering space, where exact search takes a
-    fraction of a second, while NN-descent for the euclidean metric is numba code compiled in
-    every new process (about 10 s on this 2-core machine, during a refresh's day runs: numba's
-    disk cache does not cover it) and approximate. UMAP's ``transform`` would call ``query`` and
-    read ``_angular_trees``."""
+    """Exact nearest neighbours in the place of pynndescent's NN-descent index, which UMAP builds
+    above 4,096 points. NN-descent is numba code compiled in every new process (about 27 of the
+    35 CPU-s a UMAP warm-up took on this 2-core machine, during a refresh's day runs, where it
+    took a core from the day workers: numba's disk cache does not cover it) and approximate.
+    Cosine (the clustering fit on at most ``max_fit_sample`` distinct vectors and the
+    ``transform`` of the rest): one float32 matrix product per block of queries and
+    ``torch.topk`` (scikit-learn's brute force took 12.8 s for the 100k-record month, mostly a
+    float64 clip and ``argpartition``; this takes about 2 s). Euclidean (the 2-D map of the few
+    clustering dims, at most ``map_sample`` points): scikit-learn. UMAP's ``transform`` calls
+    ``query`` and reads ``_angular_trees``."""
 
     _angular_trees = True
+    BLOCK = 2048  # query rows per matrix product (2048 x 20,000 float32 = 160 MB)
 
     def __init__(self, data: np.ndarray, metric: str) -> None:
-        from sklearn.neighbors import NearestNeighbors
+        self._metric = metric
+        if metric == "cosine":
+            self._data = _normalize(np.asarray(data, dtype=np.float32))
+        else:
+            from sklearn.neighbors import NearestNeighbors
 
-        self._nn = NearestNeighbors(algorithm="brute", metric=metric).fit(data)
+            self._nn = NearestNeighbors(algorithm="brute", metric=metric).fit(data)
 
     def query(self, queries: np.ndarray, k: int, epsilon: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        dists, idx = self._nn.kneighbors(queries, n_neighbors=k)
-        return idx.astype(np.int32), np.maximum(dists, 0.0).astype(np.float32)
+        if self._metric != "cosine":
+            dists, idx = self._nn.kneighbors(queries, n_neighbors=k)
+            return idx.astype(np.int32), np.maximum(dists, 0.0).astype(np.float32)
+        import torch
+
+        q = _normalize(np.asarray(queries, dtype=np.float32))
+        k = min(k, len(self._data))
+        idx = np.empty((len(q), k), dtype=np.int32)
+        dists = np.empty((len(q), k), dtype=np.float32)
+        for start in range(0, len(q), self.BLOCK):
+            sims = torch.from_numpy(q[start:start + self.BLOCK] @ self._data.T)
+            top, where = torch.topk(sims, k, dim=1, largest=True, sorted=True)
+            dists[start:start + self.BLOCK] = np.maximum(1.0 - top.numpy(), 0.0)
+            idx[start:start + self.BLOCK] = where.numpy()
+        return idx, dists
 
 
 def _fit_umap(x: np.ndarray, n_components: int, n_neighbors: int, min_dist: float, seed: int, metric: str,
@@ -257,34 +279,76 @@ def _fit_umap(x: np.ndarray, n_components: int, n_neighbors: int, min_dist: floa
 # 980,000 records of a 1M-record month at once) this many at a time: a month's vectors are never
 # all in float32 at once, and a month of up to 120,000 records (20,000 fitted) is one call.
 TRANSFORM_BATCH = 100_000
+# UMAP computes all pairwise distances below this many points and runs NN-descent above.
+UMAP_EXACT_BELOW = 4_096
 # Rows of a cluster made float32 at once to find its centroid and the examples nearest to it.
 DESCRIBE_BATCH = 25_000
 
 
+def _distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, inverse)``: ``x[first]`` are the distinct rows of ``x`` in the order they first
+    appear (byte-equal rows are one), and ``x[first][inverse]`` is ``x`` again."""
+    rows = np.ascontiguousarray(x)
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[np.ravel(inverse)]
+
+
+def _row_keys(x: np.ndarray) -> list[bytes]:
+    rows = np.ascontiguousarray(x)
+    return [row.tobytes() for row in rows]
+
+
 def _reduce(x_fit: np.ndarray, rest_batches: Iterable[np.ndarray], config: ClusterConfig):
     """UMAP (cosine) of the fit sample, transform of the rest (given as float32 unit-vector
-    batches); PCA for tiny inputs. Returns (reduced fit, reduced rest or None, method)."""
+    batches); PCA for tiny inputs. Returns (reduced fit, reduced rest or None, method).
+
+    UMAP sees each distinct vector once: repeated texts (a month of 100,016 generated records
+    holds 40,269 distinct vectors, its 20,000-record fit sample 10,996) add no information to the
+    layout, and a clique of identical points at distance 0 made the spectral start and so the
+    labels differ from run to run of the same input in one process (53 to 59 clusters). A
+    repeated vector takes its first copy's position; a rest vector equal to a fitted one takes
+    that position without a ``transform``."""
     n = len(x_fit)
     if n < 3:
         rest = [batch for batch in rest_batches if len(batch)]
         return x_fit.astype(np.float32), (np.vstack(rest).astype(np.float32) if rest else None), "none"
-    if n >= 30 and config.umap_dims < x_fit.shape[1]:
-        reducer = _umap(config.umap_dims, min(config.umap_neighbors, n - 1), config.umap_min_dist,
-                        config.seed, "cosine", config.umap_epochs)
-        fit = reducer.fit_transform(x_fit).astype(np.float32)
+    first, inverse = _distinct_rows(x_fit)
+    distinct = x_fit[first]
+    if len(distinct) >= 30 and config.umap_dims < x_fit.shape[1]:
+        neighbours = min(config.umap_neighbors, len(distinct) - 1)
+        if len(distinct) >= UMAP_EXACT_BELOW:  # where UMAP would take NN-descent: exact neighbours
+            reducer, fit_distinct = _fit_umap(distinct, config.umap_dims, neighbours, config.umap_min_dist,
+                                              config.seed, "cosine", config.umap_epochs)
+        else:  # UMAP's own exact search (all pairwise distances)
+            reducer = _umap(config.umap_dims, neighbours, config.umap_min_dist, config.seed, "cosine",
+                            config.umap_epochs)
+            fit_distinct = reducer.fit_transform(distinct).astype(np.float32)
+        known = {key: i for i, key in enumerate(_row_keys(distinct))}
 
         def place(batch: np.ndarray) -> np.ndarray:
-            with _fast_transform_init():
-                out = reducer.transform(batch).astype(np.float32)
-            if not np.isfinite(out).all():
-                # UMAP's transform gives NaN for some points (seen on a 100k-record month): place
-                # those among their nearest fitted records in the embedding space instead
-                bad = ~np.isfinite(out).all(axis=1)
-                out[bad] = _place_by_neighbours(x_fit, fit, batch[bad])
-            return out
+            b_first, b_inverse = _distinct_rows(batch)
+            unique = batch[b_first]
+            hit = np.array([known.get(key, -1) for key in _row_keys(unique)], dtype=np.int64)
+            out = np.empty((len(unique), fit_distinct.shape[1]), dtype=np.float32)
+            out[hit >= 0] = fit_distinct[hit[hit >= 0]]
+            new = np.flatnonzero(hit < 0)
+            if len(new):
+                with _fast_transform_init():
+                    moved = reducer.transform(unique[new]).astype(np.float32)
+                if not np.isfinite(moved).all():
+                    # UMAP's transform gives NaN for some points (seen on a 100k-record month):
+                    # place those among their nearest fitted records in the embedding space
+                    bad = ~np.isfinite(moved).all(axis=1)
+                    moved[bad] = _place_by_neighbours(distinct, fit_distinct, unique[new][bad])
+                out[new] = moved
+            return out[b_inverse]
 
         placed = [place(batch) for batch in rest_batches if len(batch)]
-        return fit, (np.vstack(placed) if placed else None), "umap"
+        return fit_distinct[inverse], (np.vstack(placed) if placed else None), "umap"
     from sklearn.decomposition import PCA
 
     dims = max(1, min(config.umap_dims, n - 1, x_fit.shape[1]))
@@ -349,20 +413,18 @@ def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
 
 def warm_up(config: ClusterConfig | None = None) -> float:
     """Compile UMAP's numba functions for this process on 4,400 random vectors; returns the
-    seconds it took (about 35 s on this project's 2-core machine, most of it compiling
-    pynndescent's NN-descent for the cosine metric; 42 s when the 2-D map needed it for the
-    euclidean metric too, see :class:`_ExactIndex`). The first UMAP of a process spends that long
-    compiling (numba's disk cache does not cover NN-descent), so a month's refresh runs this in
-    a thread while the days are processed in worker processes, and the clustering step that
-    follows starts compiled (100k records: 35.6 s after it, 81 s cold)."""
+    seconds it took (about 8.5 s on this project's 2-core machine; 35 s while UMAP's fit used
+    pynndescent's NN-descent, whose numba code numba's disk cache does not cover, see
+    :class:`_ExactIndex`). The first UMAP of a process spends that long compiling, so a month's
+    refresh runs this in a thread while the days are processed in worker processes, and the
+    clustering step that follows starts compiled."""
     started = time.perf_counter()
     config = config or ClusterConfig()
-    # more than 4,096 points: UMAP takes its nearest-neighbour-descent path only above that size
+    # more than UMAP_EXACT_BELOW points: the path of a large month's fit (exact index, transform)
     x = _normalize(np.random.default_rng(0).normal(size=(4_400, 16)).astype(np.float32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reducer = _umap(config.umap_dims, 15, config.umap_min_dist, 0, "cosine", 5)
-        reduced = reducer.fit_transform(x[:4_200]).astype(np.float32)
+        reducer, reduced = _fit_umap(x[:4_200], config.umap_dims, 15, config.umap_min_dist, 0, "cosine", 5)
         with _fast_transform_init():
             reducer.transform(x[4_200:])
         _fit_umap(reduced, 2, 15, 0.1, 0, "euclidean", 5)
@@ -418,8 +480,9 @@ def cluster_embeddings(vectors: np.ndarray, config: ClusterConfig | None = None)
 
     1. If there are more than ``config.max_fit_sample`` vectors, a seeded random sample of that
        many is the fit set; the others are "assigned" at the end.
-    2. UMAP (cosine, ``umap_dims`` dims, seeded, single-threaded; see ``ClusterConfig.seed``) of the fit set;
-       fewer than 30 points use PCA instead.
+    2. UMAP (cosine, ``umap_dims`` dims, seeded, single-threaded; see ``ClusterConfig.seed``) of the
+       fit set's distinct vectors (repeats take their first copy's place); fewer than 30 distinct
+       points use PCA instead.
     3. HDBSCAN (``prediction_data`` when there is a rest to place, then
        ``hdbscan.approximate_predict``) or k-means (k given, or best silhouette over ``k_range``).
     4. Centroids are normalised means of the members' original vectors; the 2-D map is a 2-D
@@ -487,7 +550,7 @@ def cluster_embeddings(vectors: np.ndarray, config: ClusterConfig | None = None)
             km = KMeans(n_clusters=k_used, n_init=4, random_state=config.seed).fit(reduced_fit)
             labels[fit_idx] = km.labels_
             if len(rest_idx):
-                labels[rest_idx] = km.predict(reduced_rest)
+                labels[rest_idx] = _assign_rest(reduced_fit, km.labels_, reduced_rest, km.predict)
         else:
             import hdbscan
 
@@ -504,9 +567,9 @@ def cluster_embeddings(vectors: np.ndarray, config: ClusterConfig | None = None)
                                             cluster_selection_method=config.cluster_selection,
                                             prediction_data=bool(len(rest_idx)), core_dist_n_jobs=1)
                 labels[fit_idx] = clusterer.fit_predict(reduced_fit)
-                for start in range(0, len(rest_idx), TRANSFORM_BATCH):  # its neighbour arrays grow with the points
-                    assigned, _strength = hdbscan.approximate_predict(clusterer, reduced_rest[start:start + TRANSFORM_BATCH])
-                    labels[rest_idx[start:start + TRANSFORM_BATCH]] = assigned
+                if len(rest_idx):
+                    labels[rest_idx] = _assign_rest(reduced_fit, labels[fit_idx], reduced_rest,
+                                                    lambda points: hdbscan.approximate_predict(clusterer, points)[0])
         timings["cluster"] = time.perf_counter() - started
         if len(rest_idx):
             criterion += f"; fitted on a seeded sample of {n_fit} of {n}, the rest assigned"
@@ -528,6 +591,23 @@ def cluster_embeddings(vectors: np.ndarray, config: ClusterConfig | None = None)
                          criterion=criterion, n_fit=n_fit, n_assigned=int(len(rest_idx)),
                          map_method=map_how, reduced_dims=int(reduced_fit.shape[1]),
                          scores=scores, seconds=timings)
+
+
+def _assign_rest(reduced_fit: np.ndarray, fit_labels: np.ndarray, reduced_rest: np.ndarray, predict) -> np.ndarray:
+    """Labels of the records outside the fit sample: a point at the very place of a fitted one
+    (a repeated text) takes its label, each other distinct point is given ``predict``'s label
+    (HDBSCAN's ``approximate_predict``, whose neighbour arrays took 0.95 GB for 980,000 points
+    at once: ``TRANSFORM_BATCH`` points a call; it can label a copy of a fitted point otherwise)."""
+    known = dict(zip(_row_keys(reduced_fit), np.asarray(fit_labels).tolist()))
+    first, inverse = _distinct_rows(reduced_rest)
+    unique = reduced_rest[first]
+    unknown = NOISE - 1
+    labels = np.array([known.get(key, unknown) for key in _row_keys(unique)], dtype=np.int64)
+    todo = np.flatnonzero(labels == unknown)
+    for start in range(0, len(todo), TRANSFORM_BATCH):
+        rows = todo[start:start + TRANSFORM_BATCH]
+        labels[rows] = predict(unique[rows])
+    return labels[inverse]
 
 
 def _place_by_neighbours(space_fit: np.ndarray, map_fit: np.ndarray, space_rest: np.ndarray, k: int = 5) -> np.ndarray:
@@ -559,7 +639,11 @@ def _map_2d(x, reduced_fit, reduced_rest, fit_idx, rest_idx, config: ClusterConf
             m = min(len(space), config.map_sample)
             pick = np.sort(np.random.default_rng(config.seed).choice(len(space), size=m, replace=False))
             placed = np.zeros((len(space), 2), dtype=np.float32)
-            placed[pick] = _fit_umap(space[pick], 2, min(config.umap_neighbors, m - 1), 0.1, config.seed, "euclidean")[1]
+            first, inverse = _distinct_rows(space[pick])  # each distinct point once, as in _reduce
+            if len(first) < 3:
+                raise ValueError("too few distinct points for a 2-D UMAP")
+            placed[pick] = _fit_umap(space[pick][first], 2, min(config.umap_neighbors, len(first) - 1), 0.1,
+                                     config.seed, "euclidean")[1][inverse]
             others = np.setdiff1d(np.arange(len(space)), pick)
             if len(others):
                 placed[others] = _place_by_neighbours(space[pick], placed[pick], space[others])

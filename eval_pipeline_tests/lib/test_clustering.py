@@ -191,6 +191,27 @@ def test_deterministic_with_sample_and_assign(long_tail):
     assert other_seed.n_fit == 400
 
 
+def test_repeated_vectors_are_placed_once_and_alike(long_tail):
+    """Repeated texts (the same vector many times, inside the fit sample and beyond it) take
+    one place: equal rows get equal labels and map positions, and the result is the same from
+    run to run in one process (a clique of identical points made UMAP's start vary)."""
+    base = long_tail[0][:500]
+    order = np.random.default_rng(5).permutation(1400)
+    x = np.vstack([base, base[:450], base[:450]])[order]
+    source = np.concatenate([np.arange(500), np.arange(450), np.arange(450)])[order]
+    config = ClusterConfig(max_fit_sample=800, map_method="umap")
+    first = cluster_embeddings(x, config)
+    second = cluster_embeddings(x, config)
+    assert first.n_fit == 800 and first.n_assigned == 600
+    assert np.array_equal(first.labels, second.labels)
+    assert np.array_equal(first.coords_2d, second.coords_2d)
+    for i in range(500):
+        rows = np.flatnonzero(source == i)
+        assert len(set(first.labels[rows].tolist())) == 1, i
+        assert np.all(first.coords_2d[rows] == first.coords_2d[rows[0]]), i
+    assert first.n_clusters >= 3 and np.mean(first.labels != NOISE) > 0.5
+
+
 def test_the_rest_is_placed_and_assigned_in_batches_with_the_same_result(long_tail, monkeypatch):
     """The records beyond the fit sample are placed by UMAP and assigned by HDBSCAN
     ``TRANSFORM_BATCH`` at a time (memory): batches of 37 give the labels of one batch."""
@@ -262,6 +283,32 @@ def test_map_umap_uses_exact_neighbours_above_umaps_approximate_threshold():
     centres = np.array([first[i * 1_100:(i + 1) * 1_100].mean(axis=0) for i in range(4)])
     spread = max(first[i * 1_100:(i + 1) * 1_100].std(axis=0).max() for i in range(4))
     assert min(np.linalg.norm(a - b) for i, a in enumerate(centres) for b in centres[i + 1:]) > spread
+
+
+def test_exact_cosine_index_matches_brute_force_and_umap_fit_uses_it():
+    """The clustering's cosine neighbours above UMAP's approximate threshold are exact: the same
+    as a brute-force search over unit vectors (the point itself first, at distance 0), and
+    UMAP builds no NN-descent index for a fit of more than 4,096 distinct vectors."""
+    import umap.umap_ as umap_module
+
+    from eval_pipeline.lib import clustering
+
+    rng = np.random.default_rng(9)
+    data = rng.normal(size=(5_000, 24)).astype(np.float32) * rng.uniform(0.5, 3, (5_000, 1)).astype(np.float32)
+    idx, dists = clustering._ExactIndex(data, "cosine").query(data[:300], 15)
+    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
+    brute = 1 - unit[:300].astype(np.float64) @ unit.T.astype(np.float64)
+    assert np.allclose(np.sort(brute, axis=1)[:, :15], dists, atol=1e-5)
+    assert (idx[:, 0] == np.arange(300)).all() and np.allclose(dists[:, 0], 0, atol=1e-6)
+
+    built = []
+    original = umap_module.nearest_neighbors
+    umap_module.nearest_neighbors = lambda *a, **k: built.append(1) or original(*a, **k)
+    try:
+        result = cluster_embeddings(data, ClusterConfig(map_method="none", umap_epochs=20))
+    finally:
+        umap_module.nearest_neighbors = original
+    assert not built and result.n_fit == 5_000 and result.seconds["reduce"] > 0
 
 
 def test_tiny_and_empty_inputs():
