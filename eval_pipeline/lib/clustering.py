@@ -227,7 +227,7 @@ class _ExactIndex:
     Cosine (the clustering fit on at most ``max_fit_sample`` distinct vectors and the
     ``transform`` of the rest): one float32 matrix product per block of queries and
     ``torch.topk`` (scikit-learn's brute force took 12.8 s for the 100k-record month, mostly a
-    float64 clip and ``argpartition``; this takes about 2 s). Euclidean (the 2-D map of the few
+    float64 clip and ``argpartition``; this took 2.8 s). Euclidean (the 2-D map of the few
     clustering dims, at most ``map_sample`` points): scikit-learn. UMAP's ``transform`` calls
     ``query`` and reads ``_angular_trees``."""
 

@@ -112,6 +112,26 @@ def test_flag_between_the_thresholds():
     assert row["flags"] == ["unclear_rubric"] and row["band"] == "moderate"
 
 
+def test_one_sided_labels_are_skewed_prevalence_not_an_unclear_rubric():
+    """The kappa paradox: 17 of 18 labels pass and the one dissent is alone on its item (alpha 0,
+    8 of 9 pairs agree): ``skewed_prevalence``, not ``unclear_rubric``. Labels split as evenly
+    with the same low alpha are flagged; so are one-sided labels just under 90% prevalence."""
+    lone = {"a": [1, 1, 1, 1, 1, 0], "b": [1, 1, 1, 1, 1, 1], "c": [1, 1, 1, 1, 1, 1]}
+    [row] = criterion_agreement(_labels(lone))
+    assert row["method"] == "krippendorff_alpha" and row["value"] == pytest.approx(0.0, abs=1e-9)
+    assert row["pairwise_agreement"] == pytest.approx(8 / 9) and row["prevalence"] == pytest.approx(17 / 18)
+    assert row["flags"] == ["skewed_prevalence"] and not row["unclear_rubric"] and "89% of pairs" in row["note"]
+
+    below = {"a": [1, 1, 1, 0, 1], "b": [1, 1, 1, 1, 0], "c": [1, 1, 1, 1, 1]}  # 13 of 15 = 87%
+    [row] = criterion_agreement(_labels(below))
+    assert row["prevalence"] < 0.9 and row["value"] < 0.4
+    assert row["flags"] == ["unclear_rubric", "disagreement_about_quality"]
+
+    balanced = {"a": [1, 0, 1, 0, 1, 0], "b": [0, 1, 1, 0, 0, 1], "c": [1, 1, 0, 0, 1, 0]}
+    [row] = criterion_agreement(_labels(balanced))
+    assert row["value"] < 0.4 and row["flags"] == ["unclear_rubric", "disagreement_about_quality"]
+
+
 def test_constant_labels_give_none_not_nan():
     [row] = criterion_agreement(_labels({"a": [1, 1, 1], "b": [1, 1, 1]}))
     assert row["value"] is None and row["band"] is None and row["flags"] == []
