@@ -31,6 +31,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
+from eval_pipeline.lib.embeddings import distinct_rows
 from eval_pipeline.lib.records import FAILURE_SIGNALS
 
 __all__ = [
@@ -285,21 +286,24 @@ UMAP_EXACT_BELOW = 4_096
 DESCRIBE_BATCH = 25_000
 
 
-def _distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(first, inverse)``: ``x[first]`` are the distinct rows of ``x`` in the order they first
-    appear (byte-equal rows are one), and ``x[first][inverse]`` is ``x`` again."""
-    rows = np.ascontiguousarray(x)
-    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return first[order], rank[np.ravel(inverse)]
+def _row_index(rows: np.ndarray) -> dict[bytes, int]:
+    """Each row's bytes -> its index (the last of byte-equal rows)."""
+    return {row.tobytes(): i for i, row in enumerate(np.ascontiguousarray(rows))}
 
 
-def _row_keys(x: np.ndarray) -> list[bytes]:
-    rows = np.ascontiguousarray(x)
-    return [row.tobytes() for row in rows]
+def _fitted_or_computed(index: dict[bytes, int], fitted_values: np.ndarray, rows: np.ndarray, compute) -> np.ndarray:
+    """Values for ``rows``: a row byte-equal to a fitted row (``index``, from :func:`_row_index`)
+    takes that row's value in ``fitted_values``; each other distinct row gets ``compute``'s
+    value, computed once, in one call over those rows."""
+    first, inverse = distinct_rows(rows)
+    unique = np.ascontiguousarray(rows[first])
+    hit = np.array([index.get(row.tobytes(), -1) for row in unique], dtype=np.int64)
+    out = np.empty((len(unique),) + fitted_values.shape[1:], dtype=fitted_values.dtype)
+    out[hit >= 0] = fitted_values[hit[hit >= 0]]
+    new = np.flatnonzero(hit < 0)
+    if len(new):
+        out[new] = compute(unique[new])
+    return out[inverse]
 
 
 def _reduce(x_fit: np.ndarray, rest_batches: Iterable[np.ndarray], config: ClusterConfig):
@@ -316,7 +320,7 @@ def _reduce(x_fit: np.ndarray, rest_batches: Iterable[np.ndarray], config: Clust
     if n < 3:
         rest = [batch for batch in rest_batches if len(batch)]
         return x_fit.astype(np.float32), (np.vstack(rest).astype(np.float32) if rest else None), "none"
-    first, inverse = _distinct_rows(x_fit)
+    first, inverse = distinct_rows(x_fit)
     distinct = x_fit[first]
     if len(distinct) >= 30 and config.umap_dims < x_fit.shape[1]:
         neighbours = min(config.umap_neighbors, len(distinct) - 1)
@@ -327,25 +331,20 @@ def _reduce(x_fit: np.ndarray, rest_batches: Iterable[np.ndarray], config: Clust
             reducer = _umap(config.umap_dims, neighbours, config.umap_min_dist, config.seed, "cosine",
                             config.umap_epochs)
             fit_distinct = reducer.fit_transform(distinct).astype(np.float32)
-        known = {key: i for i, key in enumerate(_row_keys(distinct))}
+        index = _row_index(distinct)
+
+        def transform(batch: np.ndarray) -> np.ndarray:
+            with _fast_transform_init():
+                out = reducer.transform(batch).astype(np.float32)
+            if not np.isfinite(out).all():
+                # UMAP's transform gives NaN for some points (seen on a 100k-record month): place
+                # those among their nearest fitted records in the embedding space instead
+                bad = ~np.isfinite(out).all(axis=1)
+                out[bad] = _place_by_neighbours(distinct, fit_distinct, batch[bad])
+            return out
 
         def place(batch: np.ndarray) -> np.ndarray:
-            b_first, b_inverse = _distinct_rows(batch)
-            unique = batch[b_first]
-            hit = np.array([known.get(key, -1) for key in _row_keys(unique)], dtype=np.int64)
-            out = np.empty((len(unique), fit_distinct.shape[1]), dtype=np.float32)
-            out[hit >= 0] = fit_distinct[hit[hit >= 0]]
-            new = np.flatnonzero(hit < 0)
-            if len(new):
-                with _fast_transform_init():
-                    moved = reducer.transform(unique[new]).astype(np.float32)
-                if not np.isfinite(moved).all():
-                    # UMAP's transform gives NaN for some points (seen on a 100k-record month):
-                    # place those among their nearest fitted records in the embedding space
-                    bad = ~np.isfinite(moved).all(axis=1)
-                    moved[bad] = _place_by_neighbours(distinct, fit_distinct, unique[new][bad])
-                out[new] = moved
-            return out[b_inverse]
+            return _fitted_or_computed(index, fit_distinct, batch, transform)
 
         placed = [place(batch) for batch in rest_batches if len(batch)]
         return fit_distinct[inverse], (np.vstack(placed) if placed else None), "umap"
@@ -598,16 +597,13 @@ def _assign_rest(reduced_fit: np.ndarray, fit_labels: np.ndarray, reduced_rest: 
     (a repeated text) takes its label, each other distinct point is given ``predict``'s label
     (HDBSCAN's ``approximate_predict``, whose neighbour arrays took 0.95 GB for 980,000 points
     at once: ``TRANSFORM_BATCH`` points a call; it can label a copy of a fitted point otherwise)."""
-    known = dict(zip(_row_keys(reduced_fit), np.asarray(fit_labels).tolist()))
-    first, inverse = _distinct_rows(reduced_rest)
-    unique = reduced_rest[first]
-    unknown = NOISE - 1
-    labels = np.array([known.get(key, unknown) for key in _row_keys(unique)], dtype=np.int64)
-    todo = np.flatnonzero(labels == unknown)
-    for start in range(0, len(todo), TRANSFORM_BATCH):
-        rows = todo[start:start + TRANSFORM_BATCH]
-        labels[rows] = predict(unique[rows])
-    return labels[inverse]
+
+    def predict_in_batches(points: np.ndarray) -> np.ndarray:
+        return np.concatenate([predict(points[start:start + TRANSFORM_BATCH])
+                               for start in range(0, len(points), TRANSFORM_BATCH)])
+
+    return _fitted_or_computed(_row_index(reduced_fit), np.asarray(fit_labels, dtype=np.int64),
+                               reduced_rest, predict_in_batches)
 
 
 def _place_by_neighbours(space_fit: np.ndarray, map_fit: np.ndarray, space_rest: np.ndarray, k: int = 5) -> np.ndarray:
@@ -639,7 +635,7 @@ def _map_2d(x, reduced_fit, reduced_rest, fit_idx, rest_idx, config: ClusterConf
             m = min(len(space), config.map_sample)
             pick = np.sort(np.random.default_rng(config.seed).choice(len(space), size=m, replace=False))
             placed = np.zeros((len(space), 2), dtype=np.float32)
-            first, inverse = _distinct_rows(space[pick])  # each distinct point once, as in _reduce
+            first, inverse = distinct_rows(space[pick])  # each distinct point once, as in _reduce
             if len(first) < 3:
                 raise ValueError("too few distinct points for a 2-D UMAP")
             placed[pick] = _fit_umap(space[pick][first], 2, min(config.umap_neighbors, len(first) - 1), 0.1,

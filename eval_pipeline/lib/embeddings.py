@@ -53,6 +53,7 @@ __all__ = [
     "month_vectors",
     "rows_with_vectors",
     "unit_rows",
+    "distinct_rows",
     "cpu_bf16_support",
     "CACHE_TABLE",
     "CachedEmbeddings",
@@ -268,6 +269,19 @@ def unit_rows(vectors: np.ndarray, rows: Any = slice(None)) -> np.ndarray:
     if part.dtype == np.float16:
         return _normalize(part.astype(np.float32))
     return np.asarray(part, dtype=np.float32)
+
+
+def distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, inverse)``: ``x[first]`` are the distinct rows of ``x`` in the order they first
+    appear (byte-equal rows are one: the same text has the same stored vector), and
+    ``x[first][inverse]`` is ``x`` again."""
+    rows = np.ascontiguousarray(x)
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[np.ravel(inverse)]
 
 
 def _normalize(arr: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from eval_pipeline.lib.embeddings import unit_rows
+from eval_pipeline.lib.embeddings import distinct_rows, unit_rows
 from eval_pipeline.lib.records import FAILURE_SIGNALS
 
 __all__ = [
@@ -281,8 +281,7 @@ def dedupe(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarra
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     if n == 1:
         return np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.int64)
-    rows_as_bytes = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
-    _, first_of, inverse = np.unique(rows_as_bytes, return_index=True, return_inverse=True)
+    first_of, inverse = distinct_rows(x)
     distinct = x[first_of]
     norms = np.linalg.norm(distinct, axis=1, keepdims=True)
     distinct /= np.where(norms == 0, 1, norms)
@@ -291,7 +290,7 @@ def dedupe(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarra
         distinct_labels = _linked_groups(distinct, radius)
     else:
         distinct_labels = np.zeros(1, dtype=np.int64)
-    labels = np.asarray(distinct_labels)[np.asarray(inverse).ravel()]
+    labels = np.asarray(distinct_labels)[inverse]
     # each group's representative is its first row: the smallest row index with its label
     _, reps = np.unique(labels, return_index=True)
     reps = np.sort(reps).astype(np.int64)
