@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TRAIN_CSV", "load_queries", "long_tail_mix"]
+__all__ = ["TRAIN_CSV", "load_queries", "long_tail_mix", "two_months"]
 
 TRAIN_CSV = Path(__file__).resolve().parent / "demo_data" / "banking77" / "train.csv"
 
@@ -39,3 +39,30 @@ def long_tail_mix(categories: np.ndarray, seed: int = 0, n_intents: int = 30, la
         indices.extend(rng.choice(rows, size, replace=False).tolist())
         actual[intent] = size
     return np.array(indices), actual
+
+
+def two_months(categories: np.ndarray, seed: int = 0, n_intents: int = 24, largest: int = 80, smallest: int = 10,
+               new_sizes: tuple[int, ...] = (40, 15)) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    """Row indices of two consecutive months of the same traffic, as the refresh sees it.
+
+    Month 1: ``n_intents`` intents (drawn with ``seed`` among those with >= 100 queries),
+    geometric sizes from ``largest`` down to ``smallest``, the larger sizes to the intents with
+    more queries and each at most half of what its intent has. Month 2: the same intents at the
+    same sizes with fresh queries (disjoint from month 1's), except one dropped (drawn with
+    ``seed``), plus ``len(new_sizes)`` intents that month 1 did not have. Returns (month 1 rows,
+    month 2 rows, the new intents, the dropped intent).
+    """
+    rng = np.random.default_rng(seed)
+    counts = collections.Counter(categories.tolist())
+    pool = sorted(c for c, n in counts.items() if n >= 100)
+    chosen = rng.choice(pool, n_intents + len(new_sizes), replace=False).tolist()
+    old = sorted(chosen[:n_intents], key=lambda c: (-counts[c], c))
+    new = chosen[n_intents:]
+    dropped = old[int(rng.integers(n_intents))]
+    sizes = np.round(largest * (smallest / largest) ** (np.arange(n_intents) / (n_intents - 1))).astype(int)
+    sizes = [int(min(size, counts[c] // 2)) for c, size in zip(old, sizes)]
+    shuffled = {c: rng.permutation(np.flatnonzero(categories == c)) for c in chosen}
+    first = [shuffled[c][:size] for c, size in zip(old, sizes)]
+    second = [shuffled[c][size:2 * size] for c, size in zip(old, sizes) if c != dropped]
+    second += [shuffled[c][:size] for c, size in zip(new, new_sizes)]
+    return np.concatenate(first), np.concatenate(second), new, dropped

@@ -52,6 +52,7 @@ __all__ = [
     "UNCLUSTERED",
     "MonthClusters",
     "cluster_month",
+    "map_records",
     "drift_table_markdown",
 ]
 
@@ -653,6 +654,36 @@ def _map_2d(x, reduced_fit, reduced_rest, fit_idx, rest_idx, config: ClusterConf
     return np.vstack([pca.transform(batch) for batch in _batches(x, np.arange(n))]).astype(np.float32), "pca"
 
 
+def map_records(x: np.ndarray, config: ClusterConfig) -> tuple[np.ndarray, str]:
+    """2-D map coordinates of every record straight from the embeddings (for a month assigned to
+    last month's clusters, which has no reduced space of its own): a 2-D cosine UMAP of at most
+    ``map_sample`` seeded records (each distinct vector once), the others at the mean position
+    of their 5 nearest mapped records, ``TRANSFORM_BATCH`` at a time; PCA when asked or when
+    there are too few distinct records."""
+    n = len(x)
+    coords = np.zeros((n, 2), dtype=np.float32)
+    if config.map_method == "none" or n < 3:
+        return coords, "none"
+    pick = (np.sort(np.random.default_rng(config.seed).choice(n, size=config.map_sample, replace=False))
+            if n > config.map_sample else np.arange(n))
+    fit = _unit(x, pick)
+    first, inverse = distinct_rows(fit)
+    if config.map_method == "umap" and len(first) >= 30:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            coords[pick] = _fit_umap(fit[first], 2, min(config.umap_neighbors, len(first) - 1), 0.1, config.seed,
+                                     "cosine")[1][inverse]
+        rest = np.setdiff1d(np.arange(n), pick)
+        for start in range(0, len(rest), TRANSFORM_BATCH):
+            part = rest[start:start + TRANSFORM_BATCH]
+            coords[part] = _place_by_neighbours(fit, coords[pick], _unit(x, part))
+        return coords, "umap"
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2, random_state=config.seed).fit(fit)
+    return np.vstack([pca.transform(batch) for batch in _batches(x, np.arange(n))]).astype(np.float32), "pca"
+
+
 # --------------------------------------------------------------------------------------------
 # Describing clusters
 # --------------------------------------------------------------------------------------------
@@ -1151,6 +1182,11 @@ class MonthClusters:
                  ``centroid`` (None for the unclustered stratum)
     drift        :class:`DriftRow` of every cluster of this month and every gone one
     messages     what a person should know (empty month, too few records, all identical...)
+    mode         "initial" (no previous month), "assigned" (to the previous month's clusters,
+                 see ``lib/identity.py``) or "refit" (clustered afresh and matched one-to-one)
+    mode_reason  why that mode
+    continuing_share  share of this month's records in continuing clusters
+    novel_share  share of the sampled records the novelty test found novel (None: not assigned)
     """
 
     result: ClusterResult
@@ -1159,6 +1195,10 @@ class MonthClusters:
     drift: list[DriftRow]
     messages: list[str]
     png: bytes | None = None
+    mode: str = "initial"
+    mode_reason: str = ""
+    continuing_share: float = 0.0
+    novel_share: float | None = None
 
 
 def cluster_month(
@@ -1169,7 +1209,8 @@ def cluster_month(
     previous: Sequence[tuple[str, np.ndarray, int]] = (),
     previous_total: int = 0,
     known_ids: Iterable[str] = (),
-    threshold: float = 0.9,
+    reference: Any = None,
+    rules: Any = None,
     growth: float = 1.5,
     title: str = "",
 ) -> MonthClusters:
@@ -1179,11 +1220,47 @@ def cluster_month(
     the quality signals, ``task_type``, ``user_segment``) aligned with ``vectors``: a polars or
     pandas frame (read column by column, never turned into one dict per record) or a list of
     dicts. ``previous`` holds last month's clusters as ``(cluster_id, centroid, size)`` with
-    ``previous_total`` its record count; ``known_ids`` every id issued before, so none is reused.
+    ``previous_total`` its record count; ``known_ids`` every id issued before, so none is reused;
+    ``reference`` a sample of last month's records (``identity.Reference``) for the novelty test;
+    ``rules`` the ``identity.IdentityRules``.
+
+    With a previous month the records are first assigned to its clusters and only the novel
+    residual is clustered (``identity.assign_to_known``); the month is clustered afresh and
+    matched one-to-one (:func:`match_clusters`, ``rules.match_cosine``) when there is no
+    previous month, when ``rules.refit`` asks for it, or when the novel share passes
+    ``rules.refit_share``.
     """
+    from eval_pipeline.lib.identity import IdentityRules, assign_to_known
+
+    rules = rules or IdentityRules()
+    known_ids = list(known_ids)
     n = _len(rows)
+    x = np.asarray(vectors).reshape(n, -1) if n else np.zeros((0, 1), np.float32)
     messages: list[str] = []
-    result = cluster_embeddings(np.asarray(vectors).reshape(n, -1) if n else np.zeros((0, 1), np.float32), config)
+    assigned = None
+    mode, reason = "initial", "no clusters in the previous month: clustered afresh"
+    if previous and n:
+        if rules.refit:
+            mode, reason = "refit", "a refit was asked for: clustered afresh and matched one-to-one"
+        else:
+            assigned = assign_to_known(x, previous, previous_total, config, rules, reference=reference,
+                                       known_ids=known_ids, growth=growth)
+            if assigned is None:
+                mode, reason = "refit", (f"more than {rules.refit_share:.0%} of the month is novel: "
+                                         "clustered afresh and matched one-to-one")
+            else:
+                mode, reason = "assigned", (f"assigned to the previous month's clusters first; "
+                                            f"{assigned.novel_share:.1%} novel, clustered on their own")
+                messages += assigned.messages
+    if assigned is not None:
+        result = assigned.result
+        result.coords_2d, result.map_method = map_records(x, config)
+        drift, ids = assigned.drift, assigned.ids
+    else:
+        result = cluster_embeddings(x, config)
+        drift = match_clusters(previous, result.clusters(), threshold=rules.match_cosine, growth=growth,
+                               known_ids=known_ids, previous_total=previous_total, current_total=n)
+        ids = drift_id_map(drift)
     if n == 0:
         messages.append("no records in this month: nothing to cluster")
         if previous:
@@ -1193,14 +1270,12 @@ def cluster_month(
                         "they form one stratum, 'unclustered'")
     elif result.identical:
         messages.append(result.criterion)
-    if not previous and n:
-        messages.append("no clusters in the previous month: every cluster is new")
-    drift = match_clusters(previous, result.clusters(), threshold=threshold, growth=growth,
-                           known_ids=known_ids, previous_total=previous_total, current_total=n)
-    ids = drift_id_map(drift)
+    if n:
+        messages.append(f"{mode}: {reason}")
     status = {r.local_label: r.status for r in drift if r.local_label is not None}
+    continuing = sum(r.current_size for r in drift if r.status == "continuing")
     texts = [t or "" for t in _column(rows, "embed_text", n)]
-    table = describe_clusters(rows, result.labels, vectors, texts=texts, ids=ids) if n else []
+    table = describe_clusters(rows, result.labels, x, texts=texts, ids=ids) if n else []
     for entry in table:
         label = entry["label"]
         entry["status"] = UNCLUSTERED if label == NOISE else status[label]
@@ -1217,7 +1292,9 @@ def cluster_month(
         png = plot_cluster_map(result.coords_2d, result.labels, names=names,
                                title=f"{title} {result.n_clusters} clusters, "
                                      f"{int(np.sum(result.labels == NOISE))} unclustered of {n}".strip())
-    return MonthClusters(result, assignments, table, drift, messages, png)
+    return MonthClusters(result, assignments, table, drift, messages, png, mode=mode, mode_reason=reason,
+                         continuing_share=continuing / n if n else 0.0,
+                         novel_share=assigned.novel_share if assigned is not None else None)
 
 
 def drift_table_markdown(rows: Sequence[DriftRow]) -> str:
