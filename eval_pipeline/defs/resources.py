@@ -17,6 +17,7 @@ from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 
 from eval_pipeline.lib.clustering import ClusterConfig
 from eval_pipeline.lib.embeddings import DEFAULT_MODEL, EmbeddingConfig
+from eval_pipeline.lib.identity import IdentityRules
 from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
 from eval_pipeline.lib.locks import file_lock
 from eval_pipeline.lib.paths import DataHome
@@ -93,12 +94,16 @@ class EmbeddingSettings(dg.ConfigurableResource):
 
 
 class ClusteringSettings(dg.ConfigurableResource):
-    """How ``log_clusters`` clusters a month and matches it to the month before.
+    """How ``log_clusters`` clusters a month and keeps last month's cluster ids.
 
     method "hdbscan" (default) or "kmeans" (k: None picks it by cosine silhouette); months with
     more than ``max_fit_sample`` records are fitted on a seeded sample of that many and the rest
-    assigned. A cluster continues last month's when their centroids' cosine is at least
-    ``drift_threshold``; it has grown (shrunk) when its share of traffic rose (fell) by ``growth``x.
+    assigned. A month with a clustered month before it is assigned to that month's clusters
+    first and only its novel records are clustered (``lib/identity.py``: ``novelty_ratio``,
+    ``attach_cosine``, ``refit_share``); two clusters are one topic at centroid cosine
+    ``drift_threshold``; a cluster has grown (shrunk) when its share of traffic rose (fell) by
+    ``growth``x. ``refit`` clusters the month afresh and matches it one-to-one (recorded as a
+    refit in the drift table and the changelog).
     """
 
     method: str = "hdbscan"
@@ -110,11 +115,19 @@ class ClusteringSettings(dg.ConfigurableResource):
     seed: int = 0
     drift_threshold: float = 0.9
     growth: float = 1.5
+    novelty_ratio: float = 0.4
+    attach_cosine: float = 0.5
+    refit_share: float = 0.3
+    refit: bool = False
 
     def config(self) -> ClusterConfig:
         return ClusterConfig(method=self.method, k=self.k, min_cluster_size=self.min_cluster_size,  # type: ignore[arg-type]
                              min_samples=self.min_samples, umap_dims=self.umap_dims,
                              max_fit_sample=self.max_fit_sample, seed=self.seed)
+
+    def rules(self) -> IdentityRules:
+        return IdentityRules(match_cosine=self.drift_threshold, novelty_ratio=self.novelty_ratio,
+                             attach_cosine=self.attach_cosine, refit_share=self.refit_share, refit=self.refit)
 
 
 class SamplingSettings(dg.ConfigurableResource):

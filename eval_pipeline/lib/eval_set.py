@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from eval_pipeline.lib.records import FAILURE_SIGNALS
-from eval_pipeline.lib.sampling import SamplingConfig, Selected, draw_sample, plan_refresh
+from eval_pipeline.lib.sampling import SamplingConfig, Selected, draw_sample, plan_refresh, reweight
 
 __all__ = [
     "example_id",
@@ -112,6 +112,18 @@ class VersionBuild:
     messages: list[str] = field(default_factory=list)
     initial: bool = False
     unchanged: bool = False  # nothing to refresh from: ``rows`` are the previous version's, as they are
+    allocation: str = "proportional"  # how the additions were allocated: proportional or neyman
+    desired: dict[str, int] = field(default_factory=dict)  # stratum -> examples the allocation wants
+
+    def churn(self, previous_size: int) -> dict[str, Any]:
+        """Size and churn of this version: added, removed and moved (reassigned) examples, each
+        also as a share of the previous version's size."""
+        counts = {action: sum(1 for c in self.changelog if c["action"] == action)
+                  for action in ("added", "removed", "reassigned")}
+        base = max(previous_size, 1)
+        return {"size": len(self.rows), "previous_size": previous_size, "added": counts["added"],
+                "removed": counts["removed"], "moved": counts["reassigned"],
+                "churn": round((counts["added"] + counts["removed"] + counts["reassigned"]) / base, 4) if previous_size else None}
 
 
 def _example(record: Mapping[str, Any], selected: Selected, version: str, month: date, reason: str,
@@ -157,6 +169,7 @@ def build_version(
     existing_versions: Sequence[str] = (),
     created_at: datetime | None = None,
     details: Callable[[Sequence[Mapping[str, Any]]], Sequence[Mapping[str, Any]]] | None = None,
+    outcomes: Mapping[str, tuple[int, int]] | None = None,
 ) -> VersionBuild:
     """The next version: the initial draw when there is no previous version, else a refresh.
 
@@ -167,6 +180,10 @@ def build_version(
     fields), a function that returns the chosen records in full (``messages``,
     ``retrieved_chunks``, ``completion`` added), in the order given; called once, with only
     the records that become examples, so a month's texts never have to be in memory at once.
+    ``outcomes``: stratum -> (passed, scored) on the previous version (the last scorecard), for
+    the Neyman allocation of a refresh's additions (:func:`sampling.plan_refresh`). A refreshed
+    version's inclusion probabilities are recomputed against this month's traffic
+    (:func:`sampling.reweight`).
     """
     version = next_version(existing_versions)
     created_at = created_at or datetime.now()
@@ -190,7 +207,7 @@ def build_version(
         return VersionBuild(name, [dict(p) for p in previous], [], [
             f"no records in {month:%Y-%m}: nothing to refresh from, {name} stays the current version"], unchanged=True)
     plan = plan_refresh(previous, records, vectors, drift, config,
-                        taken_request_ids={p["request_id"] for p in previous})
+                        taken_request_ids={p["request_id"] for p in previous}, outcomes=outcomes)
     keep = set(plan.keep)
     rows = []
     changelog = []
@@ -208,7 +225,12 @@ def build_version(
         row = _example(chosen[s.index], s, version, month, plan.reasons[s.index], config.slice_keys)
         rows.append(row)
         changelog.append(_change(version, month, created_at, row["example_id"], "added", row["reason"], row))
-    return VersionBuild(version, rows, changelog, list(plan.messages))
+    probabilities = reweight(rows, records, config)
+    for row in rows:
+        if row["example_id"] in probabilities:
+            pi, represents = probabilities[row["example_id"]]
+            row.update(inclusion_probability=pi, represents=represents, weight=represents / pi)
+    return VersionBuild(version, rows, changelog, list(plan.messages), allocation=plan.allocation, desired=plan.desired)
 
 
 def _change(version: str, month: date, created_at: datetime, eid: str, action: str, reason: str,
@@ -217,10 +239,26 @@ def _change(version: str, month: date, created_at: datetime, eid: str, action: s
             "action": action, "reason": reason, "cluster_id": row.get("cluster_id"), "stratum": row.get("stratum")}
 
 
+def summary_line(summary: Mapping[str, Any]) -> str:
+    """One version's size, churn and continuing traffic as a line of text."""
+    parts = [f"{summary['size']} examples (target {summary['target_size']})"]
+    if summary.get("churn") is not None:
+        parts.append(f"churn {100 * summary['churn']:.1f}% of {summary['previous_size']} "
+                     f"({summary['added']} added, {summary['removed']} removed, {summary['moved']} moved)")
+    if summary.get("continuing_share") is not None:
+        parts.append(f"{100 * summary['continuing_share']:.1f}% of the month's traffic in continuing clusters")
+    if summary.get("cluster_mode") == "refit":
+        parts.append("clusters refitted this month (ids mapped old -> new in the moves)")
+    if summary.get("allocation") == "neyman":
+        parts.append("additions by Neyman allocation on the last scorecard")
+    return "; ".join(parts)
+
+
 def changelog_markdown(changelog: Sequence[Mapping[str, Any]], sizes: Mapping[str, int] | None = None,
-                       max_lines: int = 12) -> str:
-    """CHANGELOG-style text, newest version first: per version the counts, then the reasons
-    (grouped, with how many examples each)."""
+                       max_lines: int = 12, summaries: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """CHANGELOG-style text, newest version first: per version the counts (and, with
+    ``summaries``, size against target, churn and the share of traffic in continuing clusters),
+    then the reasons (grouped, with how many examples each)."""
     by_version: dict[str, list[Mapping[str, Any]]] = {}
     for row in changelog:
         by_version.setdefault(row["eval_set_version"], []).append(row)
@@ -235,6 +273,8 @@ def changelog_markdown(changelog: Sequence[Mapping[str, Any]], sizes: Mapping[st
         size = f", {sizes[version]} examples" if sizes and version in sizes else ""
         out.append(f"## {version} ({month:%Y-%m}){size}")
         out.append(f"{len(added)} added, {len(removed)} removed" + (f", {len(moved)} moved to a re-cut cluster" if moved else ""))
+        if summaries and version in summaries:
+            out.append(summary_line(summaries[version]))
         for action, group in (("Added", added), ("Removed", removed), ("Moved", moved)):
             if not group:
                 continue
@@ -337,3 +377,45 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def outcomes_by_stratum(scores: Sequence[Mapping[str, Any]], examples: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+    """stratum -> (passed, scored) of a model's scores (``example_id``, ``status``) on a version's
+    ``examples`` (``example_id``, ``stratum``): the last scorecard's outcomes per stratum, which
+    the refresh's Neyman allocation weighs by."""
+    stratum = {ex["example_id"]: ex["stratum"] for ex in examples}
+    out: dict[str, list[int]] = {}
+    for row in scores:
+        key = stratum.get(row["example_id"])
+        if key is None or row["status"] not in ("passed", "failed"):
+            continue
+        counts = out.setdefault(key, [0, 0])
+        counts[0] += row["status"] == "passed"
+        counts[1] += 1
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def slice_precision(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]],
+                    scores: Sequence[Mapping[str, Any]], slices: Sequence[str], slice_keys: Sequence[str],
+                    confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per slice (``slices``, e.g. the critical ones of the thresholds file): examples before and
+    after a refresh, the last pass rate on the version before (``scores``: ``example_id``,
+    ``status``), and the Wilson interval half-width expected at that rate with the examples
+    before and after (:func:`sampling.half_width`)."""
+    from eval_pipeline.lib.gates import slice_names
+    from eval_pipeline.lib.sampling import half_width
+
+    def members(rows: Sequence[Mapping[str, Any]], name: str) -> set[str]:
+        return {r["example_id"] for r in rows if name in slice_names(r.get("slice"), slice_keys)}
+
+    status = {r["example_id"]: r["status"] for r in scores if r["status"] in ("passed", "failed")}
+    out = []
+    for name in slices:
+        old, new = members(before, name), members(after, name)
+        scored = [status[e] == "passed" for e in old if e in status]
+        rate = sum(scored) / len(scored) if scored else None
+        out.append({"slice": name, "examples_before": len(old), "examples_after": len(new), "last_rate": rate,
+                    "scored": len(scored),
+                    "half_width_before": half_width(rate, len(old), confidence) if rate is not None else None,
+                    "half_width_after": half_width(rate, len(new), confidence) if rate is not None else None})
+    return out

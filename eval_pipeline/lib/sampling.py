@@ -48,6 +48,10 @@ __all__ = [
     "draw_sample",
     "RefreshPlan",
     "plan_refresh",
+    "neyman_allocate",
+    "outcome_sd",
+    "half_width",
+    "reweight",
     "horvitz_thompson_share",
 ]
 
@@ -74,7 +78,8 @@ class SamplingConfig:
     slice_keys      record fields that split strata further (e.g. ("task_type",)); the stratum
                     is ``cluster_id`` alone by default.
     dedup_cosine    records of one stratum at least this similar are near-duplicates.
-    refresh_size    examples a monthly refresh adds (the seed's 20-30).
+    refresh_size    at most this many examples of topics still in traffic a refresh removes to
+                    make room for new topics when the set would leave its band (below).
     noise_group     the "unclustered" stratum (HDBSCAN noise) is split by k-means into groups of
                     about this many records for the draw, each with a floor of ``noise_floor``:
                     noise holds the rare topics too small to form a cluster, and a proportional
@@ -86,6 +91,8 @@ class SamplingConfig:
     over_coverage   a stratum holding more than this many times what a fresh draw of the set's
                     size would give it this month is trimmed.
     under_coverage  a stratum holding fewer than this fraction of that gets refresh examples.
+    band            a refresh keeps the set within ``target_size x (1 +- band)``: removals are
+                    refilled, new topics get their floor.
     """
 
     target_size: int = 300
@@ -100,6 +107,7 @@ class SamplingConfig:
     merge_cosine: float = 0.9
     over_coverage: float = 2.0
     under_coverage: float = 0.5
+    band: float = 0.1
 
     def __post_init__(self) -> None:
         if self.target_size < 1:
@@ -449,6 +457,7 @@ class RefreshPlan:
     keep      example ids kept (unchanged, or moved to another cluster when in ``reassign``)
     remove    (example_id, reason)
     add       :class:`Selected` rows of this month's records, with ``reasons[index]`` why
+    desired   stratum -> examples the allocation wants there (Neyman or proportional, floored)
     """
 
     keep: list[str]
@@ -457,6 +466,96 @@ class RefreshPlan:
     reasons: dict[int, str]
     messages: list[str]
     reassign: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # example_id -> (cluster, stratum, reason)
+    desired: dict[str, int] = field(default_factory=dict)
+    allocation: str = "proportional"
+
+
+def neyman_allocate(caps: Mapping[str, int], weights: Mapping[str, float], target: int,
+                    floors: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Integer examples per stratum: each stratum first gets its floor (``floors``, at most its
+    cap), the rest of ``target`` in proportion to ``weights`` (largest remainders), never more
+    than ``caps`` (records a stratum has); what a capped stratum cannot take goes to the others.
+
+    With weights N_h x S_h (traffic x standard deviation of the outcome) this is Neyman's
+    allocation (Neyman 1934; Cochran, *Sampling Techniques*, 3rd ed., sec. 5.5), which minimises
+    the variance of the stratified estimate for a given total; with weights N_h it is the
+    proportional allocation."""
+    caps = {k: max(0, int(v)) for k, v in caps.items()}
+    alloc = {k: min(int((floors or {}).get(k, 0)), caps[k]) for k in caps}
+    remaining = max(0, min(target, sum(caps.values())) - sum(alloc.values()))
+    while remaining > 0:
+        open_ = [k for k in sorted(caps) if alloc[k] < caps[k] and weights.get(k, 0) > 0]
+        if not open_:
+            open_ = [k for k in sorted(caps) if alloc[k] < caps[k]]
+            if not open_:
+                break
+        total = sum(weights.get(k, 0) for k in open_) or float(len(open_))
+        quota = {k: remaining * (weights.get(k, 0) if total != len(open_) or weights.get(k, 0) else 1.0) / total
+                 for k in open_}
+        granted = 0
+        for k in open_:
+            add = min(int(math.floor(quota[k])), caps[k] - alloc[k])
+            alloc[k] += add
+            granted += add
+        left = remaining - granted
+        for k in sorted(open_, key=lambda k: (-(quota[k] - math.floor(quota[k])), -weights.get(k, 0), k)):
+            if left == 0:
+                break
+            if alloc[k] < caps[k]:
+                alloc[k] += 1
+                left -= 1
+        remaining = max(0, min(target, sum(caps.values())) - sum(alloc.values()))
+    return alloc
+
+
+def outcome_sd(passed: int, scored: int, prior: float = 0.5, prior_weight: float = 2.0, floor: float = 0.1) -> float:
+    """Standard deviation sqrt(p (1 - p)) of a stratum's pass/fail outcome, p the pass rate
+    shrunk towards ``prior`` by ``prior_weight`` pseudo-examples (a stratum with 3 of 3 passed is
+    not known to be certain), floored at ``floor`` so no stratum is left out of the allocation."""
+    p = (passed + prior * prior_weight) / (scored + prior_weight)
+    return max(floor, math.sqrt(p * (1 - p)))
+
+
+def half_width(rate: float, n: int, confidence: float = 0.95) -> float | None:
+    """Half-width of the Wilson interval at pass rate ``rate`` on ``n`` examples (None for n=0):
+    what a slice's interval is expected to be with n examples if its rate stays."""
+    if n <= 0:
+        return None
+    from eval_pipeline.lib.stats import wilson_interval
+
+    interval = wilson_interval(int(round(rate * n)), n, confidence=confidence)
+    return (interval.high - interval.low) / 2
+
+
+def reweight(examples: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]],
+             config: SamplingConfig) -> dict[str, tuple[float, int]]:
+    """example_id -> (inclusion probability, represents) of a refreshed version's examples.
+
+    In a stratum with traffic this month, with n_h examples in the version and record weights
+    w (:func:`record_weight`) over the stratum's N_h records this month, an example's
+    probability is that of a PPS draw of n_h from them: pi_i = n_h w_i / sum(w) (capped at 1, as
+    :func:`pps_inclusion`), standing for one record; so the weights 1 / pi of a stratum sum to
+    about N_h however the refresh allocated its examples (Neyman puts more where the outcome is
+    uncertain; the weights take that back out). Exact for the examples drawn this month; for
+    kept ones it treats a continuing topic's traffic as the same population month to month.
+    Examples of strata without traffic this month keep their probabilities."""
+    weights: dict[str, list[float]] = {}
+    for row in rows:
+        weights.setdefault(stratum_of(row, config.slice_keys), []).append(record_weight(row, config.signal_weights))
+    by_stratum: dict[str, list[Mapping[str, Any]]] = {}
+    for ex in examples:
+        by_stratum.setdefault(ex["stratum"], []).append(ex)
+    out: dict[str, tuple[float, int]] = {}
+    for key, members in by_stratum.items():
+        if key not in weights:
+            continue
+        total = float(sum(weights[key]))
+        n_h = len(members)
+        own = [record_weight({signal: True for signal in (ex.get("failure_signals") or [])}, config.signal_weights)
+               for ex in members]
+        for ex, w in zip(members, own):
+            out[ex["example_id"]] = (min(1.0, n_h * w / total), 1)
+    return out
 
 
 def plan_refresh(
@@ -466,31 +565,40 @@ def plan_refresh(
     drift: Sequence[Mapping[str, Any]],
     config: SamplingConfig,
     taken_request_ids: set[str] | frozenset[str] = frozenset(),
+    outcomes: Mapping[str, tuple[int, int]] | None = None,
 ) -> RefreshPlan:
-    """Plan the next version from the previous one and this month's clustered records.
+    """Plan the next version from the previous one and this month's clustered records, keeping
+    the set within ``band`` of ``target_size``.
 
     ``previous``: the current examples (``example_id``, ``cluster_id``, ``stratum``).
     ``rows``/``vectors``: this month's records with ``cluster_id`` (and ``request_id``).
     ``drift``: this month's ``cluster_drift`` rows (``cluster_id``, ``status``, ``trend``,
-    ``current_share``, ``previous_share``).
+    ``current_share``, ``previous_share``, ``nearest_id``, ``nearest_similarity``, ``mode``).
+    ``outcomes``: stratum -> (passed, scored) of the last scorecard on the previous version;
+    with it the additions follow Neyman's allocation, without it the proportional one.
 
-    The yardstick is what a fresh draw of the set's size (:func:`draw_sample`: same floors,
-    noise groups and near-duplicate collapse) would give each stratum this month.
-
-    * Move: examples of a ``gone`` cluster whose centroid is within ``merge_cosine`` of a cluster
-      of this month (``nearest_id`` of the drift row) go to that cluster: the topic was re-cut.
-    * Prune: examples whose cluster is truly ``gone`` (reason names it); then, in strata holding more
-      than ``over_coverage`` times their yardstick (and more than ``floor``), the excess
-      (seeded choice), as no longer representative.
-    * Add ``refresh_size`` examples from strata whose cluster is new or grown, or that hold
-      fewer than ``under_coverage`` times their yardstick; allocated proportionally with a floor
-      of 3, drawn the same way, never a record already in the set (``taken_request_ids``). An
-      added example's inclusion probability is that of this draw (relative to this month).
-    * Everything else is kept untouched.
+    1. Move: examples of a ``gone`` cluster whose topic continues in another cluster (its
+       ``nearest_id`` within ``merge_cosine``; after a refit, the one-to-one match's nearest
+       cluster) go there (changelog ``reassigned``).
+    2. Prune: examples of a truly gone cluster; then in a stratum holding more than
+       ``over_coverage`` times what the allocation wants there (and more than ``floor``), the
+       excess (seeded). Nothing else of a topic still in traffic is removed, except to make room
+       (step 4).
+    3. Want: the allocation of ``target_size`` over this month's strata (near-duplicates
+       collapsed, noise split in groups as in :func:`draw_sample`): weights N_h, or N_h x S_h
+       with S_h from ``outcomes`` (:func:`outcome_sd`); a floor of ``floor`` per stratum (and
+       ``noise_floor`` per noise group).
+    4. Add: what refills the set to ``target_size``, at least the floor of each new cluster and
+       the deficit of under-covered strata (fewer than ``under_coverage`` x wanted), given to the
+       strata furthest below what they want; when that would take the set past
+       ``target_size x (1 + band)``, the most over-represented strata (above what they want)
+       give up examples to make room, at most ``refresh_size`` of them.
     """
     rng = np.random.default_rng(config.seed + 1)
     messages: list[str] = []
     status = {d["cluster_id"]: d for d in drift}
+    refit = any(d.get("mode") == "refit" for d in drift)
+    follow = 0.8 if refit else config.merge_cosine  # a refit's nearest cluster is the topic's new cut
     gone = {cid for cid, d in status.items() if d["status"] == "gone"}
     remove: list[tuple[str, str]] = []
     kept_examples = []
@@ -500,77 +608,125 @@ def plan_refresh(
         d = status.get(cid)
         if cid not in gone:
             kept_examples.append(ex)
-        elif d.get("nearest_id") and (d.get("nearest_similarity") or 0.0) >= config.merge_cosine:
-            # HDBSCAN cut this topic differently this month: the examples still stand for traffic
-            # that is here, in the nearest cluster
+        elif d.get("nearest_id") and (d.get("nearest_similarity") or 0.0) >= follow:
             target = d["nearest_id"]
             stratum = "|".join([target] + ex["stratum"].split("|")[1:])
-            reassign[ex["example_id"]] = (target, stratum, f"cluster {cid} was re-cut: its centroid is "
-                                          f"{d['nearest_similarity']:.2f} cosine to {target} this month")
+            why = ("refit" if refit else "re-cut")
+            reassign[ex["example_id"]] = (target, stratum, f"{why}: cluster {cid} -> {target} (centroid cosine "
+                                          f"{d['nearest_similarity']:.2f}); the topic continues there")
             kept_examples.append({**ex, "cluster_id": target, "stratum": stratum})
         else:
             note = d.get("note") or ""
             remove.append((ex["example_id"], f"cluster {cid} is gone this month" + (f" ({note})" if note else "")))
 
-    # traffic this month per stratum
     strata: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         strata.setdefault(stratum_of(row, config.slice_keys), []).append(i)
     total = sum(len(v) for v in strata.values())
+    if not total:
+        removed = {eid for eid, _ in remove}
+        return RefreshPlan([ex["example_id"] for ex in previous if ex["example_id"] not in removed], sorted(remove), [],
+                           {}, ["no records this month: nothing to add"], reassign)
+
+    # what the set should hold per stratum this month
+    vectors = np.asarray(vectors)
+    fair = draw_sample(rows, vectors, config, target=config.target_size)  # proportional, floored, as a fresh draw
+    distinct = {k: len(v) for k, v in strata.items()}
+    if outcomes:
+        overall_p = sum(p for p, _ in outcomes.values()) / max(1, sum(n for _, n in outcomes.values()))
+        sd = {k: outcome_sd(*outcomes.get(k, (0, 0)), prior=overall_p) for k in strata}
+        floors = {k: min(config.floor, distinct[k]) for k in strata}
+        desired = neyman_allocate(distinct, {k: distinct[k] * sd[k] for k in strata}, config.target_size, floors)
+        allocation = "neyman"
+    else:
+        sd = {}
+        desired = dict(fair.allocation)
+        allocation = "proportional"
+
     by_stratum: dict[str, list[Mapping[str, Any]]] = {}
     for ex in kept_examples:
         by_stratum.setdefault(ex["stratum"], []).append(ex)
-    # what a fresh draw of the set's size would give each stratum this month (same floors, noise
-    # groups and near-duplicate collapse as the initial draw): the yardstick for over and under
-    size = max(len(kept_examples), config.refresh_size)  # a set pruned to almost nothing is measured at refresh size
-    fair = draw_sample(rows, vectors, config, target=size).allocation if total else {}
-    if total:
-        for key, examples in sorted(by_stratum.items()):
-            limit = max(int(math.ceil(config.over_coverage * fair.get(key, 0))), config.floor)
-            if key in fair and len(examples) > limit:
-                excess = len(examples) - limit
-                ids = sorted(e["example_id"] for e in examples)
-                for eid in sorted(rng.choice(ids, excess, replace=False).tolist()):
-                    remove.append((eid, f"stratum {key} over-represented: {len(examples)} examples where this "
-                                        f"month's traffic ({len(strata[key]) / total:.1%}) warrants about {fair[key]}"))
+    for key, examples in sorted(by_stratum.items()):
+        limit = max(int(math.ceil(config.over_coverage * desired.get(key, 0))), config.floor)
+        if key in desired and len(examples) > limit:
+            ids = sorted(e["example_id"] for e in examples)
+            for eid in sorted(rng.choice(ids, len(examples) - limit, replace=False).tolist()):
+                remove.append((eid, f"stratum {key} over-represented: {len(examples)} examples where this month's "
+                                    f"traffic ({len(strata[key]) / total:.1%}) warrants about {desired[key]}"))
     removed = {eid for eid, _ in remove}
-    keep = [ex["example_id"] for ex in previous if ex["example_id"] not in removed]
+    have = {k: 0 for k in strata}
+    for ex in kept_examples:
+        if ex["example_id"] not in removed:
+            have[ex["stratum"]] = have.get(ex["stratum"], 0) + 1
+    kept_count = sum(1 for ex in kept_examples if ex["example_id"] not in removed)
 
-    # strata to grow
+    # the records each stratum can still give (not in the set; near-duplicates collapsed)
+    available = {k: np.asarray([i for i in strata[k] if rows[i].get("request_id") not in taken_request_ids],
+                               dtype=np.int64) for k in strata}
+    groups = {k: dedupe(unit_rows(vectors, v), config.dedup_cosine) if len(v) else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+              for k, v in available.items()}
+    room = {k: len(groups[k][0]) for k in strata}
+    need: dict[str, int] = {}
     reasons_by_stratum: dict[str, str] = {}
-    for key, members in strata.items():
+    for key in strata:
         cid = key.split("|", 1)[0]
         d = status.get(cid)
-        share = len(members) / total if total else 0.0
-        have = sum(1 for ex in kept_examples if ex["stratum"] == key and ex["example_id"] not in removed)
-        if d is not None and d["status"] == "new":
+        share = len(strata[key]) / total
+        if d is not None and d["status"] == "new" and have.get(key, 0) < min(config.floor, room[key]):
+            need[key] = min(config.floor, room[key]) - have.get(key, 0)
             reasons_by_stratum[key] = f"new cluster {cid} ({share:.1%} of traffic)"
-        elif d is not None and d.get("trend") == "grown":
-            reasons_by_stratum[key] = (f"cluster {cid} grew from {d['previous_share']:.1%} to "
-                                       f"{d['current_share']:.1%} of traffic")
-        elif have < config.under_coverage * fair.get(key, 0):
-            reasons_by_stratum[key] = (f"stratum {key} under-covered: {have} examples where its traffic "
-                                       f"({share:.1%}) warrants about {fair[key]}")
+        elif have.get(key, 0) < config.under_coverage * desired.get(key, 0):
+            need[key] = min(desired[key] - have.get(key, 0), room[key])
+            reasons_by_stratum[key] = (f"stratum {key} under-covered: {have.get(key, 0)} examples where its traffic "
+                                       f"({share:.1%}) warrants about {desired[key]}")
+    upper = int(math.floor(config.target_size * (1 + config.band)))
+    n_add = max(config.target_size - kept_count, 0)
+    if sum(need.values()) > n_add:
+        n_add = min(sum(need.values()), max(upper - kept_count, n_add))
+        short = sum(need.values()) - n_add
+        # make room: the most over-represented strata give one example at a time
+        trimmed = 0
+        while short > 0 and trimmed < config.refresh_size:
+            over = [(have[k] / max(desired.get(k, 0), 1), k) for k in have
+                    if have[k] > max(desired.get(k, 0), config.floor) and have[k] > 1]
+            if not over:
+                break
+            _, key = max(over)
+            candidates = sorted(ex["example_id"] for ex in kept_examples
+                                if ex["stratum"] == key and ex["example_id"] not in removed)
+            eid = candidates[int(rng.integers(len(candidates)))]
+            remove.append((eid, f"room for new topics: stratum {key} holds {have[key]} examples where about "
+                                f"{desired.get(key, 0)} are wanted"))
+            removed.add(eid)
+            have[key] -= 1
+            kept_count -= 1
+            short -= 1
+            trimmed += 1
+            n_add += 1
+    # additions: the needs first, the rest to the strata furthest below what they want
+    deficits = {k: max(0, desired.get(k, 0) - have.get(k, 0) - need.get(k, 0)) for k in strata}
+    first = neyman_allocate({k: min(need.get(k, 0), room[k]) for k in strata}, need, min(n_add, sum(need.values())))
+    rest_caps = {k: min(room[k] - first.get(k, 0), deficits[k]) for k in strata}
+    second = neyman_allocate(rest_caps, {k: float(deficits[k]) for k in strata}, n_add - sum(first.values()))
+    if n_add - sum(first.values()) - sum(second.values()) > 0:  # every stratum at what it wants: by traffic
+        more = neyman_allocate({k: room[k] - first.get(k, 0) - second.get(k, 0) for k in strata},
+                               {k: float(len(strata[k])) for k in strata}, n_add - sum(first.values()) - sum(second.values()))
+        second = {k: second.get(k, 0) + more.get(k, 0) for k in strata}
     add: list[Selected] = []
     reasons: dict[int, str] = {}
-    if not total:
-        messages.append("no records this month: nothing to add")
-    elif not reasons_by_stratum:
-        messages.append("no new, grown or under-covered cluster this month: nothing added")
-    else:
-        vectors = np.asarray(vectors)
-        available = {k: np.asarray([i for i in strata[k] if rows[i].get("request_id") not in taken_request_ids],
-                                   dtype=np.int64) for k in reasons_by_stratum}
-        groups = {k: dedupe(unit_rows(vectors, v), config.dedup_cosine) for k, v in available.items()}
-        sizes = {k: len(kept) for k, (kept, _) in groups.items()}
-        allocation, alloc_messages = allocate(sizes, config.refresh_size, min(config.floor, 3))
-        messages += alloc_messages
-        for key in sorted(allocation):
-            n = allocation[key]
-            if not n:
-                continue
-            kept, counts = groups[key]
-            for s in _draw_from(rows, available[key], kept, counts, n, key, config, rng):
-                add.append(s)
-                reasons[s.index] = reasons_by_stratum[key]
-    return RefreshPlan(keep, sorted(remove), add, reasons, messages, reassign)
+    for key in sorted(strata):
+        n = first.get(key, 0) + second.get(key, 0)
+        if not n:
+            continue
+        kept, counts = groups[key]
+        why = reasons_by_stratum.get(key) or (
+            f"refill to {config.target_size}: stratum {key} holds {have.get(key, 0)} where {desired.get(key, 0)} are wanted"
+            + (f" (Neyman: pass-rate sd {sd[key]:.2f})" if key in sd else ""))
+        for s in _draw_from(rows, available[key], kept, counts, n, key, config, rng):
+            add.append(s)
+            reasons[s.index] = why
+    if not add:
+        messages.append(f"the set holds {kept_count} examples (target {config.target_size}) and no new or "
+                        "under-covered stratum: nothing added")
+    keep = [ex["example_id"] for ex in previous if ex["example_id"] not in removed]
+    return RefreshPlan(keep, sorted(remove), add, reasons, messages, reassign, desired, allocation)

@@ -9,7 +9,7 @@ import polars as pl
 
 __all__ = ["RAW_LOGS_SCHEMA", "REDACTED_LOGS_SCHEMA", "RETENTION_LOG_SCHEMA", "QUARANTINE_SCHEMA", "MANIFEST_SCHEMA",
            "LOG_EMBEDDINGS_SCHEMA", "LOG_CLUSTERS_SCHEMA", "CLUSTER_TABLE_SCHEMA", "CLUSTER_DRIFT_SCHEMA",
-           "EVAL_SET_SCHEMA", "EVAL_SET_CHANGELOG_SCHEMA",
+           "EVAL_SET_SCHEMA", "EVAL_SET_CHANGELOG_SCHEMA", "EVAL_SET_SUMMARY_SCHEMA",
            "SLICE", "ColumnRows", "conform", "frame", "markdown_table"]
 
 _MESSAGE = pl.Struct({"role": pl.String, "content": pl.String, "name": pl.String})
@@ -165,6 +165,7 @@ CLUSTER_DRIFT_SCHEMA = pl.Schema(
         "note": pl.String,
         "nearest_id": pl.String,  # the closest cluster on the other side (new: last month's; gone: this month's)
         "nearest_similarity": pl.Float64,
+        "mode": pl.String,  # how the month got its clusters: initial / assigned (to last month's) / refit
     }
 )
 
@@ -196,6 +197,25 @@ EVAL_SET_SCHEMA = pl.Schema(
         "added_in": pl.String,
         "removed_in": pl.String,  # null in a version's own rows; export fills it from later versions
         "reason": pl.String,  # why it was added
+    }
+)
+
+# One row per eval-set version: how it relates to the one before (append-only, like the versions).
+EVAL_SET_SUMMARY_SCHEMA = pl.Schema(
+    {
+        "eval_set_version": pl.String,
+        "month": pl.Date,
+        "based_on": pl.String,
+        "size": pl.Int64,
+        "target_size": pl.Int64,
+        "previous_size": pl.Int64,
+        "added": pl.Int64,
+        "removed": pl.Int64,
+        "moved": pl.Int64,
+        "churn": pl.Float64,  # (added + removed + moved) / previous size
+        "continuing_share": pl.Float64,  # share of the month's traffic in continuing clusters
+        "cluster_mode": pl.String,  # initial / assigned / refit (cluster_drift.mode)
+        "allocation": pl.String,  # initial / proportional / neyman
     }
 )
 

@@ -13,6 +13,7 @@ from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import ClusteringSettings, PipelineSettings, read_table
 from eval_pipeline.lib.clustering import UNCLUSTERED, cluster_month, cluster_table_markdown, drift_table_markdown
 from eval_pipeline.lib.embeddings import from_storage, rows_with_vectors, to_storage
+from eval_pipeline.lib.identity import Reference
 from eval_pipeline.lib.records import FAILURE_SIGNALS
 from eval_pipeline.lib.tables import CLUSTER_DRIFT_SCHEMA, CLUSTER_TABLE_SCHEMA, LOG_CLUSTERS_SCHEMA, conform, frame
 
@@ -23,6 +24,26 @@ _MONTHLY = {"schema": "clustering"}
 # ids; the vectors are read apart, straight into one float16 array: month_vectors).
 _CLUSTER_COLUMNS = ["request_id", "timestamp", "embed_text", "task_type", "user_segment", "thumbs",
                     *(s for s in FAILURE_SIGNALS if s != "thumbs_down")]
+
+
+def _reference(warehouse: DuckDBResource, month: date, size: int, seed: int) -> Reference | None:
+    """A seeded sample of at most ``size`` of ``month``'s clustered records with their vectors:
+    the previous month in the novelty test of ``lib/identity.py``; None when it has no records
+    or vectors (an older data home): the test then falls back to centroid cosine."""
+    with warehouse.get_connection() as con:
+        exists = con.execute("select count(*) from information_schema.tables where table_schema = 'clustering' "
+                             "and table_name = 'log_clusters'").fetchone()[0]
+        if not exists:
+            return None
+        keys = pl.DataFrame(con.execute("select request_id, timestamp, cluster_id from clustering.log_clusters "
+                                        "where month = ? order by request_id", [month]).arrow())
+    if keys.height > size:
+        keys = keys.sample(n=size, seed=seed).sort("request_id")
+    if not keys.height:
+        return None
+    keys = keys.with_columns(pl.col("timestamp").cast(pl.Datetime("us")))
+    kept, vectors, _ = rows_with_vectors(warehouse.get_connection, keys)
+    return Reference(vectors, kept["cluster_id"].to_list()) if kept.height else None
 
 
 @dg.multi_asset(
@@ -42,8 +63,11 @@ _CLUSTER_COLUMNS = ["request_id", "timestamp", "embed_text", "task_type", "user_
 )
 def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, clustering: ClusteringSettings,
                  warehouse: DuckDBResource, log_embeddings: pl.DataFrame):
-    """Clusters the month's embeddings (UMAP, then HDBSCAN or k-means), matches them to the latest
-    earlier month's clusters so continuing clusters keep their id, and describes each one.
+    """Clusters the month's records and describes each cluster. The first month is clustered
+    (UMAP, then HDBSCAN or k-means); a later month is assigned to the latest earlier month's
+    clusters first, so a topic still in traffic keeps its id, and only its novel records are
+    clustered for new topics (``lib/identity.py``); when too much of it is novel, or a refit is
+    asked for, it is clustered afresh and matched one-to-one (the drift rows' ``mode`` says which).
 
     One step makes all three tables because the ids come from the match with last month: the
     record assignments, the cluster table and the drift rows must agree.
@@ -68,9 +92,11 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     previous = [(r["cluster_id"], from_storage([r["centroid"]])[0], r["size"]) for r in last.iter_rows(named=True)]
     previous_total = int(history.filter(pl.col("month") == previous_month)["size"].sum()) if previous_month else 0
 
+    rules = clustering.rules()
+    reference = _reference(warehouse, previous_month, rules.sample, clustering.seed) if previous and rows.height else None
     result = cluster_month(rows, vectors, clustering.config(), previous=previous, previous_total=previous_total,
                            known_ids=[i for i in history["cluster_id"].to_list() if i != UNCLUSTERED],
-                           threshold=clustering.drift_threshold, growth=clustering.growth, title=f"{month:%Y-%m}:")
+                           reference=reference, rules=rules, growth=clustering.growth, title=f"{month:%Y-%m}:")
     for message in result.messages:
         context.log.info(message)
 
@@ -83,7 +109,8 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
         "task_types": json.dumps(entry["task_types"]), "user_segments": json.dumps(entry["user_segments"]),
         "centroid": None if entry["centroid"] is None else to_storage(entry["centroid"])[0],
     } for entry in result.table], CLUSTER_TABLE_SCHEMA)
-    drift = frame([{**r.as_dict(), "month": month, "month_start": month_start} for r in result.drift], CLUSTER_DRIFT_SCHEMA)
+    drift = frame([{**r.as_dict(), "month": month, "month_start": month_start, "mode": result.mode}
+                   for r in result.drift], CLUSTER_DRIFT_SCHEMA)
 
     map_md = "(no records this month)"
     if result.png:
@@ -113,6 +140,10 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     yield dg.Output(drift, output_name="cluster_drift", metadata={
         "dagster/row_count": drift.height,
         "previous_month": str(previous_month) if previous_month else "none",
+        "mode": result.mode,
+        "mode_reason": result.mode_reason,
+        "continuing_share": round(result.continuing_share, 4),
+        "novel_share": round(result.novel_share, 4) if result.novel_share is not None else float("nan"),
         "by_status": dg.MetadataValue.json(dict(zip(statuses["status"].to_list(), statuses["len"].to_list()))),
         "drift": dg.MetadataValue.md(drift_table_markdown(result.drift)),
     })

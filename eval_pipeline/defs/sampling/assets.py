@@ -10,17 +10,18 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import monthly_partitions
-from eval_pipeline.defs.resources import PipelineSettings, SamplingSettings, read_table
+from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings, SamplingSettings, read_table
 from eval_pipeline.lib.embeddings import READ_MEMORY_LIMIT, from_storage, rows_with_vectors
-from eval_pipeline.lib.eval_set import (base_version, build_version, changelog_markdown, coverage_table, plot_coverage,
-                                        reusable_version)
+from eval_pipeline.lib.eval_set import (base_version, build_version, changelog_markdown, coverage_table,
+                                        outcomes_by_stratum, plot_coverage, reusable_version, slice_precision)
 from eval_pipeline.lib.sampling import fields_read
 from eval_pipeline.lib.spool import StoredPartition
-from eval_pipeline.lib.tables import (EVAL_SET_CHANGELOG_SCHEMA, EVAL_SET_SCHEMA, REDACTED_LOGS_SCHEMA, frame,
-                                     markdown_table, ColumnRows)
+from eval_pipeline.lib.tables import (EVAL_SET_CHANGELOG_SCHEMA, EVAL_SET_SCHEMA, EVAL_SET_SUMMARY_SCHEMA,
+                                     REDACTED_LOGS_SCHEMA, ColumnRows, frame, markdown_table)
 
 VERSIONS = "sampling.eval_set_versions"
 CHANGELOG = "sampling.eval_set_changelog"
+SUMMARY = "sampling.eval_set_summary"
 # What an example copies from its record; read only for the records drawn (see _details).
 _TEXT_COLUMNS = ("messages", "retrieved_chunks", "completion")
 
@@ -51,6 +52,25 @@ def _details(warehouse: DuckDBResource, records: list[dict]) -> list[dict]:
             for r in records]
 
 
+def _last_scores(warehouse: DuckDBResource, version: str | None) -> list[dict]:
+    """``example_id`` and ``status`` of the latest scorecard made on eval-set ``version`` (empty
+    when none was made): what the refresh's Neyman allocation and the slice precision read."""
+    if not version:
+        return []
+    with warehouse.get_connection() as con:
+        tables = {r[0] for r in con.execute("select table_name from information_schema.tables "
+                                            "where table_schema = 'evaluation'").fetchall()}
+        if not {"scorecard", "candidate_scores"} <= tables:
+            return []
+        found = con.execute("select model_version from evaluation.scorecard where eval_set_version = ? "
+                            "order by created_at desc limit 1", [version]).fetchone()
+        if not found:
+            return []
+        return [{"example_id": e, "status": st} for e, st in con.execute(
+            "select example_id, status from evaluation.candidate_scores where model_version = ? and eval_set_version = ?",
+            [found[0], version]).fetchall()]
+
+
 @dg.asset(
     group_name="sampling",
     kinds={"polars", "duckdb"},
@@ -59,7 +79,7 @@ def _details(warehouse: DuckDBResource, records: list[dict]) -> list[dict]:
     ins={"log_clusters": dg.AssetIn(metadata={"columns": ["request_id", "cluster_id"]})},
 )
 def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, sampling: SamplingSettings,
-             warehouse: DuckDBResource, redacted_logs: StoredPartition, log_embeddings: StoredPartition,
+             evaluation: EvaluationSettings, warehouse: DuckDBResource, redacted_logs: StoredPartition, log_embeddings: StoredPartition,
              log_clusters: pl.DataFrame, cluster_drift: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """The eval-set version this month produced.
 
@@ -94,12 +114,17 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
         del drawn_from
     rows = ColumnRows(records.select([c for c in records.columns if c in needed])) if records.height else []
     drift = cluster_drift.to_dicts() if cluster_drift.height else []
+    continuing_share = (float(cluster_drift.filter(pl.col("status") == "continuing")["current_share"].sum())
+                        if cluster_drift.height and base else None)
+    cluster_mode = cluster_drift["mode"][0] if cluster_drift.height else None
     if month_rows and records.height < month_rows:
         context.log.warning(f"{month_rows - records.height} records of the month have no cluster or "
                             "embedding (re-run log_embeddings and log_clusters for the month) and are not sampled")
 
+    scores = _last_scores(warehouse, base) if previous else []
+    outcomes = outcomes_by_stratum(scores, previous) if scores else None
     build = build_version(rows, vectors, month, config, previous=previous, drift=drift, existing_versions=names,
-                          details=lambda chosen: _details(warehouse, list(chosen)))
+                          details=lambda chosen: _details(warehouse, list(chosen)), outcomes=outcomes)
     reused = reusable_version(versions.select("eval_set_version", "month", "example_id").to_dicts(), month, build)
     if reused:
         # the version current this month; its rows carry this month so the partition holds them
@@ -118,13 +143,18 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
         if df.height or changes.height:
             _append(warehouse, VERSIONS, df)
             _append(warehouse, CHANGELOG, changes)
+            _append(warehouse, SUMMARY, frame([{
+                **build.churn(len(previous)), "eval_set_version": version, "month": month, "based_on": base,
+                "target_size": config.target_size, "continuing_share": continuing_share, "cluster_mode": cluster_mode,
+                "allocation": "initial" if build.initial else build.allocation}], EVAL_SET_SUMMARY_SCHEMA))
             changelog_all = pl.concat([changelog_all, changes])
     for message in build.messages:
         context.log.info(message)
 
     archive = versions if reused or not df.height else pl.concat([versions, df])
     sizes = {name: 0 for name in names} | {version: 0} | dict(archive.group_by("eval_set_version").len().iter_rows())
-    summary_md = changelog_markdown(changelog_all.to_dicts(), sizes)
+    summaries = {r["eval_set_version"]: r for r in read_table(warehouse, SUMMARY, EVAL_SET_SUMMARY_SCHEMA).to_dicts()}
+    summary_md = changelog_markdown(changelog_all.to_dicts(), sizes, summaries=summaries)
     reports = settings.data_home.reports / "eval_set"
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "CHANGELOG.md").write_text(f"# Eval set changelog\n\n{summary_md}\n", encoding="utf-8")
@@ -137,9 +167,28 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
     coverage_df = pl.DataFrame(table).with_columns(
         (pl.col("traffic_share") * 100).round(1).alias("traffic %"), (pl.col("set_share") * 100).round(1).alias("set %"),
         pl.col("ratio").cast(pl.Float64).round(2)).select("stratum", "records", "traffic %", "examples", "set %", "ratio") if table else pl.DataFrame()
+    churn = summaries.get(version) or build.churn(len(previous))
+    thresholds = evaluation.load_thresholds()
+    critical = [name for name, gate in thresholds.slices.items() if gate.critical]
+    precision = (slice_precision(previous, df.to_dicts(), scores, critical, thresholds.slice_keys, thresholds.confidence)
+                 if previous and critical else [])
+    for row in precision:
+        if row["half_width_before"] is not None:
+            context.log.info(f"{row['slice']}: {row['examples_before']} -> {row['examples_after']} examples; expected "
+                             f"95% interval half-width {100 * row['half_width_before']:.1f} -> "
+                             f"{100 * row['half_width_after']:.1f} points at its last pass rate {row['last_rate']:.1%}")
     return dg.Output(df, metadata={
         "dagster/row_count": df.height,
         "eval_set_version": version,
+        "size": df.height,
+        "target_size": config.target_size,
+        "churn": dg.MetadataValue.json({k: churn.get(k) for k in ("size", "previous_size", "added", "removed", "moved",
+                                                                   "churn")}),
+        "continuing_share": continuing_share if continuing_share is not None else float("nan"),
+        "cluster_mode": cluster_mode or "none",
+        "allocation": "initial" if build.initial else build.allocation,
+        "critical_slice_precision": dg.MetadataValue.md(markdown_table(pl.DataFrame(precision).with_columns(
+            pl.col(pl.Float64).round(4))) if precision else "(no scorecard on the previous version, or no critical slice)"),
         "based_on": (base + (" (empty: drawn afresh)" if base and not previous else "")) if base else "none (initial draw)",
         "added": added,
         "removed": removed,
