@@ -183,8 +183,11 @@ def compare_versions(candidate_ids: Iterable[str], baseline_ids: Iterable[str], 
     if not shared:
         summary = (f"{head}: no example is in both runs ({extra}), so nothing is paired and the drop gates are "
                    "not evaluated (inconclusive)")
-    elif same and not extra:
+    elif same and not b_only and not c_only:
         summary = f"{head}: all {shared} examples shared"
+    elif same and not c_only:
+        # a subset of the baseline's run (a continuous run against a deep one): every candidate example is paired
+        summary = f"{head}: all {shared} of the candidate's examples shared (the baseline's run holds {b_only} more)"
     else:
         summary = f"{head}: paired on {shared} shared examples ({extra})"
     return {"candidate_version": candidate_version, "baseline_version": baseline_version, "same_version": same,
@@ -375,8 +378,10 @@ def _one_version(rows: list[dict]) -> str | None:
 
 
 def _fully_paired(comparison: Mapping[str, Any]) -> bool:
+    """Every example of the candidate's run is in the baseline's, on the same eval-set version (the
+    baseline's run may hold more: a deep run against a continuous one)."""
     return bool(comparison["same_version"] and comparison["shared_examples"]
-                and not comparison["candidate_only_examples"] and not comparison["baseline_only_examples"])
+                and not comparison["candidate_only_examples"])
 
 
 def build_scorecard(candidate: Iterable[Mapping[str, Any]], baseline: Iterable[Mapping[str, Any]] | None,
@@ -393,7 +398,7 @@ def build_scorecard(candidate: Iterable[Mapping[str, Any]], baseline: Iterable[M
     rows were scored on (default: the one their ``eval_set_version`` field states, else the
     candidate's). When they differ only the examples in both runs are paired, and the card's
     ``comparison`` entry (see :func:`compare_versions`) says how many that is; a reason line says
-    so whenever not every example is shared.
+    so whenever not every candidate example is shared with a run of the same version.
     """
     rows = [dict(r) for r in candidate]
     for r in rows:
@@ -520,7 +525,7 @@ def scorecard_text(card: Mapping[str, Any]) -> str:
     """The verdict table printed by ``eval-pipeline evaluate`` (plain text, fixed-width).
 
     A ``comparison:`` line says which eval-set versions were compared and on how many shared
-    examples; when not every example is shared, a ``paired`` column gives each slice's paired n
+    examples; when not every candidate example is shared, a ``paired`` column gives each slice's paired n
     (the examples behind its change and McNemar p, fewer than it scored)."""
     c = card["counts"]
     against = f" vs {card['baseline']}" if card.get("baseline") else " (no baseline: floors only)"

@@ -360,9 +360,9 @@ def _meta_line(scorecard: Mapping[str, Any]) -> str:
 
 
 def _all_shared(comparison: Mapping[str, Any]) -> bool:
-    """Both versions were run on the same examples of the same eval-set version."""
+    """Every example the candidate was run on is in the baseline's run of the same eval-set version."""
     return bool(comparison.get("same_version") and comparison.get("shared_examples")
-                and not comparison.get("candidate_only_examples") and not comparison.get("baseline_only_examples"))
+                and not comparison.get("candidate_only_examples"))
 
 
 def _comparison_note(scorecard: Mapping[str, Any]) -> str:

@@ -235,6 +235,12 @@ def test_same_version_says_every_example_is_shared():
     assert "  comparison: baseline and candidate scored on the same eval-set version v1: all 400 examples shared" \
         in scorecard_text(result)
     assert card(cand, None)["comparison"] is None
+    # a subset of the baseline's run (the continuous tier against a deep baseline) is still fully paired
+    subset = card(cand[:150], base)
+    assert subset["comparison"]["summary"] == ("baseline and candidate scored on the same eval-set version v1: all "
+                                               "150 of the candidate's examples shared (the baseline's run holds 250 "
+                                               "more)")
+    assert subset["comparison"]["summary"] not in subset["reasons"] and subset["overall"]["paired"]["n"] == 150
 
 
 def test_baseline_without_scores_says_so():
