@@ -259,3 +259,49 @@ def test_scorecard_pairs_a_baseline_on_the_previous_version_on_the_shared_exampl
     page = (home.reports / "scorecards" / "router" / "2.deep.html").read_text(encoding="utf-8")
     assert f"<strong>Compared:</strong> {V1_V2}" in page and "Baseline&#x27;s eval set: v1" in page
 
+
+def test_evaluate_rescores_the_baseline_unless_told_to_use_its_stored_scores(ev, capsys):
+    """``evaluate`` against a baseline served by a local OpenAI-compatible endpoint and scored on
+    v1: with ``--no-rescore-baseline`` the endpoint is not called again and the candidate on v2 is
+    paired on the shared examples; by default the baseline is run again on v2, pairing them all."""
+    home, examples, refs = ev
+    by_text: dict[str, str] = {}
+
+    def learn(known, known_refs):
+        answers = outputs(known, known_refs, "baseline")
+        by_text.update({ex["messages"][-1]["content"]: answers[ex["example_id"]] for ex in known})
+
+    learn(examples, refs)
+    args = ["evaluate", "--home", str(home.root)]
+    with ScriptedServer() as server:
+        server.responder = lambda body: Reply(content=by_text[body["messages"][-1]["content"]])
+        register(home, "1", "baseline", provider="openai-compatible", base_url=server.base_url, model="router-1")
+        assert main([*args, "--model", "router:1"]) == 0 and len(server.requests) == len(examples) == 420
+        capsys.readouterr()
+
+        _, every, all_refs = next_version(home, examples, refs)
+        learn(every, all_refs)
+        record(home, every, outputs(every, all_refs, "same"), "same_v2")
+        register(home, "2", **recorded(home, "same_v2"))
+        assert main([*args, "--model", "router:2", "--no-rescore-baseline"]) == 0
+        out = capsys.readouterr().out
+        assert len(server.requests) == 420  # the baseline was not run again
+        assert ("comparing with the baseline router:1's stored scores (deep tier of eval set v1); the candidate runs "
+                "on v2, so only the examples both hold are paired") in out
+        assert "verdict: PASS  router:2 vs router:1" in out
+        assert f"  comparison: {V1_V2}" in out and f"  - {V1_V2}" in out
+        overall = next(line for line in out.splitlines() if line.startswith("  overall "))
+        assert overall.split()[2:4] == ["410", "370"]  # scored on v2, paired with v1
+        html = next(line.split("report: ")[1] for line in out.splitlines() if line.startswith("report: "))
+        assert V1_V2 in open(html, encoding="utf-8").read()
+
+        # the default: the baseline's scores are on v1, so it is scored again on v2 first
+        assert main([*args, "--model", "router:2"]) == 0
+        out = capsys.readouterr().out
+        assert len(server.requests) == 420 + 430
+        assert "evaluating the baseline router:1 first (deep tier of eval set v2)" in out
+        assert ("  comparison: baseline and candidate scored on the same eval-set version v2: all 430 examples "
+                "shared") in out
+    card = json.loads((home.reports / "scorecards" / "router" / "2.deep.json").read_text())
+    assert card["baseline_eval_set_version"] == "v2" and card["overall"]["paired"]["n"] == 410
+    assert not any("eval-set version" in r for r in card["reasons"])
