@@ -68,7 +68,8 @@ def write_eval_set(home: DataHome, examples: list[dict], refs: dict[str, str]) -
 
 
 def next_version(home: DataHome, examples: list[dict], refs: dict[str, str], *, version: str = "v2",
-                 month: date = date(2026, 2, 1), drop: int = 30, add: int = 40) -> tuple[list[dict], list[dict], dict[str, str]]:
+                 month: date = date(2026, 2, 1), drop: int = 30,
+                 add: int = 40) -> tuple[list[dict], list[dict], dict[str, str]]:
     """The eval set's next version, as a month's refresh leaves it: that month's rows appended to
     ``sampling.eval_set`` (the latest month is the current set) with the first ``drop`` extraction
     examples of ``examples`` gone and ``add`` new extraction examples (ids never used before), and

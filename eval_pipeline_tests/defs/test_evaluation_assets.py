@@ -222,7 +222,8 @@ def test_scorecard_pairs_a_baseline_on_the_previous_version_on_the_shared_exampl
     with duckdb.connect(str(home.warehouse)) as con:  # a table written before the comparison's columns
         con.execute("create schema evaluation")
         con.execute("create table evaluation.scorecard as select * from earlier")
-        con.execute("insert into evaluation.scorecard (model_version, slice, verdict) values ('router:0', 'overall', 'pass')")
+        con.execute("insert into evaluation.scorecard (model_version, slice, verdict) "
+                    "values ('router:0', 'overall', 'pass')")
     register(home, "1", "baseline", **recorded(home, "baseline"))
     defs = build_definitions(home)
     job = defs.resolve_job_def("evaluation_job")

@@ -288,7 +288,8 @@ def test_header_states_both_eval_set_versions_and_the_shared_examples():
                           "summary": "baseline and candidate scored on the same eval-set version v3: all 122 examples "
                                      "shared"}
     page = render_scorecard_html(same)
-    assert '<section class="comparison" id="comparison">' in page and 'class="comparison comparison-partial"' not in page
+    assert '<section class="comparison" id="comparison">' in page
+    assert 'class="comparison comparison-partial"' not in page
     assert "all 122 examples shared" in page and "Baseline&#x27;s eval set: v3" in page
     # a scorecard written before versions were compared still renders, without the section
     assert 'id="comparison"' not in render_scorecard_html(fail_with_baseline())

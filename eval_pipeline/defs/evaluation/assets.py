@@ -4,7 +4,8 @@
 config), ``candidate_scores`` scores each output by the scorers that fit its task type, and
 ``scorecard`` compares it with the baseline and applies the gates of the thresholds file. The
 baseline's stored scores may be on an older eval-set version: the scorecard then pairs the
-examples both versions hold and says how many (``lib/gates.py``). The logic is in ``lib/providers.py``, ``lib/evaluation.py``, ``lib/gates.py`` and ``lib/report.py``.
+examples both versions hold and says how many. The logic is in ``lib/providers.py``,
+``lib/evaluation.py``, ``lib/gates.py`` and ``lib/report.py``.
 """
 
 
@@ -248,7 +249,7 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
                                 "inconclusive")
         elif len(stored_versions) > 1:
             context.log.warning(f"baseline {baseline} has stored scores on eval-set versions "
-                                f"{', '.join(stored_versions)}: only those on {base_version} are used")
+                                f"{', '.join(map(str, stored_versions))}: only those on {base_version} are used")
     rows = candidate_scores.select("example_id", "slice", "status", pl.col("tier_weight").alias("weight")).to_dicts()
     tier = candidate_scores["tier"][0] if candidate_scores.height else "deep"
     version = candidate_scores["eval_set_version"][0] if candidate_scores.height else None
