@@ -207,7 +207,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     home = _home(args)
     outcome = evaluate_model(home, args.model, baseline=args.baseline, tier=args.tier, thresholds=args.thresholds,
-                             max_workers=args.workers)
+                             max_workers=args.workers, rescore_baseline=args.rescore_baseline)
     if outcome.error:
         print(f"error: {outcome.error}", file=sys.stderr)
         return outcome.exit_code
@@ -349,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continuous: a fixed stratified subset of 100-200 examples; deep: the whole set (default)")
     p.add_argument("--thresholds", help="gates YAML (default: the packaged eval_pipeline/thresholds.yaml)")
     p.add_argument("--workers", type=int, help="requests in flight to an OpenAI-compatible endpoint (default 4)")
+    p.add_argument("--no-rescore-baseline", dest="rescore_baseline", action="store_false",
+                   help="compare with the baseline's stored scores even when they are on an older eval-set version "
+                        "(or a smaller tier): the baseline is not run again and only the examples both versions "
+                        "hold are paired (the scorecard says how many). Default: re-score the baseline on the "
+                        "current eval set, which pairs every example (the most power)")
     p.set_defaults(func=cmd_evaluate)
 
     p = with_home(sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the data home"))

@@ -433,16 +433,19 @@ def current_eval_set_version(home: DataHome) -> str | None:
 
 
 def scored_on(home: DataHome, key: str) -> tuple[str, str] | None:
-    """(eval-set version, tier) of a model version's stored scores; None when it has none."""
+    """(eval-set version, tier) of a model version's stored scores (of its latest eval-set version,
+    the one its scorecard compares with); None when it has none."""
+    from eval_pipeline.lib.gates import version_order
+
     if not home.warehouse.exists():
         return None
     with duckdb.connect(str(home.warehouse), read_only=True) as con:
         try:
-            row = con.execute("select eval_set_version, tier from evaluation.candidate_scores "
-                              "where model_version = ? limit 1", [key]).fetchone()
+            rows = con.execute("select distinct eval_set_version, tier from evaluation.candidate_scores "
+                               "where model_version = ?", [key]).fetchall()
         except duckdb.CatalogException:
             return None
-    return (row[0], row[1]) if row else None
+    return max(rows, key=lambda row: version_order(row[0])) if rows else None
 
 
 def _run_failure(run: dg.ExecuteInProcessResult) -> str:
@@ -457,11 +460,18 @@ def _run_failure(run: dg.ExecuteInProcessResult) -> str:
 
 
 def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier: str = "deep",
-                   thresholds: str | None = None, max_workers: int | None = None, log=print) -> Evaluation:
+                   thresholds: str | None = None, max_workers: int | None = None, log=print,
+                   rescore_baseline: bool = True) -> Evaluation:
     """Run ``evaluation_job`` in-process for ``model`` (``name:version``), after the baseline's when
     the baseline has no scores on the current eval set and tier yet. ``baseline`` defaults to the
     registry's latest baseline of the same name; ``thresholds`` to the packaged gates file;
-    ``max_workers`` (requests in flight) to the ``evaluation`` resource's default."""
+    ``max_workers`` (requests in flight) to the ``evaluation`` resource's default.
+
+    ``rescore_baseline``: by default a baseline whose stored scores are on an older eval-set
+    version (or a smaller tier) is run again on the current one, so every example is paired (the
+    most power). False compares with its stored scores as they are: no call to the baseline's
+    endpoint, and only the examples both versions hold are paired (the scorecard says how many).
+    A baseline with no stored scores is scored either way."""
     from eval_pipeline.defs.evaluation.assets import scorecard_paths
     from eval_pipeline.defs.registry.sensors import evaluation_run_config
     from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
@@ -505,7 +515,12 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
     job = defs.resolve_job_def("evaluation_job")
     if outcome.baseline:
         stored = scored_on(home, outcome.baseline)
-        if not (stored and stored[0] == current and stored[1] in (tier, "deep")):
+        if stored and not rescore_baseline:
+            paired = ("" if stored[0] == current
+                      else f"; the candidate runs on {current}, so only the examples both hold are paired")
+            log(f"comparing with the baseline {outcome.baseline}'s stored scores ({stored[1]} tier of eval set "
+                f"{stored[0]}){paired}")
+        elif not (stored and stored[0] == current and stored[1] in (tier, "deep")):
             log(f"evaluating the baseline {outcome.baseline} first ({tier} tier of eval set {current})")
             run = job.execute_in_process(
                 partition_key=outcome.baseline, instance=instance, raise_on_error=False,

@@ -67,6 +67,38 @@ def write_eval_set(home: DataHome, examples: list[dict], refs: dict[str, str]) -
         con.execute("create or replace table labeling.gold_references as select * from gold")
 
 
+def next_version(home: DataHome, examples: list[dict], refs: dict[str, str], *, version: str = "v2",
+                 month: date = date(2026, 2, 1), drop: int = 30,
+                 add: int = 40) -> tuple[list[dict], list[dict], dict[str, str]]:
+    """The eval set's next version, as a month's refresh leaves it: that month's rows appended to
+    ``sampling.eval_set`` (the latest month is the current set) with the first ``drop`` extraction
+    examples of ``examples`` gone and ``add`` new extraction examples (ids never used before), and
+    the new examples' references added to ``labeling.gold_references``. A kept example keeps its id.
+
+    Returns (the new version's examples, every example of both versions in the order ``outputs``
+    answers them, the references of all of them)."""
+    extraction = [ex for ex in examples if ex["task_type"] == "extraction"]
+    gone = {ex["example_id"] for ex in extraction[:drop]}
+    start = len(extraction)
+    new, new_refs = [], {}
+    for i in range(start, start + add):
+        eid = f"ex_x{i:04d}"
+        new.append(_example(eid, "extraction", f"Send {100 + i} EUR on 2026-03-{1 + i % 28:02d}", 4.0))
+        new_refs[eid] = json.dumps({"amount": 100 + i, "currency": "EUR", "date": f"2026-03-{1 + i % 28:02d}"})
+    month_start = datetime(month.year, month.month, 1)
+    rows = [{**ex, "eval_set_version": version, "month": month, "month_start": month_start}
+            for ex in examples if ex["example_id"] not in gone]
+    rows += [{**ex, "eval_set_version": version, "month": month, "month_start": month_start, "added_in": version}
+             for ex in new]
+    df = frame(rows, EVAL_SET_SCHEMA)  # noqa: F841 - read in SQL
+    gold = pl.DataFrame([{"example_id": e, "eval_set_version": version, "reference": r, "n_annotators": 3,  # noqa: F841
+                          "agreement_share": 1.0, "tie": False} for e, r in new_refs.items()], schema=GOLD_REFERENCES)
+    with duckdb.connect(str(home.warehouse)) as con:
+        con.execute("insert into sampling.eval_set select * from df")
+        con.execute("insert into labeling.gold_references select * from gold")
+    return rows, examples + new, {**refs, **new_refs}
+
+
 def outputs(examples: list[dict], refs: dict[str, str], kind: str) -> dict[str, str]:
     """Outputs of a model version: ``baseline`` (every 10th routing/extraction answer wrong),
     ``same`` (identical to it), ``regressed`` (the baseline, but the rare intents misrouted)."""

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from conftest import FIXTURES, write_mixed_file
 
 from eval_pipeline.cli import main
@@ -85,3 +86,15 @@ def test_redact_command_on_files_and_a_bad_line(tmp_path, capsys):
     source.write_text(json.dumps({"text": "fine"}) + "\n" + '{"text": 5}\n')
     assert main(["redact", "--in", str(source), "--out", str(out)]) == 1
     assert "line 2" in capsys.readouterr().err
+
+
+def test_evaluate_rescores_the_baseline_by_default_and_the_flag_says_what_it_trades(capsys):
+    from eval_pipeline.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["evaluate", "--model", "m:2"]).rescore_baseline is True
+    assert parser.parse_args(["evaluate", "--model", "m:2", "--no-rescore-baseline"]).rescore_baseline is False
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--no-rescore-baseline" in help_text and "only the examples both versions hold are paired" in help_text

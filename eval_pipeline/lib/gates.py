@@ -14,6 +14,12 @@ sure we are, not just what the point estimate is:
   ``inconclusive``, with the minimum detectable effect at this size and the examples needed to
   tell a drop of the limit's size.
 
+The baseline's stored scores may be on an older eval-set version than the candidate's (a version
+is re-drawn every month; an example keeps its id across versions). The paired figures then use
+only the examples both were run on, and the scorecard's ``comparison`` entry says which versions
+met and how many examples they share; with none shared the drop gates cannot be evaluated and are
+inconclusive, never passed.
+
 Only the overall gate and slices marked ``critical`` decide the verdict; a non-critical slice that
 fails or cannot be told is reported as a warning. Examples the provider failed on are never
 passes or fails: they are counted as errors, and more of them than ``max_error_share`` makes the
@@ -27,6 +33,7 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -38,7 +45,8 @@ from statsmodels.stats.proportion import samplesize_confint_proportion
 from eval_pipeline.lib.stats import minimum_detectable_effect, paired_comparison, weighted_wilson_interval, wilson_interval
 
 __all__ = ["Gate", "SliceGate", "Thresholds", "ThresholdsError", "load_thresholds", "DEFAULT_THRESHOLDS",
-           "slice_names", "build_scorecard", "scorecard_text", "STATUSES"]
+           "slice_names", "build_scorecard", "scorecard_text", "STATUSES", "compare_versions", "latest_scoring",
+           "version_order"]
 
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent.parent / "thresholds.yaml"
 STATUSES = ("passed", "failed", "not_scored", "error")
@@ -118,6 +126,84 @@ def slice_names(slice_json: str | Mapping[str, Any] | None, keys: Sequence[str])
         return []
     values = json.loads(slice_json) if isinstance(slice_json, str) else slice_json
     return [f"{key}={values[key]}" for key in keys if values.get(key) not in (None, "")]
+
+
+# --------------------------------------------------------------------------------------------
+# eval-set versions
+# --------------------------------------------------------------------------------------------
+
+
+def version_order(version: str | None) -> tuple[int, int, str]:
+    """Sort key of an eval-set version name: ``v2`` before ``v10`` (by number); a name that is not
+    ``v<number>`` (or None) sorts before every numbered one."""
+    text = version or ""
+    digits = text[1:] if text[:1] in ("v", "V") else ""
+    return (1, int(digits), text) if digits.isdigit() else (0, 0, text)
+
+
+def latest_scoring(rows: Iterable[Mapping[str, Any]]) -> tuple[str | None, list[dict]]:
+    """The rows of one scoring out of a model version's stored scores: those of its latest eval-set
+    version (rows carry ``eval_set_version``). Each run replaces a version's stored scores, so they
+    normally hold one eval-set version; rows left from an older scoring (a table written otherwise,
+    or by hand) must not be paired as if they were part of it. Returns the version (None when there
+    are no rows) and its rows."""
+    every = [dict(r) for r in rows]
+    if not every:
+        return None, []
+    latest = max({r.get("eval_set_version") for r in every}, key=version_order)
+    return latest, [r for r in every if r.get("eval_set_version") == latest]
+
+
+def _name(version: str | None) -> str:
+    return version or "an unknown version"
+
+
+def compare_versions(candidate_ids: Iterable[str], baseline_ids: Iterable[str], candidate_version: str | None,
+                     baseline_version: str | None) -> dict[str, Any]:
+    """What the candidate's run and the baseline's have in common: their eval-set versions, and how
+    many examples (by example id, which is stable across versions) are in both, only in the
+    candidate's run, only in the baseline's; with a one-line ``summary`` for the report and the
+    command line.
+
+    The counts are of the examples each version was run on (its tier of its eval-set version),
+    whatever their status; the paired figures then use those of the shared examples both versions
+    scored as a pass or a fail. A ``baseline_version`` of None is taken to be the candidate's.
+    """
+    cand, base = set(candidate_ids), set(baseline_ids)
+    baseline_version = candidate_version if baseline_version is None else baseline_version
+    same = baseline_version == candidate_version
+    shared, c_only, b_only = len(cand & base), len(cand - base), len(base - cand)
+    if same:
+        head = f"baseline and candidate scored on the same eval-set version {_name(candidate_version)}"
+        extra = ", ".join([f"{c_only} only in the candidate's run"] * bool(c_only)
+                          + [f"{b_only} only in the baseline's run"] * bool(b_only))
+    else:
+        head = f"baseline scored on {_name(baseline_version)}, candidate on {_name(candidate_version)}"
+        extra = f"{c_only} only in {_name(candidate_version)}, {b_only} only in {_name(baseline_version)}"
+    if not shared:
+        summary = (f"{head}: no example is in both runs ({extra}), so nothing is paired and the drop gates are "
+                   "not evaluated (inconclusive)")
+    elif same and not b_only and not c_only:
+        summary = f"{head}: all {shared} examples shared"
+    elif same and not c_only:
+        # a subset of the baseline's run (a continuous run against a deep one): every candidate example is paired
+        summary = f"{head}: all {shared} of the candidate's examples shared (the baseline's run holds {b_only} more)"
+    else:
+        summary = f"{head}: paired on {shared} shared examples ({extra})"
+    return {"candidate_version": candidate_version, "baseline_version": baseline_version, "same_version": same,
+            "shared_examples": shared, "candidate_only_examples": c_only, "baseline_only_examples": b_only,
+            "summary": summary}
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    """The baseline's side of the pairing: pass or fail of each shared example it scored, the ids
+    of every example it was run on, and the comparison of the two runs."""
+
+    passed: Mapping[str, bool]
+    examples: frozenset[str]
+    comparison: Mapping[str, Any]
+    has_scores: bool = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,16 +302,35 @@ def _worse(a: str, b: str) -> str:
     return a if order[a] >= order[b] else b
 
 
-def _gate_row(name: str, rows: list[dict], baseline: Mapping[str, bool] | None, gate: Gate, critical: bool,
+def _unpaired(row: dict, baseline: _Baseline) -> str:
+    """The max-drop detail of a slice with no pair to compare (an inconclusive gate): no baseline
+    scores at all or nothing shared between the two runs (the gate is not evaluated), none of
+    this slice's examples in the baseline's run, or none of them scored by both."""
+    cmp = baseline.comparison
+    if not baseline.has_scores:
+        return "max drop not evaluated: the baseline has no scores"
+    if not cmp["shared_examples"]:
+        return (f"max drop not evaluated: the baseline's run on {_name(cmp['baseline_version'])} and the "
+                f"candidate's on {_name(cmp['candidate_version'])} share no example")
+    if not row["shared_examples"]:
+        return (f"max drop inconclusive: none of this slice's {row['examples']} examples is in the baseline's run "
+                f"on {_name(cmp['baseline_version'])}, so there is nothing to pair")
+    return f"max drop inconclusive: none of this slice's {row['shared_examples']} shared examples was scored by both"
+
+
+def _gate_row(name: str, rows: list[dict], baseline: _Baseline | None, gate: Gate, critical: bool,
               confidence: float, total_scored: int) -> dict[str, Any]:
     part = _rate_part(rows, confidence)
     row: dict[str, Any] = {"slice": name, "critical": critical, **part, "baseline": None, "paired": None,
                            "floor": gate.floor, "max_drop": gate.max_drop, "status": "not_gated", "detail": "",
-                           "mde": None, "needed_examples": None}
+                           "mde": None, "needed_examples": None, "shared_examples": None}
     scored = [r for r in rows if r["status"] in ("passed", "failed")]
     pairs = []
     if baseline is not None:
-        pairs = [(baseline[r["example_id"]], r["status"] == "passed") for r in scored if r["example_id"] in baseline]
+        # only the examples both runs hold are paired (the baseline's may be on another eval-set version)
+        row["shared_examples"] = sum(r["example_id"] in baseline.examples for r in rows)
+        pairs = [(baseline.passed[r["example_id"]], r["status"] == "passed") for r in scored
+                 if r["example_id"] in baseline.passed]
         if pairs:
             ci = wilson_interval(sum(b for b, _ in pairs), len(pairs), confidence)
             row["baseline"] = {"rate": ci.estimate, "low": ci.low, "high": ci.high, "scored": len(pairs)}
@@ -250,7 +355,7 @@ def _gate_row(name: str, rows: list[dict], baseline: Mapping[str, bool] | None, 
             details.append(f"max drop {s}: {text}")
         elif baseline is not None:
             status = _worse(status, "inconclusive")
-            details.append("max drop inconclusive: no example of this slice was scored for the baseline too")
+            details.append(_unpaired(row, baseline))
     if not details:
         details.append(f"pass rate {_pts(part['rate'])}% ({confidence:.0%} CI {_pts(part['low'])} to "
                        f"{_pts(part['high'])}); no gate configured")
@@ -263,26 +368,63 @@ def _gate_row(name: str, rows: list[dict], baseline: Mapping[str, bool] | None, 
 # --------------------------------------------------------------------------------------------
 
 
+def _one_version(rows: list[dict]) -> str | None:
+    """The eval-set version the baseline's rows state (None when they state none)."""
+    versions = sorted({r["eval_set_version"] for r in rows if r.get("eval_set_version")}, key=version_order)
+    if len(versions) > 1:
+        raise ValueError(f"the baseline's rows are on eval-set versions {', '.join(versions)}: pass the rows of one "
+                         "scoring (latest_scoring picks them), or they would be paired as one run")
+    return versions[0] if versions else None
+
+
+def _fully_paired(comparison: Mapping[str, Any]) -> bool:
+    """Every example of the candidate's run is in the baseline's, on the same eval-set version (the
+    baseline's run may hold more: a deep run against a continuous one)."""
+    return bool(comparison["same_version"] and comparison["shared_examples"]
+                and not comparison["candidate_only_examples"])
+
+
 def build_scorecard(candidate: Iterable[Mapping[str, Any]], baseline: Iterable[Mapping[str, Any]] | None,
                     thresholds: Thresholds, *, model: str, baseline_model: str | None, eval_set_version: str | None,
-                    tier: str, created_at: str) -> dict[str, Any]:
+                    tier: str, created_at: str, baseline_eval_set_version: str | None = None) -> dict[str, Any]:
     """The scorecard of a model version (the shape ``lib/report.py`` renders).
 
     ``candidate`` rows: ``example_id``, ``slice`` (JSON), ``weight`` (traffic the example stands
     for), ``status`` (one of :data:`STATUSES`). ``baseline`` rows: ``example_id`` and ``status``
     (only its passed/failed rows are used, paired with the candidate's by example id); ``None``
     when there is no baseline (a first evaluation, or the baseline itself).
+
+    ``eval_set_version`` is the candidate's; ``baseline_eval_set_version`` the one the baseline's
+    rows were scored on (default: the one their ``eval_set_version`` field states, else the
+    candidate's). When they differ only the examples in both runs are paired, and the card's
+    ``comparison`` entry (see :func:`compare_versions`) says how many that is; a reason line says
+    so whenever not every candidate example is shared with a run of the same version.
     """
     rows = [dict(r) for r in candidate]
     for r in rows:
         if r["status"] not in STATUSES:
             raise ValueError(f"example {r['example_id']}: status {r['status']!r} is not one of {STATUSES}")
-    base_map = None
+    base, comparison = None, None
     if baseline is not None:
-        base_map = {r["example_id"]: r["status"] == "passed" for r in baseline if r["status"] in ("passed", "failed")}
+        base_rows = [dict(r) for r in baseline]
+        candidate_ids = {r["example_id"] for r in rows}
+        if base_rows:
+            version = baseline_eval_set_version or _one_version(base_rows)
+            comparison = compare_versions(candidate_ids, (r["example_id"] for r in base_rows), eval_set_version,
+                                          version)
+        else:
+            who = f"baseline {baseline_model}" if baseline_model else "the baseline"
+            comparison = {"candidate_version": eval_set_version, "baseline_version": baseline_eval_set_version,
+                          "same_version": False, "shared_examples": 0, "candidate_only_examples": len(candidate_ids),
+                          "baseline_only_examples": 0,
+                          "summary": f"{who} has no scores: evaluate it first; no paired comparison was made"}
+        base = _Baseline(passed={r["example_id"]: r["status"] == "passed" for r in base_rows
+                                 if r["status"] in ("passed", "failed") and r["example_id"] in candidate_ids},
+                         examples=frozenset(r["example_id"] for r in base_rows), comparison=comparison,
+                         has_scores=bool(base_rows))
     conf = thresholds.confidence
     total_scored = sum(r["status"] in ("passed", "failed") for r in rows)
-    overall = _gate_row("overall", rows, base_map, thresholds.overall, True, conf, total_scored)
+    overall = _gate_row("overall", rows, base, thresholds.overall, True, conf, total_scored)
     by_slice: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         for name in slice_names(r.get("slice"), thresholds.slice_keys):
@@ -292,7 +434,7 @@ def build_scorecard(candidate: Iterable[Mapping[str, Any]], baseline: Iterable[M
     slices = []
     for name in sorted(by_slice):
         gate = thresholds.gate_for(name)
-        slices.append(_gate_row(name, by_slice[name], base_map, gate, gate.critical, conf, total_scored))
+        slices.append(_gate_row(name, by_slice[name], base, gate, gate.critical, conf, total_scored))
 
     scored = [r for r in rows if r["status"] in ("passed", "failed")]
     weighted = None
@@ -300,15 +442,18 @@ def build_scorecard(candidate: Iterable[Mapping[str, Any]], baseline: Iterable[M
         ci = weighted_wilson_interval([r["status"] == "passed" for r in scored],
                                       [float(r.get("weight") or 0.0) for r in scored], conf)
         weighted = {"estimate": ci.estimate, "low": ci.low, "high": ci.high, "n_eff": ci.n}
-    # how big a change the whole set can detect at all (paired, 80% power)
-    if overall["mde"] is None and scored:
+    # how big a change the whole set can detect at all (paired, 80% power): against a baseline,
+    # on the examples the two runs share (all of them when both ran on the same version)
+    n_comparable = (len(scored) if base is None or not base.has_scores
+                    else sum(r["example_id"] in base.examples for r in scored))
+    if overall["mde"] is None and n_comparable:
         rate = overall["baseline"]["rate"] if overall["baseline"] else overall["rate"]
         psi = None
         if overall["paired"] and overall["paired"]["n"]:
             flips = overall["paired"]["candidate_only"] + overall["paired"]["baseline_only"]
             psi = flips / overall["paired"]["n"] if flips else None
         try:
-            overall["mde"] = minimum_detectable_effect(len(scored), rate, alpha=1 - conf, power=_POWER, paired=True,
+            overall["mde"] = minimum_detectable_effect(n_comparable, rate, alpha=1 - conf, power=_POWER, paired=True,
                                                        discordance=psi)
         except ValueError:
             overall["mde"] = None
@@ -347,10 +492,14 @@ def build_scorecard(candidate: Iterable[Mapping[str, Any]], baseline: Iterable[M
         reasons.append("no example could be scored (configure a judge endpoint for open-ended task types)")
     if verdict == "pass":
         reasons.insert(0, "every gate of the overall rate and the critical slices passed")
+    if comparison is not None and not _fully_paired(comparison):
+        reasons.append(comparison["summary"])  # what the paired figures above were computed on
     return {
-        "model": model, "baseline": baseline_model, "eval_set_version": eval_set_version, "tier": tier,
+        "model": model, "baseline": baseline_model, "eval_set_version": eval_set_version,
+        "baseline_eval_set_version": comparison["baseline_version"] if comparison else None, "tier": tier,
         "created_at": created_at, "verdict": verdict, "reasons": reasons + warnings, "counts": counts,
-        "overall": overall, "weighted": weighted, "worst_slice": _worst_slice(slices), "slices": slices,
+        "comparison": comparison, "overall": overall, "weighted": weighted, "worst_slice": _worst_slice(slices),
+        "slices": slices,
     }
 
 
@@ -373,29 +522,45 @@ def _pct(x: float | None) -> str:
 
 
 def scorecard_text(card: Mapping[str, Any]) -> str:
-    """The verdict table printed by ``eval-pipeline evaluate`` (plain text, fixed-width)."""
+    """The verdict table printed by ``eval-pipeline evaluate`` (plain text, fixed-width).
+
+    A ``comparison:`` line says which eval-set versions were compared and on how many shared
+    examples; when not every candidate example is shared, a ``paired`` column gives each slice's paired n
+    (the examples behind its change and McNemar p, fewer than it scored)."""
     c = card["counts"]
     against = f" vs {card['baseline']}" if card.get("baseline") else " (no baseline: floors only)"
     lines = [f"verdict: {card['verdict'].upper()}  {card['model']}{against}",
              f"  eval set {card['eval_set_version']}, {card['tier']} tier: {c['examples']} examples, {c['scored']} scored "
              f"({c['passed']} passed, {c['failed']} failed), {c['not_scored']} not scored, {c['errors']} errors"]
+    comparison = card.get("comparison")
+    if comparison:
+        lines.append(f"  comparison: {comparison['summary']}")
+    show_paired = bool(comparison) and not _fully_paired(comparison)
     weighted = card.get("weighted")
     if weighted:
         lines.append(f"  traffic-weighted pass rate {_pct(weighted['estimate'])} "
                      f"(95% CI {_pct(weighted['low'])} to {_pct(weighted['high'])}, effective n {weighted['n_eff']:.0f})")
     if card["overall"].get("mde") is not None:
-        lines.append(f"  the set detects a change of {100 * card['overall']['mde']:.1f} points overall (paired, 80% power)")
-    header = f"  {'slice':<34} {'crit':<4} {'scored':>6}  {'pass rate [95% CI]':<22} {'baseline':>8}  " \
+        on = " on the shared examples" if show_paired and comparison["shared_examples"] else ""
+        lines.append(f"  the set detects a change of {100 * card['overall']['mde']:.1f} points overall{on} "
+                     "(paired, 80% power)")
+    paired_head = f"{'paired':>6}  " if show_paired else ""
+    header = f"  {'slice':<34} {'crit':<4} {'scored':>6}  {paired_head}{'pass rate [95% CI]':<22} {'baseline':>8}  " \
              f"{'change [95% CI]':<24} {'McNemar p':>9}  status"
-    lines += ["", header, "  " + "-" * (len(header) - 2)]
+    lines += [""]
+    if show_paired:
+        lines.append("  (pass rate: the candidate's, on all it scored; baseline, change and McNemar p: on the paired "
+                     "examples)")
+    lines += [header, "  " + "-" * (len(header) - 2)]
     for s in [card["overall"], *card["slices"]]:
         rate = "-" if s["rate"] is None else f"{_pct(s['rate'])} [{_pct(s['low'])}, {_pct(s['high'])}]"
         base = _pct((s["baseline"] or {}).get("rate"))
         p = s["paired"]
         change = "-" if not p else f"{100 * p['difference']:+.1f} [{100 * p['low']:+.1f}, {100 * p['high']:+.1f}]"
         pval = "-" if not p else f"{p['p_value']:.3g}"
-        lines.append(f"  {s['slice']:<34} {'yes' if s['critical'] else '':<4} {s['scored']:>6}  {rate:<22} {base:>8}  "
-                     f"{change:<24} {pval:>9}  {s['status']}")
+        paired = f"{p['n'] if p else '-':>6}  " if show_paired else ""
+        lines.append(f"  {s['slice']:<34} {'yes' if s['critical'] else '':<4} {s['scored']:>6}  {paired}{rate:<22} "
+                     f"{base:>8}  {change:<24} {pval:>9}  {s['status']}")
     lines += ["", f"  worst slice: {card.get('worst_slice') or '-'}", "  reasons:"]
     lines += [f"  - {reason}" for reason in card["reasons"]]
     return "\n".join(lines)

@@ -7,6 +7,10 @@ attached to a review, archived next to the eval set, or opened offline and print
 Every value taken from the scorecard is passed through :func:`html.escape` before it reaches the
 page (slice names and reasons come from data, and data can contain markup).
 
+The header states the eval-set version the candidate was scored on and, with a baseline, the
+one the baseline's scores are on, with the comparison's summary (shared examples, and those in
+one run only); a comparison that does not pair every example is highlighted.
+
 Formatting conventions: rates and limits as percentages with one decimal (``87.5%``),
 differences as signed percentage points (``-9.5 pts``), p-values with three significant digits,
 and a missing value (``None``) as an en dash.
@@ -62,6 +66,9 @@ h2 { font-size: 17px; margin: 28px 0 8px; }
 .verdict-inconclusive { background: #fdf4de; border-color: #c98a00; color: #5a3d00; }
 .verdict-unknown { background: #eef0f3; border-color: #7a8491; color: #2b323b; }
 .meta, .counts { margin: 4px 0; }
+.comparison { margin: 8px 0; padding: 6px 10px; border-left: 4px solid #98a1ab; background: #f5f7f9; }
+.comparison-partial { border-left-color: #c98a00; background: #fdf4de; color: #5a3d00; }
+.comparison p { margin: 2px 0; }
 .meta span + span::before, .counts span + span::before { content: " \\00b7  "; color: #98a1ab; }
 .headline { display: flex; flex-wrap: wrap; gap: 12px 32px; margin: 14px 0 6px; }
 .headline div { min-width: 240px; }
@@ -163,7 +170,9 @@ def _difference_cell(paired: Mapping[str, Any]) -> str:
     if low is None or high is None:
         return _esc(_pts(difference))
     interval = f"[{low * 100:+.1f}, {high * 100:+.1f}]"
-    return f'{_esc(_pts(difference))} <span class="ci">{_esc(interval)}</span>'
+    n = paired.get("n")
+    paired_n = f' <span class="ci">{_esc(_count(n))} paired</span>' if n is not None else ""
+    return f'{_esc(_pts(difference))} <span class="ci">{_esc(interval)}</span>{paired_n}'
 
 
 def _short(label: str, limit: int = _MAX_LABEL_CHARS) -> str:
@@ -240,6 +249,14 @@ def _chart_row(index: int, row: Mapping[str, Any], *, is_overall: bool) -> str:
     return "".join(parts)
 
 
+def _baseline_scope(scorecard: Mapping[str, Any]) -> str:
+    """`` (v2, shared examples)`` after the baseline's name when its dots are not over the same examples."""
+    comparison = scorecard.get("comparison")
+    if not comparison or _all_shared(comparison):
+        return ""
+    return f" ({comparison.get('baseline_version') or 'no scores'}, shared examples)"
+
+
 def _legend(scorecard: Mapping[str, Any], top: float, *, baseline: bool, floor: bool) -> tuple[str, float]:
     """The legend below the plot, wrapped onto further lines when the labels are long.
 
@@ -256,7 +273,7 @@ def _legend(scorecard: Mapping[str, Any], top: float, *, baseline: bool, floor: 
         entries.append(
             (lambda x, y: f'<line class="whisker-baseline" x1="{x}" y1="{y}" x2="{x + 28}" y2="{y}"/>'
                           f'<path class="legend-baseline" d="{_diamond(x + 14, y)}"/>',
-             _short(f"baseline {scorecard.get('baseline')}", 56), 36))
+             _short(f"baseline {scorecard.get('baseline')}" + _baseline_scope(scorecard), 56), 36))
     if floor:
         entries.append(
             (lambda x, y: f'<line class="legend-floor" x1="{x + 6}" y1="{y - 8}" x2="{x + 6}" y2="{y + 8}"/>',
@@ -335,9 +352,33 @@ def _meta_line(scorecard: Mapping[str, Any]) -> str:
         ("Eval set", scorecard.get("eval_set_version")),
         ("Tier", scorecard.get("tier")),
         ("Baseline", scorecard.get("baseline") or "none (first evaluation)"),
-        ("Created", scorecard.get("created_at")),
     ]
+    if scorecard.get("baseline") and scorecard.get("comparison"):
+        items.append(("Baseline's eval set", scorecard.get("baseline_eval_set_version") or "no scores"))
+    items.append(("Created", scorecard.get("created_at")))
     return '<p class="meta">' + "".join(f"<span>{_esc(k)}: {_esc(v)}</span>" for k, v in items) + "</p>"
+
+
+def _all_shared(comparison: Mapping[str, Any]) -> bool:
+    """Every example the candidate was run on is in the baseline's run of the same eval-set version."""
+    return bool(comparison.get("same_version") and comparison.get("shared_examples")
+                and not comparison.get("candidate_only_examples"))
+
+
+def _comparison_note(scorecard: Mapping[str, Any]) -> str:
+    """Which eval-set versions were compared and on how many shared examples, in the header: a
+    comparison across versions (or with examples on one side only) is highlighted, and says which
+    figures are over the shared examples only."""
+    comparison = scorecard.get("comparison")
+    if not comparison:
+        return ""
+    partial = not _all_shared(comparison)
+    body = f"<p><strong>Compared:</strong> {_esc(comparison.get('summary'))}</p>"
+    if partial and comparison.get("shared_examples"):
+        body += ('<p class="muted">Baseline rates, differences and McNemar p are over the paired examples (shared '
+                 "by both runs and scored by both); pass rates are the candidate's, over all it scored.</p>")
+    css = "comparison comparison-partial" if partial else "comparison"
+    return f'<section class="{css}" id="comparison">{body}</section>'
 
 
 def _counts_line(counts: Mapping[str, Any]) -> str:
@@ -490,7 +531,8 @@ def render_scorecard_html(scorecard: dict) -> str:
 
     Args:
         scorecard: The scorecard dict of the evaluation gate (model, baseline, verdict, reasons,
-            counts, overall, weighted, worst_slice, slices), as described in this module's docs.
+            counts, overall, weighted, worst_slice, slices; with a baseline, comparison and
+            baseline_eval_set_version), as ``lib/gates.py`` builds it.
 
     Returns:
         The HTML page as a string: inline CSS and SVG only, no scripts and no external resources.
@@ -501,6 +543,7 @@ def render_scorecard_html(scorecard: dict) -> str:
         f"<h1>{_esc(title)}</h1>",
         _verdict_banner(scorecard),
         _meta_line(scorecard),
+        _comparison_note(scorecard),
         _counts_line(scorecard["counts"]),
         _headline(scorecard),
         "<h2>Pass rate by slice</h2>",

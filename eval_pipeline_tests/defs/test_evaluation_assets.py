@@ -9,12 +9,14 @@ import re
 
 import dagster as dg
 import duckdb
+import polars as pl
 import pytest
-from evaluation_fixtures import evaluation_home, outputs, register
+from evaluation_fixtures import evaluation_home, next_version, outputs, record, register
 from openai_server import Reply, ScriptedServer
 
 from eval_pipeline.cli import main
 from eval_pipeline.definitions import build_definitions
+from eval_pipeline.defs.evaluation.assets import SCORECARD
 from eval_pipeline.defs.registry.sensors import model_registry_sensor
 from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
 
@@ -200,3 +202,107 @@ def test_the_judge_scores_open_ended_examples_when_configured(ev, monkeypatch, c
                        "and list_contains(scorers, 'reference') and len(scorers) = 2")
     assert both == [(150,)]
     assert "0 not scored" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# a baseline scored on the eval set's previous version
+# --------------------------------------------------------------------------------------------
+
+V1_V2 = "baseline scored on v1, candidate on v2: paired on 390 shared examples (40 only in v2, 30 only in v1)"
+
+
+def test_scorecard_pairs_a_baseline_on_the_previous_version_on_the_shared_examples(ev):
+    """The registry sensor's path: the baseline was scored on v1, the candidate runs on v2 (30 of
+    v1's extraction examples dropped, 40 added), and the scorecard asset pairs the 390 examples
+    both hold, states both versions in its table, metadata, card and report. Rows of an older
+    scoring of the baseline cannot mix in, and a scorecard table of the earlier layout gets the
+    new columns."""
+    home, examples, refs = ev
+    earlier = pl.DataFrame(schema=pl.Schema(list(SCORECARD.items())[:-3]))  # noqa: F841 - read in SQL
+    with duckdb.connect(str(home.warehouse)) as con:  # a table written before the comparison's columns
+        con.execute("create schema evaluation")
+        con.execute("create table evaluation.scorecard as select * from earlier")
+        con.execute("insert into evaluation.scorecard (model_version, slice, verdict) "
+                    "values ('router:0', 'overall', 'pass')")
+    register(home, "1", "baseline", **recorded(home, "baseline"))
+    defs = build_definitions(home)
+    job = defs.resolve_job_def("evaluation_job")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("model_versions", ["router:1", "router:2"])
+        assert job.execute_in_process(partition_key="router:1", instance=instance).success
+        _, every, all_refs = next_version(home, examples, refs)
+        record(home, every, outputs(every, all_refs, "same"), "same_v2")
+        register(home, "2", **recorded(home, "same_v2"))
+        # a stray row of an older scoring of the baseline: never paired with v2
+        with duckdb.connect(str(home.warehouse)) as con:
+            con.execute("insert into evaluation.candidate_scores (model_version, eval_set_version, tier, example_id, "
+                        "status) values ('router:1', 'v0', 'deep', 'ex_gone', 'passed')")
+        run = job.execute_in_process(partition_key="router:2", instance=instance)  # the registry's baseline
+        assert run.success
+    [event] = [m for m in run.get_asset_materialization_events() if m.asset_key.to_user_string() == "scorecard"]
+    meta = event.materialization.metadata
+    assert meta["eval_set_version"].value == "v2" and meta["baseline_eval_set_version"].value == "v1"
+    assert meta["comparison"].value == V1_V2 and meta["shared_examples"].value == 390
+    assert V1_V2 in meta["reasons"].value and meta["verdict"].value == "pass"
+    # the table: both versions, shared and paired per slice (the 20 open questions are shared but not scored)
+    rows = query(home, "select slice, eval_set_version, baseline_eval_set_version, examples, shared_examples, paired "
+                       "from evaluation.scorecard where model_version = 'router:2' and examples > 0 order by slice")
+    assert rows == [("category=extraction", "v2", "v1", 260, 220, 220),
+                    ("category=intent_routing", "v2", "v1", 150, 150, 150),
+                    ("category=open_question", "v2", "v1", 20, 20, None),
+                    ("overall", "v2", "v1", 430, 390, 370)]
+    assert query(home, "select verdict, baseline_eval_set_version from evaluation.scorecard "
+                       "where model_version = 'router:0'") == [("pass", None)]  # the older row kept, column added
+    card = json.loads((home.reports / "scorecards" / "router" / "2.deep.json").read_text())
+    assert card["comparison"] == {"candidate_version": "v2", "baseline_version": "v1", "same_version": False,
+                                  "shared_examples": 390, "candidate_only_examples": 40, "baseline_only_examples": 30,
+                                  "summary": V1_V2}
+    page = (home.reports / "scorecards" / "router" / "2.deep.html").read_text(encoding="utf-8")
+    assert f"<strong>Compared:</strong> {V1_V2}" in page and "Baseline&#x27;s eval set: v1" in page
+
+
+def test_evaluate_rescores_the_baseline_unless_told_to_use_its_stored_scores(ev, capsys):
+    """``evaluate`` against a baseline served by a local OpenAI-compatible endpoint and scored on
+    v1: with ``--no-rescore-baseline`` the endpoint is not called again and the candidate on v2 is
+    paired on the shared examples; by default the baseline is run again on v2, pairing them all."""
+    home, examples, refs = ev
+    by_text: dict[str, str] = {}
+
+    def learn(known, known_refs):
+        answers = outputs(known, known_refs, "baseline")
+        by_text.update({ex["messages"][-1]["content"]: answers[ex["example_id"]] for ex in known})
+
+    learn(examples, refs)
+    args = ["evaluate", "--home", str(home.root)]
+    with ScriptedServer() as server:
+        server.responder = lambda body: Reply(content=by_text[body["messages"][-1]["content"]])
+        register(home, "1", "baseline", provider="openai-compatible", base_url=server.base_url, model="router-1")
+        assert main([*args, "--model", "router:1"]) == 0 and len(server.requests) == len(examples) == 420
+        capsys.readouterr()
+
+        _, every, all_refs = next_version(home, examples, refs)
+        learn(every, all_refs)
+        record(home, every, outputs(every, all_refs, "same"), "same_v2")
+        register(home, "2", **recorded(home, "same_v2"))
+        assert main([*args, "--model", "router:2", "--no-rescore-baseline"]) == 0
+        out = capsys.readouterr().out
+        assert len(server.requests) == 420  # the baseline was not run again
+        assert ("comparing with the baseline router:1's stored scores (deep tier of eval set v1); the candidate runs "
+                "on v2, so only the examples both hold are paired") in out
+        assert "verdict: PASS  router:2 vs router:1" in out
+        assert f"  comparison: {V1_V2}" in out and f"  - {V1_V2}" in out
+        overall = next(line for line in out.splitlines() if line.startswith("  overall "))
+        assert overall.split()[2:4] == ["410", "370"]  # scored on v2, paired with v1
+        html = next(line.split("report: ")[1] for line in out.splitlines() if line.startswith("report: "))
+        assert V1_V2 in open(html, encoding="utf-8").read()
+
+        # the default: the baseline's scores are on v1, so it is scored again on v2 first
+        assert main([*args, "--model", "router:2"]) == 0
+        out = capsys.readouterr().out
+        assert len(server.requests) == 420 + 430
+        assert "evaluating the baseline router:1 first (deep tier of eval set v2)" in out
+        assert ("  comparison: baseline and candidate scored on the same eval-set version v2: all 430 examples "
+                "shared") in out
+    card = json.loads((home.reports / "scorecards" / "router" / "2.deep.json").read_text())
+    assert card["baseline_eval_set_version"] == "v2" and card["overall"]["paired"]["n"] == 410
+    assert not any("eval-set version" in r for r in card["reasons"])

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from eval_pipeline.lib.evaluation import score_output, select_tier
-from eval_pipeline.lib.gates import (Thresholds, ThresholdsError, build_scorecard, load_thresholds, scorecard_text,
-                                     slice_names)
+from eval_pipeline.lib.gates import (Thresholds, ThresholdsError, build_scorecard, latest_scoring, load_thresholds,
+                                     scorecard_text, slice_names, version_order)
 from eval_pipeline.lib.rubrics import load_rubrics, rubric_for_task
 
 GATES = Thresholds.model_validate({
@@ -131,6 +131,125 @@ def test_scorecard_text_lists_every_slice():
     text = scorecard_text(card(cand, base))
     assert text.startswith("verdict: FAIL  m:2 vs m:1")
     assert "category=intent_routing" in text and "category=extraction" in text and "worst slice" in text
+
+
+# --------------------------------------------------------------------------------------------
+# a baseline scored on another eval-set version
+# --------------------------------------------------------------------------------------------
+
+
+def across_versions(candidate, baseline, **kw):
+    return build_scorecard(candidate, baseline, GATES, model="m:2", baseline_model="m:1", eval_set_version="v3",
+                           tier="deep", created_at="2026-12-01T00:00:00Z", **kw)
+
+
+def v2_and_v3():
+    """The baseline on v2: routing examples r-0..r-99, passing r-0..r-89. v3 dropped r-0..r-19 and
+    added n-0..n-29 (routing) and x-0..x-9 (extraction, a slice v2 did not have). The candidate
+    answers the shared r-20..r-99 like the baseline except r-20..r-29, which it newly fails, and
+    passes every new example."""
+    base = rows("intent_routing", ["passed"] * 90 + ["failed"] * 10, prefix="r")
+    cand = [dict(r) for r in base[20:]]
+    for r in cand[:10]:
+        r["status"] = "failed"
+    cand += rows("intent_routing", ["passed"] * 30, prefix="n") + rows("extraction", ["passed"] * 10, prefix="x")
+    return base, cand
+
+
+def test_other_version_pairs_only_the_shared_examples_and_says_how_many():
+    base, cand = v2_and_v3()
+    result = across_versions(cand, base, baseline_eval_set_version="v2")
+    assert result["eval_set_version"] == "v3" and result["baseline_eval_set_version"] == "v2"
+    summary = "baseline scored on v2, candidate on v3: paired on 80 shared examples (40 only in v3, 20 only in v2)"
+    assert result["comparison"] == {"candidate_version": "v3", "baseline_version": "v2", "same_version": False,
+                                    "shared_examples": 80, "candidate_only_examples": 40, "baseline_only_examples": 20,
+                                    "summary": summary}
+    assert summary in result["reasons"]
+    # the pairs are r-20..r-99: the baseline passes 70 of them (r-20..r-89), the candidate 60
+    routing = slice_row(result, "category=intent_routing")
+    assert routing["paired"]["n"] == 80 and routing["shared_examples"] == 80
+    assert routing["baseline"] == {**routing["baseline"], "rate": 70 / 80, "scored": 80}
+    assert routing["paired"]["difference"] == pytest.approx(-10 / 80)
+    assert (routing["paired"]["baseline_only"], routing["paired"]["candidate_only"]) == (10, 0)
+    # the candidate's own rate is over everything it scored on v3 (60 + 30 of 110)
+    assert routing["scored"] == 110 and routing["rate"] == pytest.approx(90 / 110)
+    assert routing["status"] == "fail" and result["verdict"] == "fail"
+    assert result["overall"]["paired"]["n"] == 80
+    # a slice new in v3 has nothing to pair: its drop gate cannot be told, and the card says why
+    extraction = slice_row(result, "category=extraction")
+    assert extraction["shared_examples"] == 0 and extraction["paired"] is None and extraction["baseline"] is None
+    assert extraction["status"] == "inconclusive"
+    assert "none of this slice's 10 examples is in the baseline's run on v2" in extraction["detail"]
+
+    text = scorecard_text(result)
+    assert f"  comparison: {summary}" in text
+    assert "paired" in text.splitlines()[text.splitlines().index("  (pass rate: the candidate's, on all it scored; "
+                                                                   "baseline, change and McNemar p: on the paired "
+                                                                   "examples)") + 1]
+    overall_line = next(line for line in text.splitlines() if line.startswith("  overall "))
+    assert overall_line.split()[2:4] == ["120", "80"]  # scored, paired
+
+
+def test_baseline_version_is_read_from_its_rows_and_must_be_one():
+    base, cand = v2_and_v3()
+    stated = across_versions(cand, [{**r, "eval_set_version": "v2"} for r in base])
+    assert stated["comparison"]["baseline_version"] == "v2" and stated["comparison"]["shared_examples"] == 80
+    mixed = [{**r, "eval_set_version": "v2"} for r in base] + [{"example_id": "r-0", "status": "failed",
+                                                               "eval_set_version": "v1"}]
+    with pytest.raises(ValueError, match="on eval-set versions v1, v2: pass the rows of one scoring"):
+        across_versions(cand, mixed)
+    # the rows of the latest scoring, by version number (v10 after v9)
+    version, latest = latest_scoring([{"example_id": "a", "eval_set_version": "v9"},
+                                      {"example_id": "b", "eval_set_version": "v10"}])
+    assert version == "v10" and [r["example_id"] for r in latest] == ["b"]
+    assert latest_scoring([]) == (None, [])
+    assert sorted(["v10", "v2", "v1"], key=version_order) == ["v1", "v2", "v10"]
+
+
+def test_nothing_shared_leaves_the_drop_gates_unevaluated_not_passed():
+    base = rows("intent_routing", ["passed"] * 100, prefix="old")
+    cand = rows("intent_routing", ["passed"] * 100, prefix="new")  # a perfect candidate, on other examples
+    result = across_versions(cand, base, baseline_eval_set_version="v2")
+    cmp = result["comparison"]
+    assert (cmp["shared_examples"], cmp["candidate_only_examples"], cmp["baseline_only_examples"]) == (0, 100, 100)
+    assert cmp["summary"] == ("baseline scored on v2, candidate on v3: no example is in both runs (100 only in v3, "
+                              "100 only in v2), so nothing is paired and the drop gates are not evaluated "
+                              "(inconclusive)")
+    assert result["verdict"] == "inconclusive"
+    assert result["overall"]["paired"] is None and result["overall"]["status"] == "inconclusive"
+    assert any(r.startswith("overall inconclusive: max drop not evaluated: the baseline's run on v2 and the "
+                            "candidate's on v3 share no example") for r in result["reasons"])
+    assert cmp["summary"] in result["reasons"]
+    assert result["overall"]["mde"] is None  # no paired comparison, so no detectable change to state
+
+
+def test_same_version_says_every_example_is_shared():
+    base, cand = regression_set()
+    result = card(cand, base)
+    assert result["comparison"] == {
+        "candidate_version": "v1", "baseline_version": "v1", "same_version": True, "shared_examples": 400,
+        "candidate_only_examples": 0, "baseline_only_examples": 0,
+        "summary": "baseline and candidate scored on the same eval-set version v1: all 400 examples shared"}
+    assert result["baseline_eval_set_version"] == "v1"
+    assert not any("eval-set version" in r for r in result["reasons"])  # nothing to qualify the verdict with
+    assert "  comparison: baseline and candidate scored on the same eval-set version v1: all 400 examples shared" \
+        in scorecard_text(result)
+    assert card(cand, None)["comparison"] is None
+    # a subset of the baseline's run (the continuous tier against a deep baseline) is still fully paired
+    subset = card(cand[:150], base)
+    assert subset["comparison"]["summary"] == ("baseline and candidate scored on the same eval-set version v1: all "
+                                               "150 of the candidate's examples shared (the baseline's run holds 250 "
+                                               "more)")
+    assert subset["comparison"]["summary"] not in subset["reasons"] and subset["overall"]["paired"]["n"] == 150
+
+
+def test_baseline_without_scores_says_so():
+    _, cand = regression_set()
+    result = across_versions(cand, [])
+    assert result["comparison"]["shared_examples"] == 0 and result["baseline_eval_set_version"] is None
+    assert "baseline m:1 has no scores: evaluate it first; no paired comparison was made" in result["reasons"]
+    assert result["verdict"] == "inconclusive"
+    assert "max drop not evaluated: the baseline has no scores" in result["overall"]["detail"]
 
 
 def test_thresholds_file_errors_name_the_file_and_field(tmp_path):

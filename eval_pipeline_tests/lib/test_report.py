@@ -255,6 +255,47 @@ def test_page_is_self_contained(make):
     assert "<style>" in page and "<svg" in page
 
 
+def across_versions() -> dict:
+    """The regression of :func:`fail_with_baseline`, its baseline's scores on the eval set before."""
+    card = fail_with_baseline()
+    summary = "baseline scored on v2, candidate on v3: paired on 120 shared examples (2 only in v3, 9 only in v2)"
+    card["baseline_eval_set_version"] = "v2"
+    card["comparison"] = {"candidate_version": "v3", "baseline_version": "v2", "same_version": False,
+                          "shared_examples": 120, "candidate_only_examples": 2, "baseline_only_examples": 9,
+                          "summary": summary}
+    card["reasons"].append(summary)
+    return card
+
+
+def test_header_states_both_eval_set_versions_and_the_shared_examples():
+    card = across_versions()
+    page = render_scorecard_html(card)
+    header = page.split('<section class="headline">', 1)[0]  # before the figures
+    text = "".join(parse(header).text)
+    assert "Eval set: v3" in text and "Baseline's eval set: v2" in text
+    section = re.search(r'<section class="comparison comparison-partial" id="comparison">(.*?)</section>', page,
+                        re.DOTALL)
+    assert section and card["comparison"]["summary"] in "".join(parse(section.group(1)).text)
+    assert "are over the paired examples" in section.group(1)
+    # each difference says how many pairs it is over; the legend says the baseline's dots are on v2
+    assert "-9.5 pts [-16.0, -3.9] 58 paired" in " ".join("".join(parse(page).text).split())
+    assert "baseline support-assistant:2024-04 (v2, shared examples)" in page
+
+    same = fail_with_baseline()
+    same["baseline_eval_set_version"] = "v3"
+    same["comparison"] = {"candidate_version": "v3", "baseline_version": "v3", "same_version": True,
+                          "shared_examples": 122, "candidate_only_examples": 0, "baseline_only_examples": 0,
+                          "summary": "baseline and candidate scored on the same eval-set version v3: all 122 examples "
+                                     "shared"}
+    page = render_scorecard_html(same)
+    assert '<section class="comparison" id="comparison">' in page
+    assert 'class="comparison comparison-partial"' not in page
+    assert "all 122 examples shared" in page and "Baseline&#x27;s eval set: v3" in page
+    # a scorecard written before versions were compared still renders, without the section
+    assert 'id="comparison"' not in render_scorecard_html(fail_with_baseline())
+    assert "Baseline&#x27;s eval set" not in render_scorecard_html(first_evaluation())
+
+
 def test_write_creates_folders_and_writes_utf8(tmp_path):
     card = fail_with_baseline()
     path = write_scorecard_report(card, tmp_path / "reports" / "nested" / "scorecard.html")

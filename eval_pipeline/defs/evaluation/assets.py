@@ -3,7 +3,9 @@
 ``candidate_outputs`` runs the version on the current eval set (the tier chosen in the run's
 config), ``candidate_scores`` scores each output by the scorers that fit its task type, and
 ``scorecard`` compares it with the baseline and applies the gates of the thresholds file. The
-logic is in ``lib/providers.py``, ``lib/evaluation.py``, ``lib/gates.py`` and ``lib/report.py``.
+baseline's stored scores may be on an older eval-set version: the scorecard then pairs the
+examples both versions hold and says how many. The logic is in ``lib/providers.py``,
+``lib/evaluation.py``, ``lib/gates.py`` and ``lib/report.py``.
 """
 
 
@@ -18,9 +20,9 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import model_versions
 from eval_pipeline.defs.registry.assets import version_from_row
-from eval_pipeline.defs.resources import EvaluationSettings, JudgeSettings, LabelingSettings, PipelineSettings, read_table
+from eval_pipeline.defs.resources import EvaluationSettings, JudgeSettings, LabelingSettings, PipelineSettings
 from eval_pipeline.lib.evaluation import score_output, select_tier
-from eval_pipeline.lib.gates import build_scorecard
+from eval_pipeline.lib.gates import build_scorecard, latest_scoring, version_order
 from eval_pipeline.lib.providers import generate_outputs, provider_for
 from eval_pipeline.lib.report import write_scorecard_report
 from eval_pipeline.lib.annotation import rubric_for
@@ -47,7 +49,10 @@ SCORECARD = pl.Schema({
     "high": pl.Float64, "baseline_rate": pl.Float64, "difference": pl.Float64, "difference_low": pl.Float64,
     "difference_high": pl.Float64, "p_value": pl.Float64, "floor": pl.Float64, "max_drop": pl.Float64,
     "status": pl.String, "detail": pl.String, "mde": pl.Float64, "needed_examples": pl.Int64,
-    "report_path": pl.String, "created_at": pl.Datetime("us", "UTC")})
+    "report_path": pl.String, "created_at": pl.Datetime("us", "UTC"),
+    # added after the first layout: appended, and added to an existing table (_add_new_columns)
+    "baseline_eval_set_version": pl.String, "shared_examples": pl.Int64, "paired": pl.Int64})
+_SCORECARD_ADDED = {"baseline_eval_set_version": "VARCHAR", "shared_examples": "BIGINT", "paired": "BIGINT"}
 
 
 def current_eval_set(eval_set: pl.DataFrame) -> pl.DataFrame:
@@ -189,6 +194,35 @@ def scorecard_paths(settings: PipelineSettings, key: str, tier: str):
     return folder / f"{version}.{tier}.html", folder / f"{version}.{tier}.json"
 
 
+def baseline_scores(warehouse: DuckDBResource, baseline: str) -> tuple[str | None, list[dict], list[str]]:
+    """The baseline's stored scores: (eval-set version, rows of ``example_id`` and ``status``,
+    every version its stored rows are on). Each run replaces a model version's rows of
+    ``candidate_scores`` (the table is partitioned by model version), so they are one scoring; if
+    rows of another version are there all the same (a table written otherwise), only the latest
+    version's are used, never a mix of two scorings."""
+    with warehouse.get_connection() as con:
+        exists = con.execute("select count(*) from information_schema.tables "
+                             "where table_schema = 'evaluation' and table_name = 'candidate_scores'").fetchone()[0]
+        if not exists:
+            return None, [], []
+        stored = con.execute("select example_id, status, eval_set_version from evaluation.candidate_scores "
+                             "where model_version = ?", [baseline]).pl()
+    versions = sorted(set(stored["eval_set_version"].to_list()), key=version_order)
+    version, rows = latest_scoring(stored.to_dicts())
+    return version, [{"example_id": r["example_id"], "status": r["status"]} for r in rows], versions
+
+
+def _add_new_columns(warehouse: DuckDBResource) -> None:
+    """Columns added to ``evaluation.scorecard`` since its first layout, added to a table a data
+    home already has (at the end, where the frame has them: the rows are inserted by position)."""
+    with warehouse.get_connection() as con:
+        exists = con.execute("select count(*) from information_schema.tables "
+                             "where table_schema = 'evaluation' and table_name = 'scorecard'").fetchone()[0]
+        if exists:
+            for name, sql_type in _SCORECARD_ADDED.items():
+                con.execute(f"alter table evaluation.scorecard add column if not exists {name} {sql_type}")
+
+
 @dg.asset(group_name="evaluation", kinds=KINDS | {"html"}, partitions_def=model_versions, metadata=_META)
 def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settings: PipelineSettings,
               evaluation: EvaluationSettings, warehouse: DuckDBResource, model_registry: pl.DataFrame,
@@ -198,45 +232,59 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
     (difference with its interval, McNemar p), the gates of the thresholds file (floors, maximum
     drops, critical slices) and the worst slice; pass, fail or inconclusive, with the reasons, the
     minimum detectable effect and the examples needed where the set is too small to tell. Written
-    as a self-contained HTML report (chart of slice pass rates with intervals for both versions)."""
+    as a self-contained HTML report (chart of slice pass rates with intervals for both versions).
+
+    The baseline's scores are those stored for it, which may be on an older eval-set version
+    (the registry sensor does not re-score a baseline): the comparison then pairs the examples the
+    two runs share, and the card, the report, the table and this asset's metadata state both
+    versions and how many examples are shared."""
     key = context.partition_key
     thresholds = evaluation.load_thresholds()
     baseline = _baseline_key(config, model_registry, key)
-    base_rows = None
+    base_rows, base_version = None, None
     if baseline:
-        stored = read_table(warehouse, "evaluation.candidate_scores", CANDIDATE_SCORES)
-        base_rows = stored.filter(pl.col("model_version") == baseline).select("example_id", "status").to_dicts()
+        base_version, base_rows, stored_versions = baseline_scores(warehouse, baseline)
         if not base_rows:
-            context.log.warning(f"baseline {baseline} has no scores yet: evaluate it first; only floors are checked")
+            context.log.warning(f"baseline {baseline} has no scores yet: evaluate it first; its drop gates are "
+                                "inconclusive")
+        elif len(stored_versions) > 1:
+            context.log.warning(f"baseline {baseline} has stored scores on eval-set versions "
+                                f"{', '.join(map(str, stored_versions))}: only those on {base_version} are used")
     rows = candidate_scores.select("example_id", "slice", "status", pl.col("tier_weight").alias("weight")).to_dicts()
     tier = candidate_scores["tier"][0] if candidate_scores.height else "deep"
     version = candidate_scores["eval_set_version"][0] if candidate_scores.height else None
     now = datetime.now(timezone.utc)
     card = build_scorecard(rows, base_rows, thresholds, model=key, baseline_model=baseline, eval_set_version=version,
-                           tier=tier, created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    if baseline and not base_rows:
-        card["reasons"].append(f"baseline {baseline} has no scores: evaluate it first; no paired comparison was made")
+                           baseline_eval_set_version=base_version, tier=tier,
+                           created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    comparison = card["comparison"]
     html_path, json_path = scorecard_paths(settings, key, tier)
     write_scorecard_report(card, html_path)
     json_path.write_text(json.dumps(card, indent=1), encoding="utf-8")
     table = [{**{k: s[k] for k in ("slice", "critical", "examples", "scored", "passed", "not_scored", "errors",
                                     "rate", "low", "high", "floor", "max_drop", "status", "detail", "mde",
-                                    "needed_examples")},
+                                    "needed_examples", "shared_examples")},
               "model_version": key, "baseline": baseline, "eval_set_version": version, "tier": tier,
               "verdict": card["verdict"], "baseline_rate": (s["baseline"] or {}).get("rate"),
               "difference": (s["paired"] or {}).get("difference"), "difference_low": (s["paired"] or {}).get("low"),
               "difference_high": (s["paired"] or {}).get("high"), "p_value": (s["paired"] or {}).get("p_value"),
+              "baseline_eval_set_version": card["baseline_eval_set_version"], "paired": (s["paired"] or {}).get("n"),
               "report_path": str(html_path), "created_at": now}
              for s in [card["overall"], *card["slices"]]]
     df = pl.DataFrame(table, schema=SCORECARD)
-    view = df.select("slice", "critical", "scored", "rate", "low", "high", "baseline_rate", "difference", "p_value",
-                     "status").with_columns(pl.col(pl.Float64).round(3))
+    _add_new_columns(warehouse)
+    view = df.select("slice", "critical", "scored", "paired", "rate", "low", "high", "baseline_rate", "difference",
+                     "p_value", "status").with_columns(pl.col(pl.Float64).round(3))
     weighted = card["weighted"] or {}
     return dg.Output(df, metadata={
         "dagster/row_count": df.height,
         "verdict": card["verdict"],
         "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in card["reasons"])),
         "baseline": baseline or "none",
+        "eval_set_version": version or "none",
+        "baseline_eval_set_version": card["baseline_eval_set_version"] or "none",
+        "comparison": comparison["summary"] if comparison else "no baseline: floors only",
+        "shared_examples": comparison["shared_examples"] if comparison else 0,
         "tier": tier,
         "worst_slice": card["worst_slice"] or "none",
         "pass_rate": card["overall"]["rate"] if card["overall"]["rate"] is not None else float("nan"),
