@@ -16,8 +16,8 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 
 from eval_pipeline.lib.clustering import ClusterConfig
-from eval_pipeline.lib.embeddings import DEFAULT_MODEL, EmbeddingConfig
-from eval_pipeline.lib.identity import IdentityRules
+from eval_pipeline.lib.embeddings import DEFAULT_MODEL, EmbeddingConfig, rows_with_vectors
+from eval_pipeline.lib.identity import IdentityRules, Reference
 from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
 from eval_pipeline.lib.locks import file_lock
 from eval_pipeline.lib.paths import DataHome
@@ -364,6 +364,31 @@ def read_table(warehouse: DuckDBResource, table: str, schema: pl.Schema) -> pl.D
         if exists:
             return pl.DataFrame(con.execute(f"select * from {table}").arrow()).cast(schema)
     return pl.DataFrame(schema=schema)
+
+
+def clustered_sample(warehouse: DuckDBResource, month: date | None, size: int, seed: int,
+                     before: date | None = None) -> Reference | None:
+    """A seeded sample of at most ``size`` of a month's clustered records (``clustering.log_clusters``)
+    with their stored vectors: last month's traffic in the novelty tests of ``lib/identity.py``.
+    ``month`` None with ``before``: the latest clustered month before that one. None when there
+    is no such month or no vector (the tests then fall back to centroid cosine)."""
+    with warehouse.get_connection() as con:
+        exists = con.execute("select count(*) from information_schema.tables where table_schema = 'clustering' "
+                             "and table_name = 'log_clusters'").fetchone()[0]
+        if not exists:
+            return None
+        if month is None and before is not None:
+            month = con.execute("select max(month) from clustering.log_clusters where month < ?", [before]).fetchone()[0]
+        if month is None:
+            return None
+        keys = pl.DataFrame(con.execute("select request_id, timestamp, cluster_id from clustering.log_clusters "
+                                        "where month = ? order by request_id", [month]).arrow())
+    if keys.height > size:
+        keys = keys.sample(n=size, seed=seed).sort("request_id")
+    if not keys.height:
+        return None
+    kept, vectors, _ = rows_with_vectors(warehouse.get_connection, keys.with_columns(pl.col("timestamp").cast(pl.Datetime("us"))))
+    return Reference(vectors, kept["cluster_id"].to_list()) if kept.height else None
 
 
 def landing_file_days(warehouse: DuckDBResource) -> dict[str, list[str]]:

@@ -170,6 +170,7 @@ def build_version(
     created_at: datetime | None = None,
     details: Callable[[Sequence[Mapping[str, Any]]], Sequence[Mapping[str, Any]]] | None = None,
     outcomes: Mapping[str, tuple[int, int]] | None = None,
+    stale: Mapping[str, str] | None = None,
 ) -> VersionBuild:
     """The next version: the initial draw when there is no previous version, else a refresh.
 
@@ -183,7 +184,8 @@ def build_version(
     ``outcomes``: stratum -> (passed, scored) on the previous version (the last scorecard), for
     the Neyman allocation of a refresh's additions (:func:`sampling.plan_refresh`). A refreshed
     version's inclusion probabilities are recomputed against this month's traffic
-    (:func:`sampling.reweight`).
+    (:func:`sampling.reweight`). ``stale``: example_id -> reason, examples whose topic left
+    the traffic (``identity.stale_examples``), removed.
     """
     version = next_version(existing_versions)
     created_at = created_at or datetime.now()
@@ -207,7 +209,7 @@ def build_version(
         return VersionBuild(name, [dict(p) for p in previous], [], [
             f"no records in {month:%Y-%m}: nothing to refresh from, {name} stays the current version"], unchanged=True)
     plan = plan_refresh(previous, records, vectors, drift, config,
-                        taken_request_ids={p["request_id"] for p in previous}, outcomes=outcomes)
+                        taken_request_ids={p["request_id"] for p in previous}, outcomes=outcomes, stale=stale)
     keep = set(plan.keep)
     rows = []
     changelog = []

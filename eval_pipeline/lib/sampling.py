@@ -566,6 +566,7 @@ def plan_refresh(
     config: SamplingConfig,
     taken_request_ids: set[str] | frozenset[str] = frozenset(),
     outcomes: Mapping[str, tuple[int, int]] | None = None,
+    stale: Mapping[str, str] | None = None,
 ) -> RefreshPlan:
     """Plan the next version from the previous one and this month's clustered records, keeping
     the set within ``band`` of ``target_size``.
@@ -576,6 +577,8 @@ def plan_refresh(
     ``current_share``, ``previous_share``, ``nearest_id``, ``nearest_similarity``, ``mode``).
     ``outcomes``: stratum -> (passed, scored) of the last scorecard on the previous version;
     with it the additions follow Neyman's allocation, without it the proportional one.
+    ``stale``: example_id -> why its topic left the traffic (``identity.stale_examples``): such
+    examples go, whatever their cluster.
 
     1. Move: examples of a ``gone`` cluster whose topic continues in another cluster (its
        ``nearest_id`` within ``merge_cosine``; after a refit, the one-to-one match's nearest
@@ -606,7 +609,9 @@ def plan_refresh(
     for ex in previous:
         cid = ex["cluster_id"]
         d = status.get(cid)
-        if cid not in gone:
+        if stale and ex["example_id"] in stale:
+            remove.append((ex["example_id"], stale[ex["example_id"]]))
+        elif cid not in gone:
             kept_examples.append(ex)
         elif d.get("nearest_id") and (d.get("nearest_similarity") or 0.0) >= follow:
             target = d["nearest_id"]

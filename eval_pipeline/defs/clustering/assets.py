@@ -10,10 +10,9 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import monthly_partitions
-from eval_pipeline.defs.resources import ClusteringSettings, PipelineSettings, read_table
+from eval_pipeline.defs.resources import ClusteringSettings, PipelineSettings, clustered_sample, read_table
 from eval_pipeline.lib.clustering import UNCLUSTERED, cluster_month, cluster_table_markdown, drift_table_markdown
 from eval_pipeline.lib.embeddings import from_storage, rows_with_vectors, to_storage
-from eval_pipeline.lib.identity import Reference
 from eval_pipeline.lib.records import FAILURE_SIGNALS
 from eval_pipeline.lib.tables import CLUSTER_DRIFT_SCHEMA, CLUSTER_TABLE_SCHEMA, LOG_CLUSTERS_SCHEMA, conform, frame
 
@@ -24,26 +23,6 @@ _MONTHLY = {"schema": "clustering"}
 # ids; the vectors are read apart, straight into one float16 array: month_vectors).
 _CLUSTER_COLUMNS = ["request_id", "timestamp", "embed_text", "task_type", "user_segment", "thumbs",
                     *(s for s in FAILURE_SIGNALS if s != "thumbs_down")]
-
-
-def _reference(warehouse: DuckDBResource, month: date, size: int, seed: int) -> Reference | None:
-    """A seeded sample of at most ``size`` of ``month``'s clustered records with their vectors:
-    the previous month in the novelty test of ``lib/identity.py``; None when it has no records
-    or vectors (an older data home): the test then falls back to centroid cosine."""
-    with warehouse.get_connection() as con:
-        exists = con.execute("select count(*) from information_schema.tables where table_schema = 'clustering' "
-                             "and table_name = 'log_clusters'").fetchone()[0]
-        if not exists:
-            return None
-        keys = pl.DataFrame(con.execute("select request_id, timestamp, cluster_id from clustering.log_clusters "
-                                        "where month = ? order by request_id", [month]).arrow())
-    if keys.height > size:
-        keys = keys.sample(n=size, seed=seed).sort("request_id")
-    if not keys.height:
-        return None
-    keys = keys.with_columns(pl.col("timestamp").cast(pl.Datetime("us")))
-    kept, vectors, _ = rows_with_vectors(warehouse.get_connection, keys)
-    return Reference(vectors, kept["cluster_id"].to_list()) if kept.height else None
 
 
 @dg.multi_asset(
@@ -93,7 +72,7 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     previous_total = int(history.filter(pl.col("month") == previous_month)["size"].sum()) if previous_month else 0
 
     rules = clustering.rules()
-    reference = _reference(warehouse, previous_month, rules.sample, clustering.seed) if previous and rows.height else None
+    reference = clustered_sample(warehouse, previous_month, rules.sample, clustering.seed) if previous and rows.height else None
     result = cluster_month(rows, vectors, clustering.config(), previous=previous, previous_total=previous_total,
                            known_ids=[i for i in history["cluster_id"].to_list() if i != UNCLUSTERED],
                            reference=reference, rules=rules, growth=clustering.growth, title=f"{month:%Y-%m}:")

@@ -10,10 +10,12 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import monthly_partitions
-from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings, SamplingSettings, read_table
+from eval_pipeline.defs.resources import (EvaluationSettings, PipelineSettings, SamplingSettings, clustered_sample,
+                                          read_table)
 from eval_pipeline.lib.embeddings import READ_MEMORY_LIMIT, from_storage, rows_with_vectors
 from eval_pipeline.lib.eval_set import (base_version, build_version, changelog_markdown, coverage_table,
                                         outcomes_by_stratum, plot_coverage, reusable_version, slice_precision)
+from eval_pipeline.lib.identity import IdentityRules, stale_examples
 from eval_pipeline.lib.sampling import fields_read
 from eval_pipeline.lib.spool import StoredPartition
 from eval_pipeline.lib.tables import (EVAL_SET_CHANGELOG_SCHEMA, EVAL_SET_SCHEMA, EVAL_SET_SUMMARY_SCHEMA,
@@ -50,6 +52,23 @@ def _details(warehouse: DuckDBResource, records: list[dict]) -> list[dict]:
     found = {(row["request_id"], row["timestamp"]): row for row in texts.to_dicts()}
     return [{**r, **{c: found.get((r["request_id"], r["timestamp"]), {}).get(c) for c in _TEXT_COLUMNS}}
             for r in records]
+
+
+def _stale(warehouse: DuckDBResource, previous: list[dict], vectors, month: date, seed: int) -> dict[str, str]:
+    """example_id -> reason for the previous version's examples whose topic left the traffic
+    (``identity.stale_examples``: no record of this month among their nearest records of last
+    month's and this month's); empty without last month's vectors."""
+    rules = IdentityRules()
+    reference = clustered_sample(warehouse, None, rules.sample, seed, before=month)
+    if reference is None:
+        return {}
+    keys = pl.DataFrame({"request_id": [e["request_id"] for e in previous], "timestamp": [e["timestamp"] for e in previous],
+                         "example_id": [e["example_id"] for e in previous]},
+                        schema={"request_id": pl.String, "timestamp": pl.Datetime("us"), "example_id": pl.String})
+    found, example_vectors, _ = rows_with_vectors(warehouse.get_connection, keys)
+    flags = stale_examples(example_vectors, reference.vectors, vectors, rules, seed)
+    return {eid: "its topic left the traffic: none of its nearest records is from this month"
+            for eid, flag in zip(found["example_id"], flags) if flag}
 
 
 def _last_scores(warehouse: DuckDBResource, version: str | None) -> list[dict]:
@@ -121,10 +140,11 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
         context.log.warning(f"{month_rows - records.height} records of the month have no cluster or "
                             "embedding (re-run log_embeddings and log_clusters for the month) and are not sampled")
 
+    stale = _stale(warehouse, previous, vectors, month, sampling.seed) if previous and len(vectors) else None
     scores = _last_scores(warehouse, base) if previous else []
     outcomes = outcomes_by_stratum(scores, previous) if scores else None
     build = build_version(rows, vectors, month, config, previous=previous, drift=drift, existing_versions=names,
-                          details=lambda chosen: _details(warehouse, list(chosen)), outcomes=outcomes)
+                          details=lambda chosen: _details(warehouse, list(chosen)), outcomes=outcomes, stale=stale)
     reused = reusable_version(versions.select("eval_set_version", "month", "example_id").to_dicts(), month, build)
     if reused:
         # the version current this month; its rows carry this month so the partition holds them
