@@ -482,29 +482,25 @@ def neyman_allocate(caps: Mapping[str, int], weights: Mapping[str, float], targe
     proportional allocation."""
     caps = {k: max(0, int(v)) for k, v in caps.items()}
     alloc = {k: min(int((floors or {}).get(k, 0)), caps[k]) for k in caps}
-    remaining = max(0, min(target, sum(caps.values())) - sum(alloc.values()))
-    while remaining > 0:
-        open_ = [k for k in sorted(caps) if alloc[k] < caps[k] and weights.get(k, 0) > 0]
-        if not open_:
-            open_ = [k for k in sorted(caps) if alloc[k] < caps[k]]
-            if not open_:
-                break
-        total = sum(weights.get(k, 0) for k in open_) or float(len(open_))
-        quota = {k: remaining * (weights.get(k, 0) if total != len(open_) or weights.get(k, 0) else 1.0) / total
-                 for k in open_}
-        granted = 0
+    goal = min(target, sum(caps.values()))
+    while goal > sum(alloc.values()):
+        remaining = goal - sum(alloc.values())
+        open_ = [k for k in sorted(caps) if alloc[k] < caps[k]]
+        weight = {k: float(weights.get(k, 0) or 0) for k in open_}
+        if not sum(weight.values()):
+            weight = {k: 1.0 for k in open_}  # no weight left: evenly
+        total = sum(weight.values())
+        quota = {k: remaining * weight[k] / total for k in open_}
+        capped = [k for k in open_ if quota[k] >= caps[k] - alloc[k]]
+        if capped:  # these take all they can; the rest is shared again among the others
+            for k in capped:
+                alloc[k] = caps[k]
+            continue
         for k in open_:
-            add = min(int(math.floor(quota[k])), caps[k] - alloc[k])
-            alloc[k] += add
-            granted += add
-        left = remaining - granted
-        for k in sorted(open_, key=lambda k: (-(quota[k] - math.floor(quota[k])), -weights.get(k, 0), k)):
-            if left == 0:
-                break
-            if alloc[k] < caps[k]:
-                alloc[k] += 1
-                left -= 1
-        remaining = max(0, min(target, sum(caps.values())) - sum(alloc.values()))
+            alloc[k] += int(math.floor(quota[k]))
+        left = goal - sum(alloc.values())
+        for k in sorted(open_, key=lambda k: (-(quota[k] - math.floor(quota[k])), -weight[k], k))[:left]:
+            alloc[k] += 1
     return alloc
 
 
@@ -591,11 +587,12 @@ def plan_refresh(
        collapsed, noise split in groups as in :func:`draw_sample`): weights N_h, or N_h x S_h
        with S_h from ``outcomes`` (:func:`outcome_sd`); a floor of ``floor`` per stratum (and
        ``noise_floor`` per noise group).
-    4. Add: what refills the set to ``target_size``, at least the floor of each new cluster and
-       the deficit of under-covered strata (fewer than ``under_coverage`` x wanted), given to the
-       strata furthest below what they want; when that would take the set past
+    4. Add: what refills the set to ``target_size``, plus the floor of each new cluster on top
+       (so new topics never crowd out the refill); first the new clusters' floors and the
+       deficits of under-covered strata (fewer than ``under_coverage`` x wanted), the rest to
+       the strata furthest below what the allocation wants. When that would take the set past
        ``target_size x (1 + band)``, the most over-represented strata (above what they want)
-       give up examples to make room, at most ``refresh_size`` of them.
+       give up examples to make room, at most ``refresh_size`` of them; beyond that the band wins.
     """
     rng = np.random.default_rng(config.seed + 1)
     messages: list[str] = []
@@ -685,29 +682,30 @@ def plan_refresh(
             reasons_by_stratum[key] = (f"stratum {key} under-covered: {have.get(key, 0)} examples where its traffic "
                                        f"({share:.1%}) warrants about {desired[key]}")
     upper = int(math.floor(config.target_size * (1 + config.band)))
-    n_add = max(config.target_size - kept_count, 0)
-    if sum(need.values()) > n_add:
-        n_add = min(sum(need.values()), max(upper - kept_count, n_add))
-        short = sum(need.values()) - n_add
+    new_topics = sum(n for k, n in need.items() if reasons_by_stratum[k].startswith("new cluster"))
+    # the refill to the target, and new topics' floors on top of it (the band absorbs them)
+    n_add = max(config.target_size - kept_count, 0) + new_topics
+    n_add = max(n_add, min(sum(need.values()), upper - kept_count))
+    short = kept_count + n_add - upper
+    trimmed = 0
+    while short > 0 and trimmed < config.refresh_size:
         # make room: the most over-represented strata give one example at a time
-        trimmed = 0
-        while short > 0 and trimmed < config.refresh_size:
-            over = [(have[k] / max(desired.get(k, 0), 1), k) for k in have
-                    if have[k] > max(desired.get(k, 0), config.floor) and have[k] > 1]
-            if not over:
-                break
-            _, key = max(over)
-            candidates = sorted(ex["example_id"] for ex in kept_examples
-                                if ex["stratum"] == key and ex["example_id"] not in removed)
-            eid = candidates[int(rng.integers(len(candidates)))]
-            remove.append((eid, f"room for new topics: stratum {key} holds {have[key]} examples where about "
-                                f"{desired.get(key, 0)} are wanted"))
-            removed.add(eid)
-            have[key] -= 1
-            kept_count -= 1
-            short -= 1
-            trimmed += 1
-            n_add += 1
+        over = [(have[k] / max(desired.get(k, 0), 1), k) for k in have
+                if have[k] > max(desired.get(k, 0), config.floor) and have[k] > 1]
+        if not over:
+            break
+        _, key = max(over)
+        candidates = sorted(ex["example_id"] for ex in kept_examples
+                            if ex["stratum"] == key and ex["example_id"] not in removed)
+        eid = candidates[int(rng.integers(len(candidates)))]
+        remove.append((eid, f"room for new topics: stratum {key} holds {have[key]} examples where about "
+                            f"{desired.get(key, 0)} are wanted"))
+        removed.add(eid)
+        have[key] -= 1
+        kept_count -= 1
+        short -= 1
+        trimmed += 1
+    n_add = max(0, min(n_add, upper - kept_count))
     # additions: the needs first, the rest to the strata furthest below what they want
     deficits = {k: max(0, desired.get(k, 0) - have.get(k, 0) - need.get(k, 0)) for k in strata}
     first = neyman_allocate({k: min(need.get(k, 0), room[k]) for k in strata}, need, min(n_add, sum(need.values())))

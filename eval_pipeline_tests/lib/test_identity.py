@@ -51,18 +51,33 @@ def records(texts, categories, idx, month: date, prefix: str) -> list[dict]:
             for n, i in enumerate(idx)]
 
 
-def test_two_months_keep_topics_and_a_steady_set(scenario):
+JAN, FEB = date(2026, 1, 1), date(2026, 2, 1)
+
+
+@pytest.fixture(scope="module")
+def clustered(scenario):
+    """Both months clustered: January afresh, February under January's ids."""
     texts, categories, a, b, new, dropped, va, vb = scenario
     config = ClusterConfig(map_method="none")
-    jan, feb = date(2026, 1, 1), date(2026, 2, 1)
-    rows_a = records(texts, categories, a, jan, "a")
-    rows_b = records(texts, categories, b, feb, "b")
+    rows_a = records(texts, categories, a, JAN, "a")
+    rows_b = records(texts, categories, b, FEB, "b")
     first = cluster_month(rows_a, va, config)
-    assert first.mode == "initial"
     previous = [(e["cluster_id"], e["centroid"], e["size"]) for e in first.table if e["centroid"] is not None]
     second = cluster_month(rows_b, vb, config, previous=previous, previous_total=len(a),
                            known_ids=[p[0] for p in previous],
                            reference=Reference(va, first.assignments["cluster_id"]))
+    for row, cid in zip(rows_a, first.assignments["cluster_id"]):
+        row["cluster_id"] = cid
+    for row, cid in zip(rows_b, second.assignments["cluster_id"]):
+        row["cluster_id"] = cid
+    return rows_a, rows_b, first, second
+
+
+def test_two_months_keep_topics_and_a_steady_set(scenario, clustered):
+    texts, categories, a, b, new, dropped, va, vb = scenario
+    rows_a, rows_b, first, second = clustered
+    jan, feb = JAN, FEB
+    assert first.mode == "initial"
     assert second.mode == "assigned"
     status = {r.cluster_id: r.status for r in second.drift}
     cluster_b = second.assignments["cluster_id"]
@@ -81,10 +96,6 @@ def test_two_months_keep_topics_and_a_steady_set(scenario):
     assert dropped_ids and all(status[c] == "gone" for c in dropped_ids if c in status)
 
     sampling = SamplingConfig(target_size=TARGET)
-    for row, cid in zip(rows_a, first.assignments["cluster_id"]):
-        row["cluster_id"] = cid
-    for row, cid in zip(rows_b, cluster_b):
-        row["cluster_id"] = cid
     v1 = build_version(rows_a, va, jan, sampling)
     assert len(v1.rows) == TARGET
     drift = [{**r.as_dict(), "mode": second.mode} for r in second.drift]
@@ -110,6 +121,39 @@ def test_two_months_keep_topics_and_a_steady_set(scenario):
     # a refreshed version's weights stand for this month's traffic: they sum to about its records
     weights = sum(r["weight"] for r in v2.rows)
     assert 0.8 * len(rows_b) <= weights <= 1.2 * len(rows_b)
+
+
+def test_neyman_gives_an_uncertain_stratum_more_additions_than_proportional(scenario, clustered):
+    _, _, _, _, _, _, va, vb = scenario
+    rows_a, rows_b, _, second = clustered
+    sampling = SamplingConfig(target_size=TARGET)
+    v1 = build_version(rows_a, va, JAN, sampling)
+    drift = [{**r.as_dict(), "mode": second.mode} for r in second.drift]
+    # the last scorecard: every example passed, except in one continuing cluster of middling
+    # size where half failed (its interval is the widest: the gate cannot be decided)
+    continuing = {r.cluster_id for r in second.drift if r.status == "continuing"}
+    sizes = collections.Counter(r["cluster_id"] for r in rows_b)
+    wide = sorted((c for c in continuing if sizes[c] >= 30), key=lambda c: sizes[c])[0]
+    have = collections.Counter(r["stratum"] for r in v1.rows)
+    outcomes = {k: (n, n) for k, n in have.items()}
+    outcomes[wide] = (have[wide] // 2, have[wide])
+    proportional = build_version(rows_b, vb, FEB, sampling, previous=v1.rows, drift=drift, existing_versions=["v1"])
+    neyman = build_version(rows_b, vb, FEB, sampling, previous=v1.rows, drift=drift, existing_versions=["v1"],
+                           outcomes=outcomes)
+    assert proportional.allocation == "proportional" and neyman.allocation == "neyman"
+
+    def added(build, stratum):
+        return sum(1 for c in build.changelog if c["action"] == "added" and c["stratum"] == stratum)
+
+    print(f"\n{wide}: {have[wide]} examples in v1, {sizes[wide]} records in February; added: proportional "
+          f"{added(proportional, wide)}, Neyman {added(neyman, wide)} (wanted {proportional.desired[wide]} vs "
+          f"{neyman.desired[wide]})")
+    assert neyman.desired[wide] > proportional.desired[wide]
+    assert added(neyman, wide) > added(proportional, wide)
+    assert abs(len(neyman.rows) - TARGET) <= 0.1 * TARGET
+    # the weights take the over-sampling back out: the stratum's weights still sum to about its traffic
+    weight = sum(r["weight"] for r in neyman.rows if r["stratum"] == wide)
+    assert weight == pytest.approx(sizes[wide], rel=0.25)
 
 
 def v1_request(build, example_id: str) -> str:

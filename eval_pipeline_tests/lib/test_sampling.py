@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import math
 
 import numpy as np
 import pytest
@@ -15,10 +16,14 @@ from eval_pipeline.lib.sampling import (
     allocate,
     dedupe,
     draw_sample,
+    half_width,
     horvitz_thompson_share,
+    neyman_allocate,
+    outcome_sd,
     plan_refresh,
     pps_inclusion,
     pps_sample,
+    reweight,
 )
 
 SEEDS = range(5)
@@ -270,3 +275,47 @@ def test_column_rows_are_to_dicts_as_mappings_with_shared_strings():
     with pytest.raises(IndexError):
         rows[1000]
     assert list(ColumnRows(df.clear())) == [] and not ColumnRows(df.clear())
+
+
+def test_neyman_allocation_by_hand():
+    # weights N_h x S_h: 100 x 0.5, 100 x 0.1, 100 x 0.3 = 50, 10, 30 of 90
+    caps = {"a": 100, "b": 100, "c": 100}
+    weights = {"a": 50.0, "b": 10.0, "c": 30.0}
+    assert neyman_allocate(caps, weights, 18) == {"a": 10, "b": 2, "c": 6}
+    # a floor of 5 for b first, the other 13 by weight: 7.22, 1.44, 4.33 -> 7, 1, 4 and the one
+    # left to the largest remainder (b's 0.44)
+    assert neyman_allocate(caps, weights, 18, {"b": 5}) == {"a": 7, "b": 7, "c": 4}
+    # a holds only 5: what it cannot take is shared by weight among the others (13 x 10/40,
+    # 13 x 30/40 = 3.25, 9.75 -> 3, 10)
+    assert neyman_allocate({"a": 5, "b": 100, "c": 100}, weights, 18) == {"a": 5, "b": 3, "c": 10}
+    # more asked than there is: everything; nothing asked: the floors only
+    assert neyman_allocate({"a": 5, "b": 3, "c": 2}, weights, 18) == {"a": 5, "b": 3, "c": 2}
+    assert neyman_allocate(caps, weights, 0, {"a": 2}) == {"a": 2, "b": 0, "c": 0}
+    # proportional is the same rule with weights N_h
+    assert neyman_allocate(caps, {"a": 100, "b": 100, "c": 100}, 18) == {"a": 6, "b": 6, "c": 6}
+
+
+def test_outcome_sd_and_expected_half_width_by_hand():
+    # 8 of 10 passed, shrunk by 2 pseudo-examples at 0.5: p = 9/12 = 0.75, sd = sqrt(0.1875)
+    assert outcome_sd(8, 10) == pytest.approx(math.sqrt(0.75 * 0.25))
+    assert outcome_sd(10, 10) == pytest.approx(math.sqrt(11 / 12 * 1 / 12))  # 10 of 10 is not certainty
+    assert outcome_sd(0, 0) == 0.5 and outcome_sd(1000, 1000) == 0.1  # the floor
+    # Wilson at 50% on 100: z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/(4n^2)) = 0.0962
+    z = 1.959963984540054
+    assert half_width(0.5, 100) == pytest.approx(z / (1 + z * z / 100) * math.sqrt(0.0025 + z * z / 40000))
+    assert half_width(0.5, 25) > half_width(0.5, 100) and half_width(0.5, 0) is None
+
+
+def test_reweight_makes_a_stratum_weights_sum_to_its_traffic():
+    rows = [{"cluster_id": "c1", "thumbs": "down" if i < 10 else None} for i in range(100)]
+    rows += [{"cluster_id": "c2", "thumbs": None} for _ in range(50)]
+    examples = [{"example_id": f"a{i}", "stratum": "c1", "failure_signals": ["thumbs_down"] if i < 4 else []}
+                for i in range(20)]
+    examples += [{"example_id": f"b{i}", "stratum": "c2", "failure_signals": []} for i in range(5)]
+    examples += [{"example_id": "z", "stratum": "c9", "failure_signals": []}]
+    probs = reweight(examples, rows, SamplingConfig())
+    # c1: sum(w) = 10 x 3 + 90 = 120; n = 20: pi = 20 x 3 / 120 = 0.5 (thumbs-down), 20 / 120 = 1/6
+    assert probs["a0"] == (pytest.approx(0.5), 1) and probs["a10"] == (pytest.approx(1 / 6), 1)
+    assert probs["b0"] == (pytest.approx(0.1), 1)
+    assert "z" not in probs  # no traffic this month: keeps what it had
+    assert sum(1 / probs[f"b{i}"][0] for i in range(5)) == pytest.approx(50)
