@@ -78,27 +78,35 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    from eval_pipeline.runs import refresh_month
+    from eval_pipeline.defs.resources import ClusteringSettings
+    from eval_pipeline.lib.eval_set import summary_line
+    from eval_pipeline.runs import refresh_month, version_summaries
 
     home = _home(args)
     start = time.perf_counter()
     try:
-        result = refresh_month(home, args.month, workers=args.workers)
+        result = refresh_month(home, args.month, workers=args.workers,
+                               resources={"clustering": ClusteringSettings(refit=True)} if args.refit else None)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     status = "ok" if result.success else f"FAILED: {', '.join(result.failed)}"
     print(f"refresh {args.month}: {len(result.days)} days, monthly jobs {result.monthly_jobs or 'none yet'}; "
           f"{status} ({time.perf_counter() - start:.0f} s)")
+    for version, summary in version_summaries(home).items():
+        if f"{summary['month']:%Y-%m}" == args.month:
+            print(f"  eval set {version}: {summary_line(summary)}")
     return 0 if result.success else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from eval_pipeline.defs.resources import SamplingSettings
     from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.lib.eval_set import summary_line
     from eval_pipeline.lib.gates import scorecard_text
     from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, day_pool, evaluate_model, month_days,
                                     pii_placeholders, quarantine_reasons, refresh_month, register_demo_models,
-                                    run_labeling, simulate_demo_annotations, table_counts)
+                                    run_labeling, simulate_demo_annotations, table_counts, version_summaries)
 
     home = _home(args)
     start = date.fromisoformat(args.start)
@@ -118,9 +126,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ok = True
     with day_pool(args.workers, home) as pool:  # one set of worker processes (models loaded once) for every month
         for month in months:
-            result = refresh_month(home, month, pool=pool)
+            result = refresh_month(home, month, pool=pool,
+                                   resources={"sampling": SamplingSettings(target_size=args.target_size)})
             ok &= result.success
             print(f"refresh {month}: {'ok' if result.success else 'FAILED: ' + ', '.join(result.failed)}")
+            for version, summary in version_summaries(home).items():
+                if f"{summary['month']:%Y-%m}" == month:
+                    print(f"  eval set {version}: {summary_line(summary)}")
     if ok:
         export = simulate_demo_annotations(home)
         labelled = run_labeling(home)
@@ -147,8 +159,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("clusters per month (drift against the month before):")
     for month in cluster_summary(home):
         drift = ", ".join(f"{status} {count}" for status, count in month["drift"].items())
+        continuing = ("" if month["mode"] == "initial" or month["continuing_share"] is None
+                      else f"; {100 * month['continuing_share']:.1f}% of the traffic in continuing clusters")
         print(f"  {month['month']}: {month['clusters']} clusters, {month['unclustered']} of {month['records']} "
-              f"records unclustered; {drift}")
+              f"records unclustered; {drift} ({month['mode']}){continuing}")
     print(f"  maps: {home.reports / 'clusters'}/YYYY-MM.png")
     print("\neval set versions (changelog; the full one is in "
           f"{home.reports / 'eval_set' / 'CHANGELOG.md'}):")
@@ -312,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--month", required=True, help="YYYY-MM")
     p.add_argument("--workers", type=_positive_int, help="days processed at once, each in its own process "
                    "(default: one per CPU core)")
+    p.add_argument("--refit", action="store_true", help="cluster the month afresh and match it one-to-one to the "
+                   "month before, instead of assigning it to that month's clusters first (recorded as a refit in "
+                   "the drift table and the changelog)")
     p.set_defaults(func=cmd_refresh)
 
     p = with_home(sub.add_parser("demo", help="generate demo logs into the data home and run the pipeline on them"))
@@ -320,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-day", type=int, default=40)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--workers", type=_positive_int, help="days processed at once (default: one per CPU core)")
+    p.add_argument("--target-size", type=_positive_int, default=300, help="examples in the eval set (default 300)")
     p.set_defaults(func=cmd_demo)
 
     p = with_home(sub.add_parser("export-eval-set", help="write one eval-set version to a self-contained file"))

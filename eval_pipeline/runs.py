@@ -191,19 +191,20 @@ def ingest_day_run(defs: dg.Definitions, instance: dg.DagsterInstance, day: str)
 
 
 def refresh_month(home: DataHome, month: str, log=print, workers: int | None = None,
-                  pool: ProcessPoolExecutor | None = None) -> MonthRefresh:
+                  pool: ProcessPoolExecutor | None = None, resources: dict[str, object] | None = None) -> MonthRefresh:
     """Materialize the landing manifest, every daily partition of the month (up to today), then the
     monthly assets.
 
     The days run as separate Dagster runs, ``workers`` at a time in worker processes (default:
     one per CPU core; 1 runs them here, one after the other), or on ``pool`` from
     :func:`day_pool`. Their DuckDB reads and writes queue on a file lock (``lib/locks.py``).
+    ``resources`` replace the monthly jobs' resources (e.g. ``ClusteringSettings(refit=True)``).
     """
     days = [day for day in month_days(month) if daily_partitions.has_partition_key(day)]
     if not days:
         raise ValueError(f"month {month}: no daily partition exists for it (partitions start on "
                          f"{daily_partitions.start:%Y-%m-%d} and end today; see defs/partitions.py)")
-    defs = build_definitions(home)
+    defs = build_definitions(home, resources)
     instance = instance_for(home)
     result = MonthRefresh(month=month)
     month_key = f"{days[0][:7]}-01"
@@ -303,20 +304,39 @@ def pii_placeholders(home: DataHome) -> dict[str, int]:
 
 
 def cluster_summary(home: DataHome) -> list[dict[str, object]]:
-    """Per clustered month: clusters, records in the unclustered stratum, drift statuses."""
+    """Per clustered month: clusters, records in the unclustered stratum, drift statuses, how the
+    month was clustered (initial / assigned / refit) and its share of traffic in continuing clusters."""
     result = _query(home.warehouse, """
         select month, count(*) filter (where cluster_id <> 'unclustered'),
                coalesce(sum(size) filter (where cluster_id = 'unclustered'), 0), sum(size)
         from clustering.cluster_table group by 1 order by 1""",
-                    "select month, status, count(*) from clustering.cluster_drift group by 1, 2")
+                    "select month, status, count(*) from clustering.cluster_drift group by 1, 2",
+                    "select month, any_value(mode), sum(current_share) filter (where status = 'continuing') "
+                    "from clustering.cluster_drift group by 1")
     if not result:
         return []
-    months, drift = result
+    months, drift, modes = result
     statuses: dict[object, dict[str, int]] = {}
     for month, status, count in drift:
         statuses.setdefault(month, {})[status] = count
+    how = {month: (mode, share) for month, mode, share in modes}
     return [{"month": f"{month:%Y-%m}", "clusters": clusters, "unclustered": noise, "records": records,
-             "drift": dict(sorted(statuses.get(month, {}).items()))} for month, clusters, noise, records in months]
+             "drift": dict(sorted(statuses.get(month, {}).items())), "mode": how.get(month, (None, None))[0],
+             "continuing_share": how.get(month, (None, None))[1]}
+            for month, clusters, noise, records in months]
+
+
+def version_summaries(home: DataHome) -> dict[str, dict[str, object]]:
+    """version -> its row of ``sampling.eval_set_summary`` (size against target, churn, share of
+    the month's traffic in continuing clusters, clustering mode, allocation); empty before any."""
+    if not home.warehouse.exists():
+        return {}
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        try:
+            rows = con.execute("select * from sampling.eval_set_summary order by month").pl().to_dicts()
+        except duckdb.CatalogException:
+            return {}
+    return {r["eval_set_version"]: r for r in rows}
 
 
 def eval_set_versions(home: DataHome) -> list[dict[str, object]]:
@@ -365,7 +385,7 @@ def changelog_summary(home: DataHome) -> str:
         except duckdb.CatalogException:
             return "(no eval set yet)"
     sizes = {v["version"]: v["examples"] for v in eval_set_versions(home)}
-    return changelog_markdown(changelog, sizes, max_lines=6)
+    return changelog_markdown(changelog, sizes, max_lines=6, summaries=version_summaries(home))
 
 
 def simulate_demo_annotations(home: DataHome, version: str = "latest", seed: int = 0) -> Path:

@@ -11,7 +11,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from eval_pipeline.lib.demo_logs import generate_logs
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.cli import main
-from eval_pipeline.runs import agreement_summary, cluster_summary, eval_set_versions, refresh_month, table_counts
+from eval_pipeline.runs import agreement_summary, cluster_summary, eval_set_versions, refresh_month, table_counts, version_summaries
 
 # the generator's malformed kinds -> the reason ingestion must give them
 EXPECTED_REASON = {
@@ -86,16 +86,23 @@ def test_refresh_ingests_every_demo_record_and_quarantines_every_broken_line(tmp
 def test_demo_builds_an_eval_set_and_refreshes_it_twice(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
-    assert main(["demo", "--home", str(home), "--months", "3", "--per-day", "8", "--start", "2026-05-01"]) == 0
+    assert main(["demo", "--home", str(home), "--months", "3", "--per-day", "8", "--start", "2026-05-01",
+                 "--target-size", "60"]) == 0
     out = capsys.readouterr().out
     versions = eval_set_versions(DataHome.resolve(home))
     print("\n" + out[out.index("eval set versions"):])
     assert [(v["version"], v["month"]) for v in versions] == [("v1", "2026-05"), ("v2", "2026-06"), ("v3", "2026-07")]
     assert versions[0]["added"] == versions[0]["examples"] > 0 and versions[0]["removed"] == 0
-    # each refresh adds at most refresh_size (25) examples, and the sizes follow the changelog
+    # a steady set: every version within 10% of the target, the sizes follow the changelog, and
+    # the demo prints each version's churn and the share of traffic in continuing clusters
     for before, after in zip(versions, versions[1:]):
-        assert 0 < after["added"] <= 25
         assert after["examples"] == before["examples"] + after["added"] - after["removed"]
+    assert all(54 <= v["examples"] <= 66 for v in versions), versions
+    summaries = version_summaries(DataHome.resolve(home))
+    assert [summaries[v]["cluster_mode"] for v in ("v1", "v2", "v3")] == ["initial", "assigned", "assigned"]
+    assert all(summaries[v]["continuing_share"] >= 0.8 for v in ("v2", "v3"))
+    assert out.count("of the month's traffic in continuing clusters") >= 2 and "churn" in out
+    assert out.count("of the traffic in continuing clusters") == 2
     assert "## v3 (2026-07)" in out and "## v1 (2026-05)" in out and "export-eval-set" in out
     # labels: three simulated annotators on the latest version; the deliberately ambiguous
     # criterion (rag_qa.completeness) is the one flagged as an unclear rubric

@@ -68,6 +68,8 @@ __all__ = ["IdentityRules", "Reference", "Assigned", "novelty", "assign_to_known
 # Rows of the month compared with the centroids at once (x centroids float32).
 ASSIGN_BATCH = 50_000
 RESIDUAL_MIN_CLUSTER = 5
+# The lowest cosine at which a record may still join a diffuse topic (see ``reach`` below).
+REACH_FLOOR = 0.25
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,10 @@ class IdentityRules:
     neighbours      k of the two-sample neighbour test.
     novelty_ratio   a record is novel when its share of previous-month neighbours is below this
                     times the share expected of one distribution.
-    attach_cosine   a record joins a cluster when its cosine to the centroid is at least this,
+    attach_cosine   a record joins a cluster when its cosine to the centroid is at least this
+                    (or, for a diffuse topic, at least the 5th percentile of its own members'
+                    cosine last month, down to 0.25: the demo's open coding questions sit at
+                    0.3-0.5 from their centroid, and 0.5 left most of them unclustered),
                     else it is unclustered; 97-99% of month 2's unchanged-intent records are
                     within 0.5 of a month-1 centroid on the Banking77 scenario, and the median
                     HDBSCAN noise record of month 1 is at 0.58-0.65.
@@ -264,18 +269,27 @@ def assign_to_known(x: np.ndarray, previous: Sequence[tuple[str, np.ndarray, int
             new_c.append(sub.centroids[label].astype(np.float32))
     all_c = np.vstack([old_c, *[c[None, :] for c in new_c]]) if new_c else old_c
 
-    # 3. every record: the residual's decision, else the nearest centroid within attach_cosine
+    # 3. every record: the residual's decision, else the nearest centroid within its reach
+    reach = np.full(len(all_c), rules.attach_cosine, dtype=np.float32)
+    if ref is not None and ref_ids is not None:
+        # a diffuse topic (open questions on many subjects) holds members far from its centroid:
+        # its reach is what last month's members show (their 5th percentile), down to REACH_FLOOR
+        for i, cid in enumerate(old_ids):
+            members = ref[ref_ids == cid]
+            if len(members) >= 5:
+                own = float(np.quantile(members @ old_c[i], 0.05))
+                reach[i] = max(REACH_FLOOR, min(rules.attach_cosine, own))
     labels = np.full(n, NOISE, dtype=np.int64)
     in_sample = np.zeros(n, dtype=bool)
     in_sample[sample] = True
     rest = np.flatnonzero(~in_sample)
     if len(rest):
         best, sims = _nearest(x, rest, all_c)
-        labels[rest] = np.where(sims >= rules.attach_cosine, best, NOISE)
+        labels[rest] = np.where(sims >= reach[best], best, NOISE)
     known_rows = sample[~novel]
     if len(known_rows):
         best, sims = _nearest(x, known_rows, all_c)
-        labels[known_rows] = np.where(sims >= rules.attach_cosine, best, NOISE)
+        labels[known_rows] = np.where(sims >= reach[best], best, NOISE)
     if len(residual):
         sub_labels = sub.labels
         taken = sub_labels != NOISE
@@ -283,7 +297,7 @@ def assign_to_known(x: np.ndarray, previous: Sequence[tuple[str, np.ndarray, int
         loose = residual[~taken]
         if len(loose):
             best, sims = _nearest(x, loose, all_c)
-            labels[loose] = np.where(sims >= rules.attach_cosine, best, NOISE)
+            labels[loose] = np.where(sims >= reach[best], best, NOISE)
 
     # 4. gone: too little traffic left; its records go to the nearest remaining cluster
     prev_total = previous_total or sum(int(p[2]) for p in previous) or 1
@@ -295,7 +309,7 @@ def assign_to_known(x: np.ndarray, previous: Sequence[tuple[str, np.ndarray, int
     strays = np.flatnonzero(np.isin(labels, gone)) if gone else np.zeros(0, dtype=np.int64)
     if len(strays) and len(alive):
         best, sims = _nearest(x, strays, all_c[alive])
-        labels[strays] = np.where(sims >= rules.attach_cosine, alive[best], NOISE)
+        labels[strays] = np.where(sims >= reach[alive[best]], alive[best], NOISE)
     elif len(strays):
         labels[strays] = NOISE
     counts = np.bincount(labels[labels != NOISE], minlength=len(all_c))
