@@ -580,9 +580,9 @@ def plan_refresh(
        ``nearest_id`` within ``merge_cosine``; after a refit, the one-to-one match's nearest
        cluster) go there (changelog ``reassigned``).
     2. Prune: examples of a truly gone cluster; then in a stratum holding more than
-       ``over_coverage`` times what the allocation wants there (and more than ``floor``), the
-       excess (seeded). Nothing else of a topic still in traffic is removed, except to make room
-       (step 4).
+       ``over_coverage`` times what its traffic warrants (a proportional draw of the set's size;
+       Neyman's wish for more never counts as over-representation elsewhere), the excess
+       (seeded). Nothing else of a topic still in traffic is removed, except to make room (step 4).
     3. Want: the allocation of ``target_size`` over this month's strata (near-duplicates
        collapsed, noise split in groups as in :func:`draw_sample`): weights N_h, or N_h x S_h
        with S_h from ``outcomes`` (:func:`outcome_sd`); a floor of ``floor`` per stratum (and
@@ -591,8 +591,8 @@ def plan_refresh(
        (so new topics never crowd out the refill); first the new clusters' floors and the
        deficits of under-covered strata (fewer than ``under_coverage`` x wanted), the rest to
        the strata furthest below what the allocation wants. When that would take the set past
-       ``target_size x (1 + band)``, the most over-represented strata (above what they want)
-       give up examples to make room, at most ``refresh_size`` of them; beyond that the band wins.
+       ``target_size x (1 + band)``, the most over-represented strata (against traffic) give up
+       examples to make room, at most ``refresh_size`` of them; beyond that the band wins.
     """
     rng = np.random.default_rng(config.seed + 1)
     messages: list[str] = []
@@ -648,13 +648,15 @@ def plan_refresh(
     by_stratum: dict[str, list[Mapping[str, Any]]] = {}
     for ex in kept_examples:
         by_stratum.setdefault(ex["stratum"], []).append(ex)
+    # over-representation is against traffic (the proportional draw), whatever the allocation
+    proportional = fair.allocation
     for key, examples in sorted(by_stratum.items()):
-        limit = max(int(math.ceil(config.over_coverage * desired.get(key, 0))), config.floor)
-        if key in desired and len(examples) > limit:
+        limit = max(int(math.ceil(config.over_coverage * proportional.get(key, 0))), config.floor)
+        if key in proportional and len(examples) > limit:
             ids = sorted(e["example_id"] for e in examples)
             for eid in sorted(rng.choice(ids, len(examples) - limit, replace=False).tolist()):
                 remove.append((eid, f"stratum {key} over-represented: {len(examples)} examples where this month's "
-                                    f"traffic ({len(strata[key]) / total:.1%}) warrants about {desired[key]}"))
+                                    f"traffic ({len(strata[key]) / total:.1%}) warrants about {proportional[key]}"))
     removed = {eid for eid, _ in remove}
     have = {k: 0 for k in strata}
     for ex in kept_examples:
@@ -682,33 +684,41 @@ def plan_refresh(
             reasons_by_stratum[key] = (f"stratum {key} under-covered: {have.get(key, 0)} examples where its traffic "
                                        f"({share:.1%}) warrants about {desired[key]}")
     upper = int(math.floor(config.target_size * (1 + config.band)))
-    new_topics = sum(n for k, n in need.items() if reasons_by_stratum[k].startswith("new cluster"))
-    # the refill to the target, and new topics' floors on top of it (the band absorbs them)
-    n_add = max(config.target_size - kept_count, 0) + new_topics
-    n_add = max(n_add, min(sum(need.values()), upper - kept_count))
-    short = kept_count + n_add - upper
+    new_need = {k: n for k, n in need.items() if reasons_by_stratum[k].startswith("new cluster")}
+    under_need = {k: n for k, n in need.items() if k not in new_need}
+    new_topics = sum(new_need.values())
+    # the refill to the target and new topics' floors on top of it, as far as the band allows;
+    # under-covered strata within the band too
+    space = max(upper - kept_count, 0)
+    n_add = min(max(config.target_size - kept_count, 0) + new_topics, space)
+    n_add = max(n_add, min(sum(need.values()), space))
+    short = new_topics - n_add  # new topics that do not fit even in the band: make room
     trimmed = 0
     while short > 0 and trimmed < config.refresh_size:
-        # make room: the most over-represented strata give one example at a time
-        over = [(have[k] / max(desired.get(k, 0), 1), k) for k in have
-                if have[k] > max(desired.get(k, 0), config.floor) and have[k] > 1]
+        # the most over-represented strata (against traffic) give one example at a time
+        over = [(have[k] / max(proportional.get(k, 0), 1), k) for k in have
+                if have[k] > max(proportional.get(k, 0), config.floor) and have[k] > 1]
         if not over:
             break
         _, key = max(over)
         candidates = sorted(ex["example_id"] for ex in kept_examples
                             if ex["stratum"] == key and ex["example_id"] not in removed)
         eid = candidates[int(rng.integers(len(candidates)))]
-        remove.append((eid, f"room for new topics: stratum {key} holds {have[key]} examples where about "
-                            f"{desired.get(key, 0)} are wanted"))
+        remove.append((eid, f"room for new topics: stratum {key} holds {have[key]} examples where its traffic "
+                            f"warrants about {proportional.get(key, 0)}"))
         removed.add(eid)
         have[key] -= 1
         kept_count -= 1
         short -= 1
         trimmed += 1
-    n_add = max(0, min(n_add, upper - kept_count))
-    # additions: the needs first, the rest to the strata furthest below what they want
+        n_add += 1
+    # additions: new topics' floors first, then under-covered strata, the rest to the strata
+    # furthest below what the allocation wants
     deficits = {k: max(0, desired.get(k, 0) - have.get(k, 0) - need.get(k, 0)) for k in strata}
-    first = neyman_allocate({k: min(need.get(k, 0), room[k]) for k in strata}, need, min(n_add, sum(need.values())))
+    first = neyman_allocate({k: min(n, room[k]) for k, n in new_need.items()}, new_need, min(n_add, new_topics))
+    under = neyman_allocate({k: min(n, room[k]) for k, n in under_need.items()}, under_need,
+                            min(n_add - sum(first.values()), sum(under_need.values())))
+    first = {**first, **under}
     rest_caps = {k: min(room[k] - first.get(k, 0), deficits[k]) for k in strata}
     second = neyman_allocate(rest_caps, {k: float(deficits[k]) for k in strata}, n_add - sum(first.values()))
     if n_add - sum(first.values()) - sum(second.values()) > 0:  # every stratum at what it wants: by traffic

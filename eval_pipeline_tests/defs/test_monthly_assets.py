@@ -194,6 +194,30 @@ def test_reclustering_a_month_is_deterministic(clustered):
     assert table(home, "select * from clustering.cluster_drift where month = '2026-02-01' order by cluster_id").equals(drift_before)
 
 
+def write_scores(home: DataHome, model: str, version: str, statuses: list[tuple[str, str]]) -> None:
+    """``evaluation.candidate_scores`` and ``evaluation.scorecard`` rows of a model scored on an
+    eval-set version, in the evaluation assets' own table layouts."""
+    from datetime import timezone
+
+    from eval_pipeline.defs.evaluation.assets import CANDIDATE_SCORES, SCORECARD
+
+    scores = pl.DataFrame([{"model_version": model, "eval_set_version": version, "tier": "deep", "example_id": e,
+                            "slice": '{"category": "intent_routing"}', "status": st, "passed": st == "passed"}
+                           for e, st in statuses]).with_columns(
+        [pl.lit(None).cast(t).alias(c) for c, t in CANDIDATE_SCORES.items()
+         if c not in ("model_version", "eval_set_version", "tier", "example_id", "slice", "status", "passed")]
+    ).select(list(CANDIDATE_SCORES)).cast(CANDIDATE_SCORES)  # noqa: F841 - read by name in the SQL
+    card = pl.DataFrame([{"model_version": model, "eval_set_version": version, "slice": "overall",
+                          "created_at": datetime.now(timezone.utc)}], schema_overrides={"created_at": pl.Datetime("us", "UTC")}
+                        ).with_columns([pl.lit(None).cast(t).alias(c) for c, t in SCORECARD.items()
+                                        if c not in ("model_version", "eval_set_version", "slice", "created_at")]
+                                       ).select(list(SCORECARD)).cast(SCORECARD)  # noqa: F841
+    with duckdb.connect(str(home.warehouse)) as con:
+        con.execute("create schema if not exists evaluation")
+        con.execute("create table evaluation.candidate_scores as select * from scores")
+        con.execute("create table evaluation.scorecard as select * from card")
+
+
 def eval_set_rows(home: DataHome, version: str) -> pl.DataFrame:
     return table(home, f"select * from sampling.eval_set_versions where eval_set_version = '{version}' order by example_id")
 
@@ -220,8 +244,15 @@ def test_eval_set_versions_refresh_and_changelog(clustered, tmp_path):
     assert {truth[r] for r in v1["request_id"]} == set(OLD)
     v1_before = v1.clone()
 
+    # a scorecard on v1, as the evaluation assets store it: every example passed but those of one
+    # cluster, where half failed; February's additions then follow Neyman's allocation
+    uncertain = v1["cluster_id"].value_counts().sort(["count", "cluster_id"], descending=[True, False])["cluster_id"][0]
+    write_scores(home, "router:1", "v1", [(e, "failed" if c == uncertain and i % 2 else "passed")
+                                          for i, (e, c) in enumerate(zip(v1["example_id"], v1["cluster_id"]))])
     second = dg.materialize(ASSETS, resources=resources, partition_key="2026-02-01", selection=["eval_set"], instance=instance)
     meta = metadata(second, "eval_set")
+    assert meta["allocation"] == "neyman"
+    assert "category=intent_routing" in meta["critical_slice_precision"]
     assert meta["eval_set_version"] == "v2" and meta["based_on"] == "v1"
     v2 = eval_set_rows(home, "v2")
     changes = table(home, "select * from sampling.eval_set_changelog where eval_set_version = 'v2'")
@@ -251,6 +282,8 @@ def test_eval_set_versions_refresh_and_changelog(clustered, tmp_path):
                for r in changes.filter(pl.col("action") == "removed")["reason"])
     # the removed intent's examples go; of the intents still in traffic, at most 10% of the set
     present = [e for e in removed if truth[v1.filter(pl.col("example_id") == e)["request_id"][0]] != REMOVED]
+    reasons = collections.Counter(changes.filter(pl.col("example_id").is_in(present))["reason"])
+    print(f"removed of intents still in traffic: {len(present)}: {reasons}")
     assert len(present) <= 12
     assert not {truth[r] for r in v2["request_id"]} & {REMOVED}
     moved = set(changes.filter(pl.col("action") == "reassigned")["example_id"])

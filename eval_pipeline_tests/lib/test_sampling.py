@@ -319,3 +319,33 @@ def test_reweight_makes_a_stratum_weights_sum_to_its_traffic():
     assert probs["b0"] == (pytest.approx(0.1), 1)
     assert "z" not in probs  # no traffic this month: keeps what it had
     assert sum(1 / probs[f"b{i}"][0] for i in range(5)) == pytest.approx(50)
+
+
+def test_refit_moves_examples_to_their_topics_new_cluster(month):
+    """After a refit (clusters cut anew), a gone cluster's examples follow its nearest current
+    cluster from cosine 0.8, and the changelog reason carries the old -> new id."""
+    rows, vectors, _ = month
+    strata = with_strata(rows, [r["intent"] for r in rows])
+    intents = sorted({r["intent"] for r in rows})
+    config = SamplingConfig(target_size=100)
+    first = draw_sample(strata, vectors, config)
+    previous = [{"example_id": f"e{s.index}", "cluster_id": s.stratum, "stratum": s.stratum,
+                 "request_id": strata[s.index]["request_id"], "failure_signals": []} for s in first.selected]
+    old, successor = intents[0], intents[1]
+    drift = [{"cluster_id": i, "status": "continuing", "trend": "stable", "previous_share": 0.02, "current_share": 0.02,
+              "note": "", "mode": "refit"} for i in intents if i != old]
+    drift.append({"cluster_id": old, "status": "gone", "trend": "gone", "previous_share": 0.02, "current_share": 0.0,
+                  "note": "", "nearest_id": successor, "nearest_similarity": 0.85, "mode": "refit"})
+    now = [r for r in strata if r["intent"] != old]
+    plan = plan_refresh(previous, now, vectors[[i for i, r in enumerate(strata) if r["intent"] != old]], drift, config,
+                        taken_request_ids={p["request_id"] for p in previous})
+    moved = {e for e, p in zip([p["example_id"] for p in previous], previous) if p["cluster_id"] == old}
+    assert moved and set(plan.reassign) == moved
+    assert all(plan.reassign[e][0] == successor and f"refit: cluster {old} -> {successor}" in plan.reassign[e][2]
+               for e in moved)
+    # without a refit the same cosine (below merge_cosine 0.9) does not move them: they are pruned
+    for d in drift:
+        d["mode"] = "assigned"
+    again = plan_refresh(previous, now, vectors[[i for i, r in enumerate(strata) if r["intent"] != old]], drift, config,
+                         taken_request_ids={p["request_id"] for p in previous})
+    assert not again.reassign and moved <= {e for e, _ in again.remove}
