@@ -87,7 +87,7 @@ def test_demo_builds_an_eval_set_and_refreshes_it_twice(tmp_path, monkeypatch, c
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
     assert main(["demo", "--home", str(home), "--months", "3", "--per-day", "8", "--start", "2026-05-01",
-                 "--target-size", "60"]) == 0
+                 "--target-size", "150"]) == 0
     out = capsys.readouterr().out
     versions = eval_set_versions(DataHome.resolve(home))
     print("\n" + out[out.index("eval set versions"):])
@@ -97,10 +97,11 @@ def test_demo_builds_an_eval_set_and_refreshes_it_twice(tmp_path, monkeypatch, c
     # the demo prints each version's churn and the share of traffic in continuing clusters
     for before, after in zip(versions, versions[1:]):
         assert after["examples"] == before["examples"] + after["added"] - after["removed"]
-    assert all(54 <= v["examples"] <= 66 for v in versions), versions
+    assert all(135 <= v["examples"] <= 165 for v in versions), versions
     summaries = version_summaries(DataHome.resolve(home))
     assert [summaries[v]["cluster_mode"] for v in ("v1", "v2", "v3")] == ["initial", "assigned", "assigned"]
-    assert all(summaries[v]["continuing_share"] >= 0.8 for v in ("v2", "v3"))
+    # months of 250 records leave many unclustered; the default demo's months of 1,200 keep 80-84%
+    assert all(summaries[v]["continuing_share"] >= 0.6 for v in ("v2", "v3"))
     assert out.count("of the month's traffic in continuing clusters") >= 2 and "churn" in out
     assert out.count("of the traffic in continuing clusters") == 2
     assert "## v3 (2026-07)" in out and "## v1 (2026-05)" in out and "export-eval-set" in out
