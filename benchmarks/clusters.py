@@ -9,9 +9,9 @@ keyed by model, precision and texts (the file ``benchmarks/drift.py`` keeps too)
 1. Quality on the long-tailed month: for each seed s, ``long_tail_mix(categories, seed=s)`` (30
    intents, 150 down to 10 queries, about 1,580 queries), every method seeded with the same s:
 
-   * ``default``: ``cluster_embeddings`` with ``ClusterConfig()`` (HDBSCAN's
-     ``cluster_selection_epsilon`` 0);
-   * ``epsilon 0.2`` / ``epsilon 0.25``: the same with ``cluster_selection_epsilon`` set;
+   * ``epsilon 0 (before)``: ``cluster_embeddings`` with HDBSCAN's ``cluster_selection_epsilon``
+     0, the default before this measurement;
+   * ``epsilon 0.2`` / ``epsilon 0.25 (default)``: the same with ``cluster_selection_epsilon`` set;
    * ``kmeans-silhouette``: plain scikit-learn ``KMeans`` on the 384-d vectors for k in 5, 10,
      ..., 80, keeping the k with the best cosine silhouette (a naive baseline);
    * ``umap-hdbscan-15``: ``umap.UMAP(n_components=5, n_neighbors=15, min_dist=0, cosine)`` then
@@ -144,9 +144,9 @@ def quality(categories: np.ndarray, vectors: np.ndarray, seeds: list[int]) -> No
 
     mixes = {seed: long_tail_mix(categories, seed=seed) for seed in seeds}
     methods: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
-        "default": _cluster_embeddings(),
+        "epsilon 0 (before)": _cluster_embeddings(cluster_selection_epsilon=0.0),
         "epsilon 0.2": _cluster_embeddings(cluster_selection_epsilon=0.2),
-        "epsilon 0.25": _cluster_embeddings(cluster_selection_epsilon=0.25),
+        "epsilon 0.25 (default)": _cluster_embeddings(cluster_selection_epsilon=0.25),
         "kmeans-silhouette": _kmeans_silhouette,
         "umap-hdbscan-15": _umap_hdbscan_15,
     }

@@ -111,6 +111,7 @@ class ClusteringSettings(dg.ConfigurableResource):
     min_cluster_size: Optional[int] = None
     min_samples: Optional[int] = None
     umap_dims: int = 5
+    cluster_selection_epsilon: float = 0.25
     max_fit_sample: int = 20_000
     seed: int = 0
     drift_threshold: float = 0.9
@@ -123,6 +124,7 @@ class ClusteringSettings(dg.ConfigurableResource):
     def config(self) -> ClusterConfig:
         return ClusterConfig(method=self.method, k=self.k, min_cluster_size=self.min_cluster_size,  # type: ignore[arg-type]
                              min_samples=self.min_samples, umap_dims=self.umap_dims,
+                             cluster_selection_epsilon=self.cluster_selection_epsilon,
                              max_fit_sample=self.max_fit_sample, seed=self.seed)
 
     def rules(self) -> IdentityRules:

@@ -141,8 +141,8 @@ def test_hdbscan_on_long_tailed_mix(long_tail, long_tail_result):
           f"noise {result.noise_share:.1%}; NMI {nmi:.3f} ARI {ari:.3f} (noise as its own label); "
           f"NMI without noise {normalized_mutual_info_score(truth[clustered], labels[clustered]):.3f}; "
           f"rare intents kept {len(kept)}/{len(rare)}; seconds {result.seconds}")
-    assert nmi >= 0.6
-    assert len(kept) >= len(rare) / 2
+    assert nmi >= 0.80
+    assert len(kept) >= 7
     # noise is kept as a stratum, not dropped; clusters numbered by size
     assert len(labels) == len(x) and sum(result.sizes.values()) == len(x)
     assert result.sizes.get(NOISE, 0) == int(np.sum(labels == NOISE))
@@ -160,25 +160,22 @@ def test_hdbscan_on_long_tailed_mix(long_tail, long_tail_result):
 
 
 def test_selection_epsilon_on_long_tailed_mix(long_tail, long_tail_result):
-    """HDBSCAN's cluster_selection_epsilon (0.25, the setting ClusterConfig documents) keeps the
-    pieces of a large intent together: on this seed NMI 0.825 vs 0.779 without it (the mean of
-    benchmarks/clusters.py's 4 seeds 0.825 vs 0.769), fewer clusters, and the rare intents keep
-    theirs."""
+    """HDBSCAN's cluster_selection_epsilon (the default 0.25) keeps the pieces of a large intent
+    together: on this seed NMI 0.825 vs 0.779 without it (the mean of benchmarks/clusters.py's 4
+    seeds 0.825 vs 0.769), fewer clusters, and the rare intents keep theirs."""
     x, truth, sizes, _ = long_tail
-    result = cluster_embeddings(x, ClusterConfig(cluster_selection_epsilon=0.25, map_method="none"))
+    result = long_tail_result
+    without = cluster_embeddings(x, ClusterConfig(cluster_selection_epsilon=0.0, map_method="none"))
     nmi = normalized_mutual_info_score(truth, result.labels)
-    before = normalized_mutual_info_score(truth, long_tail_result.labels)
+    before = normalized_mutual_info_score(truth, without.labels)
     kept, rare = rare_intents_kept(result.labels, truth, sizes)
-    kept_before, _ = rare_intents_kept(long_tail_result.labels, truth, sizes)
-    print(f"\nepsilon 0.25: {result.n_clusters} clusters (without: {long_tail_result.n_clusters}), noise "
+    kept_before, _ = rare_intents_kept(without.labels, truth, sizes)
+    print(f"\nepsilon 0.25: {result.n_clusters} clusters (without: {without.n_clusters}), noise "
           f"{result.noise_share:.1%}; NMI {nmi:.3f} (without: {before:.3f}); rare intents kept {len(kept)}/{len(rare)}")
-    assert "epsilon=0.25" in result.criterion and "epsilon" not in long_tail_result.criterion
+    assert "epsilon=0.25" in result.criterion and "epsilon" not in without.criterion
     assert nmi >= 0.80 and nmi >= before + 0.03
-    assert result.n_clusters < long_tail_result.n_clusters
+    assert result.n_clusters < without.n_clusters
     assert len(kept) >= 7 and len(kept) >= len(kept_before)
-    assert sum(result.sizes.values()) == len(x)
-    cluster_sizes = [result.sizes[c] for c in sorted(result.centroids)]
-    assert cluster_sizes == sorted(cluster_sizes, reverse=True)
 
 
 def test_selection_epsilon_holds_for_the_assigned_records(long_tail):
@@ -378,7 +375,10 @@ def test_tiny_and_empty_inputs():
 def test_drift_new_continuing_gone(banking, vectors):
     _, categories = banking
     a, b, new, removed = drift_months(categories)
-    config = ClusterConfig(map_method="none")
+    # the one-to-one match of two months clustered afresh (a refit), on fine clusters: with the
+    # default epsilon (0.25) a new intent next to an old one can share its cluster in a refit
+    # (ClusterConfig.cluster_selection_epsilon); a month is normally assigned first (test_identity)
+    config = ClusterConfig(map_method="none", cluster_selection_epsilon=0.0)
     month_a = cluster_embeddings(vectors[a], config)
     month_b = cluster_embeddings(vectors[b], config)
 
