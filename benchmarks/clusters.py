@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import statistics
 import sys
 import tempfile
@@ -61,21 +60,10 @@ EPSILONS = (0.0, 0.2, 0.25)
 
 def banking_vectors() -> tuple[list[str], np.ndarray, np.ndarray]:
     """Texts, intents and embeddings of every Banking77 query (embedded once, cached)."""
-    from eval_pipeline.lib.banking77 import load_queries
-    from eval_pipeline.lib.embeddings import EmbeddingConfig, get_embedder
+    from eval_pipeline.lib.banking77 import embedded_queries, load_queries
 
     texts, categories = load_queries()
-    embedder = get_embedder(EmbeddingConfig())
-    key = hashlib.sha256("\n".join([embedder.model_id, embedder.precision, *texts]).encode()).hexdigest()[:16]
-    path = CACHE / f"banking77_all_{key}.npy"
-    if path.exists():
-        return texts, categories, np.load(path)
-    started = time.perf_counter()
-    vectors = embedder.encode(texts)
-    print(f"embedded {len(texts)} queries in {time.perf_counter() - started:.0f} s ({embedder.precision})")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
-    return texts, categories, vectors
+    return texts, categories, embedded_queries(texts, CACHE, "banking77_all")
 
 
 # ------------------------------------------------------------------------------------------
@@ -181,21 +169,6 @@ def quality(categories: np.ndarray, vectors: np.ndarray, seeds: list[int]) -> No
 # ------------------------------------------------------------------------------------------
 
 
-def drift_months(categories: np.ndarray, seed: int, per_intent: int = 40):
-    """The drift test's two months: A holds 25 intents, B 24 of them (one dropped) plus 3 new
-    ones, each month with its own queries of an intent."""
-    rng = np.random.default_rng(seed)
-    counts = collections.Counter(categories.tolist())
-    pool = sorted(c for c, n in counts.items() if n >= 2 * per_intent)
-    intents = rng.choice(pool, 28, replace=False).tolist()
-    old, new, dropped = intents[:25], intents[25:], intents[0]
-    shuffled = {c: rng.permutation(np.flatnonzero(categories == c)) for c in intents}
-    a = np.concatenate([shuffled[c][:per_intent] for c in old])
-    b = np.concatenate([shuffled[c][per_intent:2 * per_intent] for c in old if c != dropped]
-                       + [shuffled[c][per_intent:2 * per_intent] for c in new])
-    return a, b, new, dropped
-
-
 def _labels_by_epsilon(x: np.ndarray, epsilons: tuple[float, ...]) -> dict[float, np.ndarray]:
     """``cluster_embeddings``' labels of a month below ``max_fit_sample`` for each epsilon (up to
     their numbering), the UMAP done once."""
@@ -229,6 +202,7 @@ def _majority(values: np.ndarray) -> str | None:
 
 
 def drift(categories: np.ndarray, vectors: np.ndarray, draws: list[int]) -> None:
+    from eval_pipeline.lib.banking77 import drift_months
     from eval_pipeline.lib.clustering import drift_id_map, match_clusters
 
     found = {eps: collections.Counter() for eps in EPSILONS}

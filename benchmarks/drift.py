@@ -18,20 +18,17 @@ Banking77 queries are embedded once and cached under the system temp folder).
 from __future__ import annotations
 
 import collections
-import hashlib
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from eval_pipeline.lib.banking77 import load_queries, two_months
+from eval_pipeline.lib.banking77 import embedded_queries, load_queries, two_months
 from eval_pipeline.lib.clustering import ClusterConfig, cluster_month
-from eval_pipeline.lib.embeddings import EmbeddingConfig, get_embedder
 from eval_pipeline.lib.identity import IdentityRules, Reference
 
 CACHE = Path(tempfile.gettempdir()) / "eval_pipeline_bench_cache"
@@ -39,15 +36,7 @@ CACHE = Path(tempfile.gettempdir()) / "eval_pipeline_bench_cache"
 
 def banking_vectors() -> tuple[list[str], np.ndarray, np.ndarray]:
     texts, categories = load_queries()
-    embedder = get_embedder(EmbeddingConfig())
-    key = hashlib.sha256("\n".join([embedder.model_id, embedder.precision, *texts]).encode()).hexdigest()[:16]
-    path = CACHE / f"banking77_all_{key}.npy"
-    if path.exists():
-        return texts, categories, np.load(path)
-    vectors = embedder.encode(texts)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
-    return texts, categories, vectors
+    return texts, categories, embedded_queries(texts, CACHE, "banking77_all")
 
 
 def frame(texts: list[str], idx: np.ndarray, prefix: str) -> pl.DataFrame:

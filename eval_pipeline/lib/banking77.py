@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TRAIN_CSV", "load_queries", "long_tail_mix", "two_months"]
+__all__ = ["TRAIN_CSV", "load_queries", "long_tail_mix", "two_months", "drift_months", "embedded_queries"]
 
 TRAIN_CSV = Path(__file__).resolve().parent / "demo_data" / "banking77" / "train.csv"
 
@@ -66,3 +66,37 @@ def two_months(categories: np.ndarray, seed: int = 0, n_intents: int = 24, large
     second = [shuffled[c][size:2 * size] for c, size in zip(old, sizes) if c != dropped]
     second += [shuffled[c][:size] for c, size in zip(new, new_sizes)]
     return np.concatenate(first), np.concatenate(second), new, dropped
+
+
+def drift_months(categories: np.ndarray, seed: int = 7, per_intent: int = 40) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    """Two months of equal-sized intents: month A holds 25 intents, month B 24 of them (one
+    dropped) plus 3 new ones, each month with its own queries of an intent (disjoint draws).
+    Returns (A rows, B rows, the new intents, the dropped intent)."""
+    rng = np.random.default_rng(seed)
+    counts = collections.Counter(categories.tolist())
+    pool = sorted(c for c, n in counts.items() if n >= 2 * per_intent)
+    intents = rng.choice(pool, 28, replace=False).tolist()
+    old, new, dropped = intents[:25], intents[25:], intents[0]
+    shuffled = {c: rng.permutation(np.flatnonzero(categories == c)) for c in intents}
+    a = np.concatenate([shuffled[c][:per_intent] for c in old])
+    b = np.concatenate([shuffled[c][per_intent:2 * per_intent] for c in old if c != dropped]
+                       + [shuffled[c][per_intent:2 * per_intent] for c in new])
+    return a, b, new, dropped
+
+
+def embedded_queries(texts: list[str], cache: Path, name: str = "banking77") -> np.ndarray:
+    """Embeddings of ``texts`` with the default embedder, cached in ``cache`` under a file named
+    by the model, its precision and the texts (so a change of any of them embeds anew)."""
+    import hashlib
+
+    from eval_pipeline.lib.embeddings import EmbeddingConfig, get_embedder
+
+    embedder = get_embedder(EmbeddingConfig())
+    key = hashlib.sha256("\n".join([embedder.model_id, embedder.precision, *texts]).encode()).hexdigest()[:16]
+    path = cache / f"{name}_{key}.npy"
+    if path.exists():
+        return np.load(path)
+    vectors = embedder.encode(texts)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors

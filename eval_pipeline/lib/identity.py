@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -59,7 +59,6 @@ from eval_pipeline.lib.clustering import (
     _unit,
     cluster_embeddings,
     format_cluster_id,
-    map_records,
 )
 from eval_pipeline.lib.embeddings import distinct_rows
 
@@ -229,7 +228,7 @@ def assign_to_known(x: np.ndarray, previous: Sequence[tuple[str, np.ndarray, int
     old_ids = [str(p[0]) for p in previous]
     old_c = _normalize(np.stack([np.asarray(p[1], dtype=np.float32) for p in previous]))
     messages: list[str] = []
-    ref = None
+    ref = ref_ids = None
     vanished: dict[str, float] = {}  # previous cluster id -> share of its sampled records with no current traffic around
     if reference is not None and len(reference.vectors) >= rules.neighbours:
         pick = (np.sort(rng.choice(len(reference.vectors), size=rules.sample, replace=False))

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from eval_pipeline.lib.banking77 import long_tail_mix, load_queries
+from eval_pipeline.lib.banking77 import drift_months, long_tail_mix, load_queries
 from eval_pipeline.lib.clustering import (
     NOISE,
     ClusterConfig,
@@ -38,21 +38,6 @@ CACHE = Path(tempfile.gettempdir()) / "eval_pipeline_test_cache"
 
 def load_banking77() -> tuple[list[str], np.ndarray]:
     return load_queries()
-
-
-def drift_months(categories: np.ndarray, seed: int = 7, per_intent: int = 40):
-    """Month A: 25 intents; month B: 24 of them (one removed) plus 3 new ones. The months take
-    different queries of an intent (disjoint draws), as two real months would."""
-    rng = np.random.default_rng(seed)
-    counts = collections.Counter(categories.tolist())
-    pool = sorted(c for c, n in counts.items() if n >= 2 * per_intent)
-    intents = rng.choice(pool, 28, replace=False).tolist()
-    old, new, removed = intents[:25], intents[25:], intents[0]
-    shuffled = {c: rng.permutation(np.flatnonzero(categories == c)) for c in intents}
-    a = np.concatenate([shuffled[c][:per_intent] for c in old])
-    b = np.concatenate([shuffled[c][per_intent:2 * per_intent] for c in old if c != removed]
-                       + [shuffled[c][per_intent:2 * per_intent] for c in new])
-    return a, b, new, removed
 
 
 LABELLED_INTENTS = ("card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked")

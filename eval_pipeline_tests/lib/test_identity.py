@@ -5,7 +5,6 @@ keeps its size."""
 from __future__ import annotations
 
 import collections
-import hashlib
 import tempfile
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval_pipeline.lib.banking77 import load_queries, two_months
+from eval_pipeline.lib.banking77 import embedded_queries, load_queries, two_months
 from eval_pipeline.lib.clustering import ClusterConfig, cluster_month
 from eval_pipeline.lib.embeddings import EmbeddingConfig, get_embedder
 from eval_pipeline.lib.eval_set import build_version
@@ -28,17 +27,7 @@ TARGET = 200
 def scenario():
     texts, categories = load_queries()
     a, b, new, dropped = two_months(categories, seed=0)
-    embedder = get_embedder(EmbeddingConfig())
-    wanted = np.concatenate([a, b])
-    key = hashlib.sha256("\n".join([embedder.model_id, embedder.precision] + [texts[i] for i in wanted])
-                         .encode()).hexdigest()[:16]
-    path = CACHE / f"two_months_{key}.npy"
-    if path.exists():
-        vectors = np.load(path)
-    else:
-        vectors = embedder.encode([texts[i] for i in wanted])
-        CACHE.mkdir(parents=True, exist_ok=True)
-        np.save(path, vectors)
+    vectors = embedded_queries([texts[i] for i in np.concatenate([a, b])], CACHE, "two_months")
     return texts, categories, a, b, new, dropped, vectors[:len(a)], vectors[len(a):]
 
 
