@@ -470,6 +470,11 @@ class RefreshPlan:
     allocation: str = "proportional"
 
 
+# A new cluster gets at least this many examples in its first version, even when the band is
+# short of room for its full floor (later refreshes give it more as an under-covered stratum).
+NEW_TOPIC_MINIMUM = 2
+
+
 def neyman_allocate(caps: Mapping[str, int], weights: Mapping[str, float], target: int,
                     floors: Mapping[str, int] | None = None) -> dict[str, int]:
     """Integer examples per stratum: each stratum first gets its floor (``floors``, at most its
@@ -588,7 +593,9 @@ def plan_refresh(
        with S_h from ``outcomes`` (:func:`outcome_sd`); a floor of ``floor`` per stratum (and
        ``noise_floor`` per noise group).
     4. Add: what refills the set to ``target_size``, plus the floor of each new cluster on top
-       (so new topics never crowd out the refill); first the new clusters' floors and the
+       (so new topics never crowd out the refill; when the band has no room for every new
+       cluster's floor, each gets an equal share of the room, at least
+       :data:`NEW_TOPIC_MINIMUM`); first the new clusters' floors and the
        deficits of under-covered strata (fewer than ``under_coverage`` x wanted), the rest to
        the strata furthest below what the allocation wants. When that would take the set past
        ``target_size x (1 + band)``, the most over-represented strata (against traffic) give up
@@ -686,10 +693,16 @@ def plan_refresh(
     upper = int(math.floor(config.target_size * (1 + config.band)))
     new_need = {k: n for k, n in need.items() if reasons_by_stratum[k].startswith("new cluster")}
     under_need = {k: n for k, n in need.items() if k not in new_need}
+    space = max(upper - kept_count, 0)
+    if sum(new_need.values()) > space and new_need:
+        # more new clusters than the band has room for at their floor: each gets an equal share
+        # of the room, at least NEW_TOPIC_MINIMUM (a topic cut in several new clusters would
+        # otherwise push out examples of topics still in traffic)
+        share = max(NEW_TOPIC_MINIMUM, space // len(new_need))
+        new_need = {k: min(n, share) for k, n in new_need.items()}
     new_topics = sum(new_need.values())
     # the refill to the target and new topics' floors on top of it, as far as the band allows;
     # under-covered strata within the band too
-    space = max(upper - kept_count, 0)
     n_add = min(max(config.target_size - kept_count, 0) + new_topics, space)
     n_add = max(n_add, min(sum(need.values()), space))
     short = new_topics - n_add  # new topics that do not fit even in the band: make room
@@ -697,7 +710,7 @@ def plan_refresh(
     while short > 0 and trimmed < config.refresh_size:
         # the most over-represented strata (against traffic) give one example at a time
         over = [(have[k] / max(proportional.get(k, 0), 1), k) for k in have
-                if have[k] > max(proportional.get(k, 0), config.floor) and have[k] > 1]
+                if have[k] > max(proportional.get(k, 0), 1)]
         if not over:
             break
         _, key = max(over)

@@ -12,6 +12,7 @@ from eval_pipeline.lib.banking77 import load_queries, long_tail_mix
 from eval_pipeline.lib.clustering import ClusterConfig, cluster_embeddings
 from eval_pipeline.lib.embeddings import EmbeddingConfig, get_embedder
 from eval_pipeline.lib.sampling import (
+    NEW_TOPIC_MINIMUM,
     SamplingConfig,
     allocate,
     dedupe,
@@ -349,3 +350,27 @@ def test_refit_moves_examples_to_their_topics_new_cluster(month):
     again = plan_refresh(previous, now, vectors[[i for i, r in enumerate(strata) if r["intent"] != old]], drift, config,
                          taken_request_ids={p["request_id"] for p in previous})
     assert not again.reassign and moved <= {e for e, _ in again.remove}
+
+
+def test_many_new_clusters_share_the_band_before_others_give_way(month):
+    """A set already at the top of its band and six new clusters: each new cluster gets
+    NEW_TOPIC_MINIMUM examples (not its floor of 5), and only that room is taken from the most
+    over-represented strata; the set stays within the band."""
+    rows, vectors, _ = month
+    strata = with_strata(rows, [r["intent"] for r in rows])
+    intents = sorted({r["intent"] for r in rows})
+    new = intents[:6]
+    config = SamplingConfig(target_size=100)
+    before = [i for i, r in enumerate(strata) if r["intent"] not in new]
+    first = draw_sample([strata[i] for i in before], vectors[before], config, target=110)
+    previous = [{"example_id": f"e{before[s.index]}", "cluster_id": s.stratum, "stratum": s.stratum,
+                 "request_id": strata[before[s.index]]["request_id"], "failure_signals": []} for s in first.selected]
+    assert len(previous) == 110
+    drift = [{"cluster_id": i, "status": "new" if i in new else "continuing", "trend": "new" if i in new else "stable",
+              "previous_share": 0.02, "current_share": 0.02, "note": ""} for i in intents]
+    plan = plan_refresh(previous, strata, vectors, drift, config, taken_request_ids={p["request_id"] for p in previous})
+    added = collections.Counter(s.stratum for s in plan.add)
+    assert all(added[i] == NEW_TOPIC_MINIMUM for i in new), added
+    room = [r for _, r in plan.remove if r.startswith("room for new topics")]
+    assert len(room) == len(plan.remove) == 6 * NEW_TOPIC_MINIMUM
+    assert len(plan.keep) + len(plan.add) == 110
