@@ -9,8 +9,10 @@ Plain Python for the ``log_clusters`` and ``cluster_drift`` assets (no Dagster i
 * :func:`describe_clusters` / :func:`cluster_table_markdown` - size, share, c-TF-IDF keywords,
   representative examples, quality-signal rates, task types and user segments per cluster;
 * :func:`plot_cluster_map` - a PNG of the 2-D map;
-* :func:`match_clusters` - this month's clusters to last month's (continuing / new / gone, grown
-  or shrunk), keeping stable ids.
+* :func:`match_clusters` - this month's clusters to last month's one-to-one (continuing / new /
+  gone, grown or shrunk), keeping stable ids: the first month and a refit;
+* :func:`cluster_month` - a month end to end; with a clustered month before it, the records are
+  assigned to that month's clusters first and only the novel ones clustered (``lib/identity.py``).
 
 Measured on this 2-core machine (``shared/DEPENDENCIES.md``): HDBSCAN straight on 384-d is slow
 (5k points about 6 s), UMAP to 5 dims on 20k points about 6 s after its 8-30 s numba compile, and

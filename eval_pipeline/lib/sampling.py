@@ -588,10 +588,10 @@ def plan_refresh(
        ``over_coverage`` times what its traffic warrants (a proportional draw of the set's size;
        Neyman's wish for more never counts as over-representation elsewhere), the excess
        (seeded). Nothing else of a topic still in traffic is removed, except to make room (step 4).
-    3. Want: the allocation of ``target_size`` over this month's strata (near-duplicates
-       collapsed, noise split in groups as in :func:`draw_sample`): weights N_h, or N_h x S_h
-       with S_h from ``outcomes`` (:func:`outcome_sd`); a floor of ``floor`` per stratum (and
-       ``noise_floor`` per noise group).
+    3. Want: the allocation of ``target_size`` over this month's strata: without ``outcomes``
+       a fresh proportional draw's (:func:`draw_sample`: near-duplicates collapsed, noise split
+       in groups), with them Neyman's, weights N_h x S_h (records x :func:`outcome_sd`) with a
+       floor of ``floor`` per stratum.
     4. Add: what refills the set to ``target_size``, plus the floor of each new cluster on top
        (so new topics never crowd out the refill; when the band has no room for every new
        cluster's floor, each gets an equal share of the room, at least
@@ -640,12 +640,12 @@ def plan_refresh(
     # what the set should hold per stratum this month
     vectors = np.asarray(vectors)
     fair = draw_sample(rows, vectors, config, target=config.target_size)  # proportional, floored, as a fresh draw
-    distinct = {k: len(v) for k, v in strata.items()}
+    traffic = {k: len(v) for k, v in strata.items()}
     if outcomes:
         overall_p = sum(p for p, _ in outcomes.values()) / max(1, sum(n for _, n in outcomes.values()))
         sd = {k: outcome_sd(*outcomes.get(k, (0, 0)), prior=overall_p) for k in strata}
-        floors = {k: min(config.floor, distinct[k]) for k in strata}
-        desired = neyman_allocate(distinct, {k: distinct[k] * sd[k] for k in strata}, config.target_size, floors)
+        floors = {k: min(config.floor, traffic[k]) for k in strata}
+        desired = neyman_allocate(traffic, {k: traffic[k] * sd[k] for k in strata}, config.target_size, floors)
         allocation = "neyman"
     else:
         sd = {}

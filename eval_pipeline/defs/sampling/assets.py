@@ -98,16 +98,19 @@ def _last_scores(warehouse: DuckDBResource, version: str | None) -> list[dict]:
     ins={"log_clusters": dg.AssetIn(metadata={"columns": ["request_id", "cluster_id"]})},
 )
 def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, sampling: SamplingSettings,
-             evaluation: EvaluationSettings, warehouse: DuckDBResource, redacted_logs: StoredPartition, log_embeddings: StoredPartition,
-             log_clusters: pl.DataFrame, cluster_drift: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+             evaluation: EvaluationSettings, warehouse: DuckDBResource, redacted_logs: StoredPartition,
+             log_embeddings: StoredPartition, log_clusters: pl.DataFrame,
+             cluster_drift: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """The eval-set version this month produced.
 
     The first month draws the initial set (stratified by cluster, a floor per stratum, failure
     signals weighted, near-duplicates collapsed). Later months start from the latest earlier
-    version: examples of gone or over-represented clusters are removed, a few are added from new,
-    grown or under-covered clusters, the rest is kept untouched. Every version is appended to
-    ``sampling.eval_set_versions`` and never changed; ``sampling.eval_set_changelog`` has a row
-    per added or removed example. Re-materializing a month that would give the same examples
+    version and keep it within 10% of its target: examples of gone topics or of strata 2x
+    over-represented are removed, the set is refilled and new clusters get their floor (Neyman's
+    allocation when a scorecard was made on that version), the rest is kept untouched; the
+    version's size, churn and continuing traffic go to ``sampling.eval_set_summary``. Every
+    version is appended to ``sampling.eval_set_versions`` and never changed;
+    ``sampling.eval_set_changelog`` has a row per added, removed or moved example. Re-materializing a month that would give the same examples
     keeps its version; a different result becomes a new version.
     """
     month = date.fromisoformat(context.partition_key)
@@ -195,7 +198,7 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
     for row in precision:
         if row["half_width_before"] is not None:
             context.log.info(f"{row['slice']}: {row['examples_before']} -> {row['examples_after']} examples; expected "
-                             f"95% interval half-width {100 * row['half_width_before']:.1f} -> "
+                             f"{thresholds.confidence:.0%} interval half-width {100 * row['half_width_before']:.1f} -> "
                              f"{100 * row['half_width_after']:.1f} points at its last pass rate {row['last_rate']:.1%}")
     return dg.Output(df, metadata={
         "dagster/row_count": df.height,
