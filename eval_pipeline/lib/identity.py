@@ -16,10 +16,13 @@ month with a previous clustered month is assigned, not re-clustered:
 2. **Residual clustering.** Only the novel records are clustered (:func:`cluster_embeddings`).
    A residual cluster whose centroid is within ``match_cosine`` of a previous cluster is that
    topic grown past the novelty test (its records join it); any other residual cluster is new.
-3. **Assignment.** Every other record takes the nearest previous cluster's id (records outside
-   the novelty sample: the nearest among previous and new clusters) when its cosine to that
-   centroid is at least ``attach_cosine``, else it is "unclustered". Centroids are then
-   recomputed from this month's members, so a topic can drift slowly and keep its id.
+3. **Assignment.** Every other record takes the id of the nearest cluster, previous or new,
+   when its cosine to that centroid is at least ``attach_cosine`` (a diffuse topic: its
+   members' own 5th percentile), else it is "unclustered". (Letting the records that passed the
+   novelty test join a new cluster too raised the new intents' records found in new clusters
+   from 71% to 83% on the scenario below, for 0.2-0.6 points of the unchanged traffic.)
+   Centroids are then recomputed from this month's members, so a topic can drift slowly and
+   keep its id.
 4. **Gone** only when a previous cluster keeps fewer than ``max(gone_records, gone_fraction x
    its previous share x this month's records)``; its few records are re-assigned among the
    others. Nothing is gone because a clustering cut a topic differently.
