@@ -71,6 +71,12 @@ __all__ = ["IdentityRules", "Reference", "Assigned", "novelty", "assign_to_known
 # Rows of the month compared with the centroids at once (x centroids float32).
 ASSIGN_BATCH = 50_000
 RESIDUAL_MIN_CLUSTER = 5
+# A month with fewer records is never refitted: too few to cut its topics anew.
+REFIT_MIN_RECORDS = 100
+# stale_examples judges only when an example of a topic still in traffic would have at least
+# this many of this month's records among its neighbours (10 x this month's share of the two
+# samples): with this month a third of the last, 2.5.
+STALE_MIN_EXPECTED = 2.5
 # The lowest cosine at which a record may still join a diffuse topic (see ``reach`` below).
 REACH_FLOOR = 0.25
 
@@ -105,7 +111,12 @@ class IdentityRules:
                     practice none of its 10 neighbours; 0.4 removed 17 of 200 examples of topics
                     still in traffic on the two-month Banking77 scenario, where a record of a
                     10-query intent often has few same-intent neighbours).
-    refit_share     more novel records than this share of the month: cluster it afresh.
+    refit_share     more novel records than this share of the month: cluster it afresh (not a
+                    month of fewer than :data:`REFIT_MIN_RECORDS`, too few to cut topics anew).
+    judge_records   a previous cluster is judged (gone or not) only when this month would have
+                    given it at least this many records at its previous share: a month of 5
+                    records cannot tell a topic's absence from chance, and calling every
+                    cluster gone would empty the eval set.
     sample          at most this many records of each month enter the neighbour test and the
                     residual clustering (seeded); the rest are assigned to the nearest centroid.
     fallback_cosine without a previous month's vectors (a reference sample), a record is novel
@@ -120,6 +131,7 @@ class IdentityRules:
     gone_records: int = 3
     gone_fraction: float = 0.1
     refit_share: float = 0.3
+    judge_records: int = 10
     stale_ratio: float = 0.15
     vanished_share: float = 0.5
     sample: int = 10_000
@@ -197,6 +209,9 @@ def stale_examples(examples: np.ndarray, previous: np.ndarray, current: np.ndarr
 
     prev, cur = sample(previous), sample(current)
     k = rules.neighbours
+    if k * len(cur) / (len(cur) + len(prev)) < STALE_MIN_EXPECTED:
+        # this month is too small next to the last for an empty neighbourhood to mean anything
+        return np.zeros(len(examples), dtype=bool)
     idx, dist = _ExactIndex(np.vstack([cur, prev]), "cosine").query(_unit(examples), k + 1)
     # an example drawn from last month's sample finds itself first: not its own neighbour
     self_hit = dist[:, 0] < 1e-6
@@ -253,7 +268,7 @@ def assign_to_known(x: np.ndarray, previous: Sequence[tuple[str, np.ndarray, int
         test = f"no previous vectors: nearest previous centroid below cosine {rules.fallback_cosine}"
         messages.append("the previous month's vectors are not available: novelty is judged by centroid cosine alone")
     novel_share = float(novel.mean())
-    if novel_share > rules.refit_share:
+    if novel_share > rules.refit_share and n >= REFIT_MIN_RECORDS:
         return None
 
     # 2. the novel residual, clustered on its own
@@ -305,9 +320,13 @@ def assign_to_known(x: np.ndarray, previous: Sequence[tuple[str, np.ndarray, int
     # 4. gone: too little traffic left; its records go to the nearest remaining cluster
     prev_total = previous_total or sum(int(p[2]) for p in previous) or 1
     counts = np.bincount(labels[labels != NOISE], minlength=len(all_c))
-    floors = {i: max(rules.gone_records, rules.gone_fraction * int(p[2]) / prev_total * n) for i, p in enumerate(previous)}
-    gone = [i for i in range(len(previous))
-            if counts[i] < floors[i] or vanished.get(old_ids[i], 0.0) > rules.vanished_share]
+    expected = {i: int(p[2]) / prev_total * n for i, p in enumerate(previous)}
+    floors = {i: max(rules.gone_records, rules.gone_fraction * expected[i]) for i in expected}
+    # a month too small to have given a cluster judge_records at its old share cannot tell its
+    # absence from chance: such a cluster is never gone (it keeps its examples)
+    unjudged = {i for i in expected if expected[i] < rules.judge_records}
+    gone = [i for i in range(len(previous)) if i not in unjudged
+            and (counts[i] < floors[i] or vanished.get(old_ids[i], 0.0) > rules.vanished_share)]
     alive = np.array([i for i in range(len(all_c)) if i not in set(gone) and (i < len(previous) or counts[i] > 0)])
     strays = np.flatnonzero(np.isin(labels, gone)) if gone else np.zeros(0, dtype=np.int64)
     if len(strays) and len(alive):
@@ -370,6 +389,10 @@ def assign_to_known(x: np.ndarray, previous: Sequence[tuple[str, np.ndarray, int
         if i in relabel:
             continue
         psize = int(previous[i][2])
+        if i in unjudged:
+            drift.append(DriftRow(old_ids[i], "continuing", "shrunk", None, None, psize, 0, psize / prev_total, 0.0, 0.0,
+                                  f"no record this month, but too little traffic to tell: {expected[i]:.1f} expected"))
+            continue
         nearest_id = nearest_sim = None
         if len(cur_c):
             sims = cur_c @ old_c[i]
