@@ -276,6 +276,8 @@ def assign_to_known(x: np.ndarray, previous: Sequence[tuple[str, np.ndarray, int
     residual_config = replace(config, map_method="none",
                               min_cluster_size=config.min_cluster_size or max(RESIDUAL_MIN_CLUSTER, round(len(residual) / 200)))
     sub = cluster_embeddings(x[residual], residual_config) if len(residual) else None
+    if sub is not None and (sub.identical or sub.n_clusters == 0):
+        messages.append(f"the {len(residual)} novel records: {sub.criterion}")
     new_c: list[np.ndarray] = []
     joins: dict[int, int] = {}  # residual label -> previous index (grown past the test) or P + new index
     for label in sorted(sub.centroids) if sub else []:

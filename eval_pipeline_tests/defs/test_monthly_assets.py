@@ -358,7 +358,9 @@ def test_odd_months_give_one_stratum_and_a_message(clustered):
     write_redacted(home, march + april)
     for day in ("2026-03-03", "2026-04-03"):
         assert dg.materialize(ASSETS, resources=resources, partition_key=day, selection=["log_embeddings"], instance=instance).success
-    cases = {"2026-03-01": ("identical", 1), "2026-04-01": ("too few", 1), "2026-05-01": ("no records", 0)}
+    # March (40 copies of one text, after February) is assigned first: the copies are novel and
+    # form one new cluster; April (5 records) is too small to refit or to call March's topic gone
+    cases = {"2026-03-01": ("identical", 1), "2026-04-01": ("assigned", None), "2026-05-01": ("no records", 0)}
     results = {}
     for month, (phrase, strata) in cases.items():
         result = results[month] = dg.materialize(ASSETS, resources=resources, partition_key=month,
@@ -366,11 +368,13 @@ def test_odd_months_give_one_stratum_and_a_message(clustered):
         assert result.success  # downstream (the eval set) still runs
         assert phrase in metadata(result, "log_clusters")["messages"]
         rows = table(home, f"select cluster_id, status, size from clustering.cluster_table where month = '{month}'")
-        assert rows.height == strata
+        assert strata is None or rows.height == strata
     march_rows = table(home, "select cluster_id, status from clustering.cluster_table where month = '2026-03-01'")
     assert march_rows["status"][0] == "new"
     april_rows = table(home, "select cluster_id, size from clustering.cluster_table where month = '2026-04-01'")
-    assert april_rows.to_dicts() == [{"cluster_id": "unclustered", "size": 5}]
+    assert set(april_rows["cluster_id"]) <= {march_rows["cluster_id"][0], "unclustered"} and april_rows["size"].sum() == 5
+    april_drift = table(home, "select status from clustering.cluster_drift where month = '2026-04-01'")
+    assert set(april_drift["status"]) == {"continuing"}
     # the empty month: no clusters; those of the latest month that had any (March) are gone
     may_drift = table(home, "select status from clustering.cluster_drift where month = '2026-05-01'")
     assert set(may_drift["status"]) == {"gone"}
