@@ -368,6 +368,27 @@ def read_table(warehouse: DuckDBResource, table: str, schema: pl.Schema) -> pl.D
     return pl.DataFrame(schema=schema)
 
 
+_DUCKDB_TYPES = {pl.String: "VARCHAR", pl.Int64: "BIGINT", pl.Int32: "INTEGER", pl.Float64: "DOUBLE",
+                 pl.Boolean: "BOOLEAN", pl.Date: "DATE"}
+
+
+def add_missing_columns(warehouse: DuckDBResource, table: str, schema: pl.Schema) -> list[str]:
+    """Columns of ``schema`` that an existing ``table`` of an older data home lacks, added to it
+    (the IO manager inserts a frame's columns by position, so a column added to a layout goes at
+    its end, and here at the table's end); returns their names. Nothing when the table does not
+    exist yet (the IO manager creates it with the whole layout)."""
+    schema_name, table_name = table.split(".")
+    with warehouse.get_connection() as con:
+        have = [r[0] for r in con.execute("select column_name from information_schema.columns where table_schema = ? "
+                                          "and table_name = ? order by ordinal_position", [schema_name, table_name]).fetchall()]
+        if not have:
+            return []
+        missing = [name for name in schema if name not in have]
+        for name in missing:
+            con.execute(f'alter table {table} add column "{name}" {_DUCKDB_TYPES[schema[name]]}')
+    return missing
+
+
 def clustered_sample(warehouse: DuckDBResource, month: date | None, size: int, seed: int,
                      before: date | None = None) -> Reference | None:
     """A seeded sample of at most ``size`` of a month's clustered records (``clustering.log_clusters``)

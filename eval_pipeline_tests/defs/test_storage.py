@@ -70,3 +70,29 @@ def test_a_spooled_output_is_stored_as_a_polars_frame_would_be_and_read_in_slice
     assert stored.cast(dict(REDACTED_LOGS_SCHEMA)).equals(day_rows("2026-03-02", 50).sort("request_id"))
     assert not leftover.exists()
     assert not list(spool_dir(database).iterdir())  # nothing left behind by the runs either
+
+
+def test_an_older_homes_table_gets_the_columns_added_since(tmp_path):
+    """A data home made before ``cluster_drift`` had its ``mode`` column: the column is added at
+    the table's end, where the frame has it, so the IO manager's insert by position still fits;
+    a table not made yet is left to the IO manager."""
+    from dagster_duckdb import DuckDBResource
+
+    from eval_pipeline.defs.resources import add_missing_columns
+    from eval_pipeline.lib.tables import CLUSTER_DRIFT_SCHEMA
+
+    database = tmp_path / "warehouse.duckdb"
+    warehouse = DuckDBResource(database=str(database))
+    assert add_missing_columns(warehouse, "clustering.cluster_drift", CLUSTER_DRIFT_SCHEMA) == []
+    old = pl.DataFrame(schema={k: v for k, v in CLUSTER_DRIFT_SCHEMA.items() if k != "mode"})  # noqa: F841
+    with duckdb.connect(str(database)) as con:
+        con.execute("create schema clustering")
+        con.execute("create table clustering.cluster_drift as select * from old")
+    assert add_missing_columns(warehouse, "clustering.cluster_drift", CLUSTER_DRIFT_SCHEMA) == ["mode"]
+    assert add_missing_columns(warehouse, "clustering.cluster_drift", CLUSTER_DRIFT_SCHEMA) == []
+    row = frame([{"month": datetime(2026, 3, 1).date(), "month_start": datetime(2026, 3, 1), "cluster_id": "c0001",
+                  "status": "continuing", "trend": "stable", "previous_size": 3, "current_size": 4,
+                  "mode": "assigned"}], CLUSTER_DRIFT_SCHEMA)  # noqa: F841
+    with duckdb.connect(str(database)) as con:
+        con.execute("insert into clustering.cluster_drift select * from row")
+        assert con.execute("select cluster_id, mode from clustering.cluster_drift").fetchall() == [("c0001", "assigned")]

@@ -10,7 +10,8 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import monthly_partitions
-from eval_pipeline.defs.resources import ClusteringSettings, PipelineSettings, clustered_sample, read_table
+from eval_pipeline.defs.resources import (ClusteringSettings, PipelineSettings, add_missing_columns, clustered_sample,
+                                          read_table)
 from eval_pipeline.lib.clustering import UNCLUSTERED, cluster_month, cluster_table_markdown, drift_table_markdown
 from eval_pipeline.lib.embeddings import from_storage, rows_with_vectors, to_storage
 from eval_pipeline.lib.records import FAILURE_SIGNALS
@@ -90,6 +91,7 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     } for entry in result.table], CLUSTER_TABLE_SCHEMA)
     drift = frame([{**r.as_dict(), "month": month, "month_start": month_start, "mode": result.mode}
                    for r in result.drift], CLUSTER_DRIFT_SCHEMA)
+    add_missing_columns(warehouse, "clustering.cluster_drift", CLUSTER_DRIFT_SCHEMA)  # an older home's table
 
     map_md = "(no records this month)"
     if result.png:

@@ -20,7 +20,8 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import model_versions
 from eval_pipeline.defs.registry.assets import version_from_row
-from eval_pipeline.defs.resources import EvaluationSettings, JudgeSettings, LabelingSettings, PipelineSettings
+from eval_pipeline.defs.resources import (EvaluationSettings, JudgeSettings, LabelingSettings, PipelineSettings,
+                                          add_missing_columns)
 from eval_pipeline.lib.evaluation import score_output, select_tier
 from eval_pipeline.lib.gates import build_scorecard, latest_scoring, version_order
 from eval_pipeline.lib.providers import generate_outputs, provider_for
@@ -50,9 +51,8 @@ SCORECARD = pl.Schema({
     "difference_high": pl.Float64, "p_value": pl.Float64, "floor": pl.Float64, "max_drop": pl.Float64,
     "status": pl.String, "detail": pl.String, "mde": pl.Float64, "needed_examples": pl.Int64,
     "report_path": pl.String, "created_at": pl.Datetime("us", "UTC"),
-    # added after the first layout: appended, and added to an existing table (_add_new_columns)
+    # added after the first layout: appended, and added to an existing table (add_missing_columns)
     "baseline_eval_set_version": pl.String, "shared_examples": pl.Int64, "paired": pl.Int64})
-_SCORECARD_ADDED = {"baseline_eval_set_version": "VARCHAR", "shared_examples": "BIGINT", "paired": "BIGINT"}
 
 
 def current_eval_set(eval_set: pl.DataFrame) -> pl.DataFrame:
@@ -212,17 +212,6 @@ def baseline_scores(warehouse: DuckDBResource, baseline: str) -> tuple[str | Non
     return version, [{"example_id": r["example_id"], "status": r["status"]} for r in rows], versions
 
 
-def _add_new_columns(warehouse: DuckDBResource) -> None:
-    """Columns added to ``evaluation.scorecard`` since its first layout, added to a table a data
-    home already has (at the end, where the frame has them: the rows are inserted by position)."""
-    with warehouse.get_connection() as con:
-        exists = con.execute("select count(*) from information_schema.tables "
-                             "where table_schema = 'evaluation' and table_name = 'scorecard'").fetchone()[0]
-        if exists:
-            for name, sql_type in _SCORECARD_ADDED.items():
-                con.execute(f"alter table evaluation.scorecard add column if not exists {name} {sql_type}")
-
-
 @dg.asset(group_name="evaluation", kinds=KINDS | {"html"}, partitions_def=model_versions, metadata=_META)
 def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settings: PipelineSettings,
               evaluation: EvaluationSettings, warehouse: DuckDBResource, model_registry: pl.DataFrame,
@@ -272,7 +261,7 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
               "report_path": str(html_path), "created_at": now}
              for s in [card["overall"], *card["slices"]]]
     df = pl.DataFrame(table, schema=SCORECARD)
-    _add_new_columns(warehouse)
+    add_missing_columns(warehouse, "evaluation.scorecard", SCORECARD)
     view = df.select("slice", "critical", "scored", "paired", "rate", "low", "high", "baseline_rate", "difference",
                      "p_value", "status").with_columns(pl.col(pl.Float64).round(3))
     weighted = card["weighted"] or {}
