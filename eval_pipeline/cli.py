@@ -79,8 +79,7 @@ def _positive_int(text: str) -> int:
 
 def cmd_refresh(args: argparse.Namespace) -> int:
     from eval_pipeline.defs.resources import ClusteringSettings
-    from eval_pipeline.lib.eval_set import summary_line
-    from eval_pipeline.runs import refresh_month, version_summaries
+    from eval_pipeline.runs import month_summary_lines, refresh_month
 
     home = _home(args)
     start = time.perf_counter()
@@ -93,20 +92,18 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     status = "ok" if result.success else f"FAILED: {', '.join(result.failed)}"
     print(f"refresh {args.month}: {len(result.days)} days, monthly jobs {result.monthly_jobs or 'none yet'}; "
           f"{status} ({time.perf_counter() - start:.0f} s)")
-    for version, summary in version_summaries(home).items():
-        if f"{summary['month']:%Y-%m}" == args.month:
-            print(f"  eval set {version}: {summary_line(summary)}")
+    for line in month_summary_lines(home, args.month):
+        print(f"  {line}")
     return 0 if result.success else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from eval_pipeline.defs.resources import SamplingSettings
     from eval_pipeline.lib.demo_logs import generate_logs
-    from eval_pipeline.lib.eval_set import summary_line
     from eval_pipeline.lib.gates import scorecard_text
     from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, day_pool, evaluate_model, month_days,
                                     pii_placeholders, quarantine_reasons, refresh_month, register_demo_models,
-                                    run_labeling, simulate_demo_annotations, table_counts, version_summaries)
+                                    run_labeling, simulate_demo_annotations, table_counts, month_summary_lines)
 
     home = _home(args)
     start = date.fromisoformat(args.start)
@@ -130,9 +127,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                    resources={"sampling": SamplingSettings(target_size=args.target_size)})
             ok &= result.success
             print(f"refresh {month}: {'ok' if result.success else 'FAILED: ' + ', '.join(result.failed)}")
-            for version, summary in version_summaries(home).items():
-                if f"{summary['month']:%Y-%m}" == month:
-                    print(f"  eval set {version}: {summary_line(summary)}")
+            for line in month_summary_lines(home, month):
+                print(f"  {line}")
     if ok:
         export = simulate_demo_annotations(home)
         labelled = run_labeling(home)

@@ -339,6 +339,15 @@ def version_summaries(home: DataHome) -> dict[str, dict[str, object]]:
     return {r["eval_set_version"]: r for r in rows}
 
 
+def month_summary_lines(home: DataHome, month: str) -> list[str]:
+    """"eval set vN: <size, churn, continuing traffic>" for the version(s) made for ``month``
+    (YYYY-MM): what ``refresh`` and the demo print after a month."""
+    from eval_pipeline.lib.eval_set import summary_line
+
+    return [f"eval set {version}: {summary_line(summary)}" for version, summary in version_summaries(home).items()
+            if f"{summary['month']:%Y-%m}" == month]
+
+
 def eval_set_versions(home: DataHome) -> list[dict[str, object]]:
     """Every eval-set version: name, month, examples, added and removed in it."""
     result = _query(home.warehouse, """

@@ -29,12 +29,15 @@ import warnings
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
 from eval_pipeline.lib.embeddings import distinct_rows
 from eval_pipeline.lib.records import FAILURE_SIGNALS
+
+if TYPE_CHECKING:  # identity imports this module: its types only for annotations
+    from eval_pipeline.lib.identity import IdentityRules, Reference
 
 __all__ = [
     "ClusterConfig",
@@ -1271,8 +1274,8 @@ def cluster_month(
     previous: Sequence[tuple[str, np.ndarray, int]] = (),
     previous_total: int = 0,
     known_ids: Iterable[str] = (),
-    reference: Any = None,
-    rules: Any = None,
+    reference: "Reference | None" = None,
+    rules: "IdentityRules | None" = None,
     growth: float = 1.5,
     title: str = "",
 ) -> MonthClusters:

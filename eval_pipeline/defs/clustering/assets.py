@@ -73,7 +73,8 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     previous_total = int(history.filter(pl.col("month") == previous_month)["size"].sum()) if previous_month else 0
 
     rules = clustering.rules()
-    reference = clustered_sample(warehouse, previous_month, rules.sample, clustering.seed) if previous and rows.height else None
+    reference = (clustered_sample(warehouse, previous_month, rules.sample, clustering.seed)
+                 if previous and rows.height else None)
     result = cluster_month(rows, vectors, clustering.config(), previous=previous, previous_total=previous_total,
                            known_ids=[i for i in history["cluster_id"].to_list() if i != UNCLUSTERED],
                            reference=reference, rules=rules, growth=clustering.growth, title=f"{month:%Y-%m}:")
