@@ -101,6 +101,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from eval_pipeline.defs.resources import SamplingSettings
     from eval_pipeline.lib.demo_logs import generate_logs
     from eval_pipeline.lib.gates import scorecard_text
+    from eval_pipeline.lib.storage import StorageLocations
     from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, day_pool, evaluate_model, month_days,
                                     pii_placeholders, quarantine_reasons, refresh_month, register_demo_models,
                                     run_labeling, simulate_demo_annotations, table_counts, month_summary_lines)
@@ -178,7 +179,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
               "EVAL_PIPELINE_JUDGE_MODEL to score them with the rubric judge)")
     print(f"\ndone in {time.perf_counter() - began:.0f} s. Look at it in the Dagster UI:")
     print(f"  EVAL_PIPELINE_HOME={home.root} .venv/bin/eval-pipeline ui    # then open http://127.0.0.1:3000")
-    print(f"or query the tables: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{home.warehouse}', read_only=True).sql('select * from ingest.raw_logs limit 5'))\"")
+    storage = StorageLocations.resolve()
+    if storage.lake:
+        print(f"the large tables are Parquet objects under {storage.main} (raw zone: {storage.raw}), one per day: "
+              f".venv/bin/python -c \"import polars as pl; print(pl.scan_parquet('{storage.main}/privacy/redacted_logs/*.parquet').head(5).collect())\"")
+    print(f"or query the tables: .venv/bin/python -c \"import duckdb; print(duckdb.connect('{home.warehouse}', read_only=True).sql('select * from sampling.eval_set limit 5'))\"")
     return 0 if ok else 1
 
 

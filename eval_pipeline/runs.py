@@ -26,6 +26,7 @@ from eval_pipeline import workers as workers_module
 from eval_pipeline.lib.clustering import warm_up as warm_up_clustering
 from eval_pipeline.lib.locks import file_lock
 from eval_pipeline.lib.paths import DataHome
+from eval_pipeline.lib.storage import Lake, StorageLocations, attach
 
 __all__ = ["MonthRefresh", "Evaluation", "day_pool", "default_workers", "ingest_day_run", "instance_for", "month_days",
            "refresh_month", "table_counts", "evaluate_model",
@@ -269,10 +270,24 @@ def table_counts(home: DataHome) -> dict[str, int]:
     for path in (home.raw_warehouse, home.warehouse):
         if not path.exists():
             continue
-        with duckdb.connect(str(path), read_only=True) as con:
-            tables = con.execute("select table_schema, table_name from information_schema.tables order by 1, 2").fetchall()
+        with _read_only(path) as con:
+            tables = con.execute("select table_schema, table_name from information_schema.tables "
+                                 "where table_name not like 'lake\\_\\_%' escape '\\' order by 1, 2").fetchall()
             counts.update({f"{s}.{t}": con.execute(f'select count(*) from "{s}"."{t}"').fetchone()[0] for s, t in tables})
     return dict(sorted(counts.items()))
+
+
+@contextmanager
+def _read_only(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB file opened read-only; with a lake (``EVAL_PIPELINE_STORAGE``), its zone's lake
+    tables attached (the raw zone's for the restricted folder's file), so SQL reads them too."""
+    storage = StorageLocations.resolve()
+    with duckdb.connect(str(path), read_only=True) as con:
+        if storage.lake:
+            restricted = path.parent.name == "restricted"
+            attach(con, Lake(storage.raw if restricted else storage.main, restricted=restricted),
+                   "raw" if restricted else "main")
+        yield con
 
 
 def _query(path: Path, *sql: str) -> list[list[tuple]] | None:
@@ -280,7 +295,7 @@ def _query(path: Path, *sql: str) -> list[list[tuple]] | None:
     does not exist yet (nothing has been materialized there)."""
     if not path.exists():
         return None
-    with duckdb.connect(str(path), read_only=True) as con:
+    with _read_only(path) as con:
         try:
             return [con.execute(statement).fetchall() for statement in sql]
         except duckdb.CatalogException:
@@ -331,7 +346,7 @@ def version_summaries(home: DataHome) -> dict[str, dict[str, object]]:
     the month's traffic in continuing clusters, clustering mode, allocation); empty before any."""
     if not home.warehouse.exists():
         return {}
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+    with _read_only(home.warehouse) as con:
         try:
             rows = con.execute("select * from sampling.eval_set_summary order by month").pl().to_dicts()
         except duckdb.CatalogException:
@@ -375,7 +390,7 @@ def load_eval_set(home: DataHome, version: str = "latest") -> tuple[str, list[di
     name = known[-1] if version == "latest" else version
     if name not in known:
         raise ValueError(f"no eval-set version {version!r}; versions: {', '.join(known)}")
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+    with _read_only(home.warehouse) as con:
         rows = con.execute("select * from sampling.eval_set_versions where eval_set_version = ? order by example_id",
                            [name]).pl().to_dicts()
         changelog = con.execute("select * from sampling.eval_set_changelog").pl().to_dicts()
@@ -388,7 +403,7 @@ def changelog_summary(home: DataHome) -> str:
 
     if not home.warehouse.exists():
         return "(no eval set yet)"
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+    with _read_only(home.warehouse) as con:
         try:
             changelog = con.execute("select * from sampling.eval_set_changelog").pl().to_dicts()
         except duckdb.CatalogException:
@@ -468,7 +483,7 @@ def scored_on(home: DataHome, key: str) -> tuple[str, str] | None:
 
     if not home.warehouse.exists():
         return None
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+    with _read_only(home.warehouse) as con:
         try:
             rows = con.execute("select distinct eval_set_version, tier from evaluation.candidate_scores "
                                "where model_version = ?", [key]).fetchall()
@@ -582,7 +597,7 @@ def register_demo_models(home: DataHome) -> list[str]:
     current = current_eval_set_version(home)
     if current is None:
         raise ValueError(f"no eval set in {home.warehouse}: the demo's models are recorded on its examples")
-    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+    with _read_only(home.warehouse) as con:
         examples = con.execute("select eval_set_version, example_id, request_id, task_type, messages, production_output "
                                "from sampling.eval_set_versions").pl().to_dicts()
     paths = write_demo_recordings(examples, load_demo_truth(home.demo_truth), home.recordings, current)

@@ -5,6 +5,7 @@ import json
 from collections.abc import Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -24,10 +25,12 @@ from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.redaction import CustomPattern, RedactionConfig
 from eval_pipeline.lib.sampling import DEFAULT_SIGNAL_WEIGHTS, SamplingConfig
 from eval_pipeline.lib.spool import SpooledFrame, StoredPartition, clean_spool, spool_dir
+from eval_pipeline.lib.storage import LAKE_TABLES, Lake, StorageLocations, attach, ensure_view
 from eval_pipeline.lib.tables import MANIFEST_SCHEMA
 
 __all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "SamplingSettings",
-           "LabelingSettings", "JudgeSettings", "WarehouseIOManager", "WarehouseResource", "build_resources"]
+           "LabelingSettings", "JudgeSettings", "LakeIOManager", "WarehouseIOManager", "WarehouseResource",
+           "build_resources"]
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -312,13 +315,102 @@ class WarehouseIOManager(DuckDBPolarsIOManager):
 
 
 class WarehouseResource(DuckDBResource):
-    """A DuckDB connection for assets that query directly, taken under the file's process lock."""
+    """A DuckDB connection for assets that query directly, taken under the file's process lock.
+
+    With a lake (``lake``: its URL, ``restricted`` for the raw zone), the zone's lake tables are
+    registered on every connection, so ``<schema>.<table>`` reads their objects (``lib/storage.py``)."""
+
+    lake: str = ""
+    restricted: bool = False
+
+    def lake_zone(self) -> Lake | None:
+        """The zone's lake, or None when its tables are in the DuckDB file."""
+        return _lake(self.lake, self.restricted) if self.lake else None
 
     @contextmanager
     def get_connection(self):
         with file_lock(f"{self.database}.lock"):
             with super().get_connection() as conn:
+                if self.lake:
+                    attach(conn, _lake(self.lake, self.restricted), "raw" if self.restricted else "main")
                 yield conn
+
+
+_LAKES: dict[tuple[str, bool], Lake] = {}
+
+
+def _lake(url: str, restricted: bool) -> Lake:
+    """One :class:`Lake` per location and process (its filesystem opened once)."""
+    if (url, restricted) not in _LAKES:
+        _LAKES[(url, restricted)] = Lake(url, restricted=restricted)
+    return _LAKES[(url, restricted)]
+
+
+class LakeIOManager(dg.ConfigurableIOManager):
+    """Stores each partition of a large table as one Parquet object in a lake (``lib/storage.py``):
+    ``<lake>/<schema>/<table>/<partition key>.parquet``, the schema being the asset's domain.
+
+    An output is a :class:`SpooledFrame` (its file uploaded or moved into place as it is) or a
+    polars frame; a re-run of a partition replaces its object, so materializing twice never
+    duplicates. Inputs are read lazily: :class:`StoredPartition` (DuckDB over the partitions'
+    objects, in slices, spooled under ``spool``) or a polars frame of the input's ``columns``
+    metadata. The first write of a table creates its view in ``catalog`` (the zone's DuckDB file),
+    so direct SQL reads it too. Days write their own objects: no lock, no single writer."""
+
+    lake: str
+    restricted: bool = False
+    catalog: str
+    spool: str
+
+    def _table(self, metadata, key: dg.AssetKey) -> str:
+        table = f"{(metadata or {}).get('schema', 'public')}.{key.path[-1]}"
+        if table not in LAKE_TABLES:
+            raise dg.Failure(f"{table} is not a lake table (those are: {', '.join(LAKE_TABLES)}); "
+                             "give its asset another io_manager_key")
+        return table
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        if not context.has_asset_partitions:
+            raise dg.Failure(f"{context.asset_key.to_user_string()}: the lake stores partitioned tables only")
+        table = self._table(context.definition_metadata, context.asset_key)
+        lake = _lake(self.lake, self.restricted)
+        key = context.asset_partition_key
+        schema = LAKE_TABLES[table][1]
+        if isinstance(obj, SpooledFrame):
+            rows = obj.rows
+            try:
+                size = lake.write(table, key, obj.path)
+            finally:
+                obj.discard()
+        elif isinstance(obj, pl.DataFrame):
+            rows = obj.height
+            size = lake.write(table, key, obj.select(list(schema)).cast(dict(schema)).to_arrow())  # type: ignore[arg-type]
+        else:
+            raise TypeError(f"{type(obj).__name__}: return a SpooledFrame or a polars DataFrame")
+        with file_lock(f"{self.catalog}.lock"), duckdb.connect(self.catalog) as con:
+            attach(con, lake, "raw" if self.restricted else "main")
+            ensure_view(con, table)
+        context.add_output_metadata({"row_count": rows, "object": lake.describe(table, key), "object_bytes": size})
+
+    def load_input(self, context: dg.InputContext):
+        upstream = context.upstream_output
+        table = self._table(upstream.definition_metadata if upstream else None, context.asset_key)
+        lake = _lake(self.lake, self.restricted)
+        keys = context.asset_partition_keys if context.has_asset_partitions else None
+        schema = LAKE_TABLES[table][1]
+        if context.dagster_type.typing_type is StoredPartition:
+            clean_spool(Path(self.spool))
+
+            @contextmanager
+            def connect():
+                with duckdb.connect(config={"memory_limit": IO_MEMORY_LIMIT}) as con:
+                    con.register("lake_input", lake.dataset(table, schema, keys))
+                    yield con
+
+            return StoredPartition(connect, "select * from lake_input", Path(self.spool))
+        columns = (context.definition_metadata or {}).get("columns")
+        arrow = lake.dataset(table, schema, keys).to_table(columns=columns)
+        return pl.from_arrow(arrow).cast({k: v for k, v in schema.items() if k in arrow.column_names})  # type: ignore[arg-type]
 
 
 # DuckDB's buffer memory for the IO managers' connections. Its default (80% of RAM) let the
@@ -334,15 +426,29 @@ class WarehouseResource(DuckDBResource):
 IO_MEMORY_LIMIT = "192MB"
 
 
-def build_resources(home: DataHome, io_memory_limit: str = IO_MEMORY_LIMIT) -> dict[str, object]:
+def build_resources(home: DataHome, io_memory_limit: str = IO_MEMORY_LIMIT,
+                    storage: StorageLocations | None = None) -> dict[str, object]:
     """All resources for a data home. Raw records go to the restricted zone's own DuckDB file.
-    The IO managers' DuckDB connections are limited to ``io_memory_limit`` of buffer memory."""
+    The IO managers' DuckDB connections are limited to ``io_memory_limit`` of buffer memory.
+
+    ``storage`` (default: ``EVAL_PIPELINE_STORAGE`` / ``EVAL_PIPELINE_RAW_STORAGE``, see
+    ``lib/storage.py``) moves the large tables (``lake_io_manager`` and ``raw_io_manager``) to a
+    lake; without it they stay in the DuckDB files, as every other table does."""
+    storage = StorageLocations.resolve() if storage is None else storage
     limited = {"memory_limit": io_memory_limit}
+    main = WarehouseIOManager(database=str(home.warehouse), connection_config=limited)
+    raw = WarehouseIOManager(database=str(home.raw_warehouse), connection_config=limited)
+    lake, raw_lake = main, raw
+    if storage.lake:
+        lake = LakeIOManager(lake=storage.main, catalog=str(home.warehouse), spool=str(spool_dir(home.warehouse)))
+        raw_lake = LakeIOManager(lake=storage.raw, restricted=True, catalog=str(home.raw_warehouse),
+                                 spool=str(spool_dir(home.raw_warehouse)))
     return {
-        "io_manager": WarehouseIOManager(database=str(home.warehouse), connection_config=limited),
-        "raw_io_manager": WarehouseIOManager(database=str(home.raw_warehouse), connection_config=limited),
-        "warehouse": WarehouseResource(database=str(home.warehouse)),
-        "raw_warehouse": WarehouseResource(database=str(home.raw_warehouse)),
+        "io_manager": main,
+        "lake_io_manager": lake,
+        "raw_io_manager": raw_lake,
+        "warehouse": WarehouseResource(database=str(home.warehouse), lake=storage.main),
+        "raw_warehouse": WarehouseResource(database=str(home.raw_warehouse), lake=storage.raw, restricted=True),
         "settings": PipelineSettings(home=str(home.root)),
         "redaction": RedactionSettings(),
         "embedding": EmbeddingSettings(),

@@ -31,7 +31,8 @@ _CLUSTER_COLUMNS = ["request_id", "timestamp", "embed_text", "task_type", "user_
     partitions_def=monthly_partitions,
     ins={"log_embeddings": dg.AssetIn(metadata={"columns": _CLUSTER_COLUMNS})},
     outs={
-        "log_clusters": dg.AssetOut(kinds={"polars", "duckdb"}, metadata={**_MONTHLY, "partition_expr": "timestamp"},
+        "log_clusters": dg.AssetOut(kinds={"polars", "duckdb"}, io_manager_key="lake_io_manager",
+                                    metadata={**_MONTHLY, "partition_expr": "timestamp"},
                                     description="The stable cluster id of every record of the month ('unclustered' for noise)."),
         "cluster_table": dg.AssetOut(kinds={"polars", "duckdb"}, metadata={**_MONTHLY, "partition_expr": "month_start"},
                                      description="One row per cluster: size, share, keywords, examples, quality-signal rates, "

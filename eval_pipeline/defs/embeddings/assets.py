@@ -18,6 +18,7 @@ _CARRIED = ("request_id", "conversation_id", "turn_index", "timestamp", "task_ty
     group_name="embeddings",
     kinds={"polars", "duckdb", "pytorch"},
     partitions_def=daily_partitions,
+    io_manager_key="lake_io_manager",
     metadata={"schema": "embeddings", "partition_expr": "timestamp"},
 )
 def log_embeddings(context: dg.AssetExecutionContext, settings: PipelineSettings, embedding: EmbeddingSettings,

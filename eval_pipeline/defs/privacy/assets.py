@@ -10,7 +10,8 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import daily_partitions
-from eval_pipeline.defs.resources import PipelineSettings, RedactionSettings, landing_file_days, read_table
+from eval_pipeline.defs.resources import (PipelineSettings, RedactionSettings, WarehouseResource, landing_file_days,
+                                          read_table)
 from eval_pipeline.lib.redaction import CONVERSATION_ORDER, get_redactor, redact_slices
 from eval_pipeline.lib.redaction_cache import AnalysisCache
 from eval_pipeline.lib.retention import purge_raw_zone
@@ -24,6 +25,7 @@ KINDS = {"polars", "duckdb", "presidio"}
     group_name="privacy",
     kinds=KINDS,
     partitions_def=daily_partitions,
+    io_manager_key="lake_io_manager",
     metadata={"schema": "privacy", "partition_expr": "timestamp"},
 )
 def redacted_logs(context: dg.AssetExecutionContext, settings: PipelineSettings, redaction: RedactionSettings,
@@ -75,7 +77,7 @@ def redacted_logs(context: dg.AssetExecutionContext, settings: PipelineSettings,
 
 @dg.asset(group_name="privacy", kinds={"polars", "duckdb"}, metadata={"schema": "privacy"})
 def raw_retention_log(context: dg.AssetExecutionContext, settings: PipelineSettings,
-                      warehouse: DuckDBResource, raw_warehouse: DuckDBResource) -> dg.Output[pl.DataFrame]:
+                      warehouse: DuckDBResource, raw_warehouse: WarehouseResource) -> dg.Output[pl.DataFrame]:
     """Deletes raw data older than ``raw_retention_days`` and keeps the record of what it deleted.
 
     Deletes the rows of ``raw_logs`` and ``quarantined_logs`` before the cutoff day, landing
@@ -89,7 +91,7 @@ def raw_retention_log(context: dg.AssetExecutionContext, settings: PipelineSetti
     cutoff = settings.retention_cutoff()
     previous = read_table(warehouse, "privacy.raw_retention_log", RETENTION_LOG_SCHEMA)
     with raw_warehouse.get_connection() as con:
-        purge = purge_raw_zone(con, home.landing, landing_file_days(warehouse), cutoff)
+        purge = purge_raw_zone(con, home.landing, landing_file_days(warehouse), cutoff, lake=raw_warehouse.lake_zone())
     spooled = clean_spool(spool_dir(home.raw_warehouse))  # raw rows a killed run left in transit
     days = sorted({d.isoformat() for _, d, _ in purge.rows})
     for key in ("raw_logs", "quarantined_logs"):

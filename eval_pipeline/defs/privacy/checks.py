@@ -4,7 +4,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import daily_partitions
-from eval_pipeline.defs.resources import PipelineSettings, landing_file_days
+from eval_pipeline.defs.resources import PipelineSettings, WarehouseResource, landing_file_days
 from eval_pipeline.lib.redaction import TEXT_COLUMNS, scan_for_leaks, slice_texts
 from eval_pipeline.lib.retention import raw_older_than
 from eval_pipeline.lib.spool import StoredPartition
@@ -32,10 +32,11 @@ def no_pii_leak(context: dg.AssetCheckExecutionContext, redacted_logs: StoredPar
     description="No raw record, quarantined line or landing file older than raw_retention_days remains.",
 )
 def raw_within_retention(settings: PipelineSettings, warehouse: DuckDBResource,
-                         raw_warehouse: DuckDBResource) -> dg.AssetCheckResult:
+                         raw_warehouse: WarehouseResource) -> dg.AssetCheckResult:
     cutoff = settings.retention_cutoff()
     with raw_warehouse.get_connection() as con:
-        found = raw_older_than(con, settings.data_home.landing, landing_file_days(warehouse), cutoff)
+        found = raw_older_than(con, settings.data_home.landing, landing_file_days(warehouse), cutoff,
+                               lake=raw_warehouse.lake_zone())
     return dg.AssetCheckResult(
         passed=sum(found.values()) == 0,
         metadata={"cutoff_day": cutoff.isoformat(), "older_than_cutoff": dg.MetadataValue.json(found)},
