@@ -5,12 +5,13 @@ workers. Prints figures (not a test).
     .venv/bin/python benchmarks/scale_plan.py --measure [--sample-records 14000] [--sample-days 7]
 
 The plan is arithmetic over measured inputs, the named constants below; each says which command
-measured it. ``--measure`` re-measures the storage inputs: it generates a small demo month, runs
-``refresh_month`` on it (as ``eval-pipeline refresh`` does), writes every partition of the five
-large tables as one Parquet object each (pyarrow, row groups of 5,000 rows as ``lib/spool.py``
-writes them; snappy, pyarrow's default, and zstd, polars' default) and prints bytes per record,
-with the peak RSS of the refresh's main process (where the monthly jobs run) and of its largest
-day worker.
+measured it. ``--measure`` re-measures the storage inputs: it generates a small demo month and runs
+``refresh_month`` on it (as ``eval-pipeline refresh`` does) with the large tables in a lake on a
+local folder (``EVAL_PIPELINE_STORAGE``, ``lib/storage.py``: one Parquet object per partition, the
+spool file as written, pyarrow's defaults: snappy, a row group per slice of 5,000 rows). It prints
+bytes per row of the objects as written, and of each table rewritten as one object (as a large
+day's would be; snappy, and zstd for comparison), with the peak RSS of the refresh's main process
+(where the monthly jobs run) and of its largest day worker.
 
 The model (one "worker" is one process on one core, as in the measured runs: two workers with one
 thread each on two cores):
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
 import shutil
 import sys
@@ -56,12 +58,16 @@ RAW_ZONE = ("raw_logs", "quarantined_logs")
 
 # Parquet bytes per row, one object per table partition. Measured by
 #   .venv/bin/python benchmarks/scale_plan.py --measure --sample-records 14000 --sample-days 7
-# (14,000 demo records over 7 days of 2026-02, seed 5; whole-table objects, 14,000 rows each, so
-# a day's fixed Parquet overhead is spread as it is in a large day). quarantined_logs is per
-# quarantined line; QUARANTINED_PER_RECORD is the demo's share of malformed lines.
-BYTES_PER_ROW_SNAPPY = {"raw_logs": 286, "quarantined_logs": 211, "redacted_logs": 283, "log_embeddings": 841,
-                        "log_clusters": 40}
-BYTES_PER_ROW_ZSTD = {"raw_logs": 137, "quarantined_logs": 179, "redacted_logs": 136, "log_embeddings": 709,
+# (14,000 demo records over 7 days of 2026-02, seed 5, the large tables in a lake on a local
+# folder). BYTES_PER_ROW: the objects as LakeIOManager wrote them (snappy), except
+# quarantined_logs, whose sample objects held 1-2 rows each (per-object overhead): there, the
+# table rewritten as one object, as a large day's would be. BYTES_PER_ROW_ZSTD: each table
+# rewritten as one zstd object, for comparison. quarantined_logs is per quarantined line;
+# QUARANTINED_PER_RECORD is the demo's share of malformed lines. Every day of the month gets an
+# object, an empty day too (the sample's 7 days made 28 objects per daily table in February).
+BYTES_PER_ROW_SNAPPY = {"raw_logs": 282, "quarantined_logs": 211, "redacted_logs": 287, "log_embeddings": 782,
+                        "log_clusters": 39}
+BYTES_PER_ROW_ZSTD = {"raw_logs": 137, "quarantined_logs": 179, "redacted_logs": 135, "log_embeddings": 710,
                       "log_clusters": 28}
 QUARANTINED_PER_RECORD = 0.0030
 # The data home's caches per distinct text (same command): the embedding cache's rows as Parquet
@@ -207,7 +213,7 @@ def plan(records: int, days: int, workers: list[int], small_month: tuple[int, fl
 
 
 # The main process's peak RSS in the refresh of the --measure sample (the monthly jobs run there).
-SMALL_MONTH_RECORDS, SMALL_MONTH_PEAK_MB = 14_000, 973.0
+SMALL_MONTH_RECORDS, SMALL_MONTH_PEAK_MB = 14_000, 1_065.0
 
 
 def _human(n: float) -> str:
@@ -265,12 +271,17 @@ def print_plan(p: Plan) -> None:
 
 
 def measure(sample_records: int, sample_days: int, start: date) -> None:
-    """Run a small demo month through the pipeline and print the storage and memory inputs."""
+    """Run a small demo month through the pipeline, its large tables in a lake on a local folder
+    (``EVAL_PIPELINE_STORAGE``), and print the storage and memory inputs."""
+    import sqlite3
+
     import duckdb
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from eval_pipeline.lib.demo_logs import generate_logs
     from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.storage import LAKE_TABLES, STORAGE_ENV, Lake, StorageLocations
     from eval_pipeline.runs import refresh_month
 
     if (start + timedelta(days=sample_days - 1)).month != start.month:
@@ -278,6 +289,9 @@ def measure(sample_records: int, sample_days: int, start: date) -> None:
     work = Path(tempfile.mkdtemp(prefix="scale-plan-"))
     try:
         home = DataHome.resolve(work / "home").ensure()
+        os.environ[STORAGE_ENV] = str(work / "lake")  # the day workers inherit it
+        os.environ.pop("EVAL_PIPELINE_RAW_STORAGE", None)
+        storage = StorageLocations.resolve()
         summary = generate_logs(home.landing / "demo", start, sample_days, -(-sample_records // sample_days),
                                 seed=5, truth_dir=home.demo_truth)
         t = time.perf_counter()
@@ -288,43 +302,28 @@ def measure(sample_records: int, sample_days: int, start: date) -> None:
         main_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"{summary.records:,} records over {sample_days} days refreshed in {wall:.0f} s; peak RSS: main process "
-              f"{main_mb:,.0f} MB (monthly jobs), largest day worker {child_mb:,.0f} MB")
+              f"{main_mb:,.0f} MiB (monthly jobs), largest day worker {child_mb:,.0f} MiB")
 
-        places = {"raw_logs": (home.raw_warehouse, "ingest.raw_logs", "cast(timestamp as date)"),
-                  "quarantined_logs": (home.raw_warehouse, "ingest.quarantined_logs", "cast(partition_day as date)"),
-                  "redacted_logs": (home.warehouse, "privacy.redacted_logs", "cast(timestamp as date)"),
-                  "log_embeddings": (home.warehouse, "embeddings.log_embeddings", "cast(timestamp as date)"),
-                  "log_clusters": (home.warehouse, "clustering.log_clusters", "month")}
-        out = work / "objects"
+        out = work / "rewritten"
         out.mkdir()
         rows_of: dict[str, int] = {}
-        print(f"{'table':<18} {'rows':>7} {'objects':>7} {'B/row snappy':>12} {'B/row zstd':>10} "
-              f"{'B/row per-day objects':>21}")
-        for table, (path, name, key) in places.items():
-            with duckdb.connect(str(path), read_only=True) as con:
-                whole = con.sql(f"select * from {name}").arrow()
-                if hasattr(whole, "read_all"):
-                    whole = whole.read_all()
-                parts = [r[0] for r in con.sql(f"select distinct {key} from {name} order by 1").fetchall()]
-                sizes = {}
-                for codec in ("snappy", "zstd"):
-                    target = out / f"{table}.{codec}.parquet"
-                    pq.write_table(whole, target, row_group_size=5_000, compression=codec)
-                    sizes[codec] = target.stat().st_size
-                per_part = 0
-                for part in parts:
-                    piece = con.sql(f"select * from {name} where {key} = ?", params=[part]).arrow()
-                    if hasattr(piece, "read_all"):
-                        piece = piece.read_all()
-                    target = out / f"{table}.{part}.parquet"
-                    pq.write_table(piece, target, row_group_size=5_000)
-                    per_part += target.stat().st_size
-            rows_of[table] = whole.num_rows
-            n = max(1, whole.num_rows)
-            print(f"{table:<18} {whole.num_rows:>7,} {len(parts):>7} {sizes['snappy'] / n:>12,.0f} "
-                  f"{sizes['zstd'] / n:>10,.0f} {per_part / n:>21,.0f}")
-        records = rows_of["raw_logs"]
-        print(f"quarantined lines per record: {rows_of['quarantined_logs'] / max(1, records):.4f}")
+        print(f"{'table':<18} {'rows':>7} {'objects':>7} {'B/row as written':>16} "
+              f"{'B/row one object snappy':>23} {'zstd':>5}")
+        for table, (zone, _) in LAKE_TABLES.items():
+            lake = Lake(storage.raw if zone == "raw" else storage.main, restricted=zone == "raw")
+            paths = [lake.object_path(table, key) for key in lake.keys(table)]
+            written = sum(Path(path).stat().st_size for path in paths)
+            whole = pa.concat_tables([pq.read_table(path) for path in paths])
+            sizes = {}
+            for codec in ("snappy", "zstd"):  # as one large object: a large day's row groups of 5,000
+                target = out / f"{table}.{codec}.parquet"
+                pq.write_table(whole, target, row_group_size=5_000, compression=codec)
+                sizes[codec] = target.stat().st_size
+            name = table.split(".")[1]
+            rows_of[name] = n = whole.num_rows
+            print(f"{name:<18} {n:>7,} {len(paths):>7} {written / max(1, n):>16,.0f} "
+                  f"{sizes['snappy'] / max(1, n):>23,.0f} {sizes['zstd'] / max(1, n):>5,.0f}")
+        print(f"quarantined lines per record: {rows_of['quarantined_logs'] / max(1, rows_of['raw_logs']):.4f}")
 
         with duckdb.connect(str(home.warehouse), read_only=True) as con:
             cache = con.sql("select * from embeddings.embedding_cache").arrow()
@@ -332,8 +331,6 @@ def measure(sample_records: int, sample_days: int, start: date) -> None:
                 cache = cache.read_all()
         target = out / "embedding_cache.parquet"
         pq.write_table(cache, target, row_group_size=5_000, compression="zstd")
-        import sqlite3
-
         with sqlite3.connect(home.redaction_cache) as con:
             tables = [r[0] for r in con.execute("select name from sqlite_master where type = 'table'")]
             texts = max(con.execute(f'select count(*) from "{t}"').fetchone()[0] for t in tables)
