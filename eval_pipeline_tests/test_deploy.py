@@ -121,9 +121,8 @@ def test_a_broken_instance_file_is_refused(instance_dir):
     both = {**copy.deepcopy(good), "concurrency": {"runs": {"max_concurrent_runs": 2}}}
 
     (instance_dir / "dagster.yaml").write_text(yaml.safe_dump(misspelt))
-    with pytest.raises(Exception, match="max_concurent_runs"):
+    with pytest.raises(DagsterInvalidConfigError, match="max_concurent_runs"):
         InstanceRef.from_dir(str(instance_dir)).run_coordinator_data.rehydrate(RunCoordinator)
-    (instance_dir / "dagster.yaml").write_text(yaml.safe_dump(no_host))
     assert not process_config(pg_config(), no_host["storage"]["postgres"]).success
     (instance_dir / "dagster.yaml").write_text(yaml.safe_dump(both))
     with pytest.raises(DagsterInvalidConfigError):
@@ -151,7 +150,7 @@ def test_every_setting_is_in_env_example_and_documented():
     missing = [name for name in SETTINGS if name not in names]
     assert not missing, f"deploy/env.example lacks {missing}"
     readme = (DEPLOY / "README.md").read_text()
-    undocumented = [name for name in names if f"`{name}`" not in readme and not re.search(rf"`{name}[`,]", readme)]
+    undocumented = [name for name in names if f"`{name}`" not in readme]
     assert not undocumented, f"deploy/README.md does not describe {undocumented}"
     # and nothing in it looks like a real secret
     for name, value in names.items():
