@@ -12,10 +12,12 @@ from eval_pipeline.lib.ingestion import list_landing_files
 
 landing_manifest_job = dg.define_asset_job("landing_manifest_job", selection=["landing_manifest"])
 # A day's ingest runs through redaction (so raw text never waits unredacted for a second run)
-# and embedding (so the monthly clustering only reads vectors).
+# and embedding (so the monthly clustering only reads vectors). Its runs are tagged as day runs:
+# a deployment's run queue limits how many run at once by this tag (deploy/dagster.yaml).
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets("raw_logs", "quarantined_logs", "redacted_logs", "log_embeddings"),
+    run_tags={"eval_pipeline/run": "day"},
 )
 
 

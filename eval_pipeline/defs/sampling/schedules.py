@@ -17,11 +17,13 @@ import dagster as dg
 from eval_pipeline.defs.ingest.sensors import ingest_job
 from eval_pipeline.defs.partitions import daily_partitions, monthly_partitions
 
+# Tagged as the month's run: a deployment's run queue runs one at a time (deploy/dagster.yaml).
 monthly_refresh_job = dg.define_asset_job(
     "monthly_refresh_job",
     selection=dg.AssetSelection.assets("log_clusters", "cluster_table", "cluster_drift", "eval_set",
                                        "annotation_tasks", "judge_labels"),
     partitions_def=monthly_partitions,
+    run_tags={"eval_pipeline/run": "month"},
 )
 
 LAST_TICK = (3, 23)  # day of month, hour (UTC) of the refresh schedule's last chance
