@@ -244,6 +244,41 @@ def cmd_ui(args: argparse.Namespace) -> int:
     os.execv(str(dagster), [str(dagster), "dev", *target, "--host", args.host, "--port", str(args.port)])
 
 
+def cmd_move_to_lake(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from eval_pipeline.lib.locks import file_lock
+    from eval_pipeline.lib.spool import spool_dir
+    from eval_pipeline.lib.storage import STORAGE_ENV, Lake, StorageLocations, move_to_lake
+
+    home = _home(args)
+    try:
+        storage = StorageLocations.resolve()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not storage.lake:
+        print(f"error: {STORAGE_ENV} is not set: say where the large tables go (a folder or s3://bucket/prefix)",
+              file=sys.stderr)
+        return 2
+    moved_any = False
+    for path, url, zone in ((home.raw_warehouse, storage.raw, "raw"), (home.warehouse, storage.main, "main")):
+        if not path.exists():
+            continue
+        try:
+            with file_lock(f"{path}.lock"), duckdb.connect(str(path)) as con:
+                moved = move_to_lake(con, Lake(url, restricted=zone == "raw"), zone, spool_dir(path))
+        except (OSError, RuntimeError, ValueError, duckdb.Error) as err:
+            print(f"error: {path}: {err}", file=sys.stderr)
+            return 1
+        for table, counts in moved.items():
+            moved_any = True
+            print(f"{table}: {sum(counts.values()):,} rows in {len(counts)} partitions -> {url}")
+    if not moved_any:
+        print(f"nothing to move: no large table is held in {home.root}'s DuckDB files")
+    return 0
+
+
 def cmd_redact(args: argparse.Namespace) -> int:
     from eval_pipeline.lib.redaction import RedactionConfig, redact_jsonl
 
@@ -379,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
+
+    p = with_home(sub.add_parser("move-to-lake", help="move the large tables of a data home filled without "
+                                                       "EVAL_PIPELINE_STORAGE into that storage"))
+    p.set_defaults(func=cmd_move_to_lake)
 
     p = sub.add_parser("redact", help="redact PII from JSONL ({\"text\": ...} lines or canonical log records)")
     p.add_argument("--in", dest="input", help="input JSONL (default: stdin)")

@@ -20,7 +20,7 @@ class DataHome:
     ``landing/``            log files to ingest (any subfolders; any mix of dates per file); raw, owner-only
     ``restricted/``         the raw zone, owner-only: ``raw.duckdb`` holds raw_logs and quarantined_logs
     ``warehouse.duckdb``    the embedded default store for everything else, one DuckDB schema per domain
-    ``spool/``              Parquet files of day tables in transit (``lib/spool.py``; the raw zone's in ``restricted/spool/``)
+    ``spool/<host>/``       Parquet files of day tables in transit (``lib/spool.py``; the raw zone's in ``restricted/spool/<host>/``)
     ``dagster/``            DAGSTER_HOME: run history, event log, schedules' and sensors' state
     ``cache/``              content-addressed caches (parsed-file day index, model caches)
     ``demo_truth/``         what the demo generator knows about its logs (for simulated annotators)

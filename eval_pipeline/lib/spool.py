@@ -11,7 +11,7 @@ A step that writes such a table appends each finished slice to a :class:`SpoolWr
 the :class:`SpooledFrame` it closes to; the IO manager inserts the file into the table (DuckDB
 reads Parquet as a stream) and deletes it.
 
-Spool files live in a ``spool/`` folder beside their DuckDB file (the raw zone's in the
+Spool files live in a ``spool/<host>/`` folder beside their DuckDB file (the raw zone's in the
 restricted folder) and are named ``<pid>-<random>.parquet``: a file whose process is gone is
 left over from a killed run, and :func:`clean_spool` (called by the IO manager before each use)
 deletes it. Everything here is plain DuckDB, pyarrow and polars; the Dagster side is in
@@ -21,6 +21,7 @@ deletes it. Everything here is plain DuckDB, pyarrow and polars; the Dagster sid
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -34,8 +35,11 @@ __all__ = ["StoredPartition", "SpoolWriter", "SpooledFrame", "clean_spool", "spo
 
 
 def spool_dir(database: str | os.PathLike[str]) -> Path:
-    """Where the spool files of a DuckDB file go: ``spool/`` beside it (same access rights)."""
-    return Path(database).parent / "spool"
+    """Where this host's spool files of a DuckDB file go: ``spool/<host>/`` beside it (same access
+    rights). One folder per host: :func:`clean_spool` judges a file by whether its process runs,
+    which only the host (or container) that started it can tell, so processes on other machines
+    sharing the data home never delete each other's files in transit."""
+    return Path(database).parent / "spool" / (socket.gethostname() or "localhost")
 
 
 def _new_path(directory: Path, suffix: str = ".parquet") -> Path:

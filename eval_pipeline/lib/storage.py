@@ -34,7 +34,7 @@ import polars as pl
 from eval_pipeline.lib.tables import (LOG_CLUSTERS_SCHEMA, LOG_EMBEDDINGS_SCHEMA, QUARANTINE_SCHEMA, RAW_LOGS_SCHEMA,
                                       REDACTED_LOGS_SCHEMA)
 
-__all__ = ["STORAGE_ENV", "RAW_STORAGE_ENV", "RAW_CREDENTIAL_ENV", "LAKE_TABLES", "StorageLocations", "Lake",
+__all__ = ["LakeConflict", "PARTITION_COLUMN", "move_to_lake", "STORAGE_ENV", "RAW_STORAGE_ENV", "RAW_CREDENTIAL_ENV", "LAKE_TABLES", "StorageLocations", "Lake",
            "arrow_schema", "attach", "ensure_view", "registered_name", "zone_tables"]
 
 STORAGE_ENV = "EVAL_PIPELINE_STORAGE"
@@ -43,6 +43,11 @@ RAW_STORAGE_ENV = "EVAL_PIPELINE_RAW_STORAGE"
 RAW_CREDENTIAL_ENV = (("EVAL_PIPELINE_RAW_AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
                       ("EVAL_PIPELINE_RAW_AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
                       ("EVAL_PIPELINE_RAW_AWS_SESSION_TOKEN", "AWS_SESSION_TOKEN"))
+
+# The column that dates a row into its partition (a day; log_clusters: the month's first day).
+PARTITION_COLUMN = {"ingest.raw_logs": "timestamp", "ingest.quarantined_logs": "partition_day",
+                    "privacy.redacted_logs": "timestamp", "embeddings.log_embeddings": "timestamp",
+                    "clustering.log_clusters": "month"}
 
 # The tables kept in a lake when one is configured: "schema.table" -> (zone, layout).
 LAKE_TABLES: dict[str, tuple[str, pl.Schema]] = {
@@ -82,6 +87,10 @@ class StorageLocations:
             raise ValueError(f"{STORAGE_ENV}={main} lies inside the raw zone {RAW_STORAGE_ENV}={raw}: "
                              "redacted data would sit in the restricted zone")
         return cls(main, raw)
+
+
+class LakeConflict(RuntimeError):
+    """A DuckDB file holds a lake table's rows as a table of its own (filled before the lake was set)."""
 
 
 def _normalise(url: str) -> str:
@@ -261,8 +270,51 @@ def ensure_view(con: Any, table: str) -> None:
     of the tables its zone keeps in the lake. Read without :func:`attach` it fails, naming
     :func:`registered_name`."""
     schema_name, name = table.split(".")
-    exists = con.execute("select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-                         [schema_name, name]).fetchone()[0]
-    if not exists:
+    kind = con.execute("select table_type from information_schema.tables where table_schema = ? and table_name = ?",
+                       [schema_name, name]).fetchone()
+    if kind is not None and kind[0] != "VIEW":
+        raise LakeConflict(f"{table} is a table in this DuckDB file: the data home was filled without "
+                           f"{STORAGE_ENV}, and its rows would hide the lake's. Move them to the lake first "
+                           "(`eval-pipeline move-to-lake`), or use a fresh data home.")
+    if kind is None:
         con.execute(f"create schema if not exists {schema_name}")
         con.execute(f"create view {table} as select * from {registered_name(table)}")
+
+
+def move_to_lake(con: Any, lake: Lake, zone: str, spool: Path) -> dict[str, dict[str, int]]:
+    """Move the zone's lake tables that a DuckDB file still holds as tables (a data home filled
+    before ``EVAL_PIPELINE_STORAGE`` was set) into ``lake``: one object per partition (the day
+    of :data:`PARTITION_COLUMN`), each checked to hold the partition's row count, then the
+    table dropped and replaced by its view. ``spool``: a local folder for the files in transit.
+    Safe to run again after an interruption: a partition is rewritten whole, and a table is
+    dropped only once every one of its partitions is in the lake. Returns table -> key -> rows."""
+    moved: dict[str, dict[str, int]] = {}
+    spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for table in zone_tables(zone):
+        schema_name, name = table.split(".")
+        kind = con.execute("select table_type from information_schema.tables where table_schema = ? and table_name = ?",
+                           [schema_name, name]).fetchone()
+        if kind is None or kind[0] == "VIEW":
+            continue
+        column = PARTITION_COLUMN[table]
+        counts = dict(con.execute(f'select strftime(cast("{column}" as date), \'%Y-%m-%d\'), count(*) from {table} '
+                                  "group by 1 order by 1").fetchall())
+        if None in counts:
+            raise ValueError(f"{table}: {counts[None]} rows have no {column}, so no partition: fix or delete them first")
+        layout = LAKE_TABLES[table][1]
+        for key, rows in counts.items():
+            path = spool / f"{os.getpid()}-{uuid.uuid4().hex}.parquet"
+            try:
+                con.execute(f"copy (select {', '.join(chr(34) + c + chr(34) for c in layout)} from {table} "
+                            f'where cast("{column}" as date) = cast(? as date)) to \'{path}\' (format parquet)', [key])
+                lake.write(table, key, path)
+            finally:
+                path.unlink(missing_ok=True)
+            stored = lake.rows(table, [key]).get(key)
+            if stored != rows:
+                raise RuntimeError(f"{lake.describe(table, key)}: {stored} rows stored, {rows} expected; {table} kept")
+        con.execute(f"drop table {table}")
+        con.register(registered_name(table), lake.dataset(table, LAKE_TABLES[table][1]))
+        ensure_view(con, table)
+        moved[table] = counts
+    return moved

@@ -148,3 +148,38 @@ def test_the_raw_zone_uses_its_own_credentials(s3_server, monkeypatch):
     assert any("Credential=raw-only-key/" in header for header in seen)
     assert any("Credential=lake-key/" in header for header in seen)
     assert registered_name("ingest.raw_logs") == "lake__ingest__raw_logs"
+
+
+def test_a_data_home_filled_without_a_lake_moves_into_one(tmp_path, monkeypatch, capsys):
+    """`eval-pipeline move-to-lake`: the DuckDB tables become one object per day, read back
+    through views; a table left in place would hide the lake's rows, so ensure_view refuses it."""
+    from eval_pipeline.cli import main
+    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.storage import LakeConflict
+
+    home = DataHome.resolve(tmp_path / "home").ensure()
+    rows = pl.concat([redacted("2026-03-01", 4), redacted("2026-03-02", 6)])  # noqa: F841 - read by name in the SQL
+    with duckdb.connect(str(home.warehouse)) as con:
+        con.execute("create schema privacy")
+        con.execute("create table privacy.redacted_logs as select * from rows")
+        con.execute("create schema sampling; create table sampling.eval_set as select 1 as x")  # a small table: stays
+    monkeypatch.setenv("EVAL_PIPELINE_STORAGE", str(tmp_path / "lake"))
+    lake = Lake(str(tmp_path / "lake"))
+    with duckdb.connect(str(home.warehouse)) as con:
+        attach(con, lake, "main")
+        with pytest.raises(LakeConflict, match="move-to-lake"):
+            ensure_view(con, "privacy.redacted_logs")
+    assert main(["move-to-lake", "--home", str(home.root)]) == 0
+    assert "privacy.redacted_logs: 10 rows in 2 partitions" in capsys.readouterr().out
+    assert lake.rows("privacy.redacted_logs", ["2026-03-01", "2026-03-02"]) == {"2026-03-01": 4, "2026-03-02": 6}
+    with duckdb.connect(str(home.warehouse)) as con:
+        attach(con, lake, "main")
+        kinds = dict(con.execute("select table_name, table_type from information_schema.tables "
+                                 "where table_schema in ('privacy', 'sampling')").fetchall())
+        assert kinds == {"redacted_logs": "VIEW", "eval_set": "BASE TABLE"}
+        assert con.execute("select count(*) from privacy.redacted_logs").fetchone() == (10,)
+    assert main(["move-to-lake", "--home", str(home.root)]) == 0  # again: nothing left to move
+    assert "nothing to move" in capsys.readouterr().out
+    monkeypatch.delenv("EVAL_PIPELINE_STORAGE")
+    assert main(["move-to-lake", "--home", str(home.root)]) == 2
+    assert "EVAL_PIPELINE_STORAGE is not set" in capsys.readouterr().err
