@@ -440,6 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*is currently in (preview|beta).*")
     args = build_parser().parse_args(argv)
+    from eval_pipeline.lib.storage import StorageLocations
+
+    try:  # settings from the environment, checked before anything runs
+        StorageLocations.resolve()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return args.func(args)
 
 
