@@ -11,6 +11,7 @@ import dagster as dg
 from eval_pipeline.defs.clustering import assets as clustering_assets
 from eval_pipeline.defs.embeddings import assets as embedding_assets
 from eval_pipeline.defs.evaluation import assets as evaluation_assets
+from eval_pipeline.defs.executors import executor_from_env
 from eval_pipeline.defs.ingest import assets as ingest_assets
 from eval_pipeline.defs.ingest import checks as ingest_checks
 from eval_pipeline.defs.ingest import sensors as ingest_sensors
@@ -26,7 +27,7 @@ from eval_pipeline.defs.sampling import schedules as sampling_schedules
 from eval_pipeline.defs.resources import build_resources
 from eval_pipeline.lib.paths import DataHome
 
-__all__ = ["build_definitions", "defs"]
+__all__ = ["build_definitions", "defs", "job_for_home"]
 
 
 def build_definitions(home: DataHome | None = None, resources: dict[str, object] | None = None) -> dg.Definitions:
@@ -44,9 +45,17 @@ def build_definitions(home: DataHome | None = None, resources: dict[str, object]
                    sampling_schedules.monthly_refresh_schedule],
         sensors=[ingest_sensors.landing_sensor, labeling_sensors.labels_sensor, registry_sensors.model_registry_sensor],
         resources={**build_resources(home), **(resources or {})},
-        # One DuckDB file takes one writer process at a time: steps run in the run's process.
-        executor=dg.in_process_executor,
+        # One DuckDB file takes one writer process at a time: steps run in the run's process
+        # unless EVAL_PIPELINE_EXECUTOR says otherwise (defs/executors.py; writers then queue on its lock).
+        executor=executor_from_env(),
     )
+
+
+def job_for_home(name: str, root: str) -> dg.JobDefinition:
+    """The job ``name`` of the definitions bound to the data home at ``root``: what the processes
+    that run a run's steps out of process (multiprocess, Dask) rebuild it from (``runs._execute``
+    points them here, with JSON arguments)."""
+    return build_definitions(DataHome.resolve(root)).resolve_job_def(name)
 
 
 defs = build_definitions()

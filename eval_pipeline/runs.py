@@ -21,11 +21,13 @@ import dagster as dg
 import duckdb
 
 from eval_pipeline.definitions import build_definitions
+from eval_pipeline.defs.executors import EXECUTOR_ENV, executor_name
 from eval_pipeline.defs.partitions import daily_partitions, monthly_partitions
+from eval_pipeline.defs.resources import build_resources
 from eval_pipeline import workers as workers_module
 from eval_pipeline.lib.clustering import warm_up as warm_up_clustering
 from eval_pipeline.lib.locks import file_lock
-from eval_pipeline.lib.paths import DataHome
+from eval_pipeline.lib.paths import HOME_ENV, DataHome
 from eval_pipeline.lib.storage import Lake, StorageLocations, attach
 
 __all__ = ["MonthRefresh", "Evaluation", "day_pool", "default_workers", "ingest_day_run", "instance_for", "month_days",
@@ -33,7 +35,7 @@ __all__ = ["MonthRefresh", "Evaluation", "day_pool", "default_workers", "ingest_
            "register_demo_models"]
 
 _INSTANCE_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
-_FALLBACK_YAML = "telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_runs: 1\n"
+_FALLBACK_YAML = "telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_runs: 2\n"
 # Runs started from the command line log warnings and errors only (the UI keeps the full event log).
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # Monthly jobs run after the month's daily partitions, in this order (later domains add theirs).
@@ -122,8 +124,9 @@ def _day_records(home: DataHome, days: list[str]) -> list[int]:
 
 @contextmanager
 def day_pool(workers: int | None = None, home: DataHome | None = None) -> Iterator[ProcessPoolExecutor | None]:
-    """Worker processes for the days of a month (None when one worker is asked for), to pass to
-    :func:`refresh_month` for several months in a row (models load once per worker).
+    """Worker processes for the days of a month (None when one worker is asked for, or when
+    ``EVAL_PIPELINE_EXECUTOR`` runs the steps elsewhere), to pass to :func:`refresh_month` for
+    several months in a row (models load once per worker).
 
     Each worker builds the definitions once and runs one day at a time as its own Dagster run
     on the data home's instance. The CPU is shared out: each worker's torch and BLAS use
@@ -133,7 +136,7 @@ def day_pool(workers: int | None = None, home: DataHome | None = None) -> Iterat
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    if workers == 1:
+    if workers == 1 or executor_name() != "in_process":  # another executor runs the steps elsewhere
         yield None
         return
     threads = max(1, default_workers() // workers)
@@ -183,10 +186,56 @@ def _days_on_recycled_workers(home: DataHome, days: list[str], workers: int,
             executor.shutdown(wait=True, cancel_futures=True)
 
 
-def ingest_day_run(defs: dg.Definitions, instance: dg.DagsterInstance, day: str) -> tuple[str, str, bool, list[str]]:
-    """One day's ingest run: (day, run id, run succeeded, names of the checks that failed)."""
-    run = defs.resolve_job_def("ingest_job").execute_in_process(partition_key=day, instance=instance,
-                                                                raise_on_error=False, run_config=_QUIET)
+def _in_process(defs: dg.Definitions, job_name: str) -> bool:
+    return defs.resolve_job_def(job_name).executor_def.name == "in_process"
+
+
+def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, partition_key: str | None = None,
+             run_config: dict | None = None,
+             resources: dict[str, object] | None = None) -> dg.ExecuteInProcessResult | dg.JobExecutionResult:
+    """One run of ``job_name`` (of ``partition_key``) on ``instance``; a failure is in the result.
+
+    With the in-process executor (the default) the run executes here. With another one
+    (``EVAL_PIPELINE_EXECUTOR``, ``defs/executors.py``) it is launched with ``dg.execute_job``:
+    the processes that run its steps rebuild the job with ``definitions.job_for_home`` for the
+    data home ``defs`` is bound to, and ``resources``, the overrides ``defs`` was built with,
+    reach them as run config.
+    """
+    run_config = _QUIET if run_config is None else run_config
+    job = defs.resolve_job_def(job_name)
+    if job.executor_def.name == "in_process":
+        return job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=False,
+                                      run_config=run_config)
+    root = str(DataHome.resolve(defs.resources["settings"].home).root)
+    if resources:
+        run_config = {**run_config, "resources": _resource_config(resources, DataHome.resolve(root))}
+    tags = dict(job.get_tags_for_partition_key(partition_key, None)) if partition_key else None
+    # the multiprocess executor's step processes are children of this one: the same data home
+    # when they import eval_pipeline.definitions (Dask workers have it from their own environment)
+    os.environ[HOME_ENV] = root
+    recon = dg.build_reconstructable_job("eval_pipeline.definitions", "job_for_home", (job_name, root))
+    return dg.execute_job(recon, instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
+
+
+def _resource_config(resources: dict[str, object], home: DataHome) -> dict[str, dict]:
+    """Resource overrides as run config (``{key: {"config": fields set}}``), for a run whose steps
+    rebuild the job elsewhere. Each must be a ``ConfigurableResource`` of the default's type."""
+    defaults = build_resources(home)
+    config = {}
+    for key, resource in resources.items():
+        if not isinstance(resource, dg.ConfigurableResource) or type(resource) is not type(defaults.get(key)):
+            raise ValueError(f"resource {key!r}: a {type(resource).__name__} cannot reach the steps of a run on the "
+                             f"{executor_name()} executor; only settings of the default's type "
+                             f"({type(defaults.get(key)).__name__}) can (or run with {EXECUTOR_ENV}=in_process)")
+        config[key] = {"config": resource.model_dump(exclude_unset=True)}
+    return config
+
+
+def ingest_day_run(defs: dg.Definitions, instance: dg.DagsterInstance, day: str,
+                   resources: dict[str, object] | None = None) -> tuple[str, str, bool, list[str]]:
+    """One day's ingest run: (day, run id, run succeeded, names of the checks that failed);
+    ``resources`` as for :func:`_execute`."""
+    run = _execute(defs, "ingest_job", instance, partition_key=day, resources=resources)
     failed_checks = [e.check_name for e in run.get_asset_check_evaluations() if not e.passed]
     return day, run.run_id, run.success, failed_checks
 
@@ -199,6 +248,9 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
     The days run as separate Dagster runs, ``workers`` at a time in worker processes (default:
     one per CPU core; 1 runs them here, one after the other), or on ``pool`` from
     :func:`day_pool`. Their DuckDB reads and writes queue on a file lock (``lib/locks.py``).
+    With another executor than in_process (``EVAL_PIPELINE_EXECUTOR``, e.g. a Dask cluster)
+    every run is launched from here, one after the other, and its steps run where the executor
+    puts them; ``workers`` and ``pool`` are not used.
     ``resources`` replace the monthly jobs' resources (e.g. ``ClusteringSettings(refit=True)``).
     """
     days = [day for day in month_days(month) if daily_partitions.has_partition_key(day)]
@@ -213,10 +265,11 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
     warm, recycle = None, None
     with ExitStack() as stack:
         owned = None
-        if pool is None and len(days) > 1:
+        if not _in_process(defs, "ingest_job"):
+            pool = None  # the days' steps run where the executor puts them, one day after the other from here
+        elif pool is None and len(days) > 1:
             owned = pool = stack.enter_context(day_pool(workers, home))  # the workers start while the manifest runs
-        manifest = defs.resolve_job_def("landing_manifest_job").execute_in_process(
-            instance=instance, raise_on_error=False, run_config=_QUIET)
+        manifest = _execute(defs, "landing_manifest_job", instance, resources=resources)
         result.run_ids.append(manifest.run_id)
         if not manifest.success:
             result.failed.append("landing_manifest")
@@ -235,7 +288,7 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
         if recycle is not None:
             outcomes = _days_on_recycled_workers(home, days, default_workers() if workers is None else workers, recycle)
         elif pool is None:
-            outcomes = (ingest_day_run(defs, instance, day) for day in days)
+            outcomes = (ingest_day_run(defs, instance, day, resources) for day in days)
         else:
             outcomes = pool.map(workers_module.ingest_day, [str(home.root)] * len(days), days)
         try:
@@ -256,7 +309,7 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
     if warm is not None:
         warm.join()
     for job_name in MONTHLY_JOBS:
-        run = defs.resolve_job_def(job_name).execute_in_process(partition_key=month_key, instance=instance, raise_on_error=False, run_config=_QUIET)
+        run = _execute(defs, job_name, instance, partition_key=month_key, resources=resources)
         result.monthly_jobs.append(job_name)
         result.run_ids.append(run.run_id)
         if not run.success:
