@@ -10,6 +10,7 @@ is set before :func:`dask_cluster` starts them.
 from __future__ import annotations
 
 import os
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,8 @@ def s3(tmp_path, monkeypatch) -> Iterator[S3Endpoint]:
             monkeypatch.delenv(name, raising=False)
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         yield S3Endpoint(url=url, bucket=BUCKET)
+        # moto keeps its buckets in this process, across servers: empty them for the next test
+        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST")).close()
     finally:
         server.stop()
 

@@ -107,7 +107,7 @@ def test_the_workers_start_in_the_runs_environment_and_reach_the_s3_endpoint(sca
         assert address == dask_cluster.address and rows == 3
     import boto3
 
-    listed = boto3.client("s3").list_objects_v2(Bucket=scale_out_env.s3.bucket)
+    listed = boto3.client("s3").list_objects_v2(Bucket=scale_out_env.s3.bucket, Prefix="probe/")
     assert [item["Key"] for item in listed["Contents"]] == ["probe/from-worker.parquet"]
 
 

@@ -1,6 +1,7 @@
 """The lake (lib/storage.py): one Parquet object per partition, replaced whole, read lazily by
 DuckDB through views; on a local folder and on a real S3-compatible server (moto's, on 127.0.0.1)."""
 
+import urllib.request
 from datetime import datetime
 
 import boto3
@@ -114,6 +115,8 @@ def s3_server(monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     client = boto3.client("s3", endpoint_url=endpoint)
     yield client
+    # moto keeps its buckets in this process, across servers: empty them for the next test
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
     server.stop()
 
 
