@@ -444,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # settings from the environment, checked before anything runs
         StorageLocations.resolve()
+        if args.func in (cmd_refresh, cmd_demo, cmd_evaluate, cmd_ui):  # the commands that run Dagster
+            from eval_pipeline.defs.executors import executor_from_env
+
+            executor_from_env()
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
