@@ -52,7 +52,7 @@ def assets(database):
 def test_a_spooled_output_is_stored_as_a_polars_frame_would_be_and_read_in_slices(tmp_path):
     database = tmp_path / "warehouse.duckdb"
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    spool_dir(database).mkdir()
+    spool_dir(database).mkdir(parents=True)
     leftover = spool_dir(database) / f"{int(gone.stdout)}-0123.parquet"  # as a killed run leaves it
     leftover.write_bytes(b"part of a day")
     io_manager = WarehouseIOManager(database=str(database), connection_config={"memory_limit": "256MB"})
