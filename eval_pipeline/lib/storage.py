@@ -83,6 +83,9 @@ class StorageLocations:
                              "embedded default")
         if main and not raw:
             raw = main.rstrip("/") + "/restricted"
+        if main and raw == main:
+            raise ValueError(f"{RAW_STORAGE_ENV} is the same place as {STORAGE_ENV} ({main}): the raw zone needs "
+                             "its own prefix or bucket")
         if main and _inside(raw, main):
             raise ValueError(f"{STORAGE_ENV}={main} lies inside the raw zone {RAW_STORAGE_ENV}={raw}: "
                              "redacted data would sit in the restricted zone")

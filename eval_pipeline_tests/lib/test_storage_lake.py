@@ -32,6 +32,8 @@ def test_locations_default_to_the_embedded_store_and_keep_the_raw_zone_apart(tmp
         StorageLocations.resolve({"EVAL_PIPELINE_RAW_STORAGE": "s3://team-raw/x"})
     with pytest.raises(ValueError, match="inside the raw zone"):
         StorageLocations.resolve({"EVAL_PIPELINE_STORAGE": "s3://b1/raw/main", "EVAL_PIPELINE_RAW_STORAGE": "s3://b1/raw"})
+    with pytest.raises(ValueError, match="its own prefix"):
+        StorageLocations.resolve({"EVAL_PIPELINE_STORAGE": "s3://b1/x", "EVAL_PIPELINE_RAW_STORAGE": "s3://b1/x/"})
     with pytest.raises(ValueError, match="scheme 'gs'"):
         StorageLocations.resolve({"EVAL_PIPELINE_STORAGE": "gs://bucket/x"})
     with pytest.raises(ValueError, match="needs a bucket"):
