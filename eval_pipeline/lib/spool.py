@@ -31,7 +31,7 @@ from typing import Any
 
 import polars as pl
 
-__all__ = ["StoredPartition", "SpoolWriter", "SpooledFrame", "clean_spool", "spool_dir"]
+__all__ = ["StoredPartition", "SpoolWriter", "SpooledFrame", "clean_spool", "process_alive", "spool_dir"]
 
 
 def spool_dir(database: str | os.PathLike[str]) -> Path:
@@ -47,7 +47,8 @@ def _new_path(directory: Path, suffix: str = ".parquet") -> Path:
     return directory / f"{os.getpid()}-{uuid.uuid4().hex}{suffix}"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -64,7 +65,7 @@ def clean_spool(directory: Path) -> int:
         return 0
     for path in [*directory.glob("*.parquet"), *directory.glob("*.arrow")]:
         owner = path.name.split("-", 1)[0]
-        if owner.isdigit() and int(owner) != os.getpid() and not _alive(int(owner)):
+        if owner.isdigit() and int(owner) != os.getpid() and not process_alive(int(owner)):
             path.unlink(missing_ok=True)
             removed += 1
     return removed

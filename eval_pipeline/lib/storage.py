@@ -23,6 +23,7 @@ embedded default's tables reads the lake's unchanged. This module imports no Dag
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -192,7 +193,8 @@ class Lake:
             self.fs.create_dir(self.folder(table), recursive=True)
             if self.restricted:
                 Path(self._root).chmod(0o700)
-            partial = f"{self.folder(table)}/.{key}.{os.getpid()}-{uuid.uuid4().hex}.partial"
+            _clean_partials(Path(self.folder(table)))
+            partial = f"{self.folder(table)}/.{key}.{_HOST}.{os.getpid()}-{uuid.uuid4().hex}.partial"
         try:
             if isinstance(source, Path):
                 with open(source, "rb") as src, self.fs.open_output_stream(partial) as out:
@@ -232,6 +234,21 @@ class Lake:
         chosen = present if keys is None else [k for k in keys if k in set(present)]
         return ds.dataset([self.object_path(table, k) for k in chosen], schema=arrow_schema(schema),
                           format="parquet", filesystem=self.fs)
+
+
+_HOST = socket.gethostname() or "localhost"
+
+
+def _clean_partials(folder: Path) -> None:
+    """Delete the partial files that writers on this host left when they were killed (their
+    process is gone); another host's are left to it."""
+    from eval_pipeline.lib.spool import process_alive
+
+    for path in folder.glob(".*.partial"):
+        writer, _, owner = path.name[: -len(".partial")].rpartition(".")  # ".<key>.<host>", "<pid>-<random>"
+        pid = owner.split("-", 1)[0]
+        if writer.endswith(f".{_HOST}") and pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            path.unlink(missing_ok=True)
 
 
 def _endpoint() -> dict[str, str]:

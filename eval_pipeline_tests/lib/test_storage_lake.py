@@ -80,6 +80,25 @@ def test_a_local_write_that_fails_leaves_the_old_object_and_no_partial_file(tmp_
     assert [p.name for p in (tmp_path / "lake" / "privacy" / "redacted_logs").iterdir()] == ["2026-03-01.parquet"]
 
 
+def test_a_killed_writers_partial_file_is_deleted_by_the_next_write_on_its_host(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    lake = Lake(str(tmp_path / "lake"))
+    table = "privacy.redacted_logs"
+    lake.write(table, "2026-03-01", redacted("2026-03-01", 2).to_arrow())
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    folder = tmp_path / "lake" / "privacy" / "redacted_logs"
+    killed = folder / f".2026-03-02.{socket.gethostname()}.{gone}-0123.partial"  # as a killed write leaves it
+    elsewhere = folder / f".2026-03-02.another-host.{gone}-0123.partial"  # another host's: not ours to judge
+    for path in (killed, elsewhere):
+        path.write_bytes(b"half an object")
+    lake.write(table, "2026-03-03", redacted("2026-03-03", 2).to_arrow())
+    assert not killed.exists() and elsewhere.exists()
+    assert lake.keys(table) == ["2026-03-01", "2026-03-03"]
+
+
 def test_the_restricted_zone_is_owner_only_and_retention_deletes_its_objects(tmp_path):
     raw = Lake(str(tmp_path / "lake" / "restricted"), restricted=True)
     days = ["2026-03-01", "2026-03-02", "2026-03-03"]
