@@ -231,7 +231,8 @@ class Lake:
         import pyarrow.dataset as ds
 
         present = self.keys(table)
-        chosen = present if keys is None else [k for k in keys if k in set(present)]
+        have = set(present)
+        chosen = present if keys is None else [k for k in keys if k in have]
         return ds.dataset([self.object_path(table, k) for k in chosen], schema=arrow_schema(schema),
                           format="parquet", filesystem=self.fs)
 
