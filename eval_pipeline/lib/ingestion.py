@@ -12,10 +12,12 @@ of the file's modification time. So every line lands in exactly one daily partit
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -30,6 +32,7 @@ from eval_pipeline.lib.records import LogRecord, record_to_row
 __all__ = [
     "REASONS",
     "DEFAULT_MAX_LINE_BYTES",
+    "MAX_NESTING",
     "FUTURE_SKEW",
     "Outcome",
     "FileScan",
@@ -50,6 +53,7 @@ REASONS: dict[str, str] = {
     "not_utf8": "the line is not valid UTF-8; re-export the file as UTF-8",
     "line_too_long": "the line is longer than the configured limit (max_line_bytes)",
     "invalid_json": "the line is not valid JSON",
+    "too_deeply_nested": "objects and lists are nested deeper than the contract allows (MAX_NESTING); flatten the value",
     "invalid_text": "a string holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff): not text, cannot be stored",
     "not_an_object": "the line is JSON but not an object",
     "unknown_format": "the format could not be detected; name the file *.canonical.jsonl, *.openai.jsonl or *.otlp.jsonl",
@@ -61,10 +65,15 @@ REASONS: dict[str, str] = {
     "future_timestamp": "the timestamp is in the future (clock skew or a bad value)",
     "duplicate_id": "another record of the same day already has this request_id",
     "adapter_error": "the adapter could not read the record's structure",
+    "corrupt_file": "the compressed file is truncated or corrupt from this line on; the lines before it are kept; re-copy the file",
 }
 
 DEFAULT_MAX_LINE_BYTES = 2 * 1024 * 1024  # a 128k-token prompt with RAG context is about 0.5 MB
 FUTURE_SKEW = timedelta(minutes=5)
+# The deepest nesting of objects and lists a record may have. Real records are a few levels deep
+# (an OTLP span about ten); the limit keeps every later step (validation, JSON columns) far from
+# Python's recursion limit.
+MAX_NESTING = 64
 _DATETIME = TypeAdapter(datetime)
 _WRONG_TYPE_SUFFIXES = ("_type", "_parsing", "_from_float")
 
@@ -83,6 +92,14 @@ class Outcome:
     day: date | None = None
     raw_excerpt: str | None = None
     request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # A quarantined line's field path, message or excerpt may quote an unpaired surrogate;
+        # escape it so the row can still be stored and printed.
+        for name in ("field", "message", "raw_excerpt", "request_id", "source_file"):
+            value = getattr(self, name)
+            if isinstance(value, str) and _SURROGATE.search(value):
+                object.__setattr__(self, name, _escape_surrogates(value))
 
 
 @dataclass
@@ -188,6 +205,90 @@ def _validation_outcome(err: ValidationError) -> tuple[str, str, str]:
     return reason, path, "; ".join(parts) + more
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+
+
+class _Corrupt:
+    """Marks where a compressed file stops being readable: the line it would have been and why."""
+
+    def __init__(self, line: int, message: str):
+        self.line = line
+        self.message = message
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == _GZIP_MAGIC
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes] | _Corrupt]:
+    """The lines of a file, gzip'd or not, numbered from 1, with a leading UTF-8 byte-order mark
+    removed. A gzip'd file that is truncated or corrupt midway yields its readable lines, then
+    one :class:`_Corrupt` for the rest."""
+    compressed = _is_gzip(path)
+    lineno = 0
+    with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
+        lines = iter(handle)
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+                yield _Corrupt(lineno + 1, f"gzip stream unreadable after line {lineno} ({type(err).__name__}: {err})")
+                return
+            lineno += 1
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            yield lineno, raw
+
+
+def _parse(text: str) -> tuple[Any, tuple[str, str, str] | None]:
+    """The JSON value of a line, or ``(reason, field, message)`` when it is not one a record can be
+    made of. Never raises: deep nesting and oversized integers are reasons, not crashes."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as err:
+        return None, ("invalid_json", "", f"column {err.colno}: {err.msg}")
+    except RecursionError:
+        return None, ("too_deeply_nested", "", f"objects and lists nested deeper than Python can parse; the limit is {MAX_NESTING}")
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        return None, ("invalid_json", "", f"{err}")
+    problem = _inspect(obj)
+    return obj, problem
+
+
+def _inspect(obj: Any) -> tuple[str, str, str] | None:
+    """``(reason, field, message)`` for the first value of a parsed record that nothing downstream
+    can take: nesting deeper than :data:`MAX_NESTING`, or a string (key or value) holding an
+    unpaired UTF-16 surrogate. JSON can escape one (``"\\ud800"``) although it is not text, and
+    it cannot be encoded as UTF-8. Iterative, so no depth of input can exhaust the stack."""
+    stack: list[tuple[Any, str, int]] = [(obj, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            found = _SURROGATE.search(value)
+            if found:
+                return ("invalid_text", path, f"{path or '(record)'}: unpaired surrogate \\u{ord(found.group()):04x} "
+                        "in a string (not text; cannot be stored as UTF-8)")
+            continue
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth >= MAX_NESTING:
+            return ("too_deeply_nested", path, f"{path or '(record)'}: nested more than {MAX_NESTING} levels deep")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        children = []
+        for key, child in items:
+            inner = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and _SURROGATE.search(key):
+                return ("invalid_text", inner, f"{inner}: unpaired surrogate \\u{ord(_SURROGATE.search(key).group()):04x} "
+                        "in a key (not text; cannot be stored as UTF-8)")
+            children.append((child, inner, depth + 1))
+        stack.extend(reversed(children))
+    return None
+
+
 def iter_outcomes(
     path: Path,
     source_file: str | None = None,
@@ -198,82 +299,61 @@ def iter_outcomes(
     """Parse and validate every record of a file, in file order.
 
     Yields :class:`Outcome` objects, and plain ints for spans skipped as not model calls.
-    ``day`` is set when the record's own timestamp is usable; None otherwise.
+    ``day`` is set when the record's own timestamp is usable; None otherwise. Never raises on
+    the file's content: every line ends as a record or a quarantined outcome.
     """
     name = source_file or str(path)
     now = now or datetime.now(timezone.utc)
     file_format = fmt or format_from_name(path.name)
-    with open(path, "rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue  # blank lines are not records
-            base = {"source_file": name, "line": lineno}
-            if len(raw) > max_line_bytes:
-                yield Outcome(**base, index=0, reason="line_too_long", field="",
-                              message=f"line is {len(raw):,} bytes; the limit is {max_line_bytes:,}",
-                              raw_excerpt=_excerpt(raw))
-                continue
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as err:
-                yield Outcome(**base, index=0, reason="not_utf8", field="",
-                              message=f"byte {err.start}: {err.reason}", raw_excerpt=_excerpt(raw))
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as err:
-                yield Outcome(**base, index=0, reason="invalid_json", field="",
-                              message=f"column {err.colno}: {err.msg}", raw_excerpt=_excerpt(text))
-                continue
-            if _SURROGATE_ESCAPE.search(text) and (bad := _lone_surrogate(obj)) is not None:
-                where, value = bad
-                yield Outcome(**base, index=0, reason="invalid_text", field=where,
-                              message=f"{where or '(record)'}: unpaired surrogate \\u{ord(value):04x} in a string "
-                                      "(not text; cannot be stored as UTF-8)", raw_excerpt=_excerpt(text))
-                continue
-            line_format = file_format or detect_format(obj)
-            if line_format is None:
-                yield Outcome(**base, index=0, reason="unknown_format", field="",
-                              message="not a canonical record, an OpenAI request/response pair or OTLP spans",
-                              raw_excerpt=_excerpt(text))
-                continue
-            file_format = file_format or line_format  # the first recognised line fixes the file's format
-            try:
-                skipped = count_skipped_spans(obj) if line_format == "otlp" else 0
-                candidates = adapt(line_format, obj)
-            except Exception as err:  # noqa: BLE001 - any structural surprise is quarantined, not raised
-                skipped = 0
-                candidates = [(0, AdapterError("adapter_error", "", f"{type(err).__name__}: {err}"))]
-            if skipped:
-                yield skipped
-            for index, candidate in candidates:
-                yield _validate(candidate, base, index, text, now)
+    for item in _raw_lines(path):
+        if isinstance(item, _Corrupt):
+            yield Outcome(source_file=name, line=item.line, index=0, reason="corrupt_file", field="",
+                          message=item.message)
+            return
+        lineno, raw = item
+        if not raw.strip():
+            continue  # blank lines are not records
+        base = {"source_file": name, "line": lineno}
+        if len(raw) > max_line_bytes:
+            yield Outcome(**base, index=0, reason="line_too_long", field="",
+                          message=f"line is {len(raw):,} bytes; the limit is {max_line_bytes:,}",
+                          raw_excerpt=_excerpt(raw))
+            continue
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            yield Outcome(**base, index=0, reason="not_utf8", field="",
+                          message=f"byte {err.start}: {err.reason}", raw_excerpt=_excerpt(raw))
+            continue
+        obj, problem = _parse(text)
+        if problem is not None:
+            reason, where, message = problem
+            yield Outcome(**base, index=0, reason=reason, field=where, message=message, raw_excerpt=_excerpt(text))
+            continue
+        line_format = file_format or detect_format(obj)
+        if line_format is None:
+            yield Outcome(**base, index=0, reason="unknown_format", field="",
+                          message="not a canonical record, an OpenAI request/response pair or OTLP spans",
+                          raw_excerpt=_excerpt(text))
+            continue
+        file_format = file_format or line_format  # the first recognised line fixes the file's format
+        try:
+            skipped = count_skipped_spans(obj) if line_format == "otlp" else 0
+            candidates = adapt(line_format, obj)
+        except Exception as err:  # noqa: BLE001 - any structural surprise is quarantined, not raised
+            skipped = 0
+            candidates = [(0, AdapterError("adapter_error", "", f"{type(err).__name__}: {err}"))]
+        if skipped:
+            yield skipped
+        for index, candidate in candidates:
+            yield _validate(candidate, base, index, text, now)
 
 
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _lone_surrogate(obj: Any, path: str = "") -> tuple[str, str] | None:
-    """(field path, character) of the first string (key or value) of a parsed JSON line that
-    holds a UTF-16 surrogate: JSON can escape one (``"\\ud800"``) although it is not text, and
-    nothing downstream can encode it. A correctly paired escape decodes to one character and is
-    not found here."""
-    if isinstance(obj, str):
-        found = _SURROGATE.search(obj)
-        return (path, found.group()) if found else None
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            inner = f"{path}.{key}" if path else str(key)
-            hit = _lone_surrogate(key, inner) or _lone_surrogate(value, inner)
-            if hit:
-                return hit
-    elif isinstance(obj, list):
-        for i, value in enumerate(obj):
-            hit = _lone_surrogate(value, f"{path}.{i}" if path else str(i))
-            if hit:
-                return hit
-    return None
+def _escape_surrogates(text: str) -> str:
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
 
 
 def _validate(candidate: dict[str, Any] | AdapterError, base: dict[str, Any], index: int,
@@ -281,6 +361,19 @@ def _validate(candidate: dict[str, Any] | AdapterError, base: dict[str, Any], in
     if isinstance(candidate, AdapterError):
         return Outcome(**base, index=index, reason=candidate.reason, field=candidate.field,
                        message=candidate.message, raw_excerpt=_excerpt(text))
+    # An adapter may decode JSON held in a string (OTLP attributes): check what it made, too.
+    problem = _inspect(candidate)
+    if problem is not None:
+        reason, where, message = problem
+        return Outcome(**base, index=index, reason=reason, field=where, message=message, raw_excerpt=_excerpt(text))
+    try:
+        return _check(candidate, base, index, text, now)
+    except Exception as err:  # noqa: BLE001 - one odd record costs one record, never the file
+        return Outcome(**base, index=index, reason="adapter_error", field="",
+                       message=f"{type(err).__name__}: {_excerpt(str(err), 200)}", raw_excerpt=_excerpt(text))
+
+
+def _check(candidate: dict[str, Any], base: dict[str, Any], index: int, text: str, now: datetime) -> Outcome:
     hint = _timestamp_hint(candidate)
     hint_day = hint.date() if hint is not None and hint <= now + FUTURE_SKEW else None
     request_id = candidate.get("request_id")
@@ -351,14 +444,17 @@ def _with_day(outcome: Outcome, day: date) -> Outcome:
 
 
 def _first_format(path: Path) -> str | None:
-    with open(path, "rb") as handle:
-        for raw in handle:
-            try:
-                found = detect_format(json.loads(raw))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if found:
-                return found
+    for item in _raw_lines(path):
+        if isinstance(item, _Corrupt):
+            return None
+        try:
+            text = item[1].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        obj, problem = _parse(text)
+        found = detect_format(obj) if problem is None else None
+        if found:
+            return found
     return None
 
 
