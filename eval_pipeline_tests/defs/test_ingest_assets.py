@@ -190,3 +190,47 @@ def test_io_manager_connections_are_memory_limited_and_read_more_than_the_limit(
         con.execute("delete from big where r % 2 = 1")
         table = con.execute("select * from big").to_arrow_table()
     assert table.num_rows == 750_000 and table.nbytes > 2 * 32 * 10**6
+
+
+def test_hostile_lines_cost_one_record_each_not_the_day(tmp_path):
+    """A day whose file opens with a byte-order mark and holds a line nested 100,000 deep and one
+    with an unpaired surrogate escape, plus a gzip'd file cut off midway: the manifest and the
+    day succeed, every valid record lands, each hostile line is quarantined with its reason."""
+    from conftest import good_record
+    import gzip
+
+    from eval_pipeline.lib.paths import DataHome
+
+    home = DataHome.resolve(tmp_path / "home").ensure()
+    folder = home.landing / "app"
+    folder.mkdir(parents=True)
+    valid = [good_record(f"ok-{i}", f"2026-03-02T0{i}:00:00Z") for i in range(1, 5)]
+    deep = json.dumps(good_record("deep", "2026-03-02T06:00:00Z"))[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    surrogate = json.dumps(good_record("lone", "2026-03-02T07:00:00Z")).replace('"lone"', '"lo\\ud800ne"')
+    lines = [b"\xef\xbb\xbf" + json.dumps(valid[0]).encode(), deep.encode(), json.dumps(valid[1]).encode(),
+             surrogate.encode(), json.dumps(valid[2]).encode(), json.dumps(valid[3]).encode()]
+    (folder / "hostile.canonical.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    zipped = b"".join(json.dumps(good_record(f"gz-{i}", f"2026-03-02T10:{i % 60:02d}:00Z",
+                                             completion="y" * (i % 97))).encode() + b"\n" for i in range(400))
+    packed = gzip.compress(zipped)
+    (folder / "cut.canonical.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+
+    manifest = dg.materialize(INGEST, resources=build_resources(home), selection=["landing_manifest"])
+    assert manifest.success
+    result = materialize_day(home, "2026-03-02")
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
+        "records_reconcile": True, "raw_logs_expectations": True}
+
+    raw_ids = query(home, "select request_id from ingest.raw_logs")["request_id"].to_list()
+    assert {f"ok-{i}" for i in range(1, 5)} <= set(raw_ids)
+    kept_from_gzip = sorted(int(r[3:]) for r in raw_ids if r.startswith("gz-"))
+    assert kept_from_gzip == list(range(len(kept_from_gzip))) and 0 < len(kept_from_gzip) < 400
+    quarantined = query(home, "select source_file, source_line, reason, field from ingest.quarantined_logs "
+                              "order by source_file, source_line").rows()
+    assert quarantined == [
+        ("app/cut.canonical.jsonl.gz", len(kept_from_gzip) + 1, "corrupt_file", ""),
+        ("app/hostile.canonical.jsonl", 2, "too_deeply_nested", ""),
+        ("app/hostile.canonical.jsonl", 4, "invalid_text", "request_id"),
+    ]
+    first = query(home, "select source_line from ingest.raw_logs where request_id = 'ok-1'").item()
+    assert first == 1  # the BOM line is a record, not invalid_json
