@@ -135,3 +135,67 @@ def test_validate_files_counts_duplicates_across_files(tmp_path):
     # a: ok-1 repeated once; b: ok-1, ok-2, ok-1 again and ok-3 were all seen before
     assert report.reason_counts["duplicate_id"] == 1 + 4
     assert report.records == report.valid + len(report.errors)
+
+
+def test_deep_nesting_huge_integers_and_a_bom_are_reasons_not_crashes(tmp_path):
+    import json
+
+    from conftest import good_record
+
+    from eval_pipeline.lib.ingestion import MAX_NESTING, _inspect
+
+    def line(rid, **extra):
+        return json.dumps(good_record(rid, "2026-03-02T10:00:00Z", **extra)).encode()
+
+    just_fits = [1]
+    for _ in range(MAX_NESTING - 1):
+        just_fits = {"a": just_fits}
+    assert _inspect(just_fits) is None and _inspect([just_fits])[0] == "too_deeply_nested"
+    path = tmp_path / "landing" / "h.canonical.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(b"\n".join([
+        b"\xef\xbb\xbf" + line("bom"),
+        line("deep-parse")[:-1] + b', "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",  # beyond Python's parser
+        line("deep-walk", metadata={"k": json.loads("[" * 500 + "]" * 500)}),  # parses, too deep to store
+        line("fits"),
+        line("big-int")[:-1] + b', "n": ' + b"9" * 5000 + b"}",
+        line("key", metadata={"\\udfff": 1}).replace(b"\\\\udfff", b"\\udfff"),
+    ]) + b"\n")
+    day = ingest_day(tmp_path / "landing", date(2026, 3, 2))
+    assert [r["request_id"] for r in day.rows] == ["bom", "fits"]
+    bad = {q["source_line"]: (q["reason"], q["field"]) for q in day.quarantined}
+    assert bad == {2: ("too_deeply_nested", ""), 3: ("too_deeply_nested", "metadata.k" + ".0" * (MAX_NESTING - 2)),
+                   5: ("invalid_json", ""), 6: ("invalid_text", "metadata.\\udfff")}
+    assert day.records_in == 6
+    report = validate_files([path])
+    assert (report.records, report.valid) == (6, 2)
+    assert scan_days(path)[1] == Counter({date(2026, 3, 2): 6})
+
+
+def test_gzip_files_are_read_and_a_cut_one_keeps_the_lines_before_the_break(tmp_path):
+    import gzip
+    import json
+
+    from conftest import good_record
+
+    body = b"".join(json.dumps(good_record(f"z-{i}", "2026-03-02T10:00:00Z", completion="c" * (i % 50))).encode()
+                    + b"\n" for i in range(300))
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "whole.canonical.jsonl.gz").write_bytes(gzip.compress(body))
+    packed = gzip.compress(body.replace(b'"z-', b'"w-'))
+    (landing / "cut.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    (landing / "junk.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    day = ingest_day(landing, date(2026, 3, 2))
+    ids = [r["request_id"] for r in day.rows]
+    assert [i for i in ids if i.startswith("z-")] == [f"z-{i}" for i in range(300)]
+    kept = [i for i in ids if i.startswith("w-")]
+    assert 0 < len(kept) < 300 and kept == [f"w-{i}" for i in range(len(kept))]
+    bad = sorted((q["source_file"], q["source_line"], q["reason"]) for q in day.quarantined)
+    assert bad == [("cut.jsonl.gz", len(kept) + 1, "corrupt_file")]  # junk.jsonl.gz has no record: its mtime day
+    entries, _ = build_manifest(landing)
+    assert {e.path: (e.format, e.days) for e in entries} == {
+        "cut.jsonl.gz": ("canonical", {"2026-03-02": len(kept) + 1}),
+        "junk.jsonl.gz": (None, {date.fromtimestamp(os.path.getmtime(landing / "junk.jsonl.gz")).isoformat(): 1}),
+        "whole.canonical.jsonl.gz": ("canonical", {"2026-03-02": 300}),
+    }
