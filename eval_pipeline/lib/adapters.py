@@ -109,6 +109,8 @@ def adapt(fmt: str, obj: Any) -> list[tuple[int, dict[str, Any] | AdapterError]]
         return _ADAPTERS[fmt](obj)
     except AdapterError as err:
         return [(0, err)]
+    except Exception as err:  # noqa: BLE001 - a value of an unexpected shape costs its line, never the file
+        return [(0, AdapterError("adapter_error", "", f"{type(err).__name__}: {str(err)[:200]}"))]
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,11 +362,14 @@ def count_skipped_spans(obj: Any) -> int:
     if not isinstance(obj, dict) or not isinstance(obj.get("resourceSpans"), list):
         return 0  # the adapter reports the structural error
     total = 0
-    for rs in obj.get("resourceSpans") or []:
-        for ss in rs.get("scopeSpans") or []:
-            for span in ss.get("spans") or []:
-                if _attributes(span.get("attributes")).get("gen_ai.operation.name") not in _LLM_OPERATIONS:
-                    total += 1
+    try:
+        for rs in obj.get("resourceSpans") or []:
+            for ss in rs.get("scopeSpans") or []:
+                for span in ss.get("spans") or []:
+                    if _attributes(span.get("attributes")).get("gen_ai.operation.name") not in _LLM_OPERATIONS:
+                        total += 1
+    except Exception:  # noqa: BLE001 - a malformed structure: adapt() quarantines the line
+        return 0
     return total
 
 
