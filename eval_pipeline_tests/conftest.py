@@ -14,7 +14,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # Property-based tests: "ci" (the default) draws the same bounded examples on every run, so a
 # failure reproduces and the suite's time is fixed; HYPOTHESIS_PROFILE=dev searches wider.
-settings.register_profile("ci", derandomize=True, database=None, max_examples=40, deadline=None,
+settings.register_profile("ci", derandomize=True, database=None, max_examples=200, deadline=None,
                           print_blob=True, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
