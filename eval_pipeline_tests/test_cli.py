@@ -98,3 +98,25 @@ def test_evaluate_rescores_the_baseline_by_default_and_the_flag_says_what_it_tra
         main(["evaluate", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--no-rescore-baseline" in help_text and "only the examples both versions hold are paired" in help_text
+
+
+def test_validate_logs_reports_hostile_lines_instead_of_crashing(tmp_path, capsys):
+    import gzip
+
+    from conftest import good_record
+
+    ok = [json.dumps(good_record(f"ok-{i}", "2026-03-02T10:00:00Z")).encode() for i in range(3)]
+    deep = ok[1][:-1] + b', "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    lone = json.dumps(good_record("lone", "2026-03-02T11:00:00Z", completion="a\ud800b")).encode()
+    (tmp_path / "h.canonical.jsonl").write_bytes(b"\xef\xbb\xbf" + b"\n".join([ok[0], deep, lone, ok[2]]) + b"\n")
+    packed = gzip.compress(b"\n".join(json.dumps(good_record(f"z-{i}", "2026-03-02T10:00:00Z")).encode()
+                                      for i in range(200)))
+    (tmp_path / "cut.canonical.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    assert main(["validate-logs", str(tmp_path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    counts = {line.split()[0]: int(line.split()[1]) for line in out[1:] if line.startswith("  ")}
+    assert counts == {"corrupt_file": 1, "invalid_text": 1, "too_deeply_nested": 1}
+    assert f"{tmp_path / 'h.canonical.jsonl'}:3: invalid_text: completion: unpaired surrogate \\ud800" in "\n".join(out)
+    assert any(line.startswith(f"{tmp_path / 'h.canonical.jsonl'}:2: too_deeply_nested: ") for line in out)
+    assert any(line.startswith(f"{tmp_path / 'cut.canonical.jsonl.gz'}:") and ": corrupt_file: gzip stream" in line
+               for line in out)
