@@ -8,6 +8,11 @@ Each record belongs to the UTC day of its own timestamp. A line whose timestamp 
 (broken JSON, a missing or invalid timestamp, a time in the future) belongs to the file's
 *anchor day*: the earliest day of the file's valid records, or, when it has none, the UTC day
 of the file's modification time. So every line lands in exactly one daily partition.
+
+No line can stop a file: nesting too deep to parse, a huge integer, an unpaired surrogate escape
+and an adapter's surprise are each a quarantined record. A UTF-8 byte-order mark at the start of
+a file is dropped; gzip'd files are read by their magic bytes, and one that is cut off or corrupt
+keeps the lines before the break, the rest becoming one ``corrupt_file`` record.
 """
 
 from __future__ import annotations
@@ -255,8 +260,17 @@ def _parse(text: str) -> tuple[Any, tuple[str, str, str] | None]:
         return None, ("too_deeply_nested", "", f"objects and lists nested deeper than Python can parse; the limit is {MAX_NESTING}")
     except ValueError as err:  # e.g. an integer of more than 4300 digits
         return None, ("invalid_json", "", f"{err}")
-    problem = _inspect(obj)
-    return obj, problem
+    return obj, (_inspect(obj) if _may_be_unstorable(text) else None)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _may_be_unstorable(text: str) -> bool:
+    """Whether a line (or JSON an adapter decodes from its strings) can hold a surrogate or nest
+    too deep: decoded UTF-8 has no surrogate but an escaped one, and nesting needs brackets. Two
+    C-speed scans spare the walk over nearly every record."""
+    return bool(_SURROGATE_ESCAPE.search(text)) or text.count("[") + text.count("{") > MAX_NESTING
 
 
 def _inspect(obj: Any) -> tuple[str, str, str] | None:
@@ -362,7 +376,7 @@ def _validate(candidate: dict[str, Any] | AdapterError, base: dict[str, Any], in
         return Outcome(**base, index=index, reason=candidate.reason, field=candidate.field,
                        message=candidate.message, raw_excerpt=_excerpt(text))
     # An adapter may decode JSON held in a string (OTLP attributes): check what it made, too.
-    problem = _inspect(candidate)
+    problem = _inspect(candidate) if _may_be_unstorable(text) else None
     if problem is not None:
         reason, where, message = problem
         return Outcome(**base, index=index, reason=reason, field=where, message=message, raw_excerpt=_excerpt(text))
