@@ -227,26 +227,27 @@ def _is_gzip(path: Path) -> bool:
         return handle.read(2) == _GZIP_MAGIC
 
 
-def _raw_lines(path: Path) -> Iterator[tuple[int, bytes] | _Corrupt]:
-    """The lines of a file, gzip'd or not, numbered from 1, with a leading UTF-8 byte-order mark
-    removed. A gzip'd file that is truncated or corrupt midway yields its readable lines, then
-    one :class:`_Corrupt` for the rest."""
-    compressed = _is_gzip(path)
-    lineno = 0
-    with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
-        lines = iter(handle)
-        while True:
-            try:
-                raw = next(lines)
-            except StopIteration:
-                return
-            except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
-                yield _Corrupt(lineno + 1, f"gzip stream unreadable after line {lineno} ({type(err).__name__}: {err})")
-                return
-            lineno += 1
-            if lineno == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            yield lineno, raw
+def _raw_lines(path: Path, limit: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[tuple[int, bytes, int] | _Corrupt]:
+    """``(line number, bytes, size)`` for each line of a file, gzip'd or not, numbered from 1,
+    after a leading UTF-8 byte-order mark. A line longer than ``limit`` is read past, never held
+    whole: its bytes are only its start. A gzip'd file that is truncated or corrupt midway yields
+    its readable lines, then one :class:`_Corrupt` for the rest."""
+    done = 0  # lines handed on
+    with (gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")) as handle:
+        try:
+            if handle.read(len(_BOM)) != _BOM:
+                handle.seek(0)
+            while head := handle.readline(limit + 1):
+                size = len(head)
+                if size > limit:
+                    tail = head
+                    while not tail.endswith(b"\n") and (tail := handle.readline(1 << 20)):
+                        size += len(tail)
+                    head = head[:4096]  # enough for the excerpt
+                done += 1
+                yield done, head, size
+        except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+            yield _Corrupt(done + 1, f"gzip stream unreadable after line {done} ({type(err).__name__}: {err})")
 
 
 def _parse(text: str) -> tuple[Any, tuple[str, str, str] | None]:
@@ -319,20 +320,20 @@ def iter_outcomes(
     name = source_file or str(path)
     now = now or datetime.now(timezone.utc)
     file_format = fmt or format_from_name(path.name)
-    for item in _raw_lines(path):
+    for item in _raw_lines(path, max_line_bytes):
         if isinstance(item, _Corrupt):
             yield Outcome(source_file=name, line=item.line, index=0, reason="corrupt_file", field="",
                           message=item.message)
             return
-        lineno, raw = item
-        if not raw.strip():
-            continue  # blank lines are not records
+        lineno, raw, size = item
         base = {"source_file": name, "line": lineno}
-        if len(raw) > max_line_bytes:
+        if size > max_line_bytes:
             yield Outcome(**base, index=0, reason="line_too_long", field="",
-                          message=f"line is {len(raw):,} bytes; the limit is {max_line_bytes:,}",
+                          message=f"line is {size:,} bytes; the limit is {max_line_bytes:,}",
                           raw_excerpt=_excerpt(raw))
             continue
+        if not raw.strip():
+            continue  # blank lines are not records
         try:
             text = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as err:
@@ -461,6 +462,8 @@ def _first_format(path: Path) -> str | None:
     for item in _raw_lines(path):
         if isinstance(item, _Corrupt):
             return None
+        if item[2] > DEFAULT_MAX_LINE_BYTES:
+            continue
         try:
             text = item[1].decode("utf-8")
         except UnicodeDecodeError:

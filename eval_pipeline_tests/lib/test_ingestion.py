@@ -199,3 +199,24 @@ def test_gzip_files_are_read_and_a_cut_one_keeps_the_lines_before_the_break(tmp_
         "junk.jsonl.gz": (None, {date.fromtimestamp(os.path.getmtime(landing / "junk.jsonl.gz")).isoformat(): 1}),
         "whole.canonical.jsonl.gz": ("canonical", {"2026-03-02": 300}),
     }
+
+
+def test_a_line_too_long_is_read_past_not_held_in_plain_and_gzip_files(tmp_path):
+    import gzip
+    import json
+
+    from conftest import good_record
+
+    from eval_pipeline.lib.ingestion import iter_outcomes
+
+    ok = json.dumps(good_record("ok", "2026-03-02T10:00:00Z")).encode()
+    body = b"\xef\xbb\xbf" + b"x" * 3_000_000 + b"\n" + ok + b"\n" + b"y" * 1001 + b"\n" + b"z" * 999 + b"\n"
+    (tmp_path / "a.canonical.jsonl").write_bytes(body)
+    (tmp_path / "b.canonical.jsonl.gz").write_bytes(gzip.compress(body))
+    for name in ("a.canonical.jsonl", "b.canonical.jsonl.gz"):
+        got = [(o.line, o.reason, o.message) for o in iter_outcomes(tmp_path / name, max_line_bytes=1000)]
+        assert got[0] == (1, "line_too_long", "line is 3,000,001 bytes; the limit is 1,000")
+        assert got[1] == (2, None, None)  # the next line is read whole: a record
+        assert got[2] == (3, "line_too_long", "line is 1,002 bytes; the limit is 1,000")
+        assert got[3][:2] == (4, "invalid_json") and len(got) == 4
+        assert [o.line for o in iter_outcomes(tmp_path / name) if o.record is not None] == [2]
