@@ -214,12 +214,12 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 
 
+@dataclass(frozen=True)
 class _Corrupt:
-    """Marks where a compressed file stops being readable: the line it would have been and why."""
+    """Where a compressed file stops being readable: the line it would have been, and why."""
 
-    def __init__(self, line: int, message: str):
-        self.line = line
-        self.message = message
+    line: int
+    message: str
 
 
 def _is_gzip(path: Path) -> bool:
