@@ -38,11 +38,11 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from statsmodels.stats.proportion import samplesize_confint_proportion
 
 from eval_pipeline.lib.stats import minimum_detectable_effect, paired_comparison, weighted_wilson_interval, wilson_interval
+from eval_pipeline.lib.yamlfile import YAMLFileError, read_yaml_file
 
 __all__ = ["Gate", "SliceGate", "Thresholds", "ThresholdsError", "load_thresholds", "DEFAULT_THRESHOLDS",
            "slice_names", "build_scorecard", "scorecard_text", "STATUSES", "compare_versions", "latest_scoring",
@@ -102,11 +102,16 @@ def load_thresholds(path: str | os.PathLike[str] | None = None) -> Thresholds:
     """Read and validate a thresholds file; errors name the file and the field."""
     target = Path(path) if path else DEFAULT_THRESHOLDS
     try:
-        data = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
+        data = read_yaml_file(target)
     except OSError as err:
         raise ThresholdsError(f"{target}: cannot read thresholds file: {err}") from err
-    except yaml.YAMLError as err:
-        raise ThresholdsError(f"{target}: not valid YAML: {err}") from err
+    except YAMLFileError as err:
+        raise ThresholdsError(str(err)) from None
+    if data is None:
+        data = {}  # an empty file: every default
+    if not isinstance(data, dict):
+        raise ThresholdsError(f"{target}: expected a mapping of threshold fields at the top level, "
+                              f"got {type(data).__name__}")
     try:
         return Thresholds.model_validate(data)
     except ValidationError as err:
