@@ -328,7 +328,7 @@ def _gate_row(name: str, rows: list[dict], baseline: _Baseline | None, gate: Gat
     part = _rate_part(rows, confidence)
     row: dict[str, Any] = {"slice": name, "critical": critical, **part, "baseline": None, "paired": None,
                            "floor": gate.floor, "max_drop": gate.max_drop, "status": "not_gated", "detail": "",
-                           "mde": None, "needed_examples": None, "shared_examples": None}
+                           "mde": None, "mde_note": None, "needed_examples": None, "shared_examples": None}
     scored = [r for r in rows if r["status"] in ("passed", "failed")]
     pairs = []
     if baseline is not None:
@@ -460,8 +460,8 @@ def build_scorecard(candidate: Iterable[Mapping[str, Any]], baseline: Iterable[M
         try:
             overall["mde"] = minimum_detectable_effect(n_comparable, rate, alpha=1 - conf, power=_POWER, paired=True,
                                                        discordance=psi)
-        except ValueError:
-            overall["mde"] = None
+        except ValueError as err:  # e.g. too few examples for any change to be detectable
+            overall["mde"], overall["mde_note"] = None, str(err)
 
     reasons, warnings = [], []
     verdict = "pass"
@@ -549,6 +549,8 @@ def scorecard_text(card: Mapping[str, Any]) -> str:
         on = " on the shared examples" if show_paired and comparison["shared_examples"] else ""
         lines.append(f"  the set detects a change of {100 * card['overall']['mde']:.1f} points overall{on} "
                      "(paired, 80% power)")
+    elif card["overall"].get("mde_note"):
+        lines.append(f"  the detectable change is undefined: {card['overall']['mde_note']}")
     paired_head = f"{'paired':>6}  " if show_paired else ""
     header = f"  {'slice':<34} {'crit':<4} {'scored':>6}  {paired_head}{'pass rate [95% CI]':<22} {'baseline':>8}  " \
              f"{'change [95% CI]':<24} {'McNemar p':>9}  status"
