@@ -168,7 +168,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("\nannotator agreement per criterion (kappa for two annotators, alpha for more; flagged below 0.6):")
     for row in agreement_summary(home):
         value = "   n/a" if row["value"] is None else f"{row['value']:6.3f}"
-        print(f"  {row['criterion']:<44} {row['method'] or '':<20} {value}  {row['flags'] or ''}")
+        print(f"  {row['criterion']:<44} {row['method'] or '':<20} {value}  "
+              f"{row['flags'] or (row['note'] if row['value'] is None else '') or ''}")
     print("  (the judge is skipped unless EVAL_PIPELINE_JUDGE_BASE_URL and EVAL_PIPELINE_JUDGE_MODEL are set)")
     for outcome in evaluations:
         if outcome.scorecard:
