@@ -167,3 +167,12 @@ def test_evaluate_with_a_bad_thresholds_file_says_error_with_the_file(tmp_path, 
     assert main(["evaluate", "--home", str(tmp_path), "--model", "m:1", "--thresholds", str(gates)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {gates}: ") and "Traceback" not in err
+
+
+def test_register_model_refuses_a_recording_that_cannot_be_replayed(tmp_path, capsys):
+    recording = tmp_path / "out.jsonl"
+    recording.write_bytes(b'{"example_id": "e1", "output": "hi"}\n{"example_id": "e2", "output": "\xff"}\n')
+    assert main(["register-model", "--home", str(tmp_path), "--name", "m", "--version", "1",
+                 "--provider", "recorded", "--recorded", str(recording)]) == 2
+    assert capsys.readouterr().err == f"error: cannot register m:1: {recording} line 2: not UTF-8 text (byte 0xff)\n"
+    assert not (tmp_path / "registry" / "models.jsonl").exists()

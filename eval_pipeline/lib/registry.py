@@ -285,6 +285,12 @@ class ModelRegistry:
             if not recording.is_file():
                 raise RegistryError(f"cannot register {mv.key}: recorded_path {recording} does not exist "
                                     "or is not a file; write the recording first")
+            from eval_pipeline.lib.providers import RecordedProvider  # providers imports this module
+
+            try:  # a recording that cannot be replayed is refused now, not when the evaluation runs
+                RecordedProvider(recording)
+            except (OSError, ValueError) as exc:
+                raise RegistryError(f"cannot register {mv.key}: {exc}") from None
             # Absolute, so the registration means the same file from any working directory.
             mv = mv.model_copy(update={"recorded_path": str(recording)})
 
