@@ -496,7 +496,9 @@ def _read_label_studio(col: _Collector, tasks: list[Any], source_file: str) -> N
             continue
         data = task.get("data") if isinstance(task.get("data"), Mapping) else {}
         eid = data.get("example_id")
-        task_text = f"task index {t_index}" + (f" (Label Studio id {task['id']})" if "id" in task else "")
+        task_id = task.get("id")
+        task_text = f"task index {t_index}" + (
+            f" (Label Studio id {task_id})" if isinstance(task_id, (str, int)) and not isinstance(task_id, bool) else "")
         example, rubric = col.example_rubric(eid)
         annotations = task.get("annotations") if isinstance(task.get("annotations"), list) else []
         for a_index, annotation in enumerate(annotations):
@@ -507,7 +509,8 @@ def _read_label_studio(col: _Collector, tasks: list[Any], source_file: str) -> N
             if annotation.get("was_cancelled"):
                 col.counts["cancelled"] += 1
                 continue
-            ann_text = f"{task_text}, annotation {annotation.get('id', a_index)}"
+            ann_id = annotation.get("id", a_index)
+            ann_text = f"{task_text}, annotation {ann_id if isinstance(ann_id, (str, int)) else a_index}"
             annotator = _annotator_of(annotation)
             items = _result_items(annotation)
             if example is None or rubric is None:
