@@ -8,6 +8,8 @@ import math
 import krippendorff
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import cohens_kappa as sm_cohens_kappa
 
@@ -387,3 +389,28 @@ def test_alpha_on_a_tiny_set_is_undefined_with_the_pairwise_agreement():
     [row] = criterion_agreement(_labels({"a": [1, 0, 1], "b": [1, 0, 0], "c": [1, 0, 1]}))
     assert row["method"] == "krippendorff_alpha" and row["value"] is None
     assert row["note"] == "alpha is undefined: only 3 items (at least 5 needed); annotators agree on 78% of pairs"
+
+
+@settings(derandomize=True, max_examples=80, deadline=None)
+@given(n=st.integers(1, 30), annotators=st.integers(2, 4), scale=st.sampled_from(["binary", "three_point"]),
+       data=st.data())
+def test_agreement_and_calibration_are_a_value_with_a_real_interval_or_undefined_with_a_reason(n, annotators, scale,
+                                                                                              data):
+    top = 1 if scale == "binary" else 2
+    level = st.integers(0, top)
+    scores = {f"a{k}": data.draw(st.lists(level, min_size=n, max_size=n)) for k in range(annotators)}
+    for row in criterion_agreement(_labels(scores, scale=scale)):
+        if row["value"] is None:
+            assert "undefined" in row["note"] and "of pairs" in row["note"] and row["flags"] == []
+        else:
+            assert math.isfinite(row["value"]) and row["n_items"] >= 5
+    gold = gold_labels(_labels(scores, scale=scale))
+    judge = data.draw(st.lists(level, min_size=n, max_size=n))
+    for row in judge_calibration(gold, {(f"ex_{i:012d}", "correct_intent"): s for i, s in enumerate(judge)}):
+        if row["kappa"] is None:
+            assert (row["ci_low"], row["ci_high"], row["band"]) == (None, None, None)
+            assert row["warning"].startswith("kappa undefined: ") and "raw agreement" in row["warning"]
+        else:
+            assert len(set(judge)) > 1 and row["n"] >= 5 and math.isfinite(row["kappa"])
+            if row["ci_low"] is not None:
+                assert row["ci_low"] <= row["kappa"] <= row["ci_high"] and row["ci_high"] - row["ci_low"] > 1e-6
