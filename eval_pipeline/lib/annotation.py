@@ -497,8 +497,8 @@ def _read_label_studio(col: _Collector, tasks: list[Any], source_file: str) -> N
         data = task.get("data") if isinstance(task.get("data"), Mapping) else {}
         eid = data.get("example_id")
         task_id = task.get("id")
-        task_text = f"task index {t_index}" + (
-            f" (Label Studio id {task_id})" if isinstance(task_id, (str, int)) and not isinstance(task_id, bool) else "")
+        named = isinstance(task_id, (str, int)) and not isinstance(task_id, bool)
+        task_text = f"task index {t_index}" + (f" (Label Studio id {task_id})" if named else "")
         example, rubric = col.example_rubric(eid)
         annotations = task.get("annotations") if isinstance(task.get("annotations"), list) else []
         for a_index, annotation in enumerate(annotations):

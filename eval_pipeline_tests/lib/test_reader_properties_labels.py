@@ -146,17 +146,20 @@ def test_a_folder_of_anything_reconciles(tmp_path_factory, files):
 
 # the specific inputs that once raised, each a clear quarantine now
 
-@pytest.mark.parametrize(("name", "data", "reason", "where"), [
-    ("deep.json", b"[" * 100_000 + b"]" * 100_000, "malformed_file", "whole file: field None: not readable JSON: nested too deeply"),
-    ("deep.jsonl", b"[" * 100_000 + b"]" * 100_000, "malformed_file", "line 1: field None: not readable JSON: nested too deeply"),
-    ("bigint.jsonl", b'{"score": ' + b"9" * 5000 + b"}", "malformed_file", "line 1: field None: not readable JSON: Exceeds"),
-    ("latin1.jsonl", b'{"a": 1}\n{"a": "\xff"}', "malformed_file", "line 2: field None: not UTF-8 text (byte 0xff"),
-    ("huge.csv", b"example_id,annotator,criterion,score\ne1,a,c," + b"1" * 200_000 + b"\n", "malformed_file",
+_DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(("name", "data", "where"), [
+    ("deep.json", _DEEP, "whole file: field None: not readable JSON: nested too deeply"),
+    ("deep.jsonl", _DEEP, "line 1: field None: not readable JSON: nested too deeply"),
+    ("bigint.jsonl", b'{"score": ' + b"9" * 5000 + b"}", "line 1: field None: not readable JSON: Exceeds"),
+    ("latin1.jsonl", b'{"a": 1}\n{"a": "\xff"}', "line 2: field None: not UTF-8 text (byte 0xff"),
+    ("huge.csv", b"example_id,annotator,criterion,score\ne1,a,c," + b"1" * 200_000 + b"\n",
      "line 2: field None: CSV row cannot be read: field larger than field limit"),
 ])
-def test_inputs_that_used_to_raise(folder, name, data, reason, where):
+def test_inputs_that_used_to_raise(folder, name, data, where):
     batch = _read(folder, name, data)
-    assert [q["reason"] for q in batch.quarantine] == [reason]
+    assert [q["reason"] for q in batch.quarantine] == ["malformed_file"]
     assert batch.quarantine[0]["message"].startswith(f"{folder / name}: {where}")
 
 
