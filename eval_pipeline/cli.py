@@ -168,7 +168,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("\nannotator agreement per criterion (kappa for two annotators, alpha for more; flagged below 0.6):")
     for row in agreement_summary(home):
         value = "   n/a" if row["value"] is None else f"{row['value']:6.3f}"
-        print(f"  {row['criterion']:<44} {row['method'] or '':<20} {value}  {row['flags'] or ''}")
+        print(f"  {row['criterion']:<44} {row['method'] or '':<20} {value}  "
+              f"{row['flags'] or (row['note'] if row['value'] is None else '') or ''}")
     print("  (the judge is skipped unless EVAL_PIPELINE_JUDGE_BASE_URL and EVAL_PIPELINE_JUDGE_MODEL are set)")
     for outcome in evaluations:
         if outcome.scorecard:
@@ -199,7 +200,11 @@ def cmd_register_model(args: argparse.Namespace) -> int:
         if not sep:
             print(f"error: --param {item!r}: expected key=value, e.g. temperature=0", file=sys.stderr)
             return 2
-        params[key] = json.loads(value) if value.replace(".", "", 1).isdigit() else value
+        try:
+            params[key] = json.loads(value) if value.replace(".", "", 1).isdigit() else value
+        except ValueError:  # "٣" is a digit to isdigit() but not to JSON; 5000 digits are too long for int()
+            print(f"error: --param {item!r}: {value[:40]!r} is not a number JSON can read", file=sys.stderr)
+            return 2
     try:
         mv = ModelVersion(name=args.name, version=args.version, provider=args.provider, base_url=args.base_url,
                           model=args.model, api_key_env=args.api_key_env,
@@ -210,6 +215,9 @@ def cmd_register_model(args: argparse.Namespace) -> int:
     except (RegistryError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the registry file cannot be written (a folder in its place, no permission)
+        print(f"error: {home.registry}: {err.strerror or err}", file=sys.stderr)
+        return 1
     print(f"registered {mv.key} ({mv.role}, {mv.provider}) in {home.registry}")
     print(f"  the registry sensor evaluates it when `eval-pipeline ui` runs; or now: "
           f"eval-pipeline evaluate --model {mv.key}")

@@ -120,3 +120,81 @@ def test_validate_logs_reports_hostile_lines_instead_of_crashing(tmp_path, capsy
     assert any(line.startswith(f"{tmp_path / 'h.canonical.jsonl'}:2: too_deeply_nested: ") for line in out)
     assert any(line.startswith(f"{tmp_path / 'cut.canonical.jsonl.gz'}:") and ": corrupt_file: gzip stream" in line
                for line in out)
+
+
+# bad data reaches the user as one `error:` line naming the file, never a traceback
+
+_BAD_REGISTRY = {
+    "not UTF-8": b'{"name": "m", "version": "\xff"}\n',
+    "nested too deeply": b"[" * 100_000 + b"]" * 100_000 + b"\n",
+    "an integer too long": b'{"name": ' + b"9" * 5000 + b"}\n",
+    "a lone surrogate": b'{"name": "\\ud800"}\n',
+}
+
+
+@pytest.mark.parametrize("content", list(_BAD_REGISTRY.values()), ids=list(_BAD_REGISTRY))
+def test_register_model_and_evaluate_on_a_corrupt_registry_say_error_with_the_line(tmp_path, capsys, content):
+    registry = tmp_path / "registry" / "models.jsonl"
+    registry.parent.mkdir()
+    registry.write_bytes(content)
+    recording = tmp_path / "out.jsonl"
+    recording.write_text('{"example_id": "e1", "output": "hi"}\n', encoding="utf-8")
+    args = ["register-model", "--home", str(tmp_path), "--name", "m", "--version", "1", "--provider", "recorded",
+            "--recorded", str(recording)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"{registry} line 1" in err and "Traceback" not in err
+    assert main(["evaluate", "--home", str(tmp_path), "--model", "m:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"{registry} line 1" in err
+    assert registry.read_bytes() == content  # nothing appended to a file that cannot be read
+
+
+def test_register_model_refuses_a_param_json_cannot_read(tmp_path, capsys):
+    recording = tmp_path / "out.jsonl"
+    recording.write_text('{"example_id": "e1", "output": "hi"}\n', encoding="utf-8")
+    base = ["register-model", "--home", str(tmp_path), "--name", "m", "--version", "1", "--provider", "recorded",
+            "--recorded", str(recording)]
+    for value in ("9" * 5000, "\u0663"):
+        assert main([*base, "--param", f"max_tokens={value}"]) == 2
+        assert capsys.readouterr().err.startswith("error: --param 'max_tokens=")
+    assert not (tmp_path / "registry" / "models.jsonl").exists()
+
+
+def test_register_model_on_a_registry_path_that_is_a_folder(tmp_path, capsys):
+    (tmp_path / "registry" / "models.jsonl").mkdir(parents=True)
+    recording = tmp_path / "out.jsonl"
+    recording.write_text('{"example_id": "e1", "output": "hi"}\n', encoding="utf-8")
+    assert main(["register-model", "--home", str(tmp_path), "--name", "m", "--version", "1",
+                 "--provider", "recorded", "--recorded", str(recording)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'registry' / 'models.jsonl'}: ")
+
+
+@pytest.mark.parametrize("content", [
+    b"a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    b"e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n",
+    b"min_pass_rate: \xff\n",
+    b"- a list\n",
+    b"[" * 5000,
+], ids=["alias bomb", "not UTF-8", "a list", "nested too deeply"])
+def test_evaluate_with_a_bad_thresholds_file_says_error_with_the_file(tmp_path, capsys, content):
+    recording = tmp_path / "out.jsonl"
+    recording.write_text('{"example_id": "e1", "output": "hi"}\n', encoding="utf-8")
+    assert main(["register-model", "--home", str(tmp_path), "--name", "m", "--version", "1",
+                 "--provider", "recorded", "--recorded", str(recording)]) == 0
+    capsys.readouterr()
+    gates = tmp_path / "gates.yaml"
+    gates.write_bytes(content)
+    assert main(["evaluate", "--home", str(tmp_path), "--model", "m:1", "--thresholds", str(gates)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {gates}: ") and "Traceback" not in err
+
+
+def test_register_model_refuses_a_recording_that_cannot_be_replayed(tmp_path, capsys):
+    recording = tmp_path / "out.jsonl"
+    recording.write_bytes(b'{"example_id": "e1", "output": "hi"}\n{"example_id": "e2", "output": "\xff"}\n')
+    assert main(["register-model", "--home", str(tmp_path), "--name", "m", "--version", "1",
+                 "--provider", "recorded", "--recorded", str(recording)]) == 2
+    assert capsys.readouterr().err == f"error: cannot register m:1: {recording} line 2: not UTF-8 text (byte 0xff)\n"
+    assert not (tmp_path / "registry" / "models.jsonl").exists()

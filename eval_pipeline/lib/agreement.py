@@ -40,6 +40,7 @@ from eval_pipeline.lib.stats import cohens_kappa, krippendorff_alpha
 __all__ = [
     "DEFAULT_AMBIGUOUS",
     "JUDGE_WARNING_BELOW",
+    "MIN_AGREEMENT_ITEMS",
     "QUALITY_DISAGREEMENT_BELOW",
     "UNCLEAR_RUBRIC_BELOW",
     "adjudicated_references",
@@ -61,6 +62,9 @@ UNCLEAR_RUBRIC_BELOW = 0.6
 QUALITY_DISAGREEMENT_BELOW = 0.4
 #: A judge whose kappa with the human majority is below this gets a warning.
 JUDGE_WARNING_BELOW = 0.6
+#: Kappa or alpha on fewer items than this is reported undefined (with the raw agreement): on a
+#: handful of items one label moves it by more than the width of a band.
+MIN_AGREEMENT_ITEMS = 5
 #: The criterion the simulated annotators disagree on (a subjective one: how complete is complete?).
 DEFAULT_AMBIGUOUS = ("rag_qa", "completeness")
 
@@ -97,6 +101,24 @@ def _by_item(labels: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], 
     return out
 
 
+def _undefined_reason(n: int, raters: Sequence[tuple[str, Sequence[int]]]) -> str | None:
+    """Why a chance-corrected agreement between ``raters`` (name, scores) says nothing, else None.
+
+    A rater who gives every item the same score makes kappa exactly 0 whatever the other does
+    (observed and chance agreement are then equal), and its standard error collapses to about 0:
+    "kappa 0.00, 95% CI -1.8e-07 to 1.8e-07" reads as a precise finding of no agreement when
+    there is nothing to measure.
+    """
+    if n < MIN_AGREEMENT_ITEMS:
+        return f"only {n} item{'s' if n != 1 else ''} (at least {MIN_AGREEMENT_ITEMS} needed)"
+    for name, scores in raters:
+        levels = set(scores)
+        if len(levels) == 1:
+            return (f"{name} gave every item the same score ({next(iter(levels))}), so chance agreement equals "
+                    "observed agreement and kappa is 0 whatever the agreement")
+    return None
+
+
 def _pairwise_agreement(items: Sequence[Mapping[str, int]]) -> float | None:
     """Share of annotator pairs (within an item) that gave the same score; a plain description
     that is still defined when kappa is not."""
@@ -118,6 +140,12 @@ def _prevalence(items: Iterable[Mapping[str, int]]) -> float | None:
     counts = Counter(score for scores in items for score in scores.values())
     total = sum(counts.values())
     return max(counts.values()) / total if total else None
+
+
+def _with_raw_agreement(reason: str, pairwise: float | None) -> str:
+    if pairwise is None:
+        return reason
+    return f"{reason}; annotators agree on {pairwise:.0%} of pairs"
 
 
 def _flags(value: float | None) -> list[str]:
@@ -176,22 +204,27 @@ def criterion_agreement(labels: Iterable[Mapping[str, Any]]) -> list[dict[str, A
             a, b = annotators
             row["method"] = "cohens_kappa"
             row["weights"] = "linear" if scale == "three_point" else None
+            xs, ys = [multi[e][a] for e in multi], [multi[e][b] for e in multi]
+            why = _undefined_reason(len(multi), [(f"annotator {a}", xs), (f"annotator {b}", ys)])
             try:
-                result = cohens_kappa([multi[e][a] for e in multi], [multi[e][b] for e in multi],
-                                      weights=row["weights"], labels=levels)
+                if why is not None:
+                    raise ValueError(f"kappa is undefined: {why}")
+                result = cohens_kappa(xs, ys, weights=row["weights"], labels=levels)
                 row["value"], row["band"] = result.value, result.band
             except ValueError as err:
-                row["note"] = str(err)
+                row["note"] = _with_raw_agreement(str(err), row["pairwise_agreement"])
         elif len(annotators) > 2:
             row["method"] = "krippendorff_alpha"
             level = "ordinal" if scale == "three_point" else "nominal"
             row["weights"] = level
             matrix = [[multi[e].get(a) for e in multi] for a in annotators]
             try:
+                if len(multi) < MIN_AGREEMENT_ITEMS:
+                    raise ValueError(f"alpha is undefined: {_undefined_reason(len(multi), [])}")
                 result = krippendorff_alpha(matrix, level=level, value_domain=levels)
                 row["value"], row["band"] = result.value, result.band
             except ValueError as err:
-                row["note"] = str(err)
+                row["note"] = _with_raw_agreement(str(err), row["pairwise_agreement"])
         else:
             row["note"] = "no item was labelled by at least two annotators"
         flags = _flags(row["value"])
@@ -368,9 +401,11 @@ def review_queue(gold: Iterable[Mapping[str, Any]], judge_scores: Any) -> list[d
 
 
 def _kappa_interval(judge: Sequence[int], human: Sequence[int], levels: Sequence[int],
-                    weights: str | None, confidence: float = 0.95) -> tuple[float, float]:
+                    weights: str | None, confidence: float = 0.95) -> tuple[float, float] | None:
     """Asymptotic confidence interval of (weighted) kappa from statsmodels ``cohens_kappa``
-    (Fleiss, Cohen & Everitt 1969 standard error), clipped to [-1, 1]."""
+    (Fleiss, Cohen & Everitt 1969 standard error), clipped to [-1, 1]; None when that standard
+    error is 0 or not finite (perfect agreement), where a zero-width interval would claim a
+    precision the data do not have."""
     index = {lv: i for i, lv in enumerate(levels)}
     table = np.zeros((len(levels), len(levels)))
     for j, h in zip(judge, human):
@@ -379,6 +414,8 @@ def _kappa_interval(judge: Sequence[int], human: Sequence[int], levels: Sequence
     z = float(norm.ppf(0.5 + confidence / 2))
     se = float(result.std_kappa)
     kappa = float(result.kappa)
+    if not math.isfinite(se) or se < 1e-9:
+        return None
     return max(-1.0, kappa - z * se), min(1.0, kappa + z * se)
 
 
@@ -417,16 +454,24 @@ def judge_calibration(gold: Iterable[Mapping[str, Any]], judge_scores: Any) -> l
             "judge_pass_rate": sum(j == levels[-1] for j in js) / len(js),
             "human_pass_rate": sum(h == levels[-1] for h in hs) / len(hs), "warning": None,
         }
+        agreed = sum(j == h for j, h in zip(js, hs))
+        raw = f"raw agreement {agreed / len(js):.0%} ({agreed} of {len(js)})"
+        why = _undefined_reason(len(js), [("the judge", js), ("the human majority", hs)])
         try:
+            if why is not None:
+                raise ValueError(why)
             result = cohens_kappa(js, hs, weights=weights, labels=levels)
             row["kappa"], row["band"] = result.value, result.band
-            row["ci_low"], row["ci_high"] = _kappa_interval(js, hs, levels, weights)
+            interval = _kappa_interval(js, hs, levels, weights)
+            if interval is not None:
+                row["ci_low"], row["ci_high"] = interval
             if result.value < JUDGE_WARNING_BELOW:
+                ci = (f"95% CI {row['ci_low']:.2f} to {row['ci_high']:.2f}" if interval is not None
+                      else "no interval: its standard error is 0")
                 row["warning"] = (f"judge agrees with the human majority only at kappa {result.value:.2f} "
-                                  f"(95% CI {row['ci_low']:.2f} to {row['ci_high']:.2f}) on {len(js)} items; "
-                                  f"do not trust its {gk[1]} scores without review")
+                                  f"({ci}) on {len(js)} items; do not trust its {gk[1]} scores without review")
         except ValueError as err:
-            row["warning"] = f"kappa undefined: {err}"
+            row["warning"] = f"kappa undefined: {err}; {raw}"
         out.append(row)
     return out
 

@@ -60,6 +60,8 @@ QUARANTINE_REASONS = (
     "missing_criterion",
     "malformed_file",
     "duplicate",
+    "wrong_type",  # a plain row's annotator, criterion or reference that is not text
+    "bad_text",  # a lone UTF-16 surrogate, or an eval_set_version that is not a string
 )
 
 #: Columns of a plain task file, in order.
@@ -314,6 +316,8 @@ class _Collector:
     def reject(self, source_file: str, where: int | str, example_id: str | None, annotator: str | None,
                field_name: str | None, reason: str, detail: str, where_text: str) -> None:
         self.counts["read"] += 1
+        if field_name is not None and not isinstance(field_name, str):
+            field_name = f"<{type(field_name).__name__}>"  # a retyped from_name still shows up
         self.quarantine.append({
             "source_file": source_file, "line_or_task": where, "example_id": example_id,
             "annotator": annotator, "field": field_name, "reason": reason,
@@ -385,7 +389,9 @@ def _parse_score(raw: Any) -> int | None:
             value = float(text)
         except ValueError:
             m = _LEADING_INT.match(text)
-            return int(m.group(1)) if m else None
+            if not m or len(m.group(1)) > 30:  # no level has 30 digits; int() refuses thousands
+                return None
+            return int(m.group(1))
         return int(value) if value.is_integer() else None
     return None
 
@@ -405,6 +411,21 @@ def _annotator_of(annotation: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _bad_text(**values: Any) -> tuple[str, str] | None:
+    """(field, problem) for the first value that cannot be stored as text, else None: a version
+    that is not a string, or a string holding a lone UTF-16 surrogate (an escaped ``\\ud800``
+    that ``json`` accepts but UTF-8 cannot encode)."""
+    for name, value in values.items():
+        if name == "eval_set_version" and value is not None and not isinstance(value, str):
+            return name, f"expected a string, got {type(value).__name__}"
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as err:
+                return name, f"contains a lone UTF-16 surrogate at character {err.start}, which is not text"
+    return None
+
+
 def _score_item(col: _Collector, *, source_file: str, where: int | str, where_text: str,
                 example: Mapping[str, Any], rubric: Rubric, annotator: str, criterion_id: str,
                 raw_score: Any, version: Any) -> None:
@@ -417,6 +438,10 @@ def _score_item(col: _Collector, *, source_file: str, where: int | str, where_te
                    f"(criteria: {', '.join(criteria)})", where_text)
         return
     criterion = criteria[criterion_id]
+    bad = _bad_text(annotator=annotator, eval_set_version=version)
+    if bad:
+        col.reject(source_file, where, eid, None, bad[0], "bad_text", bad[1], where_text)
+        return
     score = _parse_score(raw_score)
     if score is None:
         col.reject(source_file, where, eid, annotator, criterion_id, "not_a_number",
@@ -439,6 +464,11 @@ def _reference_item(col: _Collector, *, source_file: str, where: int | str, wher
                     example: Mapping[str, Any], rubric: Rubric, annotator: str, text: str,
                     version: Any, plain: bool) -> None:
     eid = example["example_id"]
+    bad = _bad_text(annotator=annotator, eval_set_version=version, reference=text)
+    if bad:
+        col.reject(source_file, where, eid, None, bad[0] if bad[0] != "reference" else REFERENCE_FIELD,
+                   "bad_text", bad[1], where_text)
+        return
     if not rubric.has_reference:
         col.reject(source_file, where, eid, annotator, REFERENCE_FIELD, "unknown_criterion",
                    f"rubric {rubric.name!r} has no reference answer", where_text)
@@ -466,7 +496,9 @@ def _read_label_studio(col: _Collector, tasks: list[Any], source_file: str) -> N
             continue
         data = task.get("data") if isinstance(task.get("data"), Mapping) else {}
         eid = data.get("example_id")
-        task_text = f"task index {t_index}" + (f" (Label Studio id {task['id']})" if "id" in task else "")
+        task_id = task.get("id")
+        named = isinstance(task_id, (str, int)) and not isinstance(task_id, bool)
+        task_text = f"task index {t_index}" + (f" (Label Studio id {task_id})" if named else "")
         example, rubric = col.example_rubric(eid)
         annotations = task.get("annotations") if isinstance(task.get("annotations"), list) else []
         for a_index, annotation in enumerate(annotations):
@@ -477,7 +509,8 @@ def _read_label_studio(col: _Collector, tasks: list[Any], source_file: str) -> N
             if annotation.get("was_cancelled"):
                 col.counts["cancelled"] += 1
                 continue
-            ann_text = f"{task_text}, annotation {annotation.get('id', a_index)}"
+            ann_id = annotation.get("id", a_index)
+            ann_text = f"{task_text}, annotation {ann_id if isinstance(ann_id, (str, int)) else a_index}"
             annotator = _annotator_of(annotation)
             items = _result_items(annotation)
             if example is None or rubric is None:
@@ -494,11 +527,16 @@ def _read_label_studio(col: _Collector, tasks: list[Any], source_file: str) -> N
                 continue
             seen: set[str] = set()
             for item in items:
-                name = str(item.get("from_name") or "")
+                name = item.get("from_name")
+                name = name if isinstance(name, str) else "" if name is None else f"<{type(name).__name__}>"
                 value = item.get("value") if isinstance(item.get("value"), Mapping) else {}
                 seen.add(name)
                 if name == REFERENCE_FIELD or item.get("type") == "textarea":
-                    texts = [str(x) for x in (value.get("text") or []) if str(x).strip()]
+                    text_value = value.get("text")
+                    if isinstance(text_value, str):
+                        text_value = [text_value]
+                    texts = ([str(x) for x in text_value if isinstance(x, (str, int, float)) and str(x).strip()]
+                             if isinstance(text_value, list) else [])
                     if name != REFERENCE_FIELD:
                         col.reject(source_file, t_index, eid, annotator, name, "unknown_criterion",
                                    f"text field {name!r} is not part of rubric {rubric.name!r}", ann_text)
@@ -544,6 +582,11 @@ def _read_plain_row(col: _Collector, row: Mapping[str, Any], source_file: str, l
         col.reject(source_file, line, example["example_id"], None, "annotator", "missing_annotator",
                    "annotator is empty", where_text)
         return
+    for name, value in (("annotator", annotator), ("criterion", criterion_id), ("reference", reference)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+            col.reject(source_file, line, example["example_id"], None, name, "wrong_type",
+                       f"expected text, got {type(value).__name__}", where_text)
+            return
     annotator = str(annotator).strip()
     version = None if _blank(row.get("eval_set_version")) else row.get("eval_set_version")
     if not _blank(reference):
@@ -560,23 +603,53 @@ def _malformed(col: _Collector, source_file: str, where: int | str, detail: str,
     col.reject(source_file, where, None, None, None, "malformed_file", detail, where_text)
 
 
+def _json_limit(err: BaseException) -> str:
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err)  # e.g. an integer of more than 4300 digits
+
+
+def _read_csv(col: _Collector, text: str, source_file: str) -> None:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as err:
+        _malformed(col, source_file, 1, f"CSV header cannot be read: {err}", "line 1")
+        return
+    missing = {"example_id", "annotator", "criterion", "score"} - set(header)
+    if missing:
+        _malformed(col, source_file, 1, f"CSV header lacks columns {sorted(missing)}", "line 1")
+        return
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:  # e.g. a field over the csv module's size limit: that row only
+            _malformed(col, source_file, start, f"CSV row cannot be read: {err}", f"line {start}")
+            continue
+        # line_num is the physical line the row ended on (quoted newlines span lines)
+        _read_plain_row(col, row, source_file, reader.line_num)
+
+
 def _read_into(col: _Collector, path: Path) -> None:
     source_file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+        raw = path.read_bytes()
+    except OSError as err:
         _malformed(col, source_file, 0, f"cannot be read: {err}", "whole file")
+        return
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark from a spreadsheet export is not data
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        _malformed(col, source_file, line, f"not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}); "
+                   "save the file as UTF-8", f"line {line}")
         return
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        missing = {"example_id", "annotator", "criterion", "score"} - set(reader.fieldnames or [])
-        if missing:
-            _malformed(col, source_file, 1, f"CSV header lacks columns {sorted(missing)}", "line 1")
-            return
-        for row in reader:
-            # line_num is the physical line the row ended on (quoted newlines span lines)
-            _read_plain_row(col, row, source_file, reader.line_num)
+        _read_csv(col, text, source_file)
         return
     if suffix == ".jsonl":
         for line_no, line in enumerate(text.splitlines(), start=1):
@@ -587,6 +660,9 @@ def _read_into(col: _Collector, path: Path) -> None:
             except json.JSONDecodeError as err:
                 _malformed(col, source_file, line_no, f"not valid JSON at column {err.colno}: {err.msg}",
                            f"line {line_no}")
+                continue
+            except (RecursionError, ValueError) as err:
+                _malformed(col, source_file, line_no, f"not readable JSON: {_json_limit(err)}", f"line {line_no}")
                 continue
             if not isinstance(row, Mapping):
                 _malformed(col, source_file, line_no, f"expected a JSON object, got {type(row).__name__}",
@@ -604,6 +680,9 @@ def _read_into(col: _Collector, path: Path) -> None:
         _malformed(col, source_file, err.lineno,
                    f"not valid JSON at line {err.lineno} column {err.colno} (char {err.pos}): {err.msg}",
                    f"line {err.lineno}")
+        return
+    except (RecursionError, ValueError) as err:
+        _malformed(col, source_file, 0, f"not readable JSON: {_json_limit(err)}", "whole file")
         return
     if isinstance(doc, Mapping) and "annotations" in doc:
         doc = [doc]  # a single exported task

@@ -38,11 +38,11 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from statsmodels.stats.proportion import samplesize_confint_proportion
 
 from eval_pipeline.lib.stats import minimum_detectable_effect, paired_comparison, weighted_wilson_interval, wilson_interval
+from eval_pipeline.lib.yamlfile import YAMLFileError, read_yaml_file
 
 __all__ = ["Gate", "SliceGate", "Thresholds", "ThresholdsError", "load_thresholds", "DEFAULT_THRESHOLDS",
            "slice_names", "build_scorecard", "scorecard_text", "STATUSES", "compare_versions", "latest_scoring",
@@ -102,11 +102,16 @@ def load_thresholds(path: str | os.PathLike[str] | None = None) -> Thresholds:
     """Read and validate a thresholds file; errors name the file and the field."""
     target = Path(path) if path else DEFAULT_THRESHOLDS
     try:
-        data = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
+        data = read_yaml_file(target)
     except OSError as err:
         raise ThresholdsError(f"{target}: cannot read thresholds file: {err}") from err
-    except yaml.YAMLError as err:
-        raise ThresholdsError(f"{target}: not valid YAML: {err}") from err
+    except YAMLFileError as err:
+        raise ThresholdsError(str(err)) from None
+    if data is None:
+        data = {}  # an empty file: every default
+    if not isinstance(data, dict):
+        raise ThresholdsError(f"{target}: expected a mapping of threshold fields at the top level, "
+                              f"got {type(data).__name__}")
     try:
         return Thresholds.model_validate(data)
     except ValidationError as err:
@@ -323,7 +328,7 @@ def _gate_row(name: str, rows: list[dict], baseline: _Baseline | None, gate: Gat
     part = _rate_part(rows, confidence)
     row: dict[str, Any] = {"slice": name, "critical": critical, **part, "baseline": None, "paired": None,
                            "floor": gate.floor, "max_drop": gate.max_drop, "status": "not_gated", "detail": "",
-                           "mde": None, "needed_examples": None, "shared_examples": None}
+                           "mde": None, "mde_note": None, "needed_examples": None, "shared_examples": None}
     scored = [r for r in rows if r["status"] in ("passed", "failed")]
     pairs = []
     if baseline is not None:
@@ -455,8 +460,8 @@ def build_scorecard(candidate: Iterable[Mapping[str, Any]], baseline: Iterable[M
         try:
             overall["mde"] = minimum_detectable_effect(n_comparable, rate, alpha=1 - conf, power=_POWER, paired=True,
                                                        discordance=psi)
-        except ValueError:
-            overall["mde"] = None
+        except ValueError as err:  # e.g. too few examples for any change to be detectable
+            overall["mde"], overall["mde_note"] = None, str(err)
 
     reasons, warnings = [], []
     verdict = "pass"
@@ -544,6 +549,8 @@ def scorecard_text(card: Mapping[str, Any]) -> str:
         on = " on the shared examples" if show_paired and comparison["shared_examples"] else ""
         lines.append(f"  the set detects a change of {100 * card['overall']['mde']:.1f} points overall{on} "
                      "(paired, 80% power)")
+    elif card["overall"].get("mde_note"):
+        lines.append(f"  the detectable change is undefined: {card['overall']['mde_note']}")
     paired_head = f"{'paired':>6}  " if show_paired else ""
     header = f"  {'slice':<34} {'crit':<4} {'scored':>6}  {paired_head}{'pass rate [95% CI]':<22} {'baseline':>8}  " \
              f"{'change [95% CI]':<24} {'McNemar p':>9}  status"

@@ -204,9 +204,14 @@ class RecordedProvider:
         self.path = Path(path)
         self.model_id = f"recorded:{self.path.name}"
         self._index = _RecordingIndex()
-        with open(self.path, encoding="utf-8") as handle:
-            for _, where, row in json_objects(handle, self.path):
-                self._index.add(_read_recorded_row(row, where))
+        raw = self.path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise ValueError(f"{self.path} line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
+        for _, where, row in json_objects(text.splitlines(), self.path):
+            self._index.add(_read_recorded_row(row, where))
 
     def __repr__(self) -> str:
         return f"RecordedProvider({str(self.path)!r})"

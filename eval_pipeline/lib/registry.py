@@ -248,13 +248,21 @@ class ModelRegistry:
 
     def _rows(self) -> list[tuple[int, ModelVersion]]:
         try:
-            with open(self.path, encoding="utf-8") as handle:
+            with open(self.path, "rb") as handle:
                 # Shared lock: never read half of a line that register() is appending.
                 fcntl.flock(handle, fcntl.LOCK_SH)
-                text = handle.read()
+                raw = handle.read()
         except FileNotFoundError:
             return []
-        return self._parse(text)
+        return self._parse(self._decode(raw))
+
+    def _decode(self, raw: bytes) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            raise RegistryError(f"{self.path} line {line}: not UTF-8 text (byte {raw[exc.start]:#04x}); "
+                                "fix or remove the line") from None
 
     def load(self) -> list[ModelVersion]:
         """Every registered version, in registration order; ``[]`` when the file does not exist.
@@ -277,16 +285,22 @@ class ModelRegistry:
             if not recording.is_file():
                 raise RegistryError(f"cannot register {mv.key}: recorded_path {recording} does not exist "
                                     "or is not a file; write the recording first")
+            from eval_pipeline.lib.providers import RecordedProvider  # providers imports this module
+
+            try:  # a recording that cannot be replayed is refused now, not when the evaluation runs
+                RecordedProvider(recording)
+            except (OSError, ValueError) as exc:
+                raise RegistryError(f"cannot register {mv.key}: {exc}") from None
             # Absolute, so the registration means the same file from any working directory.
             mv = mv.model_copy(update={"recorded_path": str(recording)})
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+", encoding="utf-8") as handle:
+        with open(self.path, "a+b") as handle:
             # Check and append under one exclusive lock, re-reading inside it: two processes
             # registering the same key cannot both see it absent.
             fcntl.flock(handle, fcntl.LOCK_EX)
             handle.seek(0)
-            text = handle.read()
+            text = self._decode(handle.read())
             for number, existing in self._parse(text):
                 if existing.key == mv.key:
                     raise RegistryError(
@@ -318,10 +332,10 @@ class ModelRegistry:
         return baselines[-1] if baselines else None
 
 
-def _append_line(handle: IO[str], existing: str, line: str) -> None:
+def _append_line(handle: IO[bytes], existing: str, line: str) -> None:
     # A file edited by hand may lack its final newline: without one, the new line would be glued
     # to the last one and both would be lost to the parser.
     prefix = "\n" if existing and not existing.endswith("\n") else ""
-    handle.write(prefix + line + "\n")
+    handle.write((prefix + line + "\n").encode("utf-8"))
     handle.flush()
     os.fsync(handle.fileno())

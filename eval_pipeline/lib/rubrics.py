@@ -23,6 +23,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from eval_pipeline.lib.yamlfile import BoundedLoader, YAMLFileError, read_yaml_file
+
 __all__ = [
     "DEFAULT_RUBRICS_DIR",
     "SCALE_LEVELS",
@@ -225,7 +227,7 @@ class Rubric(_Strict):
 # ---- loading -------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(BoundedLoader):
     """A SafeLoader that rejects a key repeated in one mapping (PyYAML silently keeps the last)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -242,14 +244,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             first_line[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    if mark is None:
-        return f"invalid YAML: {problem}"
-    return f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {problem}"
 
 
 def _field_path(loc: tuple[str | int, ...]) -> str:
@@ -294,11 +288,12 @@ def load_rubric(path: str | os.PathLike[str]) -> Rubric:
         FileNotFoundError: the file does not exist.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise RubricError([f"{path}: {_yaml_problem(exc)}"]) from None
+        data = read_yaml_file(path, _UniqueKeyLoader)
+    except YAMLFileError as exc:
+        raise RubricError([str(exc)]) from None
+    except IsADirectoryError:
+        raise RubricError([f"{path}: is a folder, not a rubric file"]) from None
     if not isinstance(data, dict):
         got = "an empty file" if data is None else type(data).__name__
         raise RubricError([f"{path}: expected a mapping of rubric fields at the top level, got {got}"])

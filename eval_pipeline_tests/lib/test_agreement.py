@@ -8,6 +8,8 @@ import math
 import krippendorff
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import cohens_kappa as sm_cohens_kappa
 
@@ -144,8 +146,8 @@ def test_constant_labels_give_none_not_nan():
 
 
 def test_criteria_are_kept_apart_by_rubric():
-    labels = (_labels({"a": [1, 0, 1, 0], "b": [1, 0, 1, 0]}, "accuracy", "multi_turn")
-              + _labels({"a": [2, 0, 2, 1], "b": [0, 2, 0, 1]}, "accuracy", "open_question", "three_point"))
+    labels = (_labels({"a": [1, 0, 1, 0, 1], "b": [1, 0, 1, 0, 1]}, "accuracy", "multi_turn")
+              + _labels({"a": [2, 0, 2, 1, 0], "b": [0, 2, 0, 1, 2]}, "accuracy", "open_question", "three_point"))
     rows = {(r["group"], r["criterion"]): r for r in criterion_agreement(labels)}
     assert rows[("multi_turn", "accuracy")]["value"] == pytest.approx(1.0)
     assert rows[("open_question", "accuracy")]["value"] < 0
@@ -338,3 +340,77 @@ def test_simulated_ambiguous_criterion_has_low_agreement(rubrics, seed):
         if cid != "completeness":
             assert row["value"] >= 0.6, (cid, row["value"])
             assert not row["flags"]
+
+
+# ----------------------------------------------------------------------------------------------
+# degenerate data: undefined with the reason and the raw agreement, never a collapsed interval
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_judge_giving_every_item_one_score_has_no_kappa_and_no_interval():
+    # the humans split 12 passes / 8 fails; the judge passes everything: kappa would be exactly 0
+    # with a standard error of about 0 ("0.00, 95% CI -1.8e-07 to 1.8e-07")
+    gold = gold_labels(_labels({"a": [1] * 12 + [0] * 8, "b": [1] * 12 + [0] * 8}))
+    [row] = judge_calibration(gold, {(f"ex_{i:012d}", "correct_intent"): 1 for i in range(20)})
+    assert (row["kappa"], row["ci_low"], row["ci_high"], row["band"]) == (None, None, None, None)
+    assert row["warning"] == ("kappa undefined: the judge gave every item the same score (1), so chance agreement "
+                              "equals observed agreement and kappa is 0 whatever the agreement; "
+                              "raw agreement 60% (12 of 20)")
+    assert row["raw_agreement"] == pytest.approx(0.6)
+
+
+def test_humans_on_one_level_or_a_tiny_set_leave_the_judge_kappa_undefined():
+    gold = gold_labels(_labels({"a": [1] * 10, "b": [1] * 10}))
+    [row] = judge_calibration(gold, {(f"ex_{i:012d}", "correct_intent"): i % 2 for i in range(10)})
+    assert row["kappa"] is None and "the human majority gave every item the same score (1)" in row["warning"]
+    assert row["warning"].endswith("raw agreement 50% (5 of 10)")
+    gold = gold_labels(_labels({"a": [1, 0, 1, 0], "b": [1, 0, 1, 0]}))
+    [row] = judge_calibration(gold, {(f"ex_{i:012d}", "correct_intent"): 1 - i % 2 for i in range(4)})
+    assert row["kappa"] is None and row["ci_low"] is None
+    assert row["warning"] == "kappa undefined: only 4 items (at least 5 needed); raw agreement 100% (4 of 4)"
+
+
+def test_perfect_judge_agreement_has_kappa_1_and_no_zero_width_interval():
+    gold = gold_labels(_labels({"a": [1, 0] * 5, "b": [1, 0] * 5}))
+    [row] = judge_calibration(gold, {(f"ex_{i:012d}", "correct_intent"): 1 - i % 2 for i in range(10)})
+    assert row["kappa"] == pytest.approx(1.0) and (row["ci_low"], row["ci_high"]) == (None, None)
+    assert row["warning"] is None
+
+
+def test_one_annotator_on_one_level_makes_the_pair_kappa_undefined():
+    [row] = criterion_agreement(_labels({"a": [1] * 8, "b": [1, 1, 1, 1, 1, 1, 0, 0]}))
+    assert row["value"] is None and row["flags"] == [] and row["band"] is None
+    assert row["note"] == ("kappa is undefined: annotator a gave every item the same score (1), so chance agreement "
+                           "equals observed agreement and kappa is 0 whatever the agreement; "
+                           "annotators agree on 75% of pairs")
+
+
+def test_alpha_on_a_tiny_set_is_undefined_with_the_pairwise_agreement():
+    [row] = criterion_agreement(_labels({"a": [1, 0, 1], "b": [1, 0, 0], "c": [1, 0, 1]}))
+    assert row["method"] == "krippendorff_alpha" and row["value"] is None
+    assert row["note"] == "alpha is undefined: only 3 items (at least 5 needed); annotators agree on 78% of pairs"
+
+
+@settings(derandomize=True, max_examples=80, deadline=None)
+@given(n=st.integers(1, 30), annotators=st.integers(2, 4), scale=st.sampled_from(["binary", "three_point"]),
+       data=st.data())
+def test_agreement_and_calibration_are_a_value_with_a_real_interval_or_undefined_with_a_reason(n, annotators, scale,
+                                                                                              data):
+    top = 1 if scale == "binary" else 2
+    level = st.integers(0, top)
+    scores = {f"a{k}": data.draw(st.lists(level, min_size=n, max_size=n)) for k in range(annotators)}
+    for row in criterion_agreement(_labels(scores, scale=scale)):
+        if row["value"] is None:
+            assert "undefined" in row["note"] and "of pairs" in row["note"] and row["flags"] == []
+        else:
+            assert math.isfinite(row["value"]) and row["n_items"] >= 5
+    gold = gold_labels(_labels(scores, scale=scale))
+    judge = data.draw(st.lists(level, min_size=n, max_size=n))
+    for row in judge_calibration(gold, {(f"ex_{i:012d}", "correct_intent"): s for i, s in enumerate(judge)}):
+        if row["kappa"] is None:
+            assert (row["ci_low"], row["ci_high"], row["band"]) == (None, None, None)
+            assert row["warning"].startswith("kappa undefined: ") and "raw agreement" in row["warning"]
+        else:
+            assert len(set(judge)) > 1 and row["n"] >= 5 and math.isfinite(row["kappa"])
+            if row["ci_low"] is not None:
+                assert row["ci_low"] <= row["kappa"] <= row["ci_high"] and row["ci_high"] - row["ci_low"] > 1e-6

@@ -346,3 +346,16 @@ def test_provider_error_and_missing_rubric():
     assert score_output("poetry", None, "roses", None, None).status == "not_scored"
     no_ref = score_output("intent_routing", rubric, "card_arrival", None, None)
     assert no_ref.status == "not_scored" and "no reference" in no_ref.reason
+
+
+def test_an_undefined_detectable_change_is_said_not_left_out():
+    tiny = card(rows("intent_routing", ["passed"] * 3), None)
+    assert tiny["overall"]["mde"] is None
+    assert tiny["overall"]["mde_note"].startswith("n = 3 is too small: no change in pass rate from 1 is detectable")
+    assert f"the detectable change is undefined: {tiny['overall']['mde_note']}" in scorecard_text(tiny)
+    # no discordant pair: the paired interval still has its width from n, and the MDE is defined
+    same = card(rows("intent_routing", ["passed"] * 30), rows("intent_routing", ["passed"] * 30))
+    paired = same["overall"]["paired"]
+    assert paired["candidate_only"] == paired["baseline_only"] == 0 and paired["p_value"] == 1.0
+    assert paired["low"] < -0.1 and paired["high"] > 0.1
+    assert same["overall"]["mde"] is not None and same["overall"]["mde_note"] is None

@@ -284,8 +284,10 @@ def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, l
     reports = settings.data_home.reports / "labels"
     reports.mkdir(parents=True, exist_ok=True)
     queue_df.write_csv(reports / "review_queue.csv")
-    warnings = [f"{c['group']}.{c['criterion']}: judge kappa {c['kappa']:.2f}" for c in calibration
-                if c.get("warning") and c.get("kappa") is not None]
+    # an undefined kappa (a judge giving every item one score, a handful of items) is a warning too
+    warnings = [f"{c['group']}.{c['criterion']}: " + (f"judge kappa {c['kappa']:.2f}" if c["kappa"] is not None
+                                                       else f"judge {c['warning']}")
+                for c in calibration if c.get("warning")]
     yield dg.Output(gold_df, output_name="gold_labels", metadata={
         "dagster/row_count": gold_df.height,
         "examples": gold_df["example_id"].n_unique() if gold_df.height else 0,
