@@ -12,7 +12,10 @@ import warnings
 from datetime import date
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["EXIT_BUSY", "main"]
+
+# ``refresh`` and ``demo``: another refresh of the same data home is running (nothing was done)
+EXIT_BUSY = 3
 
 
 def _home(args: argparse.Namespace):
@@ -79,7 +82,7 @@ def _positive_int(text: str) -> int:
 
 def cmd_refresh(args: argparse.Namespace) -> int:
     from eval_pipeline.defs.resources import ClusteringSettings
-    from eval_pipeline.runs import month_summary_lines, refresh_month
+    from eval_pipeline.runs import RefreshRunning, month_summary_lines, refresh_month
 
     home = _home(args)
     start = time.perf_counter()
@@ -89,6 +92,9 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RefreshRunning as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BUSY
     status = "ok" if result.success else f"FAILED: {', '.join(result.failed)}"
     print(f"refresh {args.month}: {len(result.days)} days, monthly jobs {result.monthly_jobs or 'none yet'}; "
           f"{status} ({time.perf_counter() - start:.0f} s)")
@@ -103,7 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from eval_pipeline.lib.gates import scorecard_text
     from eval_pipeline.lib.storage import StorageLocations
     from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, day_pool, evaluate_model, month_days,
-                                    pii_placeholders, quarantine_reasons, refresh_month, register_demo_models,
+                                    pii_placeholders, quarantine_reasons, RefreshRunning, refresh_month, register_demo_models,
                                     run_labeling, simulate_demo_annotations, table_counts, month_summary_lines)
 
     home = _home(args)
@@ -124,8 +130,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ok = True
     with day_pool(args.workers, home) as pool:  # one set of worker processes (models loaded once) for every month
         for month in months:
-            result = refresh_month(home, month, pool=pool,
-                                   resources={"sampling": SamplingSettings(target_size=args.target_size)})
+            try:
+                result = refresh_month(home, month, pool=pool,
+                                       resources={"sampling": SamplingSettings(target_size=args.target_size)})
+            except RefreshRunning as err:
+                print(f"error: {err}", file=sys.stderr)
+                return EXIT_BUSY
             ok &= result.success
             print(f"refresh {month}: {'ok' if result.success else 'FAILED: ' + ', '.join(result.failed)}")
             for line in month_summary_lines(home, month):
