@@ -56,13 +56,14 @@ def test_api_keys_reach_no_file_and_no_message(tmp_path, monkeypatch, capsys, ca
     def respond(body: dict) -> Reply:
         if body["model"] == "judge-model":
             if "take 1\n</turn>" in body["messages"][-1]["content"]:  # one judge call fails
-                return Reply(status=500, body={"error": {"message": "judge overloaded", "type": "server_error"}})
+                return Reply(status=500, body={"error": {"message": f"judge overloaded (key {judge_key})",
+                                                         "type": "server_error"}})
             schema = body["response_format"]["json_schema"]["schema"]
             return Reply(content=json.dumps({c: {"score": spec["properties"]["score"]["enum"][-1], "justification": "ok"}
                                              for c, spec in schema["properties"].items()}))
         text = body["messages"][-1]["content"]
         if text in unauthorized:
-            return Reply(status=401, body={"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+            return Reply(status=401, body={"error": {"message": f"Incorrect API key provided: {model_key}", "type": "invalid_request_error",
                                                      "code": "invalid_api_key"}})
         if text in broken:
             return Reply(status=500, body={"error": {"message": "upstream failed", "type": "server_error"}})
