@@ -447,6 +447,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Below this much free space a refresh would fail part way through a run: refused before it starts.
+MIN_FREE_BYTES = 64 * 2**20
+
+
+class EnvironmentProblem(Exception):
+    """The data home cannot be used as it is (read-only, full, a file held by another process)."""
+
+
+def check_home(root: str | os.PathLike[str] | None) -> None:
+    """Raise :class:`EnvironmentProblem` naming the path when the data home cannot be written,
+    is nearly full, or has a DuckDB file held by a process outside this project's file lock
+    (DuckDB takes one writer process per file; the project's own processes queue for it)."""
+    import duckdb
+
+    from eval_pipeline.lib.locks import file_lock
+    from eval_pipeline.lib.paths import DataHome
+
+    home = DataHome.resolve(root)
+    try:
+        home.ensure()
+        probe = home.root / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        where = err.filename or home.root
+        raise EnvironmentProblem(f"cannot write to the data home: {where}: {err.strerror or err}; "
+                                 "make it writable (or choose another with --home)") from None
+    free = shutil.disk_usage(home.root).free
+    if free < MIN_FREE_BYTES:
+        raise EnvironmentProblem(f"the data home {home.root} has only {free / 2**20:.1f} MiB free (at least "
+                                 f"{MIN_FREE_BYTES // 2**20} MiB needed): free some space, or choose another with --home")
+    for path in (home.raw_warehouse, home.warehouse):
+        if not path.exists():
+            continue
+        try:
+            with file_lock(f"{path}.lock"), duckdb.connect(str(path)):
+                pass
+        except duckdb.IOException as err:
+            if "lock" not in str(err).lower():
+                raise
+            holder = str(err).split("Conflicting lock is held in", 1)[-1].split(". See also")[0].strip()
+            raise EnvironmentProblem(f"{path} is open in another process ({holder}): close it (a DuckDB file takes "
+                                     "one writing process at a time) and run again") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*is currently in (preview|beta).*")
     args = build_parser().parse_args(argv)
@@ -458,10 +503,21 @@ def main(argv: list[str] | None = None) -> int:
             from eval_pipeline.defs.executors import executor_from_env
 
             executor_from_env()
-    except ValueError as err:
+            check_home(args.home)
+    except (ValueError, EnvironmentProblem) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return args.func(args)
+    import duckdb
+
+    try:
+        return args.func(args)
+    except OSError as err:  # the file system failed under a command: the path, not a traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    except duckdb.IOException as err:  # e.g. another process took a DuckDB file while the command ran
+        print(f"error: {str(err).split(' See also')[0]}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
