@@ -121,3 +121,30 @@ def test_a_killed_refresh_run_again_gives_the_uninterrupted_tables(tmp_path, uni
         assert Counter(after[table]) == Counter(expected), table
     versions = [v for v, _ in after["sampling.eval_set_versions"]]
     assert set(versions) == {"v1"} and len(after["sampling.eval_set_summary"]) == 1
+
+
+def test_a_second_refresh_of_the_same_home_stops_at_once_and_the_first_completes(tmp_path):
+    home = small_month(tmp_path / "home")
+    env = subprocess_env(home.root)
+    first = subprocess.Popen(refresh_command(home.root), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not started_steps(home.root)["ingested_logs"]:  # the first one is under way
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        began = time.monotonic()
+        second = subprocess.run(refresh_command(home.root), env=env, capture_output=True, text=True, timeout=120)
+        assert first.poll() is None, "the first refresh ended before the second was refused"
+        assert second.returncode == 3, second.stdout + second.stderr
+        assert f"another refresh of {home.root} is running (pid {first.pid})" in second.stderr
+        assert "Traceback" not in second.stderr and time.monotonic() - began < 60
+        output, _ = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert first.returncode == 0, output
+    counts = {table: len(found) for table, found in rows(home).items()}
+    assert counts["ingest.raw_logs"] == counts["privacy.redacted_logs"] == counts["embeddings.log_embeddings"] == 28 * 3
+    assert all(n == 1 for n in Counter(rows(home)["ingest.raw_logs"]).values())
