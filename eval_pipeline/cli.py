@@ -457,7 +457,7 @@ class EnvironmentProblem(Exception):
 
 def check_home(root: str | os.PathLike[str] | None) -> None:
     """Raise :class:`EnvironmentProblem` naming the path when the data home cannot be written,
-    is nearly full, or has a DuckDB file held by a process outside this project's file lock
+    is nearly full, its landing folder links to a missing place, or it has a DuckDB file held by a process outside this project's file lock
     (DuckDB takes one writer process per file; the project's own processes queue for it)."""
     import duckdb
 
@@ -465,6 +465,9 @@ def check_home(root: str | os.PathLike[str] | None) -> None:
     from eval_pipeline.lib.paths import DataHome
 
     home = DataHome.resolve(root)
+    if home.landing.is_symlink() and not home.landing.exists():  # e.g. a share that is not mounted
+        raise EnvironmentProblem(f"the landing folder {home.landing} links to {os.readlink(home.landing)}, which "
+                                 "does not exist: mount or create it (or point the link elsewhere) and run again")
     try:
         home.ensure()
         probe = home.root / f".write-check-{os.getpid()}"

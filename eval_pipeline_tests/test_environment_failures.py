@@ -60,3 +60,11 @@ def test_a_read_only_data_home_is_named(tmpfs):
 def test_a_full_data_home_is_named(tmpfs):
     home = tmpfs / "home"
     assert_refused(refresh(home), f"the data home {home} has only", "MiB free")
+
+
+def test_a_landing_folder_linked_to_a_missing_place_is_named(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "landing").symlink_to(tmp_path / "share" / "logs")  # a share that is not mounted
+    assert_refused(refresh(home), f"the landing folder {home / 'landing'} links to {tmp_path / 'share' / 'logs'}",
+                   "does not exist")
