@@ -12,7 +12,10 @@ import warnings
 from datetime import date
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["EXIT_BUSY", "main"]
+
+# ``refresh`` and ``demo``: another refresh of the same data home is running (nothing was done)
+EXIT_BUSY = 3
 
 
 def _home(args: argparse.Namespace):
@@ -79,7 +82,7 @@ def _positive_int(text: str) -> int:
 
 def cmd_refresh(args: argparse.Namespace) -> int:
     from eval_pipeline.defs.resources import ClusteringSettings
-    from eval_pipeline.runs import month_summary_lines, refresh_month
+    from eval_pipeline.runs import RefreshRunning, month_summary_lines, refresh_month
 
     home = _home(args)
     start = time.perf_counter()
@@ -89,6 +92,9 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RefreshRunning as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BUSY
     status = "ok" if result.success else f"FAILED: {', '.join(result.failed)}"
     print(f"refresh {args.month}: {len(result.days)} days, monthly jobs {result.monthly_jobs or 'none yet'}; "
           f"{status} ({time.perf_counter() - start:.0f} s)")
@@ -103,7 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from eval_pipeline.lib.gates import scorecard_text
     from eval_pipeline.lib.storage import StorageLocations
     from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, day_pool, evaluate_model, month_days,
-                                    pii_placeholders, quarantine_reasons, refresh_month, register_demo_models,
+                                    pii_placeholders, quarantine_reasons, RefreshRunning, refresh_month, register_demo_models,
                                     run_labeling, simulate_demo_annotations, table_counts, month_summary_lines)
 
     home = _home(args)
@@ -124,8 +130,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ok = True
     with day_pool(args.workers, home) as pool:  # one set of worker processes (models loaded once) for every month
         for month in months:
-            result = refresh_month(home, month, pool=pool,
-                                   resources={"sampling": SamplingSettings(target_size=args.target_size)})
+            try:
+                result = refresh_month(home, month, pool=pool,
+                                       resources={"sampling": SamplingSettings(target_size=args.target_size)})
+            except RefreshRunning as err:
+                print(f"error: {err}", file=sys.stderr)
+                return EXIT_BUSY
             ok &= result.success
             print(f"refresh {month}: {'ok' if result.success else 'FAILED: ' + ', '.join(result.failed)}")
             for line in month_summary_lines(home, month):
@@ -445,6 +455,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Below this much free space a refresh would fail part way through a run: refused before it starts.
+MIN_FREE_BYTES = 64 * 2**20
+
+
+class EnvironmentProblem(Exception):
+    """The data home cannot be used as it is (read-only, full, a file held by another process)."""
+
+
+def check_home(root: str | os.PathLike[str] | None) -> None:
+    """Raise :class:`EnvironmentProblem` naming the path when the data home cannot be written,
+    is nearly full, its landing folder links to a missing place, or it has a DuckDB file held by a process outside this project's file lock
+    (DuckDB takes one writer process per file; the project's own processes queue for it)."""
+    import duckdb
+
+    from eval_pipeline.lib.locks import file_lock
+    from eval_pipeline.lib.paths import DataHome
+
+    home = DataHome.resolve(root)
+    if home.landing.is_symlink() and not home.landing.exists():  # e.g. a share that is not mounted
+        raise EnvironmentProblem(f"the landing folder {home.landing} links to {os.readlink(home.landing)}, which "
+                                 "does not exist: mount or create it (or point the link elsewhere) and run again")
+    try:
+        home.ensure()
+        probe = home.root / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        where = err.filename or home.root
+        raise EnvironmentProblem(f"cannot write to the data home: {where}: {err.strerror or err}; "
+                                 "make it writable (or choose another with --home)") from None
+    free = shutil.disk_usage(home.root).free
+    if free < MIN_FREE_BYTES:
+        raise EnvironmentProblem(f"the data home {home.root} has only {free / 2**20:.1f} MiB free (at least "
+                                 f"{MIN_FREE_BYTES // 2**20} MiB needed): free some space, or choose another with --home")
+    for path in (home.raw_warehouse, home.warehouse):
+        if not path.exists():
+            continue
+        try:
+            with file_lock(f"{path}.lock"), duckdb.connect(str(path)):
+                pass
+        except duckdb.IOException as err:
+            if "lock" not in str(err).lower():
+                raise
+            holder = str(err).split("Conflicting lock is held in", 1)[-1].split(". See also")[0].strip()
+            raise EnvironmentProblem(f"{path} is open in another process ({holder}): close it (a DuckDB file takes "
+                                     "one writing process at a time) and run again") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*is currently in (preview|beta).*")
     args = build_parser().parse_args(argv)
@@ -456,10 +514,21 @@ def main(argv: list[str] | None = None) -> int:
             from eval_pipeline.defs.executors import executor_from_env
 
             executor_from_env()
-    except ValueError as err:
+            check_home(args.home)
+    except (ValueError, EnvironmentProblem) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return args.func(args)
+    import duckdb
+
+    try:
+        return args.func(args)
+    except OSError as err:  # the file system failed under a command: the path, not a traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    except duckdb.IOException as err:  # e.g. another process took a DuckDB file while the command ran
+        print(f"error: {str(err).split(' See also')[0]}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -26,11 +26,11 @@ from eval_pipeline.defs.partitions import daily_partitions, monthly_partitions
 from eval_pipeline.defs.resources import build_resources
 from eval_pipeline import workers as workers_module
 from eval_pipeline.lib.clustering import warm_up as warm_up_clustering
-from eval_pipeline.lib.locks import file_lock
+from eval_pipeline.lib.locks import LockHeld, file_lock
 from eval_pipeline.lib.paths import HOME_ENV, DataHome
 from eval_pipeline.lib.storage import Lake, StorageLocations, attach
 
-__all__ = ["MonthRefresh", "Evaluation", "day_pool", "default_workers", "ingest_day_run", "instance_for", "month_days",
+__all__ = ["MonthRefresh", "RefreshRunning", "Evaluation", "day_pool", "default_workers", "ingest_day_run", "instance_for", "month_days",
            "refresh_month", "table_counts", "evaluate_model",
            "register_demo_models"]
 
@@ -240,6 +240,10 @@ def ingest_day_run(defs: dg.Definitions, instance: dg.DagsterInstance, day: str,
     return day, run.run_id, run.success, failed_checks
 
 
+class RefreshRunning(RuntimeError):
+    """Another process is refreshing the same data home (it holds ``<home>/refresh.lock``)."""
+
+
 def refresh_month(home: DataHome, month: str, log=print, workers: int | None = None,
                   pool: ProcessPoolExecutor | None = None, resources: dict[str, object] | None = None) -> MonthRefresh:
     """Materialize the landing manifest, every daily partition of the month (up to today), then the
@@ -252,7 +256,23 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
     every run is launched from here, one after the other, and its steps run where the executor
     puts them; ``workers`` and ``pool`` are not used.
     ``resources`` replace the monthly jobs' resources (e.g. ``ClusteringSettings(refit=True)``).
+
+    One refresh of a data home at a time: it holds ``<home>/refresh.lock`` throughout, and a second
+    one raises :class:`RefreshRunning` at once (naming the holder's pid) rather than interleave
+    its runs with the first one's. A killed refresh leaves no stale lock (the kernel drops it).
     """
+    lock = home.root / "refresh.lock"
+    try:
+        with file_lock(lock, blocking=False):
+            return _refresh_month(home, month, log, workers, pool, resources)
+    except LockHeld as held:
+        raise RefreshRunning(f"another refresh of {home.root} is running"
+                             f"{f' (pid {held.pid})' if held.pid else ''}; wait for it to finish, or stop it, "
+                             f"then run this one again (the lock is {lock})") from None
+
+
+def _refresh_month(home: DataHome, month: str, log, workers: int | None, pool: ProcessPoolExecutor | None,
+                   resources: dict[str, object] | None) -> MonthRefresh:
     days = [day for day in month_days(month) if daily_partitions.has_partition_key(day)]
     if not days:
         raise ValueError(f"month {month}: no daily partition exists for it (partitions start on "

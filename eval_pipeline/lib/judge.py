@@ -161,6 +161,7 @@ class OpenAICompatibleProvider:
         # A local server needs no key, but the client refuses to start without one.
         self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "not-needed",
                                      timeout=timeout, max_retries=0)
+        self._api_key = api_key
         self._lock = threading.Lock()
         self._requests_made = 0
 
@@ -206,8 +207,8 @@ class OpenAICompatibleProvider:
                 if attempts > self.max_retries:
                     raise ProviderError(
                         f"{_describe(exc)} from {self.base_url} (model {self.model!r}), "
-                        f"giving up after {attempts} attempts: {exc}",
-                        status_code=_status_of(exc), attempts=attempts, retryable=True) from exc
+                        f"giving up after {attempts} attempts: {self._text(exc)}",
+                        status_code=_status_of(exc), attempts=attempts, retryable=True) from self._cause(exc)
                 time.sleep(self._delay(attempts - 1, exc))
                 continue
             except openai.APIStatusError as exc:
@@ -217,12 +218,23 @@ class OpenAICompatibleProvider:
                 raise ProviderError(
                     f"HTTP {exc.status_code} from {self.base_url} (model {self.model!r}), not retried: "
                     "the endpoint rejected the request, so the configuration is probably wrong "
-                    f"(base URL, model name or API key): {exc}",
-                    status_code=exc.status_code, attempts=attempts) from exc
+                    f"(base URL, model name or API key): {self._text(exc)}",
+                    status_code=exc.status_code, attempts=attempts) from self._cause(exc)
             except openai.APIError as exc:  # e.g. a 200 whose body is not a chat completion
                 raise ProviderError(f"unexpected response from {self.base_url} (model {self.model!r}): "
-                                    f"{type(exc).__name__}: {exc}", attempts=attempts) from exc
+                                    f"{type(exc).__name__}: {self._text(exc)}", attempts=attempts) from self._cause(exc)
             return self._to_response(completion, attempts)
+
+    def _text(self, exc: BaseException) -> str:
+        """The client's error text with the API key masked: some servers echo the key they were
+        sent in their error body, and these texts are stored (scores' reasons, run logs)."""
+        text = str(exc)
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _cause(self, exc: BaseException) -> BaseException | None:
+        """``exc`` as the cause of the error raised, unless its text holds the key (a stored
+        traceback would carry it)."""
+        return None if self._api_key and self._api_key in str(exc) else exc
 
     def _delay(self, attempt: int, exc: BaseException) -> float:
         """Seconds to wait before attempt ``attempt + 1``: the server's wish, else exponential."""

@@ -6,8 +6,9 @@ import multiprocessing
 import time
 
 import duckdb
+import pytest
 
-from eval_pipeline.lib.locks import file_lock
+from eval_pipeline.lib.locks import LockHeld, file_lock
 
 
 def _hold_and_write(lock: str, db: str, tag: str, rounds: int) -> None:
@@ -43,3 +44,28 @@ def test_the_lock_is_reentrant_within_a_thread_and_released_after(tmp_path):
     p.start()
     p.join(60)
     assert p.exitcode == 0  # released: another process got it
+
+
+def _hold_until_killed(lock: str, ready) -> None:
+    with file_lock(lock, blocking=False):
+        ready.set()
+        time.sleep(600)
+
+
+def test_a_non_blocking_lock_names_its_holder_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    lock = str(tmp_path / "refresh.lock")
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_until_killed, args=(lock, ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(LockHeld) as held:
+            with file_lock(lock, blocking=False):
+                pass
+        assert held.value.pid == holder.pid and str(holder.pid) in str(held.value)
+    finally:
+        holder.kill()  # SIGKILL: no finally block of the holder runs
+        holder.join(30)
+    with file_lock(lock, blocking=False):  # the kernel dropped the dead holder's lock
+        pass

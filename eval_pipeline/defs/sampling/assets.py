@@ -28,14 +28,24 @@ SUMMARY = "sampling.eval_set_summary"
 _TEXT_COLUMNS = ("messages", "retrieved_chunks", "completion")
 
 
-def _append(warehouse: DuckDBResource, table: str, df: pl.DataFrame) -> None:
-    """Insert rows into an append-only table (created on first use); rows are never updated."""
-    arrow = df.to_arrow()  # noqa: F841 - read by name in the SQL
-    schema = table.split(".")[0]
+def _append_version(warehouse: DuckDBResource, version: str, tables: dict[str, pl.DataFrame]) -> None:
+    """Append one eval-set version's rows to the append-only tables (each created on first use)
+    in one transaction: a process killed part way leaves none of them, never some. Rows already
+    held for ``version`` (left by an earlier attempt) are replaced, so the version is never
+    appended twice; rows of other versions are never touched."""
     with warehouse.get_connection() as con:
-        con.execute(f"create schema if not exists {schema}")
-        con.execute(f"create table if not exists {table} as select * from arrow where false")
-        con.execute(f"insert into {table} select * from arrow")
+        con.execute("begin transaction")
+        try:
+            for table, df in tables.items():
+                arrow = df.to_arrow()  # noqa: F841 - read by name in the SQL
+                con.execute(f"create schema if not exists {table.split('.')[0]}")
+                con.execute(f"create table if not exists {table} as select * from arrow where false")
+                con.execute(f"delete from {table} where eval_set_version = ?", [version])
+                con.execute(f"insert into {table} select * from arrow")
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
 
 
 def _details(warehouse: DuckDBResource, records: list[dict]) -> list[dict]:
@@ -164,12 +174,10 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
         changes = frame(build.changelog, EVAL_SET_CHANGELOG_SCHEMA)
         version = build.version
         if df.height or changes.height:
-            _append(warehouse, VERSIONS, df)
-            _append(warehouse, CHANGELOG, changes)
-            _append(warehouse, SUMMARY, frame([{
+            _append_version(warehouse, version, {VERSIONS: df, CHANGELOG: changes, SUMMARY: frame([{
                 **build.churn(len(previous)), "eval_set_version": version, "month": month, "based_on": base,
                 "target_size": config.target_size, "continuing_share": continuing_share, "cluster_mode": cluster_mode,
-                "allocation": "initial" if build.initial else build.allocation}], EVAL_SET_SUMMARY_SCHEMA))
+                "allocation": "initial" if build.initial else build.allocation}], EVAL_SET_SUMMARY_SCHEMA)})
             changelog_all = pl.concat([changelog_all, changes])
     for message in build.messages:
         context.log.info(message)
