@@ -463,6 +463,25 @@ class EnvironmentProblem(Exception):
     """The data home cannot be used as it is (read-only, full, a file held by another process)."""
 
 
+def check_landing(args: argparse.Namespace) -> str | None:
+    """For ``refresh``: what is wrong when the data home has no landing folder (a new or moved data
+    home: there is nothing to read), else None. Looked at before :func:`check_home` creates the
+    folder; a month that cannot be refreshed is left to ``refresh_month`` to name first."""
+    from eval_pipeline.defs.partitions import daily_partitions
+    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.runs import month_days
+
+    landing = DataHome.resolve(args.home).landing
+    try:
+        has_days = any(daily_partitions.has_partition_key(day) for day in month_days(args.month))
+    except ValueError:
+        return None
+    if has_days and not landing.is_dir() and not landing.is_symlink():  # a dangling link: check_home names it
+        return (f"the landing folder {landing} does not exist: put the log files there (any subfolders), or give "
+                "the data home that holds them (--home or EVAL_PIPELINE_HOME)")
+    return None
+
+
 def check_home(root: str | os.PathLike[str] | None) -> None:
     """Raise :class:`EnvironmentProblem` naming the path when the data home cannot be written,
     is nearly full, its landing folder links to a missing place, or it has a DuckDB file held by a process outside this project's file lock
@@ -514,7 +533,10 @@ def main(argv: list[str] | None = None) -> int:
             from eval_pipeline.defs.executors import executor_from_env
 
             executor_from_env()
-            check_home(args.home)
+            missing = check_landing(args) if args.func is cmd_refresh else None
+            check_home(args.home)  # first: an unwritable or full data home is the more basic problem
+            if missing:
+                raise EnvironmentProblem(missing)
     except (ValueError, EnvironmentProblem) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -68,3 +68,13 @@ def test_a_landing_folder_linked_to_a_missing_place_is_named(tmp_path):
     (home / "landing").symlink_to(tmp_path / "share" / "logs")  # a share that is not mounted
     assert_refused(refresh(home), f"the landing folder {home / 'landing'} links to {tmp_path / 'share' / 'logs'}",
                    "does not exist")
+
+
+def test_a_missing_landing_folder_is_named(tmp_path, capsys):
+    from eval_pipeline.cli import main
+
+    home = tmp_path / "moved-home"
+    assert main(["refresh", "--home", str(home), "--month", "2026-02"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the landing folder {home / 'landing'} does not exist") and "Traceback" not in err
+    assert not (home / "warehouse.duckdb").exists()  # nothing ran
