@@ -84,7 +84,7 @@ def test_a_month_on_local_parquet_storage_runs_its_days_in_parallel(tmp_path, mo
     defs = build_definitions(home, {"settings": PipelineSettings(home=str(home.root), raw_retention_days=keep_days)})
     run = defs.resolve_job_def("raw_retention_job").execute_in_process(instance=instance, raise_on_error=False)
     assert run.success
-    assert [e.passed for e in run.get_asset_check_evaluations()] == [True]
+    assert [(e.check_name, e.passed) for e in run.get_asset_check_evaluations()] == [("raw_within_retention", True)]
     assert raw.keys("ingest.raw_logs") == days[14:] and main.keys("privacy.redacted_logs") == days
     deleted = run.asset_materializations_for_node("raw_retention_log")[0].metadata["rows_deleted"].value
     assert deleted == before and before > 0

@@ -285,19 +285,26 @@ def attach(con: Any, lake: Lake, zone: str) -> list[str]:
     return zone_tables(zone)
 
 
+def _kind(con: Any, table: str) -> str | None:
+    """``table``'s type in the DuckDB file of ``con`` ("BASE TABLE", "VIEW"), None when absent."""
+    schema_name, name = table.split(".")
+    row = con.execute("select table_type from information_schema.tables where table_schema = ? and table_name = ?",
+                      [schema_name, name]).fetchone()
+    return row[0] if row else None
+
+
 def ensure_view(con: Any, table: str) -> None:
     """The view ``<schema>.<table>`` over the table's registered dataset, in the DuckDB file of
     ``con`` (created once, when the table's first partition is stored): the file is the catalog
     of the tables its zone keeps in the lake. Read without :func:`attach` it fails, naming
     :func:`registered_name`."""
-    schema_name, name = table.split(".")
-    kind = con.execute("select table_type from information_schema.tables where table_schema = ? and table_name = ?",
-                       [schema_name, name]).fetchone()
-    if kind is not None and kind[0] != "VIEW":
+    kind = _kind(con, table)
+    if kind not in (None, "VIEW"):
         raise LakeConflict(f"{table} is a table in this DuckDB file: the data home was filled without "
                            f"{STORAGE_ENV}, and its rows would hide the lake's. Move them to the lake first "
                            "(`eval-pipeline move-to-lake`), or use a fresh data home.")
     if kind is None:
+        schema_name = table.split(".")[0]
         con.execute(f"create schema if not exists {schema_name}")
         con.execute(f"create view {table} as select * from {registered_name(table)}")
 
@@ -312,10 +319,7 @@ def move_to_lake(con: Any, lake: Lake, zone: str, spool: Path) -> dict[str, dict
     moved: dict[str, dict[str, int]] = {}
     spool.mkdir(mode=0o700, parents=True, exist_ok=True)
     for table in zone_tables(zone):
-        schema_name, name = table.split(".")
-        kind = con.execute("select table_type from information_schema.tables where table_schema = ? and table_name = ?",
-                           [schema_name, name]).fetchone()
-        if kind is None or kind[0] == "VIEW":
+        if _kind(con, table) in (None, "VIEW"):
             continue
         column = PARTITION_COLUMN[table]
         counts = dict(con.execute(f'select strftime(cast("{column}" as date), \'%Y-%m-%d\'), count(*) from {table} '
