@@ -1,5 +1,6 @@
 """A refresh killed with SIGKILL part way, then run again, leaves the same tables as one that was
-never interrupted: no record lost or doubled, no eval-set version half written or made twice."""
+never interrupted: no record lost or doubled, no eval-set version half written or made twice. A second
+refresh of the same home while one runs stops at once and leaves the first to finish."""
 
 from __future__ import annotations
 
@@ -85,66 +86,68 @@ def uninterrupted(tmp_path_factory) -> dict[str, list[tuple]]:
     return rows(home)
 
 
-# (step, which start of it to wait for, seconds to let it run before the kill)
-KILL_POINTS = {
-    "ingest": ("ingested_logs", 3, 0.3),
-    "redaction": ("redacted_logs", 5, 0.5),
-    "embedding": ("log_embeddings", 8, 0.5),
-    "eval_set": ("eval_set", 1, 1.5),
-}
+# Where each run of the chain is killed: (step, which start of it in this run to wait for, seconds to let it run).
+# One home is killed at each point in turn and run again, so every kill finds what the one before left.
+KILL_CHAIN = (
+    ("ingested_logs", 3, 0.3),
+    ("redacted_logs", 5, 0.5),
+    ("log_embeddings", 8, 0.5),
+    ("eval_set", 1, 1.5),
+)
 
 
-@pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_a_killed_refresh_run_again_gives_the_uninterrupted_tables(tmp_path, uninterrupted, point):
-    step, nth, delay = KILL_POINTS[point]
+def start_refresh(home: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(refresh_command(home), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def wait_for_start(home: Path, proc: subprocess.Popen, step: str, nth: int, before: Counter) -> None:
+    deadline = time.monotonic() + 400
+    while started_steps(home)[step] - before[step] < nth:
+        assert proc.poll() is None, f"refresh ended before {step} started {nth} times: {proc.stdout.read()!r}"
+        assert time.monotonic() < deadline, f"{step} did not start {nth} times"
+        time.sleep(0.1)
+
+
+def kill(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: nothing of the killed refresh survives
+    proc.wait()
+
+
+def test_a_refresh_killed_at_each_step_and_run_again_gives_the_uninterrupted_tables(tmp_path, uninterrupted):
     home = small_month(tmp_path / "home")
     env = subprocess_env(home.root)
-    proc = subprocess.Popen(refresh_command(home.root), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.monotonic() + 400
-    try:
-        while started_steps(home.root)[step] < nth:
-            assert proc.poll() is None, f"refresh ended before {step} started {nth} times: {proc.stdout.read()!r}"
-            assert time.monotonic() < deadline, f"{step} did not start {nth} times"
-            time.sleep(0.1)
-        time.sleep(delay)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: nothing of the killed refresh survives
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    killed_at = []
+    for step, nth, delay in KILL_CHAIN:
+        before = started_steps(home.root)
+        proc = start_refresh(home.root, env)
+        try:
+            wait_for_start(home.root, proc, step, nth, before)
+            time.sleep(delay)
+        finally:
+            kill(proc)
+        assert proc.returncode == -signal.SIGKILL, f"the refresh ended by itself before the kill in {step}"
+        killed_at.append(step)
+    assert killed_at == [step for step, _, _ in KILL_CHAIN]
 
-    again = subprocess.run(refresh_command(home.root), env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stdout + again.stderr
+    # the run that completes is also the one a second refresh of the home must not disturb
+    final = start_refresh(home.root, env)
+    try:
+        wait_for_start(home.root, final, "ingested_logs", 1, started_steps(home.root))
+        began = time.monotonic()
+        second = subprocess.run(refresh_command(home.root), env=env, capture_output=True, text=True, timeout=120)
+        assert final.poll() is None, "the refresh ended before the second one was refused"
+        assert second.returncode == 3, second.stdout + second.stderr
+        assert f"another refresh of {home.root} is running (pid {final.pid})" in second.stderr
+        assert "Traceback" not in second.stderr and time.monotonic() - began < 60
+        output, _ = final.communicate(timeout=600)
+    finally:
+        if final.poll() is None:
+            kill(final)
+    assert final.returncode == 0, output
 
     after = rows(home)
     for table, expected in uninterrupted.items():
         assert Counter(after[table]) == Counter(expected), table
     versions = [v for v, _ in after["sampling.eval_set_versions"]]
     assert set(versions) == {"v1"} and len(after["sampling.eval_set_summary"]) == 1
-
-
-def test_a_second_refresh_of_the_same_home_stops_at_once_and_the_first_completes(tmp_path):
-    home = small_month(tmp_path / "home")
-    env = subprocess_env(home.root)
-    first = subprocess.Popen(refresh_command(home.root), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not started_steps(home.root)["ingested_logs"]:  # the first one is under way
-            assert first.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
-        began = time.monotonic()
-        second = subprocess.run(refresh_command(home.root), env=env, capture_output=True, text=True, timeout=120)
-        assert first.poll() is None, "the first refresh ended before the second was refused"
-        assert second.returncode == 3, second.stdout + second.stderr
-        assert f"another refresh of {home.root} is running (pid {first.pid})" in second.stderr
-        assert "Traceback" not in second.stderr and time.monotonic() - began < 60
-        output, _ = first.communicate(timeout=600)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
-    assert first.returncode == 0, output
-    counts = {table: len(found) for table, found in rows(home).items()}
-    assert counts["ingest.raw_logs"] == counts["privacy.redacted_logs"] == counts["embeddings.log_embeddings"] == 28 * 3
-    assert all(n == 1 for n in Counter(rows(home)["ingest.raw_logs"]).values())
