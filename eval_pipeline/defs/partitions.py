@@ -2,9 +2,12 @@
 
 import dagster as dg
 
-# The first day the pipeline knows about. Logs older than this land in no partition; move it
-# back if your history is older (the Dagster UI lists one partition per day from here).
-PARTITIONS_START = "2025-01-01"
+from eval_pipeline.lib.ingestion import FIRST_DAY
+
+# The first day the pipeline knows about: records from before it are quarantined as
+# early_timestamp. Move FIRST_DAY back if your history is older (the Dagster UI lists one
+# partition per day from here).
+PARTITIONS_START = FIRST_DAY.isoformat()
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START)
 monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=PARTITIONS_START)

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "MAX_NESTING",
     "FUTURE_SKEW",
+    "FIRST_DAY",
     "Outcome",
     "FileScan",
     "ManifestEntry",
@@ -68,6 +69,8 @@ REASONS: dict[str, str] = {
     "invalid_value": "a field's value is outside what the contract allows",
     "invalid_timestamp": "the timestamp cannot be read as a date and time",
     "future_timestamp": "the timestamp is in the future (clock skew or a bad value)",
+    "early_timestamp": "the timestamp is before FIRST_DAY, the first day the pipeline has partitions for (a bare "
+                       "number is read as seconds since 1970); move FIRST_DAY back if your history is older",
     "duplicate_id": "another record of the same day already has this request_id",
     "adapter_error": "the adapter could not read the record's structure",
     "corrupt_file": "the compressed file is truncated or corrupt from this line on; the lines before it are kept; re-copy the file",
@@ -75,6 +78,9 @@ REASONS: dict[str, str] = {
 
 DEFAULT_MAX_LINE_BYTES = 2 * 1024 * 1024  # a 128k-token prompt with RAG context is about 0.5 MB
 FUTURE_SKEW = timedelta(minutes=5)
+# The first day the pipeline has a daily partition for (defs/partitions.py builds its partitions
+# from it). A record from before it would land in no partition, so it is quarantined instead.
+FIRST_DAY = date(2025, 1, 1)
 # The deepest nesting of objects and lists a record may have. Real records are a few levels deep
 # (an OTLP span about ten); the limit keeps every later step (validation, JSON columns) far from
 # Python's recursion limit.
@@ -390,7 +396,7 @@ def _validate(candidate: dict[str, Any] | AdapterError, base: dict[str, Any], in
 
 def _check(candidate: dict[str, Any], base: dict[str, Any], index: int, text: str, now: datetime) -> Outcome:
     hint = _timestamp_hint(candidate)
-    hint_day = hint.date() if hint is not None and hint <= now + FUTURE_SKEW else None
+    hint_day = hint.date() if hint is not None and FIRST_DAY <= hint.date() and hint <= now + FUTURE_SKEW else None
     request_id = candidate.get("request_id")
     request_id = request_id if isinstance(request_id, str) else None
     try:
@@ -402,6 +408,11 @@ def _check(candidate: dict[str, Any], base: dict[str, Any], index: int, text: st
     if record.timestamp > now + FUTURE_SKEW:
         return Outcome(**base, index=index, reason="future_timestamp", field="timestamp",
                        message=f"timestamp: {record.timestamp.isoformat()} is in the future (beyond {FUTURE_SKEW} of clock skew)",
+                       raw_excerpt=_excerpt(text), request_id=record.request_id)
+    if record.timestamp.date() < FIRST_DAY:
+        return Outcome(**base, index=index, reason="early_timestamp", field="timestamp",
+                       message=f"timestamp: {record.timestamp.isoformat()} is before the first day with partitions "
+                               f"({FIRST_DAY.isoformat()}, FIRST_DAY in lib/ingestion.py)",
                        raw_excerpt=_excerpt(text), request_id=record.request_id)
     return Outcome(**base, index=index, record=record, day=record.timestamp.date(), request_id=record.request_id)
 
@@ -425,8 +436,11 @@ def scan_file(path: Path, source_file: str | None = None, fmt: str | None = None
 
 def _anchor(path: Path, first_own: date | None) -> date:
     """The day of a file's lines that have none of their own: its earliest record's day, else
-    the day the file was last modified."""
-    return first_own if first_own is not None else datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).date()
+    the day the file was last modified; never before FIRST_DAY (an archive copied with its old
+    modification time still lands in a partition)."""
+    if first_own is not None:
+        return first_own
+    return max(FIRST_DAY, datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).date())
 
 
 def scan_days(path: Path, source_file: str | None = None, now: datetime | None = None,

@@ -220,3 +220,41 @@ def test_a_line_too_long_is_read_past_not_held_in_plain_and_gzip_files(tmp_path)
         assert got[2] == (3, "line_too_long", "line is 1,002 bytes; the limit is 1,000")
         assert got[3][:2] == (4, "invalid_json") and len(got) == 4
         assert [o.line for o in iter_outcomes(tmp_path / name) if o.record is not None] == [2]
+
+
+def test_a_timestamp_before_the_first_day_is_quarantined_on_the_files_day_not_lost(tmp_path):
+    """A bare number is read as seconds since 1970; a record from before FIRST_DAY would land in no
+    partition, so it is quarantined on the file's day and counts still reconcile."""
+    import json
+
+    from conftest import good_record
+
+    from eval_pipeline.lib.ingestion import FIRST_DAY
+
+    def line(rid, ts, **extra):
+        return json.dumps(good_record(rid, ts, **extra)).encode()
+
+    path = tmp_path / "landing" / "old.canonical.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(b"\n".join([
+        line("epoch-12", 12),
+        line("old-iso", "2019-05-01T10:00:00Z"),
+        line("old-and-bad", "2019-05-01T10:00:00Z", latency_ms=-1),  # fails the contract too: no 2019 day either
+        line("epoch-now", 1772442000),  # 2026-03-02T09:00:00Z as seconds: a number in range is a time
+        line("ok", "2026-03-02T10:00:00Z"),
+    ]) + b"\n")
+    day = ingest_day(tmp_path / "landing", date(2026, 3, 2))
+    assert sorted(r["request_id"] for r in day.rows) == ["epoch-now", "ok"]
+    assert {q["source_line"]: (q["reason"], q["field"]) for q in day.quarantined} == {
+        1: ("early_timestamp", "timestamp"), 2: ("early_timestamp", "timestamp"), 3: ("invalid_value", "latency_ms")}
+    assert "1970-01-01T00:00:12" in day.quarantined[0]["message"] and FIRST_DAY.isoformat() in day.quarantined[0]["message"]
+    assert day.records_in == 5 and scan_days(path)[1] == Counter({date(2026, 3, 2): 5})
+
+    # a file of old records only, copied with its old modification time, lands on FIRST_DAY
+    archive = tmp_path / "archive" / "2019.canonical.jsonl"
+    archive.parent.mkdir()
+    archive.write_bytes(line("a", "2019-05-01T10:00:00Z") + b"\n" + line("b", 0) + b"\n")
+    os.utime(archive, (1556704800, 1556704800))  # 2019-05-01 UTC
+    scan = scan_file(archive)
+    assert scan.anchor_day == FIRST_DAY and [o.reason for o in scan.outcomes] == ["early_timestamp"] * 2
+    assert validate_files([archive]).valid == 0
