@@ -349,7 +349,10 @@ def cmd_power(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
 
+    from eval_pipeline import __version__
+
     parser = argparse.ArgumentParser(prog="eval-pipeline", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"eval-pipeline {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_home(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
