@@ -347,6 +347,7 @@ def cmd_power(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eval_pipeline.lib.adapters import FORMATS
     from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
 
     parser = argparse.ArgumentParser(prog="eval-pipeline", description=__doc__)
@@ -367,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate-logs", help="parse and validate log files without running the pipeline")
     p.add_argument("files", nargs="+", help="files or folders")
-    p.add_argument("--format", choices=["canonical", "openai", "otlp"], help="declare the format (default: detect)")
+    p.add_argument("--format", choices=FORMATS, help="declare the format (default: detect)")
     p.add_argument("--max-errors", type=int, default=20, help="errors to print (default 20)")
     p.add_argument("--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES)
     p.set_defaults(func=cmd_validate_logs)
