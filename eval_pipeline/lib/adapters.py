@@ -880,6 +880,11 @@ def _oi_llm_span(span: dict[str, Any], attrs: dict[str, Any], resource: dict[str
     return {k: v for k, v in record.items() if v is not None}
 
 
+def _trace_key(span: dict[str, Any]) -> str | None:
+    trace_id = span.get("traceId")
+    return trace_id if isinstance(trace_id, str) and trace_id else None  # no trace id: nothing to join on
+
+
 def _openinference(obj: dict[str, Any]) -> list[tuple[int, dict[str, Any] | AdapterError]]:
     walked = _walk_spans(obj)
     # Retrievals per trace, in the line: (start, documents or the error that made them unreadable).
@@ -896,7 +901,7 @@ def _openinference(obj: dict[str, Any]) -> list[tuple[int, dict[str, Any] | Adap
             start: int | None = int(span.get("startTimeUnixNano"))
         except (TypeError, ValueError):
             start = None  # unknown: attached to every LLM span of the trace
-        retrievals.setdefault(span.get("traceId"), []).append((start, docs))
+        retrievals.setdefault(_trace_key(span), []).append((start, docs))
     out: list[tuple[int, dict[str, Any] | AdapterError]] = []
     for item in walked:
         if isinstance(item, AdapterError):
@@ -908,7 +913,8 @@ def _openinference(obj: dict[str, Any]) -> list[tuple[int, dict[str, Any] | Adap
         try:
             llm_start = _span_start_end(span)[0]
             chunks: list[dict[str, Any]] = []
-            for start, docs in sorted(retrievals.get(span.get("traceId"), []), key=lambda r: r[0] or 0):
+            key = _trace_key(span)
+            for start, docs in sorted(retrievals.get(key, []) if key else [], key=lambda r: r[0] or 0):
                 if start is not None and start > llm_start:
                     continue  # retrieved after this call began: not part of its prompt
                 if isinstance(docs, AdapterError):
@@ -916,7 +922,9 @@ def _openinference(obj: dict[str, Any]) -> list[tuple[int, dict[str, Any] | Adap
                 chunks += docs
             out.append((len(out), _oi_llm_span(span, attrs, resource, chunks)))
         except AdapterError as err:
-            out.append((len(out), err))
+            # The field is the attribute (what to fix); the message says which span of the line.
+            span_id = span.get("spanId") if isinstance(span.get("spanId"), str) else "?"
+            out.append((len(out), AdapterError(err.reason, err.field, f"{path} (span {span_id}): {err.message}")))
     return out
 
 
