@@ -44,8 +44,8 @@ Three formats are understood:
     skipped.
 ``langfuse``
     Langfuse traces as its public API returns them (``GET /api/public/traces/{traceId}``: the
-    trace with ``observations`` and ``scores``; data model at
-    https://langfuse.com/docs/tracing-data-model), or one observation object per line (the
+    trace with ``observations`` and ``scores``; API reference at https://api.reference.langfuse.com,
+    data model at https://langfuse.com/docs/tracing-data-model), or one observation object per line (the
     items of ``GET /api/public/observations``). Each observation of type ``GENERATION`` is one
     record (``input``, ``output``, ``model``, ``modelParameters``, ``usageDetails``/``usage``,
     ``startTime``/``endTime``/``completionStartTime``, ``metadata``, ``level``); the trace gives
