@@ -1011,7 +1011,10 @@ def _langfuse_generation(obs: dict[str, Any], trace: dict[str, Any], scores: lis
     if not isinstance(request_id, str) or not request_id:
         raise AdapterError("missing_field" if request_id is None else "wrong_type", at("id"),
                            f"{at('id')}: expected the observation's id")
-    meta: dict[str, _Scalar] = _scalar_map(trace.get("metadata"), "metadata") if isinstance(trace.get("metadata"), dict) else {}
+    trace_meta = trace.get("metadata")
+    meta: dict[str, _Scalar] = _scalar_map(trace_meta, "metadata") if isinstance(trace_meta, dict) else {}
+    if trace_meta is not None and not isinstance(trace_meta, dict):
+        meta["trace_metadata"] = _scalar(trace_meta)  # Langfuse takes any JSON here
     if obs.get("metadata") is not None:
         if isinstance(obs["metadata"], dict):
             meta.update(_scalar_map(obs["metadata"], at("metadata")))

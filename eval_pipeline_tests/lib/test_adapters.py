@@ -299,3 +299,28 @@ def test_every_format_adapts_its_own_sample_and_counts_the_rest_as_skipped():
         assert all(detect_format(line) == fmt for line in lines)
         assert all(isinstance(c, dict) for line in lines for _, c in adapt(fmt, line))
         assert sum(count_skipped_spans(line, fmt) for line in lines) == scan_file(path).skipped_spans > 0
+
+
+@pytest.mark.parametrize(("attributes", "messages", "completion"), [
+    # the list in one attribute: an array of key/value lists (how some exporters write a list of objects)
+    ([{"key": "llm.input_messages", "value": {"arrayValue": {"values": [{"kvlistValue": {"values": [
+        {"key": "message.role", "value": {"stringValue": "human"}},
+        {"key": "message.content", "value": {"stringValue": "hi"}}]}}]}}},
+      {"key": "llm.output_messages.0.message.content", "value": {"stringValue": "hello"}}],
+     [("user", "hi")], "hello"),
+    # ... or as JSON text
+    ([{"key": "llm.input_messages", "value": {"stringValue": '[{"message.role": "system", "message.content": "be brief"}]'}},
+      {"key": "output.value", "value": {"stringValue": '{"choices": [{"message": {"role": "assistant", "content": "ok"}}]}'}},
+      {"key": "output.mime_type", "value": {"stringValue": "application/json"}}],
+     [("system", "be brief")], "ok"),
+    # the legacy completions API
+    ([{"key": "llm.prompts.0.prompt.text", "value": {"stringValue": "def fib(n):"}},
+      {"key": "llm.choices.0.completion.text", "value": {"stringValue": " return n"}}],
+     [("user", "def fib(n):")], " return n"),
+])
+def test_openinference_other_message_layouts(attributes, messages, completion):
+    span = _oi_span("s", "LLM", 0, llm__model_name="m")
+    span["attributes"] += attributes
+    [(index, candidate)] = adapt("openinference", _oi_line(span))
+    record = LogRecord.model_validate(candidate)
+    assert [(m.role, m.content) for m in record.messages] == messages and record.completion == completion
