@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--home", help="data home (default: $EVAL_PIPELINE_HOME, else ./data)")
         return p
 
-    p = sub.add_parser("generate-logs", help="write realistic demo production logs in all three formats")
+    p = sub.add_parser("generate-logs", help="write realistic demo production logs in the canonical, openai and otlp formats")
     p.add_argument("--out", required=True, help="folder for the log files (e.g. <data home>/landing/demo)")
     p.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     p.add_argument("--days", type=int, required=True)
