@@ -844,6 +844,10 @@ def _oi_llm_span(span: dict[str, Any], attrs: dict[str, Any], resource: dict[str
     request_id = span.get("spanId") or span.get("traceId")
     if not isinstance(request_id, str) or not request_id:
         raise AdapterError("missing_field", "spanId", "spanId: the span has no id")
+    model = attrs.get("llm.request.model_name") or attrs.get("llm.model_name") or attrs.get("llm.response.model_name")
+    if not isinstance(model, str) or not model:
+        raise AdapterError("missing_field" if model is None else "wrong_type", "llm.model_name",
+                           "llm.model_name: the LLM span names no model")
     params = _json_attr(attrs, "llm.invocation_parameters", {})
     meta = _scalar_map(_json_attr(attrs, "metadata", {}), "metadata")
     for key in ("user.id", "llm.provider", "llm.system"):
@@ -864,7 +868,7 @@ def _oi_llm_span(span: dict[str, Any], attrs: dict[str, Any], resource: dict[str
         "timestamp": _unix_seconds(start_ns / 1e9, "startTimeUnixNano"),
         "messages": messages,
         "completion": completion,
-        "model": attrs.get("llm.request.model_name") or attrs.get("llm.model_name") or attrs.get("llm.response.model_name"),
+        "model": model,
         "model_version": attrs.get("llm.response.model_name") or attrs.get("llm.model_name"),
         "params": _scalar_map(params, "llm.invocation_parameters"),
         "retrieved_chunks": chunks,
@@ -1007,6 +1011,9 @@ def _langfuse_generation(obs: dict[str, Any], trace: dict[str, Any], scores: lis
         completion = _text(output)
 
     start = _iso_time(obs.get("startTime"), at("startTime"))
+    if not isinstance(obs.get("model"), str) or not obs["model"]:
+        raise AdapterError("missing_field" if obs.get("model") is None else "wrong_type", at("model"),
+                           f"{at('model')}: the generation names no model")
     request_id = obs.get("id")
     if not isinstance(request_id, str) or not request_id:
         raise AdapterError("missing_field" if request_id is None else "wrong_type", at("id"),

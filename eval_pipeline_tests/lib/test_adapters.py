@@ -200,10 +200,11 @@ def test_openinference_malformed_spans_are_quarantined_one_by_one(tmp_path):
     bad_int = _oi_span("i", "LLM", 0, **LLM)
     bad_int["attributes"].append({"key": "llm.token_count.total", "value": {"intValue": "many"}})
     bad_role = _oi_span("r", "LLM", 0, **{**LLM, "llm__input_messages__0__message__role": "robot"})
+    no_model = _oi_span("n", "LLM", 0, **{k: v for k, v in LLM.items() if k != "llm__model_name"})
     unscored = _oi_span("u", "RETRIEVER", 0, trace="t9", retrieval__documents__0__document__content="x")
     llm_t9 = _oi_span("l9", "LLM", 1, trace="t9", **LLM)
     path = _write(tmp_path / "bad.openinference.jsonl",
-                  _oi_line(good, "not a span", bad_params, no_output, bad_int, bad_role, unscored, llm_t9,
+                  _oi_line(good, "not a span", bad_params, no_output, bad_int, bad_role, no_model, unscored, llm_t9,
                            _oi_span("c", "CHAIN", 0)),
                   {"resourceSpans": {"spans": []}})
     scan = scan_file(path)
@@ -215,13 +216,14 @@ def test_openinference_malformed_spans_are_quarantined_one_by_one(tmp_path):
         (1, 3, "missing_field", "llm.output_messages"),
         (1, 4, "wrong_type", "resourceSpans[0].scopeSpans[0].spans[4].attributes[5].value.intValue"),
         (1, 5, "invalid_value", "messages.0.role"),
-        (1, 6, "missing_field", "retrieval.documents.0.document.score"),  # the LLM span the retrieval feeds
+        (1, 6, "missing_field", "llm.model_name"),
+        (1, 7, "missing_field", "retrieval.documents.0.document.score"),  # the LLM span the retrieval feeds
         (2, 0, "wrong_type", "resourceSpans"),
     ]
-    assert "(span l9)" in scan.outcomes[6].message and "retriever span u" in scan.outcomes[6].message
+    assert "(span l9)" in scan.outcomes[7].message and "retriever span u" in scan.outcomes[7].message
     assert scan.skipped_spans == 2  # the retriever and the chain
     report = validate_files([path])
-    assert (report.records, report.valid, len(report.errors), report.skipped_spans) == (8, 1, 7, 2)
+    assert (report.records, report.valid, len(report.errors), report.skipped_spans) == (9, 1, 8, 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,6 +272,7 @@ def test_langfuse_malformed_observations_and_scores_are_quarantined_one_by_one(t
         generation("scored"),
         {"id": "untyped"},
         generation("params", modelParameters=["temperature", 0.2]),
+        generation("nameless", model=None),
     ], "scores": [{"name": "user-feedback", "value": 0.5, "observationId": "scored", "dataType": "NUMERIC"}]}
     path = _write(tmp_path / "bad.langfuse.jsonl", trace, {"id": "t2", "observations": {"a": 1}})
     scan = scan_file(path)
@@ -283,12 +286,13 @@ def test_langfuse_malformed_observations_and_scores_are_quarantined_one_by_one(t
         (1, 5, "invalid_value", "scores[0].value"),
         (1, 6, "missing_field", "observations[7].type"),
         (1, 7, "wrong_type", "observations[8].modelParameters"),
+        (1, 8, "missing_field", "observations[9].model"),
         (2, 0, "wrong_type", "observations"),
     ]
     assert "GET /api/public/traces/{id}" in scan.outcomes[1].message
     assert scan.skipped_spans == 1
     report = validate_files([path])
-    assert (report.records, report.valid, len(report.errors), report.skipped_spans) == (9, 1, 8, 1)
+    assert (report.records, report.valid, len(report.errors), report.skipped_spans) == (10, 1, 9, 1)
 
 
 def test_every_format_adapts_its_own_sample_and_counts_the_rest_as_skipped():
