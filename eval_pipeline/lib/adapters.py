@@ -1,6 +1,6 @@
 """Adapters from the log formats people actually write into the canonical :class:`LogRecord`.
 
-Three formats are understood:
+Five formats are understood:
 
 ``canonical``
     One canonical record per line (JSON Lines), as in ``schemas/log_record.schema.json``.
@@ -516,7 +516,8 @@ def _score_feedback(name: Any, value: Any, comment: Any, field: str,
             feedback["thumbs"] = "down"
         else:
             raise AdapterError("invalid_value", f"{field}.value",
-                               f"{field}.value: {value!r} is neither thumbs up (1, true, \"up\") nor down (0, -1, false, \"down\")")
+                               f"{field}.value: {value!r} is neither thumbs up (1, true, \"up\") "
+                               f"nor down (0, -1, false, \"down\")")
         if isinstance(comment, str) and comment:
             feedback["comment"] = comment
     elif key in _FLAG_NAMES:
@@ -550,7 +551,8 @@ _OI_CONTENT = re.compile(r"contents\.(\d+)\.message_content\.(.+)")
 _OI_DOCUMENT = re.compile(r"retrieval\.documents\.(\d+)\.document\.(.+)")
 _OI_PROMPT = re.compile(r"llm\.prompts\.(\d+)\.prompt\.text")
 _OI_CHOICE = re.compile(r"llm\.choices\.(\d+)\.completion\.text")
-_OI_ANNOTATION = re.compile(r"(?:annotations\.(\d+)\.annotation|evaluations\.(\d+)\.evaluation)\.(name|label|score|explanation)")
+_OI_ANNOTATION = re.compile(
+    r"(?:annotations\.(\d+)\.annotation|evaluations\.(\d+)\.evaluation)\.(name|label|score|explanation)")
 _STATUS_ERROR = (2, "2", "STATUS_CODE_ERROR", "ERROR")
 
 
@@ -572,12 +574,14 @@ def _strict_any_value(value: Any, field: str) -> Any:
     if "arrayValue" in value:
         items = (value["arrayValue"] or {}).get("values") if isinstance(value["arrayValue"], dict) else None
         if not isinstance(items, list):
-            raise AdapterError("wrong_type", f"{field}.arrayValue", f"{field}.arrayValue: expected {{\"values\": [...]}}")
+            raise AdapterError("wrong_type", f"{field}.arrayValue",
+                               f"{field}.arrayValue: expected {{\"values\": [...]}}")
         return [_strict_any_value(v, f"{field}.arrayValue.values[{i}]") for i, v in enumerate(items)]
     if "kvlistValue" in value:
         items = (value["kvlistValue"] or {}).get("values") if isinstance(value["kvlistValue"], dict) else None
         if not isinstance(items, list):
-            raise AdapterError("wrong_type", f"{field}.kvlistValue", f"{field}.kvlistValue: expected {{\"values\": [...]}}")
+            raise AdapterError("wrong_type", f"{field}.kvlistValue",
+                               f"{field}.kvlistValue: expected {{\"values\": [...]}}")
         return _strict_attributes(items, f"{field}.kvlistValue.values")
     return None
 
@@ -590,7 +594,8 @@ def _strict_attributes(items: Any, field: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("key"), str):
-            raise AdapterError("wrong_type", f"{field}[{i}]", f"{field}[{i}]: expected {{\"key\": <string>, \"value\": ...}}")
+            raise AdapterError("wrong_type", f"{field}[{i}]",
+                               f"{field}[{i}]: expected {{\"key\": <string>, \"value\": ...}}")
         out[item["key"]] = _strict_any_value(item.get("value", {}), f"{field}[{i}].value")
     return out
 
@@ -638,7 +643,8 @@ def _walk_spans(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str
                 try:
                     if not isinstance(span, dict):
                         raise AdapterError("wrong_type", path, f"{path}: expected a span object")
-                    out.append((path, resource_attrs, span, _strict_attributes(span.get("attributes"), f"{path}.attributes")))
+                    attrs = _strict_attributes(span.get("attributes"), f"{path}.attributes")
+                    out.append((path, resource_attrs, span, attrs))
                 except AdapterError as err:
                     out.append(err)
     return out
@@ -997,8 +1003,10 @@ def _langfuse_generation(obs: dict[str, Any], trace: dict[str, Any], scores: lis
 
     failed = isinstance(obs.get("level"), str) and obs["level"].upper() == "ERROR"
     output = obs.get("output")
-    if isinstance(output, dict) and isinstance(output.get("choices"), list) and output["choices"]:
-        output = output["choices"][0].get("message", output["choices"][0]) if isinstance(output["choices"][0], dict) else output
+    if isinstance(output, dict) and isinstance(output.get("choices"), list) and output["choices"] \
+            and isinstance(output["choices"][0], dict):
+        choice = output["choices"][0]  # a logged response body: its first choice
+        output = choice["message"] if "message" in choice else choice.get("text", choice)
     if output is None:
         if not failed:
             raise AdapterError("missing_field", at("output"), f"{at('output')}: the generation has no output")
@@ -1042,9 +1050,10 @@ def _langfuse_generation(obs: dict[str, Any], trace: dict[str, Any], scores: lis
                       ("level", "level"), ("version", "version")):
         if obs.get(key) is not None:
             meta[name] = _scalar(obs[key])
-    usage = obs.get("usageDetails") if isinstance(obs.get("usageDetails"), dict) and obs["usageDetails"] else obs.get("usage")
-    if usage is not None:
-        meta.update({f"usage.{k}": v for k, v in _scalar_map(usage, at("usageDetails")).items() if v is not None})
+    usage_key = "usageDetails" if obs.get("usageDetails") else "usage"  # usageDetails is the current field
+    if obs.get(usage_key) is not None:
+        usage = _scalar_map(obs[usage_key], at(usage_key))
+        meta.update({f"usage.{k}": v for k, v in usage.items() if v is not None})
     if obs.get("completionStartTime") is not None:
         first = _iso_time(obs["completionStartTime"], at("completionStartTime"))
         meta["time_to_first_token_ms"] = (first - start).total_seconds() * 1000
