@@ -847,9 +847,10 @@ def _oi_llm_span(span: dict[str, Any], attrs: dict[str, Any], resource: dict[str
     messages = _oi_input(attrs)
     completion = _oi_output(attrs, failed)
     start_ns, end_ns = _span_start_end(span)
-    request_id = span.get("spanId") or span.get("traceId")
+    request_id = span.get("spanId")  # the trace id is shared by the trace's spans: kept as metadata
     if not isinstance(request_id, str) or not request_id:
-        raise AdapterError("missing_field", "spanId", "spanId: the span has no id")
+        raise AdapterError("missing_field" if request_id in (None, "") else "wrong_type", "spanId",
+                           f"spanId: expected the span's id, got {request_id!r}")
     model = attrs.get("llm.request.model_name") or attrs.get("llm.model_name") or attrs.get("llm.response.model_name")
     if not isinstance(model, str) or not model:
         raise AdapterError("missing_field" if model is None else "wrong_type", "llm.model_name",
