@@ -802,13 +802,21 @@ def _oi_documents(attrs: dict[str, Any], span_id: Any) -> list[tuple[int, dict[s
             raise AdapterError("missing_field" if "content" not in doc else "wrong_type", f"{field}.content",
                                f"{field}.content: expected the document's text{where}")
         score = doc.get("score")
-        if isinstance(score, bool) or not isinstance(score, (int, float)):
-            raise AdapterError("missing_field" if score is None else "wrong_type", f"{field}.score",
-                               f"{field}.score: expected a number{where}")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+            raise AdapterError("wrong_type", f"{field}.score", f"{field}.score: expected a number{where}")
         doc_id = doc.get("id")
         out.append((n, {"doc_id": str(doc_id) if doc_id not in (None, "") else f"{span_id}:{n}",
-                        "text": doc["content"], "score": score}))
+                        "text": doc["content"], **_chunk_score(score)}))
     return out
+
+
+def _chunk_score(score: float | None) -> dict[str, Any]:
+    """The record keeps scores on [0, 1]. A retriever without scores gives none; one on another
+    scale (a distance, BM25, a negative cosine) keeps its document with no score and the raw value
+    in ``_raw_score``, which the LLM record moves to its metadata (``retrieval_raw_scores``)."""
+    if score is None or 0.0 <= score <= 1.0:
+        return {"score": score}
+    return {"score": None, "_raw_score": score}
 
 
 def _span_start_end(span: dict[str, Any]) -> tuple[int, int | None]:
@@ -931,7 +939,12 @@ def _openinference(obj: dict[str, Any]) -> list[tuple[int, dict[str, Any] | Adap
                 if isinstance(docs, AdapterError):
                     raise docs
                 chunks += docs
-            out.append((len(out), _oi_llm_span(span, attrs, resource, chunks)))
+            chunks = [dict(c) for c in chunks]  # a retrieval may feed several LLM spans
+            raw = {c["doc_id"]: c.pop("_raw_score") for c in chunks if "_raw_score" in c}
+            record = _oi_llm_span(span, attrs, resource, chunks)
+            if raw:
+                record["metadata"]["retrieval_raw_scores"] = json.dumps(raw, sort_keys=True)
+            out.append((len(out), record))
         except AdapterError as err:
             # The field is the attribute (what to fix); the message says which span of the line.
             span_id = span.get("spanId") if isinstance(span.get("spanId"), str) else "?"

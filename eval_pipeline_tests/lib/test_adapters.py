@@ -201,7 +201,8 @@ def test_openinference_malformed_spans_are_quarantined_one_by_one(tmp_path):
     bad_int["attributes"].append({"key": "llm.token_count.total", "value": {"intValue": "many"}})
     bad_role = _oi_span("r", "LLM", 0, **{**LLM, "llm__input_messages__0__message__role": "robot"})
     no_model = _oi_span("n", "LLM", 0, **{k: v for k, v in LLM.items() if k != "llm__model_name"})
-    unscored = _oi_span("u", "RETRIEVER", 0, trace="t9", retrieval__documents__0__document__content="x")
+    unscored = _oi_span("u", "RETRIEVER", 0, trace="t9", retrieval__documents__0__document__content="x",
+                        retrieval__documents__0__document__score="high")
     llm_t9 = _oi_span("l9", "LLM", 1, trace="t9", **LLM)
     path = _write(tmp_path / "bad.openinference.jsonl",
                   _oi_line(good, "not a span", bad_params, no_output, bad_int, bad_role, no_model, unscored, llm_t9,
@@ -217,13 +218,29 @@ def test_openinference_malformed_spans_are_quarantined_one_by_one(tmp_path):
         (1, 4, "wrong_type", "resourceSpans[0].scopeSpans[0].spans[4].attributes[5].value.intValue"),
         (1, 5, "invalid_value", "messages.0.role"),
         (1, 6, "missing_field", "llm.model_name"),
-        (1, 7, "missing_field", "retrieval.documents.0.document.score"),  # the LLM span the retrieval feeds
+        (1, 7, "wrong_type", "retrieval.documents.0.document.score"),  # the LLM span the retrieval feeds
         (2, 0, "wrong_type", "resourceSpans"),
     ]
     assert "(span l9)" in scan.outcomes[7].message and "retriever span u" in scan.outcomes[7].message
     assert scan.skipped_spans == 2  # the retriever and the chain
     report = validate_files([path])
     assert (report.records, report.valid, len(report.errors), report.skipped_spans) == (9, 1, 8, 2)
+
+
+def test_openinference_documents_without_a_score_on_zero_to_one_keep_their_text(tmp_path):
+    """Many retrievers give no score, or one on another scale (BM25, a distance): the document is
+    still part of the prompt, so the record keeps it with no score and the raw value in metadata."""
+    retriever = _oi_span("r", "RETRIEVER", 0, retrieval__documents__0__document__content="plain",
+                         retrieval__documents__0__document__id="d0",
+                         retrieval__documents__1__document__content="bm25", retrieval__documents__1__document__id="d1",
+                         retrieval__documents__1__document__score=7.25,
+                         retrieval__documents__2__document__content="cosine", retrieval__documents__2__document__id="d2",
+                         retrieval__documents__2__document__score=0.5)
+    path = _write(tmp_path / "scores.openinference.jsonl", _oi_line(retriever, _oi_span("l", "LLM", 1, **LLM)))
+    (outcome,) = scan_file(path).outcomes
+    assert [(c.doc_id, c.text, c.score) for c in outcome.record.retrieved_chunks] == [
+        ("d0", "plain", None), ("d1", "bm25", None), ("d2", "cosine", 0.5)]
+    assert json.loads(outcome.record.metadata["retrieval_raw_scores"]) == {"d1": 7.25}
 
 
 # --------------------------------------------------------------------------------------------
