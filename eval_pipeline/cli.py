@@ -347,6 +347,7 @@ def cmd_power(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eval_pipeline.lib.adapters import FORMATS
     from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
 
     from eval_pipeline import __version__
@@ -359,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--home", help="data home (default: $EVAL_PIPELINE_HOME, else ./data)")
         return p
 
-    p = sub.add_parser("generate-logs", help="write realistic demo production logs in all three formats")
+    p = sub.add_parser("generate-logs", help="write realistic demo production logs in the canonical, openai and otlp formats")
     p.add_argument("--out", required=True, help="folder for the log files (e.g. <data home>/landing/demo)")
     p.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     p.add_argument("--days", type=int, required=True)
@@ -370,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate-logs", help="parse and validate log files without running the pipeline")
     p.add_argument("files", nargs="+", help="files or folders")
-    p.add_argument("--format", choices=["canonical", "openai", "otlp"], help="declare the format (default: detect)")
+    p.add_argument("--format", choices=FORMATS, help="declare the format (default: detect)")
     p.add_argument("--max-errors", type=int, default=20, help="errors to print (default 20)")
     p.add_argument("--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES)
     p.set_defaults(func=cmd_validate_logs)

@@ -40,6 +40,35 @@ def test_validate_logs_declared_format_and_missing_file(tmp_path, capsys):
     assert main(["validate-logs", str(tmp_path / "nope.jsonl")]) == 2
 
 
+@pytest.mark.parametrize(("fixture", "summary"), [
+    ("rag_and_chat.openinference.jsonl", "1 files, 5 records: 5 valid, 0 invalid (6 non-LLM spans skipped)"),
+    ("billing.langfuse.jsonl", "1 files, 4 records: 4 valid, 0 invalid (3 non-LLM spans skipped)"),
+])
+def test_validate_logs_trace_formats_by_name_and_by_content(tmp_path, capsys, fixture, summary):
+    named = FIXTURES / "traces" / fixture
+    assert main(["validate-logs", str(named)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == summary
+    unnamed = tmp_path / "export.jsonl"  # no format in the name: detected from the first line
+    shutil.copy(named, unnamed)
+    assert main(["validate-logs", str(unnamed)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == summary
+    # declared as another format, the same lines are quarantined, not misread
+    assert main(["validate-logs", "--format", "openai", str(unnamed)]) == 1
+    assert "missing_field" in capsys.readouterr().out
+
+
+def test_validate_logs_trace_format_errors_name_file_line_and_field(tmp_path, capsys):
+    path = tmp_path / "broken.langfuse.jsonl"
+    observation = {"id": "o1", "traceId": "t1", "type": "GENERATION", "startTime": "2026-03-02T10:00:00Z",
+                   "model": "m", "input": "hi", "output": "hello"}
+    path.write_text(json.dumps({"id": "t1", "observations": [observation, "o2"]}) + "\n")
+    assert main(["validate-logs", str(path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "1 files, 2 records: 1 valid, 1 invalid"
+    assert any(line.startswith(f"{path}:1 span 1: wrong_type: observations[1]: expected an observation object")
+               for line in out)
+
+
 def test_schema_command_prints_the_published_schema(capsys):
     assert main(["schema"]) == 0
     printed = json.loads(capsys.readouterr().out)

@@ -1,7 +1,8 @@
 """Reading log files into canonical records, with every bad line quarantined and accounted for.
 
-The unit of account is the *record*: one line of a canonical or OpenAI file, or one model-call
-span of an OTLP line. Every record ends in exactly one place: a valid :class:`LogRecord`, or a
+The unit of account is the *record*: one line of a canonical or OpenAI file, one model-call
+span of an OTLP or OpenInference line, or one generation of a Langfuse line (with, for these
+three, each part of the line too malformed to tell what it is). Every record ends in exactly one place: a valid :class:`LogRecord`, or a
 :class:`Quarantined` entry with a reason code, the file, the line, the field and a message.
 
 Each record belongs to the UTC day of its own timestamp. A line whose timestamp cannot be read
@@ -62,7 +63,8 @@ REASONS: dict[str, str] = {
     "too_deeply_nested": "objects and lists are nested deeper than the contract allows (MAX_NESTING); flatten the value",
     "invalid_text": "a string holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff): not text, cannot be stored",
     "not_an_object": "the line is JSON but not an object",
-    "unknown_format": "the format could not be detected; name the file *.canonical.jsonl, *.openai.jsonl or *.otlp.jsonl",
+    "unknown_format": "the format could not be detected; name the file *.canonical.jsonl, *.openai.jsonl, *.otlp.jsonl, "
+                      "*.openinference.jsonl or *.langfuse.jsonl",
     "missing_field": "a required field is missing",
     "unknown_field": "a field the contract does not know (misspelt?)",
     "wrong_type": "a field has the wrong type",
@@ -354,12 +356,13 @@ def iter_outcomes(
         line_format = file_format or detect_format(obj)
         if line_format is None:
             yield Outcome(**base, index=0, reason="unknown_format", field="",
-                          message="not a canonical record, an OpenAI request/response pair or OTLP spans",
+                          message="not a canonical record, an OpenAI request/response pair, OTLP or OpenInference spans, "
+                                  "or a Langfuse trace or observation",
                           raw_excerpt=_excerpt(text))
             continue
         file_format = file_format or line_format  # the first recognised line fixes the file's format
         try:
-            skipped = count_skipped_spans(obj) if line_format == "otlp" else 0
+            skipped = count_skipped_spans(obj, line_format)
             candidates = adapt(line_format, obj)
         except Exception as err:  # noqa: BLE001 - any structural surprise is quarantined, not raised
             skipped = 0
@@ -659,7 +662,7 @@ def ingest_day(
             quarantined += [(position, _quarantine_row(_with_day(o, day), fmt, day)) for position, o in undated]
         result.quarantined += [row for _, row in sorted(quarantined, key=lambda item: item[0])]
         result.records_in += records
-        if fmt == "otlp" and records:
+        if records:
             result.skipped_spans += skipped
     emit(flush=True)
     return result

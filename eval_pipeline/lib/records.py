@@ -58,7 +58,9 @@ class RetrievedChunk(_Strict):
 
     doc_id: str = Field(min_length=1)
     text: str
-    score: float = Field(ge=0.0, le=1.0, description="Retrieval score normalised to [0, 1].")
+    score: float | None = Field(default=None, ge=0.0, le=1.0,
+                                description="Retrieval score normalised to [0, 1]; null when the retriever gives none "
+                                            "on that scale.")
 
 
 class PostProcessingStep(_Strict):

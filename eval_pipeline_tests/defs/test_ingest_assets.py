@@ -234,3 +234,34 @@ def test_hostile_lines_cost_one_record_each_not_the_day(tmp_path):
     ]
     first = query(home, "select source_line from ingest.raw_logs where request_id = 'ok-1'").item()
     assert first == 1  # the BOM line is a record, not invalid_json
+
+
+def test_openinference_and_langfuse_files_land_in_their_day(tmp_path):
+    """The trace formats through the real runtime: each LLM span or generation is a raw row with
+    its source format; a malformed observation is quarantined; the day reconciles."""
+    import shutil
+
+    from conftest import FIXTURES
+
+    from eval_pipeline.lib.paths import DataHome
+
+    home = DataHome.resolve(tmp_path / "home").ensure()
+    folder = home.landing / "traces"
+    folder.mkdir(parents=True)
+    shutil.copy(FIXTURES / "traces" / "rag_and_chat.openinference.jsonl", folder / "phoenix-export.jsonl")  # by content
+    shutil.copy(FIXTURES / "traces" / "billing.langfuse.jsonl", folder / "billing.langfuse.jsonl")
+    with (folder / "billing.langfuse.jsonl").open("a") as f:
+        f.write(json.dumps({"id": "lf-trace-0009", "observations": ["obs-0901"]}) + "\n")
+
+    materialize_manifest(home)
+    result = materialize_day(home, "2026-03-02")
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
+        "records_reconcile": True, "raw_logs_expectations": True}
+    raw = query(home, "select source_format, count(*) as n from ingest.raw_logs group by 1 order by 1").rows()
+    assert raw == [("langfuse", 4), ("openinference", 5)]
+    chunks = query(home, "select len(retrieved_chunks) from ingest.raw_logs where request_id = '1000000000000003'")
+    assert chunks.item() == 3
+    assert query(home, "select source_file, source_line, reason, field from ingest.quarantined_logs").rows() == [
+        ("traces/billing.langfuse.jsonl", 4, "wrong_type", "observations[0]")]
+    [event] = [m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == "raw_logs"]
+    assert event.materialization.metadata["skipped_non_llm_spans"].value == 6 + 3
