@@ -1,53 +1,84 @@
 """The annotation round trip through a real Label Studio server on 127.0.0.1.
 
-The eval set of ``test_labeling_assets`` (nine examples of two rubrics) goes through the real
-``annotation_tasks`` asset; ``eval-pipeline labels push`` creates the rubrics' projects and imports
-the tasks (twice: the second push adds nothing); two users of the server annotate every task
-through its API, disagreeing on some; ``eval-pipeline labels pull`` lands the exports in the inbox,
-the inbox sensor asks for a run, and ``labeling_job`` turns them into human labels and agreement,
-checked against Cohen's kappa computed here by scikit-learn from what was submitted.
+A small month of demo logs (two days of 20 records) goes through ``refresh_month``, as
+``eval-pipeline refresh`` runs it, to an eval set and its annotation tasks; ``eval-pipeline
+labels push`` creates the rubrics' projects and imports the tasks (twice: the second push adds
+nothing); two users of the server annotate every task through its API, disagreeing on some;
+``eval-pipeline labels pull`` lands the exports in the inbox, the inbox sensor asks for a run, and
+``labeling_job`` turns them into human labels and agreement, checked against Cohen's kappa
+computed here by scikit-learn from what was submitted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 
 import dagster as dg
-import polars as pl
+import duckdb
 import pytest
-from defs.test_labeling_assets import EXAMPLES, MONTH, assets, labeled_home, table  # noqa: F401 - a fixture
 from label_studio_sdk.client import LabelStudio
 from label_studio_server import REQUIRE_ENV, Unavailable, ensure_venv, start_server
 from sklearn.metrics import cohen_kappa_score
 
 from eval_pipeline.cli import main
 from eval_pipeline.defs.labeling.sensors import labels_sensor
-from eval_pipeline.defs.resources import PipelineSettings, build_resources
-from eval_pipeline.definitions import build_definitions
-from eval_pipeline.lib.annotation import REFERENCE_FIELD, criterion_levels
+from eval_pipeline.defs.resources import PipelineSettings
+from eval_pipeline.lib.annotation import REFERENCE_FIELD, criterion_levels, rubric_for
+from eval_pipeline.lib.demo_logs import generate_logs
+from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.rubrics import load_rubrics
+from eval_pipeline.runs import load_eval_set, refresh_month, run_labeling
 
-RUBRIC_OF = {"intent_routing": "intent_routing", "rag_qa": "rag_qa"}  # task type -> rubric of the packaged set
+MIN_ITEMS = 5  # fewer items than this: agreement is left undefined (lib/agreement.py)
+
+
+def refreshed_home(root) -> DataHome:
+    """Two days of demo logs through the real pipeline: an eval set v1 and its annotation tasks."""
+    home = DataHome.resolve(root / "home").ensure()
+    generate_logs(home.landing / "demo", date(2026, 2, 1), 2, 20, seed=4, truth_dir=home.demo_truth)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(root / "unused"))  # refresh_month points it at the data home
+        assert refresh_month(home, "2026-02", log=lambda *_: None, workers=1).success
+    return home
 
 
 @pytest.fixture(scope="module")
-def label_studio(tmp_path_factory):
+def live(tmp_path_factory):
+    """(server, data home): the server starts while the month is refreshed."""
     try:
         exe, built_in = ensure_venv()
     except Unavailable as err:
         if os.environ.get(REQUIRE_ENV):
             pytest.fail(f"the Label Studio server's environment could not be built: {err}")
         pytest.skip(f"the Label Studio server's environment could not be built: {err}")
-    server = start_server(tmp_path_factory.mktemp("label-studio"), exe)
-    server.timings["venv_build"] = built_in
+    started = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(start_server, tmp_path_factory.mktemp("label-studio"), exe)
+        try:
+            home = refreshed_home(tmp_path_factory.mktemp("eval"))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                starting.result().stop()
+            raise
+        refreshed = time.monotonic() - started
+        server = starting.result()
+    server.timings.update(venv_build=built_in, refresh=refreshed, both=time.monotonic() - started)
     print(f"\nlabel studio timings (s): {json.dumps({k: round(v, 1) for k, v in server.timings.items()})}")
     try:
-        yield server
+        yield server, home
     finally:
         server.stop()
+
+
+def table(home: DataHome, sql: str):
+    with duckdb.connect(str(home.warehouse), read_only=True) as con:
+        return con.execute(sql).pl()
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -62,32 +93,40 @@ def scores_for(index: int, criterion_index: int, levels: list[int], second: bool
     return levels[(index + criterion_index + shift) % len(levels)]
 
 
-def test_push_annotate_pull_gives_the_annotators_agreement(labeled_home, label_studio, capsys, monkeypatch):  # noqa: F811
-    home, server = labeled_home, label_studio
+def test_push_annotate_pull_gives_the_annotators_agreement(live, capsys, monkeypatch):
+    server, home = live
     started = time.monotonic()
-    dg.materialize(assets(home), resources=build_resources(home), partition_key=MONTH, selection=["annotation_tasks"])
+    rubrics = load_rubrics()
+    version, rows = load_eval_set(home)
+    expected: dict[str, list[str]] = {}  # rubric -> example ids of the version
+    for row in rows:
+        rubric = rubric_for(rubrics, row["task_type"])
+        if rubric is not None:
+            expected.setdefault(rubric.name, []).append(row["example_id"])
+    n_examples = sum(len(ids) for ids in expected.values())
     monkeypatch.setenv("LABEL_STUDIO_URL", server.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.owner.token)
 
     code, out, err = cli(capsys, "labels", "push", "--home", str(home.root))
     assert code == 0, err
-    assert "eval set v1: 9 examples in 2 projects" in out and out.count("created") == 2
+    assert f"eval set {version}: {n_examples} examples in {len(expected)} projects" in out
+    assert out.count("created") == len(expected) >= 4
     owner = LabelStudio(base_url=server.url, api_key=server.owner.token)
     projects = {p.title: p for p in owner.projects.list() if p.title.startswith("eval-pipeline ")}
-    assert set(projects) == {"eval-pipeline intent_routing", "eval-pipeline rag_qa"}
-    outbox = home.labels_outbox / "v1" / "label_studio"
+    assert set(projects) == {f"eval-pipeline {name}" for name in expected}
+    outbox = home.labels_outbox / version / "label_studio"
     tasks = {}
-    for task_type, rubric in RUBRIC_OF.items():
+    for rubric, ids in expected.items():
         project = owner.projects.get(projects[f"eval-pipeline {rubric}"].id)
         assert project.label_config.strip() == (outbox / f"{rubric}.config.xml").read_text().strip()
         tasks[rubric] = sorted(owner.tasks.list(project=project.id, fields="all"), key=lambda t: t.data["example_id"])
-        assert [t.data["example_id"] for t in tasks[rubric]] == sorted(e for e, t in EXAMPLES.items() if t == task_type)
+        assert [t.data["example_id"] for t in tasks[rubric]] == sorted(ids)
 
     # a second push finds the projects and imports nothing
     code, out, err = cli(capsys, "labels", "push", "--home", str(home.root))
     assert code == 0, err
-    assert out.count("0 tasks imported, ") == 2 and "created" not in out
-    for rubric in RUBRIC_OF.values():
+    assert out.count("0 tasks imported, ") == len(expected) and "created" not in out
+    for rubric in expected:
         assert len(list(owner.tasks.list(project=projects[f"eval-pipeline {rubric}"].id))) == len(tasks[rubric])
 
     # two annotators, each through the API with their own token
@@ -96,7 +135,6 @@ def test_push_annotate_pull_gives_the_annotators_agreement(labeled_home, label_s
         client = LabelStudio(base_url=server.url, api_key=user.token)
         clients[f"user-{client.users.whoami().id}"] = client  # how the reader names an export's completed_by
     first_name, second_name = sorted(clients, key=lambda n: n != f"user-{owner.users.whoami().id}")
-    rubrics = load_rubrics()
     submitted: dict[tuple[str, str], dict[str, dict[str, int]]] = {}
     for rubric_name, rubric_tasks in tasks.items():
         rubric = rubrics[rubric_name]
@@ -115,10 +153,9 @@ def test_push_annotate_pull_gives_the_annotators_agreement(labeled_home, label_s
 
     code, out, err = cli(capsys, "labels", "pull", "--home", str(home.root))
     assert code == 0, err
-    n_annotations = 2 * sum(len(t) for t in tasks.values())
-    assert f"9 tasks, {n_annotations} annotations, 2 annotators ({', '.join(sorted(clients))})" in out
+    assert f"{n_examples} tasks, {2 * n_examples} annotations, 2 annotators ({', '.join(sorted(clients))})" in out
     files = sorted(p.name for p in home.labels_inbox.iterdir())
-    assert files == ["label_studio_intent_routing.json", "label_studio_rag_qa.json"]
+    assert files == sorted(f"label_studio_{rubric}.json" for rubric in expected)
     for path in home.labels_inbox.iterdir():
         text = path.read_text()
         assert server.owner.token not in text and server.second.token not in text
@@ -126,17 +163,14 @@ def test_push_annotate_pull_gives_the_annotators_agreement(labeled_home, label_s
     assert server.owner.token not in out + err
 
     settings = PipelineSettings(home=str(home.root))
-    request = labels_sensor(dg.build_sensor_context(resources={"settings": settings}))
-    assert isinstance(request, dg.RunRequest)
+    assert isinstance(labels_sensor(dg.build_sensor_context(resources={"settings": settings})), dg.RunRequest)
     # pulling again changes nothing the sensor looks at
     mtimes = {p.name: p.stat().st_mtime_ns for p in home.labels_inbox.iterdir()}
     code, out, err = cli(capsys, "labels", "pull", "--home", str(home.root))
-    assert code == 0 and out.count("(unchanged)") == 2, err
+    assert code == 0 and out.count("(unchanged)") == len(expected), err
     assert {p.name: p.stat().st_mtime_ns for p in home.labels_inbox.iterdir()} == mtimes
 
-    run = build_definitions(home).resolve_job_def("labeling_job").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral())
-    assert run.success
+    assert run_labeling(home)
     labels = table(home, "select * from labeling.human_labels")
     assert set(labels["annotator"]) == set(clients)
     assert labels.height == sum(len(by_annotator) for items in submitted.values() for by_annotator in items.values())
@@ -147,23 +181,24 @@ def test_push_annotate_pull_gives_the_annotators_agreement(labeled_home, label_s
     for row in agreement.iter_rows(named=True):
         items = submitted[(row["group"], row["criterion"])]
         assert row["method"] == "cohens_kappa" and row["n_annotators"] == 2 and row["n_items"] == len(items)
-        if len(items) < 5:  # rag_qa has four examples: too few for a kappa, and said so
-            assert row["value"] is None and "only 4 items" in row["note"]
+        if len(items) < MIN_ITEMS:  # too few for a kappa, and said so
+            assert row["value"] is None and f"only {len(items)} item" in row["note"]
             continue
         criterion = next(c for c in rubrics[row["group"]].criteria if c.id == row["criterion"])
         xs = [items[e][first_name] for e in sorted(items)]
         ys = [items[e][second_name] for e in sorted(items)]
-        expected = cohen_kappa_score(xs, ys, labels=criterion_levels(criterion),
-                                     weights="linear" if criterion.scale == "three_point" else None)
-        assert row["value"] == pytest.approx(expected, abs=1e-9)
-        assert xs != ys and -1 < expected < 1  # the disagreement shows
+        kappa = cohen_kappa_score(xs, ys, labels=criterion_levels(criterion),
+                                  weights="linear" if criterion.scale == "three_point" else None)
+        assert row["value"] == pytest.approx(kappa, abs=1e-9)
+        assert xs != ys and -1 < kappa < 1  # the disagreement shows
         defined += 1
-    assert defined == len(rubrics["intent_routing"].criteria)
-    print(f"round trip (without the server's start): {time.monotonic() - started:.1f} s")
+    assert defined == sum(len(rubrics[r].criteria) for r, ids in expected.items() if len(ids) >= MIN_ITEMS) > 0
+    print(f"round trip (after the refresh and the server's start): {time.monotonic() - started:.1f} s")
+    print(agreement.select("group", "criterion", "n_items", "value", "note"))
 
 
-def test_missing_settings_and_server_errors_are_one_line(label_studio, tmp_path, capsys, monkeypatch):
-    home = str(tmp_path / "home")
+def test_missing_settings_and_server_errors_are_one_line(live, tmp_path, capsys, monkeypatch):
+    label_studio, home = live[0], str(tmp_path / "home")
     monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
     monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
     code, out, err = cli(capsys, "labels", "pull", "--home", home)
