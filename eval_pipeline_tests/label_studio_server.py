@@ -4,8 +4,10 @@ virtual environment (it brings Django and its own pins, which stay out of the pr
 The environment is built on first use under ``<repo>/.cache/label-studio-venv`` (pip's cache in
 ``<repo>/.cache/pip``) and reused while its marker file names the pinned version; so is an empty
 database with the migrations applied (``.cache/label-studio-<version>-migrated.sqlite3``). The server runs
-headless on a free port with its data in a temporary folder and two users made before it starts,
-each with a known legacy API token (``Authorization: Token ...``; new organizations of Label Studio
+headless on a free port with its data in a temporary folder and two users, each with a known legacy
+API token: one made by ``label-studio init --username --password --user-token``, the other by
+``label-studio start`` from ``LABEL_STUDIO_USERNAME``, ``LABEL_STUDIO_PASSWORD`` and
+``LABEL_STUDIO_USER_TOKEN`` (``Authorization: Token ...``; new organizations of Label Studio
 1.23 accept those tokens only when ``LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN`` is set).
 """
 
