@@ -346,6 +346,56 @@ def cmd_power(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_labels_push(args: argparse.Namespace) -> int:
+    from eval_pipeline.lib.label_studio import Connection, LabelStudioError, TaskFileError, outbox_tasks, push
+
+    try:
+        conn = Connection.from_env()
+    except LabelStudioError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    home = _home(args)
+    try:
+        name, rubric_tasks = outbox_tasks(home.labels_outbox, args.version)
+        results = push(conn, rubric_tasks)
+    except (TaskFileError, LabelStudioError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for r in results:
+        what = "created" if r.created else ("labeling config updated" if r.config_updated else "found")
+        print(f"{r.title} (project {r.project_id}, {what}): {r.imported} tasks imported, {r.already_there} already "
+              f"there; {r.tasks_in_project} tasks in the project")
+    print(f"eval set {name}: {sum(r.examples for r in results)} examples in {len(results)} projects at {conn.url}")
+    return 0
+
+
+def cmd_labels_pull(args: argparse.Namespace) -> int:
+    from eval_pipeline.lib.label_studio import Connection, LabelStudioError, pull
+
+    try:
+        conn = Connection.from_env()
+    except LabelStudioError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    home = _home(args)
+    try:
+        results = pull(conn, home.labels_inbox)
+    except LabelStudioError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if not results:
+        print(f"no project titled 'eval-pipeline <rubric>' at {conn.url}: run `eval-pipeline labels push` first")
+        return 0
+    for r in results:
+        print(f"{r.title} (project {r.project_id}): {r.tasks} tasks, {r.annotations} annotations"
+              + (f" (+{r.cancelled} skipped)" if r.cancelled else "")
+              + f", {len(r.annotators)} annotators -> {r.path}" + ("" if r.changed else " (unchanged)"))
+    annotators = sorted({a for r in results for a in r.annotators})
+    print(f"{sum(r.tasks for r in results)} tasks, {sum(r.annotations for r in results)} annotations, "
+          f"{len(annotators)} annotators ({', '.join(annotators) or 'none'}) in {home.labels_inbox}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from eval_pipeline.lib.adapters import FORMATS
     from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
@@ -440,6 +490,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_home(sub.add_parser("move-to-lake", help="move the large tables of a data home filled without "
                                                        "EVAL_PIPELINE_STORAGE into that storage"))
     p.set_defaults(func=cmd_move_to_lake)
+
+    labels = sub.add_parser("labels", help="annotation through a running Label Studio server "
+                                           "(LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY)")
+    labels_sub = labels.add_subparsers(dest="labels_command", required=True)
+    p = with_home(labels_sub.add_parser("push", help="create or update one project per rubric and import the "
+                                                     "eval set's examples that are not there yet"))
+    p.add_argument("--version", default="latest", help="eval-set version: v1, v2, ... or latest (default)")
+    p.set_defaults(func=cmd_labels_push)
+    p = with_home(labels_sub.add_parser("pull", help="download each project's annotations into <data home>/labels/inbox/"))
+    p.set_defaults(func=cmd_labels_pull)
 
     p = sub.add_parser("redact", help="redact PII from JSONL ({\"text\": ...} lines or canonical log records)")
     p.add_argument("--in", dest="input", help="input JSONL (default: stdin)")
