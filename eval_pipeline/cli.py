@@ -397,7 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.set_defaults(func=cmd_schema)
 
-    p = with_progress(with_home(sub.add_parser("refresh", help="materialize a month: its daily partitions, then the monthly assets")))
+    p = with_progress(with_home(sub.add_parser("refresh", help="materialize a month: its daily partitions, then the "
+                                                               "monthly assets")))
     p.add_argument("--month", required=True, help="YYYY-MM")
     p.add_argument("--workers", type=_positive_int, help="days processed at once, each in its own process "
                    "(default: one per CPU core)")

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dagster as dg
 from dagster import DagsterEventType
@@ -163,7 +163,7 @@ def watch_runs(instance: dg.DagsterInstance, display: Display | None, title: str
     for stage in stages:
         if not stage.per_day and not stage.expected:
             try:
-                stage = Stage(stage.job, stage.names, stage.per_day, stage.label, expected_steps(instance, stage.job))
+                stage = replace(stage, expected=expected_steps(instance, stage.job))
             except Exception:  # noqa: BLE001 - no history to estimate from: the estimate waits
                 pass
         filled.append(stage)

@@ -661,7 +661,8 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
         elif not (stored and stored[0] == current and stored[1] in (tier, "deep")):
             score_baseline = True
     stages = ([Stage("evaluation_job", baseline_steps, label="baseline")] if score_baseline else [])
-    stages.append(Stage("evaluation_job", job_steps(defs, "evaluation_job"), label="candidate" if score_baseline else ""))
+    stages.append(Stage("evaluation_job", job_steps(defs, "evaluation_job"),
+                        label="candidate" if score_baseline else ""))
     with watch_runs(instance, progress, f"evaluate {model}", stages) as watched:
         if score_baseline:
             log(f"evaluating the baseline {outcome.baseline} first ({tier} tier of eval set {current})")

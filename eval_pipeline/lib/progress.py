@@ -246,9 +246,10 @@ class Tracker:
     def final_line(self, now: float) -> str:
         """The last line: done or failed, in how long, what ran."""
         took = format_duration(now - self.started)
-        days = sum(i.finished is not None for s, items in zip(self.stages, self.items) if s.per_day for i in items.values())
-        steps = sum(i.finished is not None for s, items in zip(self.stages, self.items) if not s.per_day
-                    for i in items.values())
+        ended = [(stage.per_day, item.finished is not None) for stage, items in zip(self.stages, self.items)
+                 for item in items.values()]
+        days = sum(done for per_day, done in ended if per_day)
+        steps = sum(done for per_day, done in ended if not per_day)
         ran = ", ".join(([f"{days} days"] if any(s.per_day for s in self.stages) else []) + [f"{steps} steps"])
         if failed := self.failed():
             return f"{self.title}: FAILED after {took} ({ran}; failed: {', '.join(failed)})"

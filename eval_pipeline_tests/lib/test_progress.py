@@ -22,11 +22,10 @@ T0 = 1_780_000_000.0  # any moment: the arithmetic is relative to it
 
 def month(expected: dict[str, float] | None = None) -> Tracker:
     """A refresh's shape: one manifest step, four days, two monthly steps."""
-    return Tracker("refresh 2026-02", [Stage("landing_manifest_job", ["landing_manifest"], expected={"landing_manifest": 1}),
-                                       Stage("ingest_job", DAYS, per_day=True),
-                                       Stage("monthly_refresh_job", ["log_clusters", "eval_set"],
-                                             expected=expected if expected is not None else {"log_clusters": 20,
-                                                                                             "eval_set": 4})],
+    steps = expected if expected is not None else {"log_clusters": 20, "eval_set": 4}
+    manifest = Stage("landing_manifest_job", ["landing_manifest"], expected={"landing_manifest": 1})
+    return Tracker("refresh 2026-02", [manifest, Stage("ingest_job", DAYS, per_day=True),
+                                       Stage("monthly_refresh_job", ["log_clusters", "eval_set"], expected=steps)],
                    started=T0)
 
 
