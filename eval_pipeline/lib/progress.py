@@ -385,6 +385,17 @@ class _Above(io.TextIOBase):
     def fileno(self) -> int:
         return self.display.stream.fileno()
 
+    @property
+    def encoding(self) -> str:
+        return self.display.stream.encoding
+
+    @property
+    def errors(self) -> str | None:
+        return self.display.stream.errors
+
+    def __getattr__(self, name: str):  # ``buffer`` and whatever else the stream has
+        return getattr(self.display.stream, name)
+
 
 def open_display(mode: str = "auto", stream: TextIO | None = None, env: Mapping[str, str] | None = None,
                  clock=time.time) -> Display | None:

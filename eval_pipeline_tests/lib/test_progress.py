@@ -185,6 +185,7 @@ def test_on_a_terminal_one_line_is_redrawn_in_place_and_cleared_at_the_end(termi
     tracker = month()
     display.begin(tracker)
     assert isinstance(sys.stderr, io.TextIOBase) and sys.stderr is not stream  # other stderr output goes above
+    assert sys.stderr.encoding == "utf-8" and sys.stderr.isatty() and sys.stderr.fileno() == stream.fileno()
     two_days_done(tracker)
     clock.now = T0 + 12
     display.finished(1, DAYS[0])  # no line of its own: the status line says it
