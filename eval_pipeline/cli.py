@@ -80,14 +80,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _progress(args: argparse.Namespace):
+    """The progress display ``--progress`` asks for (on stderr; None for ``none``) and the ``log``
+    that writes the command's own lines to stdout without running into a live status line."""
+    from eval_pipeline.lib.progress import open_display
+
+    display = open_display(args.progress)
+    return display, (display.above if display else print)
+
+
 def cmd_refresh(args: argparse.Namespace) -> int:
     from eval_pipeline.defs.resources import ClusteringSettings
     from eval_pipeline.runs import RefreshRunning, month_summary_lines, refresh_month
 
     home = _home(args)
     start = time.perf_counter()
+    display, log = _progress(args)
     try:
-        result = refresh_month(home, args.month, workers=args.workers,
+        result = refresh_month(home, args.month, workers=args.workers, log=log, progress=display,
                                resources={"clustering": ClusteringSettings(refit=True)} if args.refit else None)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -128,10 +138,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     generate_logs(home.landing / "demo", date.fromisoformat(f"{months[0]}-01"), days, args.per_day, args.seed,
                   truth_dir=home.demo_truth)
     ok = True
+    display, log = _progress(args)
     with day_pool(args.workers, home) as pool:  # one set of worker processes (models loaded once) for every month
         for month in months:
             try:
-                result = refresh_month(home, month, pool=pool,
+                result = refresh_month(home, month, pool=pool, log=log, progress=display,
                                        resources={"sampling": SamplingSettings(target_size=args.target_size)})
             except RefreshRunning as err:
                 print(f"error: {err}", file=sys.stderr)
@@ -149,7 +160,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     evaluations = []
     if ok:
         for key in register_demo_models(home):
-            outcome = evaluate_model(home, key, tier="deep")
+            outcome = evaluate_model(home, key, tier="deep", log=log, progress=display)
             evaluations.append(outcome)
             ok &= outcome.error is None
             print(f"evaluated {key}: {outcome.error or outcome.scorecard['verdict']}")
@@ -239,8 +250,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from eval_pipeline.runs import evaluate_model
 
     home = _home(args)
+    display, log = _progress(args)
     outcome = evaluate_model(home, args.model, baseline=args.baseline, tier=args.tier, thresholds=args.thresholds,
-                             max_workers=args.workers, rescore_baseline=args.rescore_baseline)
+                             max_workers=args.workers, rescore_baseline=args.rescore_baseline, log=log,
+                             progress=display)
     if outcome.error:
         print(f"error: {outcome.error}", file=sys.stderr)
         return outcome.exit_code
@@ -399,8 +412,8 @@ def cmd_labels_pull(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from eval_pipeline.lib.adapters import FORMATS
     from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
-
     from eval_pipeline import __version__
+    from eval_pipeline.lib.progress import MODES
 
     parser = argparse.ArgumentParser(prog="eval-pipeline", description=__doc__)
     parser.add_argument("--version", action="version", version=f"eval-pipeline {__version__}")
@@ -408,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_home(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--home", help="data home (default: $EVAL_PIPELINE_HOME, else ./data)")
+        return p
+
+    def with_progress(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--progress", choices=MODES, default="auto",
+                       help="progress on stderr: auto (default) redraws one status line on a terminal and writes "
+                            "a timestamped line per finished day or step elsewhere; plain always writes lines; "
+                            "none shows nothing")
         return p
 
     p = sub.add_parser("generate-logs", help="write realistic demo production logs in the canonical, openai and otlp formats")
@@ -430,7 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.set_defaults(func=cmd_schema)
 
-    p = with_home(sub.add_parser("refresh", help="materialize a month: its daily partitions, then the monthly assets"))
+    p = with_progress(with_home(sub.add_parser("refresh", help="materialize a month: its daily partitions, then the "
+                                                               "monthly assets")))
     p.add_argument("--month", required=True, help="YYYY-MM")
     p.add_argument("--workers", type=_positive_int, help="days processed at once, each in its own process "
                    "(default: one per CPU core)")
@@ -439,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the drift table and the changelog)")
     p.set_defaults(func=cmd_refresh)
 
-    p = with_home(sub.add_parser("demo", help="generate demo logs into the data home and run the pipeline on them"))
+    p = with_progress(with_home(sub.add_parser("demo", help="generate demo logs into the data home and run the "
+                                                            "pipeline on them")))
     p.add_argument("--start", default="2026-08-01", help="first month of demo logs (default 2026-08-01)")
     p.add_argument("--months", type=int, default=3)
     p.add_argument("--per-day", type=int, default=40)
@@ -467,8 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description")
     p.set_defaults(func=cmd_register_model)
 
-    p = with_home(sub.add_parser("evaluate", help="evaluate a registered version against its baseline; exit 0 pass, "
-                                                  "1 fail, 2 inconclusive or error"))
+    p = with_progress(with_home(sub.add_parser("evaluate", help="evaluate a registered version against its baseline; "
+                                                                "exit 0 pass, 1 fail, 2 inconclusive or error")))
     p.add_argument("--model", required=True, help="NAME:VERSION")
     p.add_argument("--baseline", help="NAME:VERSION (default: the latest registered baseline of the same name)")
     p.add_argument("--tier", choices=("continuous", "deep"), default="deep",

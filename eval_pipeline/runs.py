@@ -28,7 +28,9 @@ from eval_pipeline import workers as workers_module
 from eval_pipeline.lib.clustering import warm_up as warm_up_clustering
 from eval_pipeline.lib.locks import LockHeld, file_lock
 from eval_pipeline.lib.paths import HOME_ENV, DataHome
+from eval_pipeline.lib.progress import Display, Stage
 from eval_pipeline.lib.storage import Lake, StorageLocations, attach
+from eval_pipeline.progress import job_steps, watch_runs
 
 __all__ = ["MonthRefresh", "RefreshRunning", "Evaluation", "day_pool", "default_workers", "ingest_day_run", "instance_for", "month_days",
            "refresh_month", "table_counts", "evaluate_model",
@@ -151,8 +153,8 @@ def day_pool(workers: int | None = None, home: DataHome | None = None) -> Iterat
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _days_on_recycled_workers(home: DataHome, days: list[str], workers: int,
-                              recycle: int) -> Iterator[tuple[str, str, bool, list[str]]]:
+def _days_on_recycled_workers(home: DataHome, days: list[str], workers: int, recycle: int,
+                              tags: dict[str, str] | None = None) -> Iterator[tuple[str, str, bool, list[str]]]:
     """:func:`ingest_day_run` outcomes of ``days`` (in the order they finish) on ``workers`` worker
     processes, each replaced by a fresh one after ``recycle`` days. Each worker is a one-process
     pool of its own (``max_tasks_per_child`` of a shared pool hangs on Python 3.11 once a
@@ -169,7 +171,7 @@ def _days_on_recycled_workers(home: DataHome, days: list[str], workers: int,
     running: dict[Future, list] = {}
     try:
         for slot in slots:
-            running[slot[0].submit(workers_module.ingest_day, str(home.root), queue.pop(0))] = slot
+            running[slot[0].submit(workers_module.ingest_day, str(home.root), queue.pop(0), tags)] = slot
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
@@ -180,7 +182,7 @@ def _days_on_recycled_workers(home: DataHome, days: list[str], workers: int,
                     if slot[1] >= recycle:  # its native memory goes with the process
                         slot[0].shutdown(wait=True)
                         slot[0], slot[1] = fresh(), 0
-                    running[slot[0].submit(workers_module.ingest_day, str(home.root), queue.pop(0))] = slot
+                    running[slot[0].submit(workers_module.ingest_day, str(home.root), queue.pop(0), tags)] = slot
     finally:
         for executor, _ in slots:
             executor.shutdown(wait=True, cancel_futures=True)
@@ -191,9 +193,9 @@ def _in_process(defs: dg.Definitions, job_name: str) -> bool:
 
 
 def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, partition_key: str | None = None,
-             run_config: dict | None = None,
-             resources: dict[str, object] | None = None) -> dg.ExecuteInProcessResult | dg.JobExecutionResult:
-    """One run of ``job_name`` (of ``partition_key``) on ``instance``; a failure is in the result.
+             run_config: dict | None = None, resources: dict[str, object] | None = None,
+             tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult | dg.JobExecutionResult:
+    """One run of ``job_name`` (of ``partition_key``, with ``tags``) on ``instance``; a failure is in the result.
 
     With the in-process executor (the default) the run executes here. With another one
     (``EVAL_PIPELINE_EXECUTOR``, ``defs/executors.py``) it is launched with ``dg.execute_job``:
@@ -205,11 +207,11 @@ def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, 
     job = defs.resolve_job_def(job_name)
     if job.executor_def.name == "in_process":
         return job.execute_in_process(partition_key=partition_key, instance=instance, raise_on_error=False,
-                                      run_config=run_config)
+                                      run_config=run_config, tags=tags)
     root = str(DataHome.resolve(defs.resources["settings"].home).root)
     if resources:
         run_config = {**run_config, "resources": _resource_config(resources, DataHome.resolve(root))}
-    tags = dict(job.get_tags_for_partition_key(partition_key, None)) if partition_key else None
+    tags = {**(job.get_tags_for_partition_key(partition_key, None) if partition_key else {}), **(tags or {})} or None
     # the multiprocess executor's step processes are children of this one: the same data home
     # when they import eval_pipeline.definitions (Dask workers have it from their own environment)
     os.environ[HOME_ENV] = root
@@ -232,10 +234,11 @@ def _resource_config(resources: dict[str, object], home: DataHome) -> dict[str, 
 
 
 def ingest_day_run(defs: dg.Definitions, instance: dg.DagsterInstance, day: str,
-                   resources: dict[str, object] | None = None) -> tuple[str, str, bool, list[str]]:
+                   resources: dict[str, object] | None = None,
+                   tags: dict[str, str] | None = None) -> tuple[str, str, bool, list[str]]:
     """One day's ingest run: (day, run id, run succeeded, names of the checks that failed);
-    ``resources`` as for :func:`_execute`."""
-    run = _execute(defs, "ingest_job", instance, partition_key=day, resources=resources)
+    ``resources`` and ``tags`` as for :func:`_execute`."""
+    run = _execute(defs, "ingest_job", instance, partition_key=day, resources=resources, tags=tags)
     failed_checks = [e.check_name for e in run.get_asset_check_evaluations() if not e.passed]
     return day, run.run_id, run.success, failed_checks
 
@@ -245,7 +248,8 @@ class RefreshRunning(RuntimeError):
 
 
 def refresh_month(home: DataHome, month: str, log=print, workers: int | None = None,
-                  pool: ProcessPoolExecutor | None = None, resources: dict[str, object] | None = None) -> MonthRefresh:
+                  pool: ProcessPoolExecutor | None = None, resources: dict[str, object] | None = None,
+                  progress: Display | None = None) -> MonthRefresh:
     """Materialize the landing manifest, every daily partition of the month (up to today), then the
     monthly assets.
 
@@ -256,6 +260,7 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
     every run is launched from here, one after the other, and its steps run where the executor
     puts them; ``workers`` and ``pool`` are not used.
     ``resources`` replace the monthly jobs' resources (e.g. ``ClusteringSettings(refit=True)``).
+    ``progress`` shows the days and steps as their runs' events arrive (``progress.py``).
 
     One refresh of a data home at a time: it holds ``<home>/refresh.lock`` throughout, and a second
     one raises :class:`RefreshRunning` at once (naming the holder's pid) rather than interleave
@@ -264,7 +269,7 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
     lock = home.root / "refresh.lock"
     try:
         with file_lock(lock, blocking=False):
-            return _refresh_month(home, month, log, workers, pool, resources)
+            return _refresh_month(home, month, log, workers, pool, resources, progress)
     except LockHeld as held:
         raise RefreshRunning(f"another refresh of {home.root} is running"
                              f"{f' (pid {held.pid})' if held.pid else ''}; wait for it to finish, or stop it, "
@@ -272,13 +277,24 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
 
 
 def _refresh_month(home: DataHome, month: str, log, workers: int | None, pool: ProcessPoolExecutor | None,
-                   resources: dict[str, object] | None) -> MonthRefresh:
+                   resources: dict[str, object] | None, progress: Display | None) -> MonthRefresh:
     days = [day for day in month_days(month) if daily_partitions.has_partition_key(day)]
     if not days:
         raise ValueError(f"month {month}: no daily partition exists for it (partitions start on "
                          f"{daily_partitions.start:%Y-%m-%d} and end today; see defs/partitions.py)")
     defs = build_definitions(home, resources)
     instance = instance_for(home)
+    monthly = monthly_partitions.has_partition_key(f"{days[0][:7]}-01")
+    stages = [Stage("landing_manifest_job", job_steps(defs, "landing_manifest_job")),
+              Stage("ingest_job", days, per_day=True)]
+    stages += [Stage(job_name, job_steps(defs, job_name)) for job_name in MONTHLY_JOBS if monthly]
+    with watch_runs(instance, progress, f"refresh {month}", stages) as tags:
+        return _run_month(home, defs, instance, days, month, log, workers, pool, resources, tags)
+
+
+def _run_month(home: DataHome, defs: dg.Definitions, instance: dg.DagsterInstance, days: list[str], month: str, log,
+               workers: int | None, pool: ProcessPoolExecutor | None, resources: dict[str, object] | None,
+               tags: dict[str, str]) -> MonthRefresh:
     result = MonthRefresh(month=month)
     month_key = f"{days[0][:7]}-01"
     monthly = monthly_partitions.has_partition_key(month_key)
@@ -289,7 +305,7 @@ def _refresh_month(home: DataHome, month: str, log, workers: int | None, pool: P
             pool = None  # the days' steps run where the executor puts them, one day after the other from here
         elif pool is None and len(days) > 1:
             owned = pool = stack.enter_context(day_pool(workers, home))  # the workers start while the manifest runs
-        manifest = _execute(defs, "landing_manifest_job", instance, resources=resources)
+        manifest = _execute(defs, "landing_manifest_job", instance, resources=resources, tags=tags)
         result.run_ids.append(manifest.run_id)
         if not manifest.success:
             result.failed.append("landing_manifest")
@@ -306,11 +322,12 @@ def _refresh_month(home: DataHome, month: str, log, workers: int | None, pool: P
             warm = threading.Thread(target=warm_up_clustering, name="umap-warm-up", daemon=True)
             warm.start()
         if recycle is not None:
-            outcomes = _days_on_recycled_workers(home, days, default_workers() if workers is None else workers, recycle)
+            outcomes = _days_on_recycled_workers(home, days, default_workers() if workers is None else workers, recycle,
+                                                 tags)
         elif pool is None:
-            outcomes = (ingest_day_run(defs, instance, day, resources) for day in days)
+            outcomes = (ingest_day_run(defs, instance, day, resources, tags) for day in days)
         else:
-            outcomes = pool.map(workers_module.ingest_day, [str(home.root)] * len(days), days)
+            outcomes = pool.map(workers_module.ingest_day, [str(home.root)] * len(days), days, [tags] * len(days))
         try:
             for day, run_id, success, failed_checks in outcomes:
                 result.days.append(day)
@@ -329,7 +346,7 @@ def _refresh_month(home: DataHome, month: str, log, workers: int | None, pool: P
     if warm is not None:
         warm.join()
     for job_name in MONTHLY_JOBS:
-        run = _execute(defs, job_name, instance, partition_key=month_key, resources=resources)
+        run = _execute(defs, job_name, instance, partition_key=month_key, resources=resources, tags=tags)
         result.monthly_jobs.append(job_name)
         result.run_ids.append(run.run_id)
         if not run.success:
@@ -579,7 +596,7 @@ def _run_failure(run: dg.ExecuteInProcessResult) -> str:
 
 def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier: str = "deep",
                    thresholds: str | None = None, max_workers: int | None = None, log=print,
-                   rescore_baseline: bool = True) -> Evaluation:
+                   rescore_baseline: bool = True, progress: Display | None = None) -> Evaluation:
     """Run ``evaluation_job`` in-process for ``model`` (``name:version``), after the baseline's when
     the baseline has no scores on the current eval set and tier yet. ``baseline`` defaults to the
     registry's latest baseline of the same name; ``thresholds`` to the packaged gates file;
@@ -589,7 +606,8 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
     version (or a smaller tier) is run again on the current one, so every example is paired (the
     most power). False compares with its stored scores as they are: no call to the baseline's
     endpoint, and only the examples both versions hold are paired (the scorecard says how many).
-    A baseline with no stored scores is scored either way."""
+    A baseline with no stored scores is scored either way. ``progress`` shows the runs' steps as
+    their events arrive (``progress.py``)."""
     from eval_pipeline.defs.evaluation.assets import scorecard_paths
     from eval_pipeline.defs.registry.sensors import evaluation_run_config
     from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
@@ -631,6 +649,8 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
     if missing := [k for k in keys if k not in known]:
         instance.add_dynamic_partitions("model_versions", missing)
     job = defs.resolve_job_def("evaluation_job")
+    baseline_steps = ("model_registry", "candidate_outputs", "candidate_scores")
+    score_baseline = False
     if outcome.baseline:
         stored = scored_on(home, outcome.baseline)
         if stored and not rescore_baseline:
@@ -639,18 +659,24 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
             log(f"comparing with the baseline {outcome.baseline}'s stored scores ({stored[1]} tier of eval set "
                 f"{stored[0]}){paired}")
         elif not (stored and stored[0] == current and stored[1] in (tier, "deep")):
+            score_baseline = True
+    stages = ([Stage("evaluation_job", baseline_steps, label="baseline")] if score_baseline else [])
+    stages.append(Stage("evaluation_job", job_steps(defs, "evaluation_job"),
+                        label="candidate" if score_baseline else ""))
+    with watch_runs(instance, progress, f"evaluate {model}", stages) as watched:
+        if score_baseline:
             log(f"evaluating the baseline {outcome.baseline} first ({tier} tier of eval set {current})")
             run = job.execute_in_process(
                 partition_key=outcome.baseline, instance=instance, raise_on_error=False,
-                run_config={**_QUIET, **evaluation_run_config(tier)}, tags={"eval_pipeline/tier": tier},
-                asset_selection=[dg.AssetKey(k) for k in ("model_registry", "candidate_outputs", "candidate_scores")])
+                run_config={**_QUIET, **evaluation_run_config(tier)}, tags={"eval_pipeline/tier": tier, **watched},
+                asset_selection=[dg.AssetKey(k) for k in baseline_steps])
             outcome.run_ids.append(run.run_id)
             if not run.success:
                 outcome.error = f"evaluating the baseline {outcome.baseline} failed: {_run_failure(run)}"
                 return outcome
-    run = job.execute_in_process(partition_key=model, instance=instance, raise_on_error=False,
-                                 run_config={**_QUIET, **evaluation_run_config(tier, outcome.baseline or "")},
-                                 tags={"eval_pipeline/tier": tier})
+        run = job.execute_in_process(partition_key=model, instance=instance, raise_on_error=False,
+                                     run_config={**_QUIET, **evaluation_run_config(tier, outcome.baseline or "")},
+                                     tags={"eval_pipeline/tier": tier, **watched})
     outcome.run_ids.append(run.run_id)
     if not run.success:
         outcome.error = f"evaluating {model} failed: {_run_failure(run)}"

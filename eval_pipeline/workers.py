@@ -42,8 +42,8 @@ def ready() -> None:
     """A task that does nothing: submitted once per worker so the pool starts them all at once."""
 
 
-def ingest_day(root: str, day: str) -> tuple[str, str, bool, list[str]]:
-    """One day's ingest run on the data home ``root`` (definitions built once per worker)."""
+def ingest_day(root: str, day: str, tags: dict[str, str] | None = None) -> tuple[str, str, bool, list[str]]:
+    """One day's ingest run on the data home ``root`` (definitions built once per worker), with ``tags``."""
     from eval_pipeline.definitions import build_definitions
     from eval_pipeline.lib.paths import DataHome
     from eval_pipeline.runs import ingest_day_run, instance_for
@@ -51,4 +51,4 @@ def ingest_day(root: str, day: str) -> tuple[str, str, bool, list[str]]:
     home = DataHome.resolve(root)
     if root not in _DEFS:
         _DEFS[root] = build_definitions(home)
-    return ingest_day_run(_DEFS[root], instance_for(home), day)  # type: ignore[arg-type]
+    return ingest_day_run(_DEFS[root], instance_for(home), day, tags=tags)  # type: ignore[arg-type]
