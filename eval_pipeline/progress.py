@@ -61,6 +61,7 @@ class _Watched:
     day: str | None
     cursor: str | None = None
     ended: bool = False
+    failed: bool = False  # a day's run: a step or a check of it failed
 
 
 class _Watcher:
@@ -71,7 +72,6 @@ class _Watcher:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="progress", daemon=True)
         self.lock = threading.Lock()
-        self.errors = 0  # polls that failed (a storage busy for a moment): the next one reads on
 
     def _bind(self, run: dg.DagsterRun) -> _Watched:
         """Which stage a new run of the command fills: its day's, or the first stage of its job
@@ -115,14 +115,14 @@ class _Watcher:
             if kind in (DagsterEventType.RUN_START, DagsterEventType.STEP_START):
                 self.tracker.start(stage, watched.day, at, step=event.step_key)
             elif kind == DagsterEventType.ASSET_CHECK_EVALUATION and not event.event_specific_data.passed:
+                watched.failed = True  # as the refresh counts it: a day whose check failed failed
                 self.tracker.add_note(stage, watched.day, f"check {event.event_specific_data.check_name} failed")
             elif kind == DagsterEventType.STEP_FAILURE:
+                watched.failed = True
                 self.tracker.add_note(stage, watched.day, f"step {event.step_key} failed")
             elif kind in _RUN_END:
-                item = self.tracker.items[stage][watched.day]
-                ok = _RUN_END[kind] and "failed" not in item.note
                 watched.ended = True
-                if self.tracker.finish(stage, watched.day, ok, at):
+                if self.tracker.finish(stage, watched.day, _RUN_END[kind] and not watched.failed, at):
                     self.display.finished(stage, watched.day)
             return
         if kind == DagsterEventType.STEP_START:
@@ -140,8 +140,8 @@ class _Watcher:
         while not self.stop.wait(POLL_SECONDS if self.display.live else PLAIN_POLL_SECONDS):
             try:
                 self.poll()
-            except Exception:  # noqa: BLE001 - progress must never stop the command; the next poll reads on
-                self.errors += 1
+            except Exception:  # noqa: BLE001 - progress must never stop the command (a storage busy for a
+                pass  # moment, a run being written): the next poll reads on from the same cursors
             self.display.redraw()
 
     def close(self) -> None:
@@ -149,8 +149,8 @@ class _Watcher:
         self.thread.join()
         try:
             self.poll()  # the events of the last moments
-        except Exception:  # noqa: BLE001
-            self.errors += 1
+        except Exception:  # noqa: BLE001 - as in _loop
+            pass
         self.display.end()
 
 

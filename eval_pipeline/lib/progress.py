@@ -27,6 +27,10 @@ _NAMED_RUNNING = 2
 _FAILED = re.compile(r"(\d+ failed)")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def format_duration(seconds: float, precise: bool = False) -> str:
     """``4.2 s`` (with ``precise`` below a minute), ``42 s``, ``3m 05s``, ``1h 02m``."""
     seconds = max(0.0, seconds)
@@ -189,7 +193,7 @@ class Tracker:
         """What comes after stage ``after``: ``then 4 steps`` / ``then 28 days, 4 steps``."""
         days = sum(len(self.items[i]) for i in range(after + 1, len(self.stages)) if self.stages[i].per_day)
         steps = sum(len(self.items[i]) for i in range(after + 1, len(self.stages)) if not self.stages[i].per_day)
-        parts = ([f"{days} days"] if days else []) + ([f"{steps} step{'s' * (steps != 1)}"] if steps else [])
+        parts = ([_count(days, "day")] if days else []) + ([_count(steps, "step")] if steps else [])
         return f"; then {', '.join(parts)}" if parts else ""
 
     def _prefix(self, stage: int) -> str:
@@ -220,7 +224,8 @@ class Tracker:
         return f"{self.title}: {now_part}{self._later(active)} | {elapsed}"
 
     def plan_line(self) -> str:
-        """What will run, in order: ``landing_manifest, 28 days, then 4 steps (log_clusters, ...)``."""
+        """What will run, in order: ``landing_manifest; then 28 days (2026-02-01 to 2026-02-28); then
+        log_clusters, eval_set, ...``."""
         parts = []
         for index, stage in enumerate(self.stages):
             names = list(self.items[index])
@@ -250,7 +255,8 @@ class Tracker:
                  for item in items.values()]
         days = sum(done for per_day, done in ended if per_day)
         steps = sum(done for per_day, done in ended if not per_day)
-        ran = ", ".join(([f"{days} days"] if any(s.per_day for s in self.stages) else []) + [f"{steps} steps"])
+        ran = ", ".join(([_count(days, "day")] if any(s.per_day for s in self.stages) else [])
+                        + [_count(steps, "step")])
         if failed := self.failed():
             return f"{self.title}: FAILED after {took} ({ran}; failed: {', '.join(failed)})"
         if not self.complete():

@@ -100,9 +100,9 @@ def test_the_status_names_the_running_days_and_steps_and_what_is_left():
 def test_the_final_line_says_done_failed_or_stopped():
     tracker = month()
     two_days_done(tracker)
-    assert tracker.final_line(T0 + 13) == "refresh 2026-02: stopped after 13 s (2 days, 1 steps; 4 not run)"
+    assert tracker.final_line(T0 + 13) == "refresh 2026-02: stopped after 13 s (2 days, 1 step; 4 not run)"
     tracker.finish(1, DAYS[2], False, T0 + 14)
-    assert tracker.final_line(T0 + 14) == "refresh 2026-02: FAILED after 14 s (3 days, 1 steps; failed: 2026-02-03)"
+    assert tracker.final_line(T0 + 14) == "refresh 2026-02: FAILED after 14 s (3 days, 1 step; failed: 2026-02-03)"
     done = Tracker("evaluate m:2", [Stage("evaluation_job", ["model_registry", "scorecard"])], started=T0)
     for step, at in (("model_registry", 1), ("scorecard", 3)):
         done.start(0, step, T0 + at - 1)
@@ -141,7 +141,7 @@ def test_plain_lines_one_per_finished_day_and_step_with_no_control_characters():
         "refresh 2026-02: landing_manifest; then 4 days (2026-02-01 to 2026-02-04); then log_clusters, eval_set",
         "refresh 2026-02: step landing_manifest done in 2.0 s (steps 1/1, ~34 s left)",
         "refresh 2026-02: day 2026-02-01 done in 8.0 s (days 2/4, ~34 s left)",
-        "refresh 2026-02: stopped after 12 s (2 days, 1 steps; 4 not run)",
+        "refresh 2026-02: stopped after 12 s (2 days, 1 step; 4 not run)",
     ]
     assert lines[-1].split(" ", 2)[1] == "+12"  # elapsed since the start
 
