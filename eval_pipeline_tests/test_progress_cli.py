@@ -80,9 +80,11 @@ def test_refresh_lines_name_each_day_and_step_in_order_then_evaluate_redraws_one
     days = [re.fullmatch(r"refresh 2026-02: day (\S+) done in \S+ s \(days (\d+)/28(, ~.+ left for the days)?\)", s)
             for s in said[2:30]]
     assert all(days), said[2:30]
-    # every day once, in the order they ended, counted 1 to 28, each with the estimate once one has ended
+    # every day once, in the order they ended, counted 1 to 28, with the estimate while days are left.
+    # The last few may show none: an estimate under a second is not printed, and with two workers a
+    # day takes about one, less the time the line waited for the next read of the event log.
     assert sorted(m[1] for m in days) == month_days("2026-02") and [int(m[2]) for m in days] == list(range(1, 29))
-    assert all(m[3] for m in days[:-1]) and not days[-1][3]
+    assert all(m[3] for m in days[:20]) and not days[-1][3]
     steps = [re.fullmatch(r"refresh 2026-02: step (\w+) done in \S+ s \(steps (\d)/4\)", s) for s in said[30:34]]
     assert [m[1] for m in steps] == MONTHLY_STEPS and [int(m[2]) for m in steps] == [1, 2, 3, 4]
     assert len(said) == 35 and re.fullmatch(r"refresh 2026-02: done in .+ \(28 days, 5 steps\)", said[-1])
