@@ -53,7 +53,8 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     venv = work / "venv"
     made = run([sys.executable, "-m", "venv", str(venv)], work, env)
     assert made.returncode == 0, made.stderr
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    # no byte-compiling of the 2.8 GB installed: the imports below compile what they load
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile"]
     # pip refuses extras in a constraints file: the lock's lines without them
     constraints = work / "constraints.txt"
     constraints.write_text("".join(line for line in (ROOT / "requirements.lock").read_text().splitlines(True)
