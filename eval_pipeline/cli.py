@@ -359,21 +359,31 @@ def cmd_power(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_labels_push(args: argparse.Namespace) -> int:
-    from eval_pipeline.lib.label_studio import Connection, LabelStudioError, TaskFileError, outbox_tasks, push
+def _with_label_studio(args: argparse.Namespace, action) -> int:
+    """Run ``action(connection, home)``: missing settings exit 2, a server or task-file error exits 1."""
+    from eval_pipeline.lib.label_studio import Connection, LabelStudioError, TaskFileError
 
     try:
         conn = Connection.from_env()
     except LabelStudioError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    home = _home(args)
     try:
-        name, rubric_tasks = outbox_tasks(home.labels_outbox, args.version)
-        results = push(conn, rubric_tasks)
+        return action(conn, _home(args))
     except (TaskFileError, LabelStudioError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+
+
+def cmd_labels_push(args: argparse.Namespace) -> int:
+    return _with_label_studio(args, lambda conn, home: _labels_push(conn, home, args.version))
+
+
+def _labels_push(conn, home, version: str | None) -> int:
+    from eval_pipeline.lib.label_studio import outbox_tasks, push
+
+    name, rubric_tasks = outbox_tasks(home.labels_outbox, version)
+    results = push(conn, rubric_tasks)
     for r in results:
         what = "created" if r.created else ("labeling config updated" if r.config_updated else "found")
         print(f"{r.title} (project {r.project_id}, {what}): {r.imported} tasks imported, {r.already_there} already "
@@ -383,19 +393,13 @@ def cmd_labels_push(args: argparse.Namespace) -> int:
 
 
 def cmd_labels_pull(args: argparse.Namespace) -> int:
-    from eval_pipeline.lib.label_studio import Connection, LabelStudioError, pull
+    return _with_label_studio(args, _labels_pull)
 
-    try:
-        conn = Connection.from_env()
-    except LabelStudioError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    home = _home(args)
-    try:
-        results = pull(conn, home.labels_inbox)
-    except LabelStudioError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+
+def _labels_pull(conn, home) -> int:
+    from eval_pipeline.lib.label_studio import pull
+
+    results = pull(conn, home.labels_inbox)
     if not results:
         print(f"no project titled 'eval-pipeline <rubric>' at {conn.url}: run `eval-pipeline labels push` first")
         return 0
