@@ -398,12 +398,11 @@ def _otlp(obj: dict[str, Any]) -> list[tuple[int, dict[str, Any] | AdapterError]
 def count_skipped_spans(obj: Any, fmt: str = "otlp") -> int:
     """Spans (or Langfuse observations) of a line that are not model calls: reported, never
     counted as records. Zero for the one-record-per-line formats."""
-    if fmt == "openinference":
-        return _openinference_skipped(obj)
-    if fmt == "langfuse":
-        return _langfuse_skipped(obj)
-    if fmt != "otlp":
-        return 0
+    counter = _SKIPPED.get(fmt)
+    return counter(obj) if counter is not None else 0
+
+
+def _otlp_skipped(obj: Any) -> int:
     if not isinstance(obj, dict) or not isinstance(obj.get("resourceSpans"), list):
         return 0  # the adapter reports the structural error
     total = 0
@@ -1142,4 +1141,10 @@ _ADAPTERS: dict[str, Callable[[dict[str, Any]], list[tuple[int, dict[str, Any] |
     "otlp": _otlp,
     "openinference": _openinference,
     "langfuse": _langfuse,
+}
+# the formats whose lines hold spans or observations that are not model calls
+_SKIPPED: dict[str, Callable[[Any], int]] = {
+    "otlp": _otlp_skipped,
+    "openinference": _openinference_skipped,
+    "langfuse": _langfuse_skipped,
 }

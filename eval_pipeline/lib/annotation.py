@@ -40,6 +40,7 @@ __all__ = [
     "QUARANTINE_REASONS",
     "REFERENCE_FIELD",
     "AnnotationBatch",
+    "annotator_of",
     "criterion_levels",
     "label_studio_config",
     "label_studio_tasks",
@@ -396,7 +397,7 @@ def _parse_score(raw: Any) -> int | None:
     return None
 
 
-def _annotator_of(annotation: Mapping[str, Any]) -> str | None:
+def annotator_of(annotation: Mapping[str, Any]) -> str | None:
     """Email when the export has it, else ``user-<id>``; None when nobody is named."""
     who = annotation.get("completed_by")
     if isinstance(who, Mapping):
@@ -511,7 +512,7 @@ def _read_label_studio(col: _Collector, tasks: list[Any], source_file: str) -> N
                 continue
             ann_id = annotation.get("id", a_index)
             ann_text = f"{task_text}, annotation {ann_id if isinstance(ann_id, (str, int)) else a_index}"
-            annotator = _annotator_of(annotation)
+            annotator = annotator_of(annotation)
             items = _result_items(annotation)
             if example is None or rubric is None:
                 why = (f"example id {eid!r} is not in the eval set" if example is None

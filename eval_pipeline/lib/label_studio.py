@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval_pipeline.lib.annotation import _annotator_of
+from eval_pipeline.lib.annotation import annotator_of
 
 __all__ = [
     "KEY_ENV",
@@ -322,7 +322,7 @@ def pull(conn: Connection, inbox: str | os.PathLike[str], client=None) -> list[P
         annotations = [a for t in tasks if isinstance(t, Mapping)
                        for a in (t.get("annotations") or []) if isinstance(a, Mapping)]
         done = [a for a in annotations if not a.get("was_cancelled")]
-        annotators = sorted({_annotator_of(a) for a in done} - {None})
+        annotators = sorted({annotator_of(a) for a in done} - {None})
         data = (json.dumps(tasks, ensure_ascii=False, indent=1, sort_keys=True) + "\n").encode("utf-8")
         path = inbox / name
         changed = _write_if_changed(path, data)
