@@ -269,17 +269,35 @@ def _parse(text: str) -> tuple[Any, tuple[str, str, str] | None]:
         return None, ("too_deeply_nested", "", f"objects and lists nested deeper than Python can parse; the limit is {MAX_NESTING}")
     except ValueError as err:  # e.g. an integer of more than 4300 digits
         return None, ("invalid_json", "", f"{err}")
-    return obj, (_inspect(obj) if _may_be_unstorable(text) else None)
+    return obj, (_inspect(obj) if _may_be_unstorable(text, obj) else None)
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _may_be_unstorable(text: str) -> bool:
-    """Whether a line (or JSON an adapter decodes from its strings) can hold a surrogate or nest
-    too deep: decoded UTF-8 has no surrogate but an escaped one, and nesting needs brackets. Two
-    C-speed scans spare the walk over nearly every record."""
-    return bool(_SURROGATE_ESCAPE.search(text)) or text.count("[") + text.count("{") > MAX_NESTING
+def _may_be_unstorable(text: str, obj: Any) -> bool:
+    """Whether a parsed line (or what an adapter decoded from its strings) can hold a surrogate or
+    nest too deep, so that :func:`_inspect` must look: decoded UTF-8 has no surrogate but an
+    escaped one, and nesting needs brackets. A C-speed scan, then for lines with many brackets
+    (OTLP and OpenAI lines have dozens) a walk over the containers alone, spare the full walk,
+    which builds a field path for every value, for nearly every record."""
+    if _SURROGATE_ESCAPE.search(text):
+        return True
+    return text.count("[") + text.count("{") > MAX_NESTING and _deeper_than(obj, MAX_NESTING)
+
+
+def _deeper_than(obj: Any, limit: int) -> bool:
+    """Whether objects and lists nest more than ``limit`` levels, level by level."""
+    level, depth = ([obj] if isinstance(obj, (dict, list)) else []), 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        below = []
+        for value in level:
+            below.extend(c for c in (value.values() if isinstance(value, dict) else value) if isinstance(c, (dict, list)))
+        level = below
+    return False
 
 
 def _inspect(obj: Any) -> tuple[str, str, str] | None:
@@ -386,7 +404,7 @@ def _validate(candidate: dict[str, Any] | AdapterError, base: dict[str, Any], in
         return Outcome(**base, index=index, reason=candidate.reason, field=candidate.field,
                        message=candidate.message, raw_excerpt=_excerpt(text))
     # An adapter may decode JSON held in a string (OTLP attributes): check what it made, too.
-    problem = _inspect(candidate) if _may_be_unstorable(text) else None
+    problem = _inspect(candidate) if _may_be_unstorable(text, candidate) else None
     if problem is not None:
         reason, where, message = problem
         return Outcome(**base, index=index, reason=reason, field=where, message=message, raw_excerpt=_excerpt(text))
