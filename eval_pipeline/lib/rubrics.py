@@ -86,6 +86,8 @@ class Criterion(_Strict):
     levels: dict[int, str]
     required: bool
     pass_at: int | None = Field(default=None, description="Lowest passing level; default: the top level.")
+    factual: bool = Field(default=False, description="The criterion is about factual correctness (the judge "
+                                                     "bias probes plant factual errors against it).")
 
     @field_validator("id")
     @classmethod
