@@ -39,7 +39,7 @@ def build_definitions(home: DataHome | None = None, resources: dict[str, object]
                                             sampling_assets, labeling_assets, registry_assets, evaluation_assets]),
         asset_checks=dg.load_asset_checks_from_modules([ingest_checks, privacy_checks]),
         jobs=[ingest_sensors.landing_manifest_job, ingest_sensors.ingest_job, privacy_schedules.raw_retention_job,
-              sampling_schedules.monthly_refresh_job, labeling_assets.labeling_job,
+              sampling_schedules.monthly_refresh_job, labeling_assets.labeling_job, labeling_assets.judge_probes_job,
               evaluation_assets.evaluation_job],
         schedules=[privacy_schedules.raw_retention_schedule, sampling_schedules.month_end_ingest_schedule,
                    sampling_schedules.monthly_refresh_schedule],

@@ -54,6 +54,7 @@ __all__ = [
     "confidence_variant",
     "planted_error_variant",
     "make_variant",
+    "label_values",
     "sample_examples",
     "ProbeRun",
     "run_probes",
@@ -315,6 +316,23 @@ def make_variant(probe: str, output: str, seed: int = 0, labels: Sequence[str] =
     if probe == "planted_error":
         return planted_error_variant(output, seed, labels)
     raise ValueError(f"unknown probe {probe!r}; the probes are {', '.join(PROBES)}")
+
+
+def label_values(outputs: Iterable[str | None]) -> list[str]:
+    """The label-like values among outputs of one task type: bare-label outputs and the
+    identifier-like strings inside JSON outputs (e.g. currency codes); what
+    :func:`planted_error_variant` may swap one for another."""
+    found: set[str] = set()
+    for output in outputs:
+        text = (output or "").strip()
+        if not text:
+            continue
+        value = _json_value(text) if text[0] in "[{" else _NOT_JSON
+        if isinstance(value, (dict, list)):
+            found.update(leaf for _, leaf in _json_leaves(value) if isinstance(leaf, str) and _BARE_LABEL.match(leaf))
+        elif _BARE_LABEL.match(text):
+            found.add(text)
+    return sorted(found)
 
 
 # ---- sampling --------------------------------------------------------------------------------

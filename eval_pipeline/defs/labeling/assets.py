@@ -6,6 +6,7 @@ The logic is in ``lib/annotation.py`` (Label Studio and plain round trip), ``lib
 
 import json
 from collections import Counter
+from datetime import datetime
 from typing import Any, Iterable
 
 import dagster as dg
@@ -17,6 +18,8 @@ from eval_pipeline.lib.agreement import criterion_agreement, example_disagreemen
 from eval_pipeline.lib.agreement import adjudicated_references, judge_calibration, review_queue
 from eval_pipeline.lib.annotation import (label_studio_config, label_studio_tasks, plain_tasks, read_annotation_folder,
                                           rubric_for, write_tasks)
+from eval_pipeline.lib.judge_probes import (DEFAULT_SAMPLE, DEFAULT_THRESHOLD, label_values, observed_bias,
+                                            probe_rows, run_probes, sample_examples)
 from eval_pipeline.lib.scorers import score_reference
 from eval_pipeline.lib.tables import markdown_table
 
@@ -196,6 +199,130 @@ def human_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, 
                                                       .head(20), max_cell=100))})
 
 
+JUDGE_BIAS_PROBES = {"month_start": pl.Datetime("us"), "eval_set_version": pl.String, "probe": pl.String,
+                     "group": pl.String, "criterion": pl.String, "pairs": pl.Int64, "skipped": pl.Int64,
+                     "original_rate": pl.Float64, "variant_rate": pl.Float64, "shift": pl.Float64, "low": pl.Float64,
+                     "high": pl.Float64, "p_value": pl.Float64, "miss_rate": pl.Float64, "miss_low": pl.Float64,
+                     "miss_high": pl.Float64, "flagged": pl.Boolean, "note": pl.String}
+JUDGE_OBSERVED_BIAS = {"month_start": pl.Datetime("us"), "eval_set_version": pl.String, "dimension": pl.String,
+                       "bin": pl.String, "group": pl.String, "criterion": pl.String, "pairs": pl.Int64,
+                       "judge_rate": pl.Float64, "human_rate": pl.Float64, "difference": pl.Float64,
+                       "low": pl.Float64, "high": pl.Float64, "p_value": pl.Float64, "flagged": pl.Boolean,
+                       "note": pl.String}
+NO_JUDGE = ("no judge endpoint configured: set EVAL_PIPELINE_JUDGE_BASE_URL and EVAL_PIPELINE_JUDGE_MODEL "
+            "(and EVAL_PIPELINE_JUDGE_API_KEY if the endpoint needs one)")
+
+
+class JudgeProbesConfig(dg.Config):
+    """``sample``: examples with human labels to probe (stratified by task type); ``threshold``:
+    the smallest shift (or miss rate) flagged; ``seed``: the sample and the variants."""
+
+    sample: int = DEFAULT_SAMPLE
+    threshold: float = DEFAULT_THRESHOLD
+    seed: int = 0
+
+
+def _probe_view(rows: list[dict]) -> str:
+    if not rows:
+        return "(no rows)"
+    view = pl.DataFrame([{"probe": r["probe"], "criterion": f"{r['group']}.{r['criterion']}", "pairs": r["pairs"],
+                          "shift": None if r["shift"] is None else round(r["shift"], 3),
+                          "95% CI": "" if r["low"] is None else f"{r['low']:+.2f} to {r['high']:+.2f}",
+                          "miss rate": None if r["miss_rate"] is None else round(r["miss_rate"], 3),
+                          "flagged": r["flagged"], "note": r["note"]} for r in rows])
+    return markdown_table(view, max_cell=120)
+
+
+@dg.multi_asset(
+    group_name="labeling", partitions_def=monthly_partitions,
+    outs={
+        "judge_bias_probes": dg.AssetOut(
+            kinds=KINDS | {"openai"}, metadata={**_LABELS, "partition_expr": "month_start"},
+            description="Pass-rate shift of the judge per probe (length, hedging, confidence, planted error) and "
+                        "criterion, with paired intervals, McNemar p and flags."),
+        "judge_observed_bias": dg.AssetOut(
+            kinds=KINDS, metadata={**_LABELS, "partition_expr": "month_start"},
+            description="Judge-minus-human pass-rate difference per criterion by output-length quartile and by "
+                        "hedging, on the human-labelled examples."),
+    },
+)
+def judge_bias_probes(context: dg.AssetExecutionContext, config: JudgeProbesConfig, settings: PipelineSettings,
+                      labeling: LabelingSettings, judge: JudgeSettings, eval_set: pl.DataFrame,
+                      human_labels: pl.DataFrame, judge_labels: pl.DataFrame):
+    """Bias probes of the LLM judge on a sample of the month's examples that have human labels:
+    each production output and controlled variants of it (padded to twice the length, hedged,
+    confidently framed, one fact changed) are judged, and the paired verdicts give each probe's
+    pass-rate shift per criterion (``lib/judge_probes.py``). The observed bias needs no judge
+    call: the month's judge labels against the human majority, by output length and hedging.
+    Without a judge endpoint or human labels it writes empty tables and says why."""
+    month_start = datetime.fromisoformat(context.partition_key)
+    examples = eval_set.to_dicts()
+    version = examples[0]["eval_set_version"] if examples else None
+    rubrics = labeling.rubrics()
+    gold = majority_labels(human_labels.to_dicts()) if human_labels.height else []
+    month_ids = {ex["example_id"] for ex in examples}
+    labelled = {g["example_id"] for g in gold} & month_ids
+    base = {"month_start": month_start, "eval_set_version": version}
+
+    def rubric_of(task_type):
+        return rubric_for(rubrics, task_type)
+
+    probe_meta: dict[str, Any] = {}
+    probes: list[dict] = []
+    if not labelled:
+        probe_meta["skipped"] = (f"no human labels for the examples of {context.partition_key[:7]}: annotate them "
+                                 "first (labels inbox); no probes run")
+    elif not judge.configured:
+        probe_meta["skipped"] = f"{NO_JUDGE}; no probes run"
+    else:
+        sample = sample_examples(examples, labelled, config.sample, config.seed)
+        by_task: dict[str, list] = {}
+        for ex in examples:
+            by_task.setdefault(ex["task_type"], []).append(ex.get("production_output"))
+        runner = judge.judge(settings.data_home.cache / "judge")
+        run = run_probes(sample, rubric_of, runner, seed=config.seed,
+                         labels={t: label_values(outs) for t, outs in by_task.items()}, max_workers=judge.max_workers)
+        probes = probe_rows(run, threshold=config.threshold)
+        probe_meta.update({"judge_model": runner.provider.model_id, "sampled_examples": run.sampled,
+                           "requests": run.requests, "cache_hits": runner.stats.cache_hits})
+    if "skipped" in probe_meta:
+        context.log.info(probe_meta["skipped"])
+
+    # observed bias: this month's judge labels against the human majority (no judge call)
+    outputs = {ex["example_id"]: ex.get("production_output") for ex in examples}
+    judged = {}
+    if judge_labels.height:
+        for r in judge_labels.filter(pl.col("status") == "ok").iter_rows(named=True):
+            judged[(r["example_id"], r["criterion"])] = r["score"]
+    items = []
+    for g in gold:
+        key = (g["example_id"], g["criterion"])
+        rubric = rubrics.get(g["group"])
+        if key not in judged or g["example_id"] not in month_ids or rubric is None:
+            continue
+        try:
+            criterion = rubric.criterion(g["criterion"])
+        except KeyError:
+            continue
+        items.append({"example_id": g["example_id"], "group": g["group"], "criterion": g["criterion"],
+                      "output": outputs.get(g["example_id"]), "judge_pass": criterion.passed(judged[key]),
+                      "human_pass": criterion.passed(int(g["score"]))})
+    observed = observed_bias(items, threshold=config.threshold) if items else []
+    observed_meta = {} if items else {"skipped": "no example has both a judge label and a human label this month"
+                                      + (f" ({NO_JUDGE})" if not judge.configured else "")}
+
+    probes_df = _frame([{**base, **r} for r in probes], JUDGE_BIAS_PROBES)
+    observed_df = _frame([{**base, **r} for r in observed], JUDGE_OBSERVED_BIAS)
+    flags = [f"{r['probe']}: {r['group']}.{r['criterion']} ({r['note']})" for r in probes if r["flagged"]]
+    yield dg.Output(probes_df, output_name="judge_bias_probes", metadata={
+        "dagster/row_count": probes_df.height, "threshold": config.threshold, **probe_meta,
+        "flagged": dg.MetadataValue.json(flags), "probes": dg.MetadataValue.md(_probe_view(probes))})
+    yield dg.Output(observed_df, output_name="judge_observed_bias", metadata={
+        "dagster/row_count": observed_df.height, **observed_meta,
+        "flagged": dg.MetadataValue.json([f"{r['group']}.{r['criterion']} {r['dimension']} {r['bin']} ({r['note']})"
+                                          for r in observed if r["flagged"]])})
+
+
 LABEL_AGREEMENT = {"group": pl.String, "criterion": pl.String, "scale": pl.String, "method": pl.String,
                    "weights": pl.String, "value": pl.Float64, "band": pl.String, "n_items": pl.Int64,
                    "n_annotators": pl.Int64, "pairwise_agreement": pl.Float64, "unclear_rubric": pl.Boolean,
@@ -253,13 +380,15 @@ REVIEW_QUEUE = {"example_id": pl.String, "group": pl.String, "criterion": pl.Str
 )
 def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, labeling: LabelingSettings,
                 eval_set: pl.DataFrame, human_labels: pl.DataFrame, human_references: pl.DataFrame,
-                judge_labels: pl.DataFrame):
+                judge_labels: pl.DataFrame, judge_bias_probes: pl.DataFrame, judge_observed_bias: pl.DataFrame):
     """Adjudicated labels: the majority per example and criterion (a tie goes to the stricter
     level and is flagged), the minority kept. References: the annotators' majority answer, and
     for task types with one correct answer the production output scored against it (exact match,
     token F1, ROUGE-L). Judge calibration per criterion (kappa against the human majority, with
     a 95% interval; a warning under 0.6) is in the metadata, and the review queue (also written
-    to ``<data home>/reports/labels/review_queue.csv``) lists where the judge sides with the minority."""
+    to ``<data home>/reports/labels/review_queue.csv``) lists where the judge sides with the minority.
+    The latest month's judge bias probe flags and observed-bias summary sit beside the calibration
+    (none yet: it says so)."""
     gold = majority_labels(human_labels.to_dicts()) if human_labels.height else []
     judged = {}
     if judge_labels.height:
@@ -296,6 +425,7 @@ def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, l
         "judge_calibration": dg.MetadataValue.md(markdown_table(pl.DataFrame(calibration)) if calibration
                                                  else "(no judge labels: configure a judge endpoint)"),
         "judge_warnings": dg.MetadataValue.json(warnings),
+        **judge_bias_summary(judge_bias_probes, judge_observed_bias),
     })
     metric_means = {m: round(float(refs_df[m].mean()), 3) for m in ("exact_match", "token_f1", "rouge_l")
                     if refs_df.height and refs_df[m].drop_nulls().len()}
@@ -304,6 +434,34 @@ def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, l
     yield dg.Output(queue_df, output_name="review_queue", metadata={
         "dagster/row_count": queue_df.height, "file": dg.MetadataValue.path(str(reports / "review_queue.csv"))})
 
+
+def latest_month(df: pl.DataFrame) -> pl.DataFrame:
+    """The rows of the latest ``month_start`` of a monthly table (empty stays empty)."""
+    if not df.height or "month_start" not in df.columns:
+        return df.clear() if df.width else df
+    return df.filter(pl.col("month_start") == df["month_start"].max())
+
+
+def judge_bias_summary(probes: pl.DataFrame, observed: pl.DataFrame) -> dict[str, Any]:
+    """Metadata for ``gold_labels``: the latest month's probe flags and flagged observed-bias bins."""
+    probes, observed = latest_month(probes), latest_month(observed)
+    if not probes.height and not observed.height:
+        return {"judge_bias_flags": dg.MetadataValue.json([]),
+                "judge_observed_bias": dg.MetadataValue.md("(no judge bias probes yet: run `eval-pipeline probe-judge`)")}
+    flags = [f"{r['probe']}: {r['group']}.{r['criterion']} ({r['note']})"
+             for r in probes.filter(pl.col("flagged")).iter_rows(named=True)] if probes.height else []
+    view = (observed.filter(pl.col("pairs") > 0)
+            .select("dimension", "bin", "group", "criterion", "pairs", "difference", "low", "high", "flagged")
+            .with_columns(pl.col(pl.Float64).round(3)) if observed.height else observed)
+    return {"judge_bias_flags": dg.MetadataValue.json(flags),
+            "judge_observed_bias": dg.MetadataValue.md(markdown_table(view.head(40), max_cell=60) if view.height
+                                                       else "(no observed bias rows)")}
+
+
+judge_probes_job = dg.define_asset_job(
+    "judge_probes_job", selection=dg.AssetSelection.assets("judge_bias_probes", "judge_observed_bias"),
+    partitions_def=monthly_partitions,
+)
 
 labeling_job = dg.define_asset_job(
     "labeling_job",

@@ -21,7 +21,8 @@ from eval_pipeline.defs.partitions import daily_partitions, monthly_partitions
 monthly_refresh_job = dg.define_asset_job(
     "monthly_refresh_job",
     selection=dg.AssetSelection.assets("log_clusters", "cluster_table", "cluster_drift", "eval_set",
-                                       "annotation_tasks", "judge_labels"),
+                                       "annotation_tasks", "judge_labels", "judge_bias_probes",
+                                       "judge_observed_bias"),
     partitions_def=monthly_partitions,
     run_tags={"eval_pipeline/run": "month"},
 )
