@@ -262,6 +262,47 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def _fmt(value, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def probe_text(outcome) -> str:
+    """The probe table, the flags and the observed-bias bins that are flagged, as plain text."""
+    lines = [f"judge bias probes, {outcome.month} (threshold {outcome.metadata.get('threshold', '-')}; "
+             f"{outcome.metadata.get('sampled_examples', 0)} examples sampled)"]
+    if outcome.metadata.get("skipped"):
+        lines.append(f"  skipped: {outcome.metadata['skipped']}")
+    header = f"  {'probe':<14} {'criterion':<38} {'pairs':>5}  {'orig':>5} {'var':>5} {'shift [95% CI]':<22} " \
+             f"{'p':>6} {'miss':>5}  flag"
+    lines += [header, "  " + "-" * (len(header) - 2)]
+    for r in outcome.probes:
+        shift = "-" if r["shift"] is None else f"{r['shift']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]"
+        lines.append(f"  {r['probe']:<14} {str(r['group']) + '.' + str(r['criterion']):<38} {r['pairs']:>5}  "
+                     f"{_fmt(r['original_rate']):>5} {_fmt(r['variant_rate']):>5} {shift:<22} "
+                     f"{_fmt(r['p_value'], '.3g'):>6} {_fmt(r['miss_rate']):>5}  {'FLAG' if r['flagged'] else ''}")
+    flagged = [r for r in outcome.probes if r["flagged"]]
+    lines += ["", "flags:" if flagged else "flags: none"]
+    lines += [f"  - {r['probe']}: {r['group']}.{r['criterion']}: {r['note']}" for r in flagged]
+    observed = [r for r in outcome.observed if r["flagged"]]
+    lines.append(f"observed bias (judge vs human majority): {len(outcome.observed)} bins, {len(observed)} flagged")
+    lines += [f"  - {r['group']}.{r['criterion']} {r['dimension']} {r['bin']}: {r['note']}" for r in observed]
+    return "\n".join(lines)
+
+
+def cmd_probe_judge(args: argparse.Namespace) -> int:
+    from eval_pipeline.runs import probe_judge
+
+    if args.sample < 1 or not 0 < args.threshold < 1:
+        print("error: --sample must be at least 1 and --threshold between 0 and 1", file=sys.stderr)
+        return 2
+    outcome = probe_judge(_home(args), args.month, sample=args.sample, threshold=args.threshold)
+    if outcome.error:
+        print(f"error: {outcome.error}", file=sys.stderr)
+        return 2
+    print(probe_text(outcome))
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from eval_pipeline.lib.paths import HOME_ENV
     from eval_pipeline.runs import instance_for
@@ -533,6 +574,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-threshold", type=float, default=0.5, help="minimum recognizer score (default 0.5)")
     p.set_defaults(func=cmd_redact)
 
+    p = with_home(sub.add_parser("probe-judge", help="bias probes of the LLM judge (length, hedging, confidence, "
+                                                     "planted errors) on a month's human-labelled examples"))
+    p.add_argument("--month", help="YYYY-MM (default: the latest month with an eval set)")
+    p.add_argument("--sample", type=int, default=60, help="examples with human labels to probe (default 60)")
+    p.add_argument("--threshold", type=float, default=0.10, help="smallest shift or miss rate flagged (default 0.10)")
+    p.set_defaults(func=cmd_probe_judge)
+
     p = sub.add_parser("power", help="examples needed to detect a change in pass rate, or the change a set can detect")
     p.add_argument("--baseline-rate", type=float, required=True, help="the baseline's pass rate, e.g. 0.8")
     p.add_argument("--effect", type=float, help="the change to detect, absolute (0.05 = 5 points)")
@@ -619,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # settings from the environment, checked before anything runs
         StorageLocations.resolve()
-        if args.func in (cmd_refresh, cmd_demo, cmd_evaluate, cmd_ui):  # the commands that run Dagster
+        if args.func in (cmd_refresh, cmd_demo, cmd_evaluate, cmd_ui, cmd_probe_judge):  # the commands that run Dagster
             from eval_pipeline.defs.executors import executor_from_env
 
             executor_from_env()

@@ -711,3 +711,68 @@ def register_demo_models(home: DataHome) -> list[str]:
             registry.register(mv)
         keys.append(mv.key)
     return keys
+
+
+@dataclass
+class ProbeOutcome:
+    """What ``eval-pipeline probe-judge`` prints: the month, the probe rows and the observed-bias
+    rows of that month, or the error that stopped it."""
+
+    month: str | None = None
+    probes: list[dict] = field(default_factory=list)
+    observed: list[dict] = field(default_factory=list)
+    metadata: dict[str, object] = field(default_factory=dict)
+    error: str | None = None
+
+
+def probe_judge(home: DataHome, month: str | None = None, sample: int = 60, threshold: float = 0.10) -> ProbeOutcome:
+    """Materialize ``judge_bias_probes`` (and the observed bias) for ``month`` (YYYY-MM; default:
+    the latest month with an eval set) with ``judge_probes_job`` on the data home's instance."""
+    from eval_pipeline.defs.resources import JUDGE_ENV
+
+    outcome = ProbeOutcome()
+    if not (os.environ.get(JUDGE_ENV[0]) and os.environ.get(JUDGE_ENV[1])):
+        outcome.error = (f"no judge endpoint configured: set {JUDGE_ENV[0]} and {JUDGE_ENV[1]} (and {JUDGE_ENV[2]} "
+                         "if the endpoint needs one)")
+        return outcome
+    if month is None:
+        latest = _query(home.warehouse, "select max(month_start) from sampling.eval_set")
+        if not latest or latest[0][0][0] is None:
+            outcome.error = f"no eval set in {home.warehouse}: run `eval-pipeline refresh` for a month first"
+            return outcome
+        month = f"{latest[0][0][0]:%Y-%m}"
+    try:
+        first = datetime.strptime(month, "%Y-%m")
+    except ValueError:
+        outcome.error = f"--month must be YYYY-MM, got {month!r}"
+        return outcome
+    outcome.month = month
+    counts = _query(home.warehouse,
+                    f"select count(*) from sampling.eval_set where month_start = '{first:%Y-%m-%d}'",
+                    "select count(*) from labeling.human_labels h join sampling.eval_set e using (example_id) "
+                    f"where e.month_start = '{first:%Y-%m-%d}'")
+    if counts is None and _query(home.warehouse, "select count(*) from sampling.eval_set") is not None:
+        counts = [[(1,)], [(0,)]]  # an eval set but no human_labels table yet
+    if not counts or not counts[0][0][0]:
+        outcome.error = f"no eval set for {month}: run `eval-pipeline refresh --month {month}` first"
+        return outcome
+    if not counts[1][0][0]:
+        outcome.error = (f"no human labels for the examples of {month}: annotate them (labels inbox, or "
+                         "`eval-pipeline labels pull`) and run the labeling job first")
+        return outcome
+    defs = build_definitions(home)
+    run = defs.resolve_job_def("judge_probes_job").execute_in_process(
+        partition_key=f"{first:%Y-%m-%d}", instance=instance_for(home), raise_on_error=False,
+        run_config={**_QUIET, "ops": {"judge_bias_probes": {"config": {"sample": sample, "threshold": threshold}}}})
+    if not run.success:
+        outcome.error = f"the judge bias probes failed: {_run_failure(run)}"
+        return outcome
+    for event in run.get_asset_materialization_events():
+        if event.asset_key.to_user_string() == "judge_bias_probes":
+            outcome.metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+    with _read_only(home.warehouse) as con:
+        for name in ("probes", "observed"):
+            table = "judge_bias_probes" if name == "probes" else "judge_observed_bias"
+            rows = con.execute(f"select * from labeling.{table} where month_start = ?", [first]).pl().to_dicts()
+            setattr(outcome, name, rows)
+    return outcome
