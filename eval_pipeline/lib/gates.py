@@ -44,7 +44,7 @@ from statsmodels.stats.proportion import samplesize_confint_proportion
 from eval_pipeline.lib.stats import minimum_detectable_effect, paired_comparison, weighted_wilson_interval, wilson_interval
 from eval_pipeline.lib.yamlfile import YAMLFileError, read_yaml_file
 
-__all__ = ["Gate", "SliceGate", "Thresholds", "ThresholdsError", "load_thresholds", "DEFAULT_THRESHOLDS",
+__all__ = ["judge_reliability_card", "judge_reliability_lines", "Gate", "SliceGate", "Thresholds", "ThresholdsError", "load_thresholds", "DEFAULT_THRESHOLDS",
            "slice_names", "build_scorecard", "scorecard_text", "STATUSES", "compare_versions", "latest_scoring",
            "version_order"]
 
@@ -391,7 +391,8 @@ def _fully_paired(comparison: Mapping[str, Any]) -> bool:
 
 def build_scorecard(candidate: Iterable[Mapping[str, Any]], baseline: Iterable[Mapping[str, Any]] | None,
                     thresholds: Thresholds, *, model: str, baseline_model: str | None, eval_set_version: str | None,
-                    tier: str, created_at: str, baseline_eval_set_version: str | None = None) -> dict[str, Any]:
+                    tier: str, created_at: str, baseline_eval_set_version: str | None = None,
+                    judge_reliability: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The scorecard of a model version (the shape ``lib/report.py`` renders).
 
     ``candidate`` rows: ``example_id``, ``slice`` (JSON), ``weight`` (traffic the example stands
@@ -404,6 +405,11 @@ def build_scorecard(candidate: Iterable[Mapping[str, Any]], baseline: Iterable[M
     candidate's). When they differ only the examples in both runs are paired, and the card's
     ``comparison`` entry (see :func:`compare_versions`) says how many that is; a reason line says
     so whenever not every candidate example is shared with a run of the same version.
+
+    ``judge_reliability`` (optional): the latest judge bias probe rows and observed-bias rows
+    (``{"month", "probes", "observed"}``); candidate rows may then carry ``rubric``, the rubric
+    the judge scored the example with (None when only reference metrics scored it). See
+    :func:`judge_reliability_card`: it never changes the verdict.
     """
     rows = [dict(r) for r in candidate]
     for r in rows:
@@ -499,13 +505,52 @@ def build_scorecard(candidate: Iterable[Mapping[str, Any]], baseline: Iterable[M
         reasons.insert(0, "every gate of the overall rate and the critical slices passed")
     if comparison is not None and not _fully_paired(comparison):
         reasons.append(comparison["summary"])  # what the paired figures above were computed on
-    return {
+    card = {
         "model": model, "baseline": baseline_model, "eval_set_version": eval_set_version,
         "baseline_eval_set_version": comparison["baseline_version"] if comparison else None, "tier": tier,
         "created_at": created_at, "verdict": verdict, "reasons": reasons + warnings, "counts": counts,
         "comparison": comparison, "overall": overall, "weighted": weighted, "worst_slice": _worst_slice(slices),
         "slices": slices,
     }
+    card.update(judge_reliability_card(rows, judge_reliability, thresholds.slice_keys))
+    return card
+
+
+def judge_reliability_card(rows: Iterable[Mapping[str, Any]], reliability: Mapping[str, Any] | None,
+                           slice_keys: Sequence[str]) -> dict[str, Any]:
+    """The card's ``judge_reliability`` entry and its ``warnings``.
+
+    ``reliability``: ``{"month", "probes", "observed"}`` (rows of ``judge_bias_probes`` and
+    ``judge_observed_bias``), None when no probe has run. A criterion is flagged by a probe row
+    or an observed-bias bin with ``flagged`` set. Every slice with examples the judge scored with
+    a rubric (a row's ``rubric``) that has a flagged criterion gets one warning per flag, naming
+    the slice, the criterion and the probe; slices scored only by reference metrics get none.
+    These are warnings: the verdict does not depend on them.
+    """
+    if not reliability:
+        return {"judge_reliability": None, "warnings": []}
+    probes = [dict(r) for r in reliability.get("probes") or []]
+    observed = [dict(r) for r in reliability.get("observed") or []]
+    flagged = [{"group": r["group"], "criterion": r["criterion"], "probe": r["probe"], "note": r.get("note") or ""}
+               for r in probes if r.get("flagged")]
+    flagged += [{"group": r["group"], "criterion": r["criterion"], "note": r.get("note") or "",
+                 "probe": f"observed bias ({r['dimension'].replace('_', ' ')} {r['bin']})"}
+                for r in observed if r.get("flagged")]
+    rubrics_of: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if r.get("rubric"):
+            for name in slice_names(r.get("slice"), slice_keys):
+                rubrics_of[name].add(str(r["rubric"]))
+    warnings = []
+    for name in sorted(rubrics_of):
+        for f in flagged:
+            if f["group"] in rubrics_of[name]:
+                warnings.append(f"judge reliability: slice {name} is scored by the judge with rubric {f['group']}, "
+                                f"whose criterion {f['criterion']} is flagged by the {f['probe']} probe; its pass "
+                                "rate may be biased (a warning: the verdict is unchanged)")
+    return {"judge_reliability": {"month": reliability.get("month"), "probes": probes, "observed": observed,
+                                  "flagged": flagged},
+            "warnings": warnings}
 
 
 def _worst_slice(slices: list[dict]) -> str | None:
@@ -570,4 +615,10 @@ def scorecard_text(card: Mapping[str, Any]) -> str:
                      f"{base:>8}  {change:<24} {pval:>9}  {s['status']}")
     lines += ["", f"  worst slice: {card.get('worst_slice') or '-'}", "  reasons:"]
     lines += [f"  - {reason}" for reason in card["reasons"]]
+    lines += judge_reliability_lines(card)
     return "\n".join(lines)
+
+
+def judge_reliability_lines(card: Mapping[str, Any]) -> list[str]:
+    """One line per judge-reliability warning of the card (none without warnings)."""
+    return [f"  ! {warning}" for warning in card.get("warnings") or []]

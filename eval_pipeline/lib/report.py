@@ -107,6 +107,7 @@ td.detail { min-width: 160px; }
 .badge-not_scored { background: #eef0f3; color: #3a424c; border-color: #98a1ab; }
 .badge-not_gated { background: #fff; color: #5b6673; border-color: #c4cad2; }
 .note { margin: 6px 0; }
+tr.flagged td { background: #fdf4de; }
 .note ul { margin: 4px 0; padding-left: 20px; }
 @page { size: A4 landscape; margin: 12mm; }
 @media print {
@@ -523,6 +524,69 @@ def _not_scored_note(scorecard: Mapping[str, Any]) -> str:
     return f'<div class="note"><p>{_esc(summary)}</p>{listing}</div>'
 
 
+# --------------------------------------------------------------------------- judge reliability
+
+
+def _signed(low: float | None, high: float | None) -> str:
+    return MISSING if low is None or high is None else f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def _shift_cell(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return _esc(MISSING)
+    return f'{_esc(_pts(value))} <span class="ci">{_esc(_signed(low, high))}</span>'
+
+
+_FLAGGED = ' class="flagged"'
+
+
+def judge_reliability_section(scorecard: Mapping[str, Any]) -> str:
+    """``<section id="judge-reliability">``: the judge bias probe table (shift with its 95%
+    interval, McNemar p, miss rate of planted errors; flagged rows marked), the observed bias
+    bins, and the gate warnings; a pointer to ``eval-pipeline probe-judge`` when there are none."""
+    reliability = scorecard.get("judge_reliability")
+    head = '<section id="judge-reliability"><h2>Judge reliability</h2>'
+    if not reliability or not (reliability.get("probes") or reliability.get("observed")):
+        return (head + '<p class="note">No probe results: run <code>eval-pipeline probe-judge</code> to measure '
+                "how the judge reacts to length, hedging, confident framing and planted errors.</p></section>")
+    parts = [head, f'<p class="note">Bias probes of the LLM judge ({_esc(reliability.get("month") or MISSING)}): '
+             "the pass-rate shift when only the form of the output changes (or one fact is planted wrong), paired "
+             "per example; flagged rows are marked. Warnings only: the verdict does not depend on them.</p>"]
+    rows = []
+    for r in reliability.get("probes") or []:
+        flagged = bool(r.get("flagged"))
+        miss = (MISSING if r.get("miss_rate") is None
+                else f"{_pct(r['miss_rate'])} {_interval(r.get('miss_low'), r.get('miss_high'))}")
+        cells = [_esc(r.get("probe")), _esc(f"{r.get('group')}.{r.get('criterion') or MISSING}"),
+                 _esc(_count(r.get("pairs"))), _esc(_pct(r.get("original_rate"))), _esc(_pct(r.get("variant_rate"))),
+                 _shift_cell(r.get("shift"), r.get("low"), r.get("high")), _esc(_p_value(r.get("p_value"))),
+                 _esc(miss), "flagged" if flagged else "", _esc(r.get("note") or "")]
+        rows.append(f"<tr{_FLAGGED if flagged else ''}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    if rows:
+        head_cells = ("Probe", "Criterion", "Pairs", "Original", "Variant", "Shift [95% CI]", "McNemar p",
+                      "Planted errors passed [95% CI]", "Flag", "Note")
+        parts.append('<div class="table-wrap"><table id="judge-probes"><thead><tr>'
+                     + "".join(f"<th>{_esc(h)}</th>" for h in head_cells) + "</tr></thead><tbody>"
+                     + "".join(rows) + "</tbody></table></div>")
+    observed = [r for r in reliability.get("observed") or [] if r.get("pairs")]
+    if observed:
+        items = "".join(
+            f"<tr{_FLAGGED if r.get('flagged') else ''}><td>{_esc(r.get('dimension'))}</td>"
+            f"<td>{_esc(r.get('bin'))}</td><td>{_esc(r.get('group'))}.{_esc(r.get('criterion'))}</td>"
+            f"<td>{_esc(_count(r.get('pairs')))}</td><td>{_shift_cell(r.get('difference'), r.get('low'), r.get('high'))}"
+            f"</td><td>{'flagged' if r.get('flagged') else ''}</td></tr>" for r in observed)
+        parts.append("<h3>Observed bias: judge minus human majority</h3>"
+                     '<div class="table-wrap"><table id="judge-observed"><thead><tr><th>By</th><th>Bin</th>'
+                     "<th>Criterion</th><th>Pairs</th><th>Difference [95% CI]</th><th>Flag</th></tr></thead>"
+                     f"<tbody>{items}</tbody></table></div>")
+    warnings = scorecard.get("warnings") or []
+    if warnings:
+        parts.append('<ul class="judge-warnings">' + "".join(f"<li>{_esc(w)}</li>" for w in warnings) + "</ul>")
+    else:
+        parts.append('<p class="note">No slice is scored by the judge with a flagged criterion.</p>')
+    return "".join(parts) + "</section>"
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -552,6 +616,7 @@ def render_scorecard_html(scorecard: dict) -> str:
         _slice_table(scorecard),
         "<h2>Not scored / errors</h2>",
         _not_scored_note(scorecard),
+        judge_reliability_section(scorecard),
     ]
     return (
         "<!DOCTYPE html>\n"

@@ -359,3 +359,44 @@ def test_an_undefined_detectable_change_is_said_not_left_out():
     assert paired["candidate_only"] == paired["baseline_only"] == 0 and paired["p_value"] == 1.0
     assert paired["low"] < -0.1 and paired["high"] > 0.1
     assert same["overall"]["mde"] is not None and same["overall"]["mde_note"] is None
+
+
+# ---- judge reliability ----------------------------------------------------------------------
+
+
+def probe_row(probe, group, criterion, flagged, note="") -> dict:
+    return {"probe": probe, "group": group, "criterion": criterion, "pairs": 30, "shift": 0.3 if flagged else 0.0,
+            "low": 0.15 if flagged else -0.05, "high": 0.45 if flagged else 0.05, "p_value": 0.001,
+            "miss_rate": None, "flagged": flagged, "note": note}
+
+
+def test_judge_flagged_criterion_warns_only_the_slices_the_judge_scores_and_keeps_the_verdict():
+    base, cand = regression_set()
+    judged = rows("rag_qa", ["passed"] * 30, prefix="rag")
+    for r in judged:
+        r["rubric"] = "rag_qa"  # scored by the judge with the rag_qa rubric
+    reliability = {"month": "2026-01",
+                   "probes": [probe_row("length", "rag_qa", "completeness", True, "variant passes more often by 30%"),
+                              probe_row("hedging", "rag_qa", "completeness", False),
+                              probe_row("planted_error", "intent_routing", "correct_intent", True)],
+                   "observed": [{"dimension": "length_quartile", "bin": "Q4 (300-900 chars)", "group": "rag_qa",
+                                 "criterion": "answers_question", "pairs": 12, "difference": 0.4, "low": 0.1,
+                                 "high": 0.6, "flagged": True, "note": "judge passes more than the humans"}]}
+    plain = card(cand + judged, base + judged)
+    with_probes = build_scorecard(cand + judged, base + judged, GATES, model="m:2", baseline_model="m:1",
+                                  eval_set_version="v1", tier="deep", created_at="2026-12-01T00:00:00Z",
+                                  judge_reliability=reliability)
+    assert with_probes["verdict"] == plain["verdict"] == "fail" and with_probes["reasons"] == plain["reasons"]
+    assert plain["judge_reliability"] is None and plain["warnings"] == []
+    warnings = with_probes["warnings"]
+    # routing is scored by exact match only (no rubric on its rows): no warning despite its flagged probe
+    assert len(warnings) == 2 and all("slice category=rag_qa" in w for w in warnings)
+    assert "criterion completeness is flagged by the length probe" in warnings[0]
+    assert "criterion answers_question is flagged by the observed bias (length quartile Q4 (300-900 chars)) probe" \
+        in warnings[1]
+    assert [f["criterion"] for f in with_probes["judge_reliability"]["flagged"]] == [
+        "completeness", "correct_intent", "answers_question"]
+    text = scorecard_text(with_probes).splitlines()
+    assert [line for line in text if line.startswith("  ! judge reliability: slice category=rag_qa")] == \
+        [f"  ! {w}" for w in warnings]
+    assert not [line for line in scorecard_text(plain).splitlines() if line.startswith("  !")]

@@ -354,3 +354,34 @@ def test_missing_browser_skips_unless_the_environment_requires_it(monkeypatch, t
     monkeypatch.setenv(browser.REQUIRE_BROWSER_ENV, "1")
     with pytest.raises(pytest.fail.Exception, match="EVAL_PIPELINE_REQUIRE_BROWSER is set but .*no-chromedriver"):
         browser.require_browser()
+
+
+def test_judge_reliability_section_without_and_with_probe_results():
+    card = fail_with_baseline()
+    page = render_scorecard_html(card)
+    section = re.search(r'<section id="judge-reliability">(.*?)</section>', page, re.DOTALL).group(1)
+    assert "<h2>Judge reliability</h2>" in section
+    assert "No probe results: run <code>eval-pipeline probe-judge</code>" in section
+    card["judge_reliability"] = {
+        "month": "2026-01", "flagged": [],
+        "probes": [{"probe": "length", "group": "rag_qa", "criterion": "completeness", "pairs": 30,
+                    "original_rate": 0.5, "variant_rate": 0.8, "shift": 0.3, "low": 0.12, "high": 0.45,
+                    "p_value": 0.0012, "miss_rate": None, "miss_low": None, "miss_high": None, "flagged": True,
+                    "note": "variant passes more often by 30% (interval above 0)"},
+                   {"probe": "planted_error", "group": "rag_qa", "criterion": "grounded_in_context", "pairs": 30,
+                    "original_rate": 0.8, "variant_rate": 0.1, "shift": -0.7, "low": -0.85, "high": -0.5,
+                    "p_value": 0.0001, "miss_rate": 0.125, "miss_low": 0.04, "miss_high": 0.31, "flagged": True,
+                    "note": XSS}],
+        "observed": [{"dimension": "hedges", "bin": "hedged", "group": "rag_qa", "criterion": "completeness",
+                      "pairs": 14, "difference": 0.2, "low": -0.05, "high": 0.4, "flagged": False}]}
+    card["warnings"] = ["judge reliability: slice category=refunds is scored by the judge with rubric rag_qa, whose "
+                        "criterion completeness is flagged by the length probe"]
+    page = render_scorecard_html(card)
+    section = re.search(r'<section id="judge-reliability">(.*?)</section>', page, re.DOTALL).group(1)
+    assert "No probe results" not in section and XSS not in page
+    rows = re.findall(r"<tr( class=\"flagged\")?><td>(length|planted_error)</td>", section)
+    assert rows == [(' class="flagged"', "length"), (' class="flagged"', "planted_error")]
+    assert "+30.0 pts <span class=\"ci\">[+12.0, +45.0]</span>" in section
+    assert "12.5% [4.0%, 31.0%]" in section  # the planted errors the judge still passed
+    assert "<td>hedges</td><td>hedged</td>" in section and "+20.0 pts" in section
+    assert "<li>judge reliability: slice category=refunds" in section

@@ -212,10 +212,28 @@ def baseline_scores(warehouse: DuckDBResource, baseline: str) -> tuple[str | Non
     return version, [{"example_id": r["example_id"], "status": r["status"]} for r in rows], versions
 
 
+def judge_reliability(warehouse: DuckDBResource) -> dict[str, Any] | None:
+    """The latest month's rows of ``labeling.judge_bias_probes`` and ``labeling.judge_observed_bias``
+    (None when neither table exists or both are empty: no probe has run)."""
+    out: dict[str, Any] = {"month": None, "probes": [], "observed": []}
+    with warehouse.get_connection() as con:
+        for key, table in (("probes", "judge_bias_probes"), ("observed", "judge_observed_bias")):
+            exists = con.execute("select count(*) from information_schema.tables "
+                                 "where table_schema = 'labeling' and table_name = ?", [table]).fetchone()[0]
+            if not exists:
+                continue
+            rows = con.execute(f"select * from labeling.{table} where month_start = "
+                               f"(select max(month_start) from labeling.{table})").pl()
+            out[key] = [{k: v for k, v in r.items() if k != "month_start"} for r in rows.to_dicts()]
+            if rows.height:
+                out["month"] = f"{rows['month_start'][0]:%Y-%m}"
+    return out if out["probes"] or out["observed"] else None
+
+
 @dg.asset(group_name="evaluation", kinds=KINDS | {"html"}, partitions_def=model_versions, metadata=_META)
 def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settings: PipelineSettings,
-              evaluation: EvaluationSettings, warehouse: DuckDBResource, model_registry: pl.DataFrame,
-              candidate_scores: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+              evaluation: EvaluationSettings, labeling: LabelingSettings, warehouse: DuckDBResource,
+              model_registry: pl.DataFrame, candidate_scores: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """The verdict on the model version: overall and per-slice pass rates with Wilson intervals,
     the traffic-weighted pass rate, the paired comparison with the baseline on the same examples
     (difference with its interval, McNemar p), the gates of the thresholds file (floors, maximum
@@ -239,13 +257,20 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
         elif len(stored_versions) > 1:
             context.log.warning(f"baseline {baseline} has stored scores on eval-set versions "
                                 f"{', '.join(map(str, stored_versions))}: only those on {base_version} are used")
-    rows = candidate_scores.select("example_id", "slice", "status", pl.col("tier_weight").alias("weight")).to_dicts()
+    rows = candidate_scores.select("example_id", "slice", "status", "task_type", "scorers",
+                                   pl.col("tier_weight").alias("weight")).to_dicts()
+    rubrics = labeling.rubrics()
+    for r in rows:  # the rubric the judge scored the example with, for the judge-reliability warnings
+        judged = any(str(s).startswith("judge:") for s in r.pop("scorers") or [])
+        rubric = rubric_for(rubrics, r["task_type"]) if judged else None
+        r["rubric"] = rubric.name if rubric else None
+    reliability = judge_reliability(warehouse)
     tier = candidate_scores["tier"][0] if candidate_scores.height else "deep"
     version = candidate_scores["eval_set_version"][0] if candidate_scores.height else None
     now = datetime.now(timezone.utc)
     card = build_scorecard(rows, base_rows, thresholds, model=key, baseline_model=baseline, eval_set_version=version,
                            baseline_eval_set_version=base_version, tier=tier,
-                           created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                           created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"), judge_reliability=reliability)
     comparison = card["comparison"]
     html_path, json_path = scorecard_paths(settings, key, tier)
     write_scorecard_report(card, html_path)
@@ -282,6 +307,7 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
         "counts": dg.MetadataValue.json(card["counts"]),
         "slices": dg.MetadataValue.md(markdown_table(view, max_cell=40)),
         "report": dg.MetadataValue.path(str(html_path)),
+        "judge_reliability_warnings": dg.MetadataValue.json(card["warnings"]),
     })
 
 
