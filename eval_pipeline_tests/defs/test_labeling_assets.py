@@ -66,7 +66,7 @@ def assets(home):
     return [ingest_assets.landing_manifest, ingest_assets.ingested_logs, privacy_assets.redacted_logs,
             embedding_assets.log_embeddings, clustering_assets.log_clusters, sampling_assets.eval_set,
             labeling_assets.annotation_tasks, labeling_assets.judge_labels, labeling_assets.human_labels,
-            labeling_assets.label_agreement, labeling_assets.gold_labels]
+            labeling_assets.label_agreement, labeling_assets.judge_bias_probes, labeling_assets.gold_labels]
 
 
 def table(home, sql):
@@ -178,6 +178,11 @@ def test_label_studio_exports_round_trip_into_gold_labels(labeled_home):
     assert set(refs["example_id"]) <= {e for e, t in EXAMPLES.items() if t == "intent_routing"}
     assert refs["exact_match"].is_not_null().all() and refs["rouge_l"].is_not_null().all()
     assert (home.reports / "labels" / "review_queue.csv").exists()
+    # no judge bias probe has run (no table yet): gold labels say so beside the calibration
+    gold_meta = {k: v.value for k, v in next(
+        m for m in run.get_asset_materialization_events() if m.asset_key.to_user_string() == "gold_labels"
+    ).materialization.metadata.items()}
+    assert gold_meta["judge_bias_flags"] == [] and "eval-pipeline probe-judge" in gold_meta["judge_observed_bias"]
 
 
 def test_labels_before_any_eval_set_are_quarantined_not_lost(tmp_path):

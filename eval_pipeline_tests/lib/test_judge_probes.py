@@ -324,7 +324,8 @@ def probe_home(tmp_path, with_labels: bool = True, n: int = 15) -> DataHome:
 # every asset up to the probes (only the selected ones run; the others are where inputs come from)
 PROBE_ASSETS = [ingest_assets.landing_manifest, ingest_assets.ingested_logs, privacy_assets.redacted_logs,
                 embedding_assets.log_embeddings, clustering_assets.log_clusters, sampling_assets.eval_set,
-                labeling_assets.judge_labels, labeling_assets.human_labels, labeling_assets.judge_bias_probes]
+                labeling_assets.judge_labels, labeling_assets.human_labels, labeling_assets.judge_bias_probes,
+                labeling_assets.gold_labels]
 
 
 def meta(result, key):
@@ -356,6 +357,12 @@ def test_asset_skips_without_judge_and_flags_a_biased_one(tmp_path):
     # observed: the biased judge passes the wrong rag answers the humans failed
     grounded = observed.filter((pl.col("criterion") == "grounded_in_context") & (pl.col("dimension") == "hedges"))
     assert grounded["difference"].to_list() == [pytest.approx(0.2)]
+    # gold labels show the latest month's probe flags beside the judge calibration
+    gold = dg.materialize(PROBE_ASSETS, resources=build_resources(home),
+                          selection=["gold_labels", "gold_references", "review_queue"])
+    flags = meta(gold, "gold_labels")["judge_bias_flags"]
+    assert flags == [f"{r['probe']}: {r['group']}.{r['criterion']} ({r['note']})"
+                     for r in probes.filter(pl.col("flagged")).iter_rows(named=True)] and flags
 
 
 def test_cli_needs_a_judge_and_prints_the_flags_with_one(tmp_path, monkeypatch, capsys):
