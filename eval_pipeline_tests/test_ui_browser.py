@@ -12,8 +12,11 @@ evaluated in the UI's instance, so the registry sensor's first tick skips them.
 import time
 import urllib.parse
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
+import duckdb
+import polars as pl
 from browser import external_requests, headless_chrome, require_browser, save_screenshot
 from dagster_dev import dagster_dev, graphql
 from evaluation_fixtures import evaluation_home, register
@@ -21,6 +24,7 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from eval_pipeline.defs.labeling.assets import JUDGE_BIAS_PROBES
 from eval_pipeline.runs import evaluate_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -83,6 +87,23 @@ def _assert_png(path: Path) -> None:
     assert len(data) > 5 * 1024, f"{path} is only {len(data)} bytes"
 
 
+def write_probe_rows(home) -> None:
+    """Two rows of ``labeling.judge_bias_probes`` for January: a flagged planted-error row and a
+    clean length row."""
+    common = {"month_start": datetime(2026, 1, 1), "eval_set_version": "v1", "pairs": 30, "skipped": 0,
+              "p_value": 0.001, "miss_low": None, "miss_high": None, "miss_rate": None}
+    rows = [{**common, "probe": "planted_error", "group": "intent_routing", "criterion": "correct_intent",
+             "original_rate": 0.9, "variant_rate": 0.6, "shift": -0.3, "low": -0.45, "high": -0.15,
+             "miss_rate": 0.67, "miss_low": 0.48, "miss_high": 0.81, "flagged": True,
+             "note": "judge still passes 18 of 27 planted errors"},
+            {**common, "probe": "length", "group": "rag_qa", "criterion": "completeness", "original_rate": 0.7,
+             "variant_rate": 0.7, "shift": 0.0, "low": -0.08, "high": 0.08, "flagged": False, "note": "no shift"}]
+    df = pl.DataFrame(rows, schema=JUDGE_BIAS_PROBES)  # noqa: F841 - read in SQL
+    with duckdb.connect(str(home.warehouse)) as con:
+        con.execute("create schema if not exists labeling")
+        con.execute("create table labeling.judge_bias_probes as select * from df")
+
+
 def test_dagster_ui_and_scorecard_report_render_in_a_browser(tmp_path, monkeypatch):
     require_browser()
     started = time.monotonic()
@@ -90,6 +111,7 @@ def test_dagster_ui_and_scorecard_report_render_in_a_browser(tmp_path, monkeypat
     # a failing candidate, evaluated on the data home's persistent instance (baseline first)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))  # evaluate_model repoints it; restored after
     home, _, _ = evaluation_home(tmp_path / "home")
+    write_probe_rows(home)  # the judge bias probes of a month, as the probes asset leaves them
     register(home, "1", "baseline", provider="recorded", recorded_path=str(home.recordings / "baseline.jsonl"))
     register(home, "2", "candidate", provider="recorded", recorded_path=str(home.recordings / "regressed.jsonl"))
     outcome = evaluate_model(home, "router:2", log=lambda *_: None)
@@ -117,6 +139,15 @@ def test_dagster_ui_and_scorecard_report_render_in_a_browser(tmp_path, monkeypat
         assert all(d.size["width"] > 0 and d.size["height"] > 0 for d in dots)
         rows = driver.find_elements(By.CSS_SELECTOR, "#slices tbody tr[data-slice='category=intent_routing']")
         assert len(rows) == 1 and "fail" in rows[0].text
+        # the judge-reliability section: the probe table with the flagged row marked; routing is
+        # scored by exact match only, so its flagged judge criterion gives no gate warning
+        section = driver.find_element(By.ID, "judge-reliability")
+        assert section.find_element(By.TAG_NAME, "h2").text == "Judge reliability"
+        flagged = section.find_elements(By.CSS_SELECTOR, "#judge-probes tbody tr.flagged")
+        assert len(flagged) == 1 and "intent_routing.correct_intent" in flagged[0].text and flagged[0].is_displayed()
+        assert len(section.find_elements(By.CSS_SELECTOR, "#judge-probes tbody tr")) == 2
+        assert "No slice is scored by the judge with a flagged criterion." in section.text
+        assert card["warnings"] == [] and len(card["judge_reliability"]["flagged"]) == 1
         assert external_requests(driver) == []
         shots.append(save_screenshot(driver, "scorecard_report_demo"))
 
