@@ -772,7 +772,7 @@ def probe_judge(home: DataHome, month: str | None = None, sample: int = 60, thre
             outcome.metadata = {k: v.value for k, v in event.materialization.metadata.items()}
     with _read_only(home.warehouse) as con:
         for name in ("probes", "observed"):
-            table = "judge_bias_probes" if name == "probes" else "judge_observed_bias"
+            table = "judge_bias_probes" if name == "probes" else "judge_human_gap"
             rows = con.execute(f"select * from labeling.{table} where month_start = ?", [first]).pl().to_dicts()
             setattr(outcome, name, rows)
     return outcome

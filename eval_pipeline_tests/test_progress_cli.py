@@ -20,7 +20,7 @@ from eval_pipeline.runs import month_days, register_demo_models
 
 ROOT = Path(__file__).resolve().parent.parent
 STAMP = re.compile(r"^(\d\d:\d\d:\d\d) \+(\d+ s|\d+m \d\ds|\d+h \d\dm) ")
-MONTHLY_STEPS = ["log_clusters", "eval_set", "annotation_tasks", "judge_labels"]
+MONTHLY_STEPS = ["log_clusters", "eval_set", "annotation_tasks", "judge_labels", "judge_bias_probes"]
 
 
 def command(home: DataHome, *args: str) -> list[str]:
@@ -85,9 +85,9 @@ def test_refresh_lines_name_each_day_and_step_in_order_then_evaluate_redraws_one
     # day takes about one, less the time the line waited for the next read of the event log.
     assert sorted(m[1] for m in days) == month_days("2026-02") and [int(m[2]) for m in days] == list(range(1, 29))
     assert all(m[3] for m in days[:20]) and not days[-1][3]
-    steps = [re.fullmatch(r"refresh 2026-02: step (\w+) done in \S+ s \(steps (\d)/4\)", s) for s in said[30:34]]
-    assert [m[1] for m in steps] == MONTHLY_STEPS and [int(m[2]) for m in steps] == [1, 2, 3, 4]
-    assert len(said) == 35 and re.fullmatch(r"refresh 2026-02: done in .+ \(28 days, 5 steps\)", said[-1])
+    steps = [re.fullmatch(r"refresh 2026-02: step (\w+) done in \S+ s \(steps (\d)/5\)", s) for s in said[30:35]]
+    assert [m[1] for m in steps] == MONTHLY_STEPS and [int(m[2]) for m in steps] == [1, 2, 3, 4, 5]
+    assert len(said) == 36 and re.fullmatch(r"refresh 2026-02: done in .+ \(28 days, 6 steps\)", said[-1])
     elapsed = [seconds(STAMP.match(line)[2]) for line in lines]
     assert elapsed == sorted(elapsed) and elapsed[-1] > 0
 

@@ -521,7 +521,7 @@ def judge_reliability_card(rows: Iterable[Mapping[str, Any]], reliability: Mappi
     """The card's ``judge_reliability`` entry and its ``warnings``.
 
     ``reliability``: ``{"month", "probes", "observed"}`` (rows of ``judge_bias_probes`` and
-    ``judge_observed_bias``), None when no probe has run. A criterion is flagged by a probe row
+    ``judge_human_gap``), None when no probe has run. A criterion is flagged by a probe row
     or an observed-bias bin with ``flagged`` set. Every slice with examples the judge scored with
     a rubric (a row's ``rubric``) that has a flagged criterion gets one warning per flag, naming
     the slice, the criterion and the probe; slices scored only by reference metrics get none.

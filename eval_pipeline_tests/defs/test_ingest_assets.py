@@ -146,12 +146,12 @@ def test_definitions_list_every_asset_check_job_and_sensor(home):
         "eval_set": "sampling", "annotation_tasks": "labeling", "judge_labels": "labeling", "human_labels": "labeling",
         "human_references": "labeling", "label_quarantine": "labeling", "label_agreement": "labeling",
         "gold_labels": "labeling", "gold_references": "labeling", "review_queue": "labeling",
-        "judge_bias_probes": "labeling", "judge_observed_bias": "labeling",
+        "judge_bias_probes": "labeling", "judge_human_gap": "labeling",
         "model_registry": "registry", "candidate_outputs": "evaluation", "candidate_scores": "evaluation",
         "scorecard": "evaluation"}
     # daily feeds monthly: the clustering assets read the month's daily embeddings
     monthly = {"log_clusters", "cluster_table", "cluster_drift", "eval_set", "annotation_tasks", "judge_labels",
-               "judge_bias_probes", "judge_observed_bias"}
+               "judge_bias_probes", "judge_human_gap"}
     for key in monthly | {"log_embeddings"}:
         partitions = graph.get(dg.AssetKey(key)).partitions_def
         assert partitions.get_cron_schedule() == ("0 0 1 * *" if key in monthly else "0 0 * * *")

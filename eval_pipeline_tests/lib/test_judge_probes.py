@@ -336,7 +336,7 @@ def meta(result, key):
 def test_asset_skips_without_judge_and_flags_a_biased_one(tmp_path):
     home = probe_home(tmp_path)
     skipped = dg.materialize(PROBE_ASSETS, resources=build_resources(home), partition_key=MONTH,
-                             selection=["judge_bias_probes", "judge_observed_bias"])
+                             selection=["judge_bias_probes", "judge_human_gap"])
     assert "no judge endpoint configured" in meta(skipped, "judge_bias_probes")["skipped"]
     with duckdb.connect(str(home.warehouse), read_only=True) as con:
         assert con.execute("select count(*) from labeling.judge_bias_probes").fetchone()[0] == 0
@@ -345,12 +345,12 @@ def test_asset_skips_without_judge_and_flags_a_biased_one(tmp_path):
         resources = {**build_resources(home),
                      "judge": JudgeSettings(base_url=server.base_url, model="judge", max_retries=0, timeout=10)}
         result = dg.materialize(PROBE_ASSETS, resources=resources, partition_key=MONTH,
-                                selection=["judge_labels", "judge_bias_probes", "judge_observed_bias"])
+                                selection=["judge_labels", "judge_bias_probes", "judge_human_gap"])
     m = meta(result, "judge_bias_probes")
     assert m["sampled_examples"] == 30 and any(f.startswith("length: rag_qa.answers_question") for f in m["flagged"])
     with duckdb.connect(str(home.warehouse), read_only=True) as con:
         probes = con.execute("select * from labeling.judge_bias_probes").pl()
-        observed = con.execute("select * from labeling.judge_observed_bias").pl()
+        observed = con.execute("select * from labeling.judge_human_gap").pl()
     # padding, and the longer hedged and confident wordings, all sway a judge that rewards length
     assert {"length", "planted_error"} <= set(probes.filter(pl.col("flagged"))["probe"])
     assert (probes["month_start"] == datetime(2026, 1, 1)).all()

@@ -213,11 +213,11 @@ def baseline_scores(warehouse: DuckDBResource, baseline: str) -> tuple[str | Non
 
 
 def judge_reliability(warehouse: DuckDBResource) -> dict[str, Any] | None:
-    """The latest month's rows of ``labeling.judge_bias_probes`` and ``labeling.judge_observed_bias``
+    """The latest month's rows of ``labeling.judge_bias_probes`` and ``labeling.judge_human_gap``
     (None when neither table exists or both are empty: no probe has run)."""
     out: dict[str, Any] = {"month": None, "probes": [], "observed": []}
     with warehouse.get_connection() as con:
-        for key, table in (("probes", "judge_bias_probes"), ("observed", "judge_observed_bias")):
+        for key, table in (("probes", "judge_bias_probes"), ("observed", "judge_human_gap")):
             exists = con.execute("select count(*) from information_schema.tables "
                                  "where table_schema = 'labeling' and table_name = ?", [table]).fetchone()[0]
             if not exists:

@@ -204,7 +204,7 @@ JUDGE_BIAS_PROBES = {"month_start": pl.Datetime("us"), "eval_set_version": pl.St
                      "original_rate": pl.Float64, "variant_rate": pl.Float64, "shift": pl.Float64, "low": pl.Float64,
                      "high": pl.Float64, "p_value": pl.Float64, "miss_rate": pl.Float64, "miss_low": pl.Float64,
                      "miss_high": pl.Float64, "flagged": pl.Boolean, "note": pl.String}
-JUDGE_OBSERVED_BIAS = {"month_start": pl.Datetime("us"), "eval_set_version": pl.String, "dimension": pl.String,
+JUDGE_HUMAN_GAP = {"month_start": pl.Datetime("us"), "eval_set_version": pl.String, "dimension": pl.String,
                        "bin": pl.String, "group": pl.String, "criterion": pl.String, "pairs": pl.Int64,
                        "judge_rate": pl.Float64, "human_rate": pl.Float64, "difference": pl.Float64,
                        "low": pl.Float64, "high": pl.Float64, "p_value": pl.Float64, "flagged": pl.Boolean,
@@ -240,7 +240,7 @@ def _probe_view(rows: list[dict]) -> str:
             kinds=KINDS | {"openai"}, metadata={**_LABELS, "partition_expr": "month_start"},
             description="Pass-rate shift of the judge per probe (length, hedging, confidence, planted error) and "
                         "criterion, with paired intervals, McNemar p and flags."),
-        "judge_observed_bias": dg.AssetOut(
+        "judge_human_gap": dg.AssetOut(
             kinds=KINDS, metadata={**_LABELS, "partition_expr": "month_start"},
             description="Judge-minus-human pass-rate difference per criterion by output-length quartile and by "
                         "hedging, on the human-labelled examples."),
@@ -312,12 +312,12 @@ def judge_bias_probes(context: dg.AssetExecutionContext, config: JudgeProbesConf
                                       + (f" ({NO_JUDGE})" if not judge.configured else "")}
 
     probes_df = _frame([{**base, **r} for r in probes], JUDGE_BIAS_PROBES)
-    observed_df = _frame([{**base, **r} for r in observed], JUDGE_OBSERVED_BIAS)
+    observed_df = _frame([{**base, **r} for r in observed], JUDGE_HUMAN_GAP)
     flags = [f"{r['probe']}: {r['group']}.{r['criterion']} ({r['note']})" for r in probes if r["flagged"]]
     yield dg.Output(probes_df, output_name="judge_bias_probes", metadata={
         "dagster/row_count": probes_df.height, "threshold": config.threshold, **probe_meta,
         "flagged": dg.MetadataValue.json(flags), "probes": dg.MetadataValue.md(_probe_view(probes))})
-    yield dg.Output(observed_df, output_name="judge_observed_bias", metadata={
+    yield dg.Output(observed_df, output_name="judge_human_gap", metadata={
         "dagster/row_count": observed_df.height, **observed_meta,
         "flagged": dg.MetadataValue.json([f"{r['group']}.{r['criterion']} {r['dimension']} {r['bin']} ({r['note']})"
                                           for r in observed if r["flagged"]])})
@@ -380,7 +380,7 @@ REVIEW_QUEUE = {"example_id": pl.String, "group": pl.String, "criterion": pl.Str
 )
 def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, labeling: LabelingSettings,
                 eval_set: pl.DataFrame, human_labels: pl.DataFrame, human_references: pl.DataFrame,
-                judge_labels: pl.DataFrame, judge_bias_probes: pl.DataFrame, judge_observed_bias: pl.DataFrame):
+                judge_labels: pl.DataFrame, judge_bias_probes: pl.DataFrame, judge_human_gap: pl.DataFrame):
     """Adjudicated labels: the majority per example and criterion (a tie goes to the stricter
     level and is flagged), the minority kept. References: the annotators' majority answer, and
     for task types with one correct answer the production output scored against it (exact match,
@@ -425,7 +425,7 @@ def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, l
         "judge_calibration": dg.MetadataValue.md(markdown_table(pl.DataFrame(calibration)) if calibration
                                                  else "(no judge labels: configure a judge endpoint)"),
         "judge_warnings": dg.MetadataValue.json(warnings),
-        **judge_bias_summary(judge_bias_probes, judge_observed_bias),
+        **judge_bias_summary(judge_bias_probes, judge_human_gap),
     })
     metric_means = {m: round(float(refs_df[m].mean()), 3) for m in ("exact_match", "token_f1", "rouge_l")
                     if refs_df.height and refs_df[m].drop_nulls().len()}
@@ -459,7 +459,7 @@ def judge_bias_summary(probes: pl.DataFrame, observed: pl.DataFrame) -> dict[str
 
 
 judge_probes_job = dg.define_asset_job(
-    "judge_probes_job", selection=dg.AssetSelection.assets("judge_bias_probes", "judge_observed_bias"),
+    "judge_probes_job", selection=dg.AssetSelection.assets("judge_bias_probes", "judge_human_gap"),
     partitions_def=monthly_partitions,
 )
 

@@ -22,7 +22,7 @@ monthly_refresh_job = dg.define_asset_job(
     "monthly_refresh_job",
     selection=dg.AssetSelection.assets("log_clusters", "cluster_table", "cluster_drift", "eval_set",
                                        "annotation_tasks", "judge_labels", "judge_bias_probes",
-                                       "judge_observed_bias"),
+                                       "judge_human_gap"),
     partitions_def=monthly_partitions,
     run_tags={"eval_pipeline/run": "month"},
 )
