@@ -24,7 +24,7 @@ from eval_pipeline.defs.privacy import assets as privacy_assets
 from eval_pipeline.defs.resources import JudgeSettings, build_resources
 from eval_pipeline.defs.sampling import assets as sampling_assets
 from eval_pipeline.lib.judge import Judge, JudgeCache, OpenAICompatibleProvider
-from eval_pipeline.lib.judge_probes import (HEDGE_PHRASES, PROBES, has_hedge, is_structured, label_values,
+from eval_pipeline.lib.judge_probes import (HEDGE_PHRASES, has_hedge, is_structured, label_values,
                                             make_variant, observed_bias, planted_error_variant, probe_rows,
                                             run_probes, sample_examples)
 from eval_pipeline.lib.paths import DataHome
