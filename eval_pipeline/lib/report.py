@@ -523,6 +523,23 @@ def _not_scored_note(scorecard: Mapping[str, Any]) -> str:
     return f'<div class="note"><p>{_esc(summary)}</p>{listing}</div>'
 
 
+def _human_review_section(scorecard: Mapping[str, Any]) -> str:
+    """Counts of the failures' human review and the overturned examples; empty when none was sent."""
+    review = scorecard.get("human_review")
+    if not review:
+        return ""
+    c = review["counts"]
+    text = (f"{_count(c['failures'])} failures sent for review: {_count(c['reviewed'])} reviewed, "
+            f"{_count(c['confirmed'])} confirmed, {_count(c['overturned'])} overturned, "
+            f"{_count(c['awaiting_review'])} awaiting review. An overturned example counts as passed in every "
+            "rate above, the paired comparison with the baseline included.")
+    items = "".join(f"<li><code>{_esc(o['example_id'])}</code>: {_esc(o.get('note') or '')}</li>"
+                    for o in review.get("overturned") or [])
+    listing = f"<p>Overturned:</p><ul>{items}</ul>" if items else ""
+    return (f'<section id="human-review"><h2>Human review of failures</h2>'
+            f'<div class="note"><p>{_esc(text)}</p>{listing}</div></section>')
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -552,6 +569,7 @@ def render_scorecard_html(scorecard: dict) -> str:
         _slice_table(scorecard),
         "<h2>Not scored / errors</h2>",
         _not_scored_note(scorecard),
+        _human_review_section(scorecard),
     ]
     return (
         "<!DOCTYPE html>\n"
