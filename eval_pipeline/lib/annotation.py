@@ -379,18 +379,24 @@ class _Collector:
         return example, rubric_for(self.rubrics, example.get("task_type"))
 
     def unknown(self, example_id: Any, example: Mapping[str, Any] | None, rubric: Rubric | None,
-                claimed_review: Any) -> tuple[str, str] | None:
+                claimed_review: Any = None, shown_output: Any = None) -> tuple[str, str] | None:
         """(reason code, why) when an item cannot be taken for this batch's examples, else None.
 
         Reading a failure review (``review_of`` set), the examples are that version's failures and
         every item must carry the same ``review_of``: a label made for another version's review
-        would judge an output this version did not give."""
+        would judge an output this version did not give. Where the item shows the output it judged
+        (``output``), it must be the failure's (whitespace aside): a version evaluated again since
+        the tasks were written may have answered otherwise."""
         if self.review_of is not None:
             if example is None:
                 return "not_under_review", f"example id {example_id!r} is not a failure of {self.review_of} under review"
             if claimed_review != self.review_of:
                 return "other_review", (f"review_of is {claimed_review!r}, not {self.review_of!r}: the label was made "
                                         "for another version's output")
+            if shown_output is not None and " ".join(str(shown_output).split()) != " ".join(
+                    str(example.get("output") or "").split()):
+                return "other_review", (f"the output labelled is not the one {self.review_of} gave in its latest run "
+                                        "(evaluated again since the task was written)")
         if example is None:
             return "unknown_example", f"example id {example_id!r} is not in the eval set"
         if rubric is None:
@@ -537,7 +543,7 @@ def _read_label_studio(col: _Collector, tasks: list[Any], source_file: str) -> N
             ann_text = f"{task_text}, annotation {ann_id if isinstance(ann_id, (str, int)) else a_index}"
             annotator = annotator_of(annotation)
             items = _result_items(annotation)
-            problem = col.unknown(eid, example, rubric, data.get("review_of"))
+            problem = col.unknown(eid, example, rubric, data.get("review_of"), data.get("output"))
             if problem:
                 for item in items or [{}]:  # an empty annotation of an unknown task still shows up
                     col.reject(source_file, t_index, eid if isinstance(eid, str) else None, annotator,
@@ -596,7 +602,7 @@ def _read_plain_row(col: _Collector, row: Mapping[str, Any], source_file: str, l
     example, rubric = col.example_rubric(eid.strip() if isinstance(eid, str) else eid)
     field_name = str(criterion_id) if not _blank(criterion_id) else "criterion"
     claimed = row.get("review_of")
-    problem = col.unknown(eid, example, rubric, None if _blank(claimed) else str(claimed).strip())
+    problem = col.unknown(eid, example, rubric, None if _blank(claimed) else str(claimed).strip(), row.get("output"))
     if problem:
         col.reject(source_file, line, eid if isinstance(eid, str) else None,
                    None if _blank(annotator) else str(annotator).strip(), field_name, problem[0], problem[1],

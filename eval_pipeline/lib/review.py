@@ -148,9 +148,11 @@ def read_review_labels(inbox: str | Path, failed: Sequence[Mapping[str, Any]], r
                        review_of: str) -> AnnotationBatch:
     """The reviewers' labels dropped into ``inbox`` (Label Studio JSON exports, filled CSV/JSONL),
     read by :func:`~eval_pipeline.lib.annotation.read_annotation_folder`: a label for an example
-    that is not one of ``failed``, or carrying another version's ``review_of``, is quarantined."""
+    that is not one of ``failed``, carrying another version's ``review_of``, or showing another
+    output than the failure's (the version was evaluated again since), is quarantined."""
     examples = {r["example_id"]: {"example_id": r["example_id"], "task_type": r.get("task_type"),
-                                  "eval_set_version": r.get("eval_set_version")} for r in failed}
+                                  "eval_set_version": r.get("eval_set_version"), "output": r.get("output") or ""}
+                for r in failed}
     return read_annotation_folder(inbox, examples, rubrics, review_of=review_of)
 
 

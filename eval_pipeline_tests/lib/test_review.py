@@ -122,3 +122,23 @@ def test_review_tasks_show_the_candidate_and_read_back_with_quarantine(tmp_path)
     assert any("ls.json: task index 1" in m and "review_of is 'm:1', not 'm:2'" in m for m in messages)
     assert any("ls.json: task index 2" in m and "'passed_one' is not a failure of m:2" in m for m in messages)
     assert any("plain.csv: line 3" in m and "review_of is None" in m for m in messages)
+
+
+def test_a_label_of_another_output_is_quarantined(tmp_path):
+    """The version was evaluated again after the tasks went out and now answers otherwise: a label
+    of the old output does not judge the new one. Whitespace a spreadsheet changes does not count."""
+    failed = [_failure("e1", output="card_arrival")]
+    write_review_tasks(failed, {}, RUBRICS, "m:2", tmp_path / "tasks")
+    [task] = json.loads((tmp_path / "tasks" / "label_studio" / "intent_routing.tasks.json").read_text())
+    result = [{"from_name": c, "to_name": "output", "type": "choices", "value": {"choices": [str(s)]}}
+              for c, s in PASS.items()]
+    export = [{"data": {**task["data"], "output": " card_arrival\r\n"},
+               "annotations": [{"completed_by": {"email": "a@x"}, "result": result}]},
+              {"data": {**task["data"], "output": "lost_or_stolen_card"},
+               "annotations": [{"completed_by": {"email": "b@x"}, "result": result}]}]
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "ls.json").write_text(json.dumps(export), encoding="utf-8")
+    batch = read_review_labels(tmp_path / "inbox", failed, RUBRICS, "m:2")
+    assert batch.reconciles and {lab["annotator"] for lab in batch.labels} == {"a@x"}
+    assert batch.reasons() == {"other_review": 2}
+    assert all("not the one m:2 gave in its latest run" in q["message"] for q in batch.quarantine)
