@@ -597,4 +597,5 @@ def human_review_lines(card: Mapping[str, Any]) -> list[str]:
         return []
     c = review["counts"]
     return [f"  human review of failures: {c['failures']} failures, {c['reviewed']} reviewed "
-            f"({c['confirmed']} confirmed, {c['overturned']} overturned), {c['awaiting_review']} awaiting review"]
+            f"({c['confirmed']} confirmed, {c['overturned']} overturned), {c['awaiting_review']} awaiting review"
+            + (f", {c['no_rubric']} with no rubric (not sent)" if c.get("no_rubric") else "")]

@@ -531,7 +531,9 @@ def _human_review_section(scorecard: Mapping[str, Any]) -> str:
     c = review["counts"]
     text = (f"{_count(c['failures'])} failures sent for review: {_count(c['reviewed'])} reviewed, "
             f"{_count(c['confirmed'])} confirmed, {_count(c['overturned'])} overturned, "
-            f"{_count(c['awaiting_review'])} awaiting review. An overturned example counts as passed in every "
+            f"{_count(c['awaiting_review'])} awaiting review"
+            + (f", {_count(c['no_rubric'])} with no rubric (not sent)" if c.get("no_rubric") else "")
+            + ". An overturned example counts as passed in every "
             "rate above, the paired comparison with the baseline included.")
     items = "".join(f"<li><code>{_esc(o['example_id'])}</code>: {_esc(o.get('note') or '')}</li>"
                     for o in review.get("overturned") or [])

@@ -116,7 +116,6 @@ def write_review_tasks(failed: Sequence[Mapping[str, Any]], examples_by_id: Mapp
                         "production_output": row.get("output") or "",
                         "_automatic": _automatic_note(row), "_reference": row.get("reference")})
         by_rubric.setdefault(rubric.name, []).append(example)
-    written: dict[str, tuple[str, str]] = {}
     for name, group in sorted(by_rubric.items()):
         rubric = rubric_for(rubrics, group[0]["task_type"])
         tasks = label_studio_tasks(group, rubric)
@@ -138,7 +137,6 @@ def write_review_tasks(failed: Sequence[Mapping[str, Any]], examples_by_id: Mapp
             r[REVIEW_FIELD] = review_of
             r["automatic_verdict"] = notes[r["example_id"]]
         plain_path = write_tasks(rows, folder / "plain" / f"{name}.tasks.csv")
-        written[name] = (str(ls_path), str(plain_path))
         out += [{"example_id": ex["example_id"], "rubric": name, "label_studio_tasks": str(ls_path),
                  "plain_tasks": str(plain_path)} for ex in group]
     return sorted(out, key=lambda r: r["example_id"])

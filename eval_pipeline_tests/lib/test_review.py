@@ -142,3 +142,27 @@ def test_a_label_of_another_output_is_quarantined(tmp_path):
     assert batch.reconciles and {lab["annotator"] for lab in batch.labels} == {"a@x"}
     assert batch.reasons() == {"other_review": 2}
     assert all("not the one m:2 gave in its latest run" in q["message"] for q in batch.quarantine)
+
+
+def test_the_card_text_and_page_carry_the_counts():
+    from eval_pipeline.lib.gates import build_scorecard, load_thresholds, scorecard_text, with_human_review
+    from eval_pipeline.lib.report import render_scorecard_html
+
+    rows = [{"example_id": f"e{i}", "slice": "{}", "weight": 1.0, "status": "passed" if i % 4 else "failed"}
+            for i in range(40)]
+    verdicts = [{"example_id": "e0", "status": "failed", "verdict": "overturned", "note": "the majority of 3 passes"},
+                {"example_id": "e4", "status": "failed", "verdict": "confirmed", "note": "x"},
+                {"example_id": "e8", "status": "error", "verdict": "no_rubric", "note": "y"}]
+    rows = apply_verdicts(rows, verdicts)
+    card = build_scorecard(rows, None, load_thresholds(), model="m:2", baseline_model=None, eval_set_version="v1",
+                           tier="deep", created_at="2026-01-01T00:00:00Z")
+    with_human_review(card, review_counts(verdicts), [{"example_id": "e0", "note": "the majority of 3 passes"}])
+    assert card["counts"]["passed"] == 31
+    assert ("human review of failures: 3 failures, 2 reviewed (1 confirmed, 1 overturned), 0 awaiting review, "
+            "1 with no rubric (not sent)") in scorecard_text(card)
+    page = render_scorecard_html(card)
+    assert '<section id="human-review">' in page and "<code>e0</code>: the majority of 3 passes" in page
+    assert "2 reviewed, 1 confirmed, 1 overturned, 0 awaiting review, 1 with no rubric" in page
+    # without a review (a continuous run) neither has a word of it
+    with_human_review(card, None)
+    assert "human review" not in scorecard_text(card) and "human-review" not in render_scorecard_html(card)

@@ -217,16 +217,15 @@ def failure_review(context: dg.AssetExecutionContext, settings: PipelineSettings
              "note": verdicts[f["example_id"]]["note"], "reviewed_at": now} for f in failed]
     df = pl.DataFrame(rows, schema=FAILURE_REVIEW)
     counts = review_counts(verdicts.values())
-    quarantine = pl.DataFrame(batch.quarantine, schema={"reason": pl.String, "message": pl.String},
-                              strict=False) if batch.quarantine else pl.DataFrame(schema={"reason": pl.String,
-                                                                                           "message": pl.String})
+    quarantine = pl.DataFrame([{"reason": q["reason"], "message": q["message"]} for q in batch.quarantine],
+                              schema={"reason": pl.String, "message": pl.String})
     return dg.Output(df, metadata={
         "dagster/row_count": df.height,
         "tier": tier,
         "counts": dg.MetadataValue.json(counts),
         "labels": dg.MetadataValue.json(batch.counts),
         "quarantined_because": dg.MetadataValue.json(batch.reasons()),
-        "quarantine": dg.MetadataValue.md(markdown_table(quarantine.select("reason", "message").head(50),
+        "quarantine": dg.MetadataValue.md(markdown_table(quarantine.head(50),
                                                          max_cell=400)),
         "tasks": dg.MetadataValue.path(str(folder / "tasks")),
         "inbox": dg.MetadataValue.path(str(folder / "inbox")),
