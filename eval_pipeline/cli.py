@@ -301,6 +301,21 @@ def cmd_probe_judge(args: argparse.Namespace) -> int:
         return 2
     print(probe_text(outcome))
     return 0
+def cmd_review_failures(args: argparse.Namespace) -> int:
+    from eval_pipeline.lib.gates import human_review_lines
+    from eval_pipeline.runs import review_failures
+
+    home = _home(args)
+    outcome = review_failures(home, args.model, baseline=args.baseline)
+    if outcome.error:
+        print(f"error: {outcome.error}", file=sys.stderr)
+        return 2
+    card = outcome.scorecard
+    print(f"verdict: {card['verdict'].upper()}  {args.model} (re-issued with the reviewers' verdicts)")
+    print("\n".join(human_review_lines(card)))
+    print(f"  tasks: {home.failure_review(args.model) / 'tasks'}\n  inbox: {home.failure_review(args.model) / 'inbox'}")
+    print(f"\nreport: {outcome.report}")
+    return outcome.exit_code
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -549,6 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "current eval set, which pairs every example (the most power)")
     p.set_defaults(func=cmd_evaluate)
 
+    p = with_home(sub.add_parser("review-failures", help="re-issue a deep evaluation's scorecard with the reviewers' "
+                                                         "verdicts on its failures (no model is called); "
+                                                         "exit 0 pass, 1 fail, 2 inconclusive or error"))
+    p.add_argument("--model", required=True, help="NAME:VERSION")
+    p.add_argument("--baseline", help="NAME:VERSION (default: the latest registered baseline of the same name)")
+    p.set_defaults(func=cmd_review_failures)
+
     p = with_home(sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the data home"))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
@@ -667,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # settings from the environment, checked before anything runs
         StorageLocations.resolve()
-        if args.func in (cmd_refresh, cmd_demo, cmd_evaluate, cmd_ui, cmd_probe_judge):  # the commands that run Dagster
+        if args.func in (cmd_refresh, cmd_demo, cmd_evaluate, cmd_review_failures, cmd_probe_judge, cmd_ui):  # they run Dagster
             from eval_pipeline.defs.executors import executor_from_env
 
             executor_from_env()

@@ -687,6 +687,57 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
     return outcome
 
 
+def review_failures(home: DataHome, model: str, baseline: str | None = None, log=print) -> Evaluation:
+    """Re-issue a deep evaluation's scorecard with the reviewers' verdicts: materialize
+    ``failure_review`` (tasks re-written, ``inbox/`` read) and ``scorecard`` for ``model`` from its
+    stored scores, without calling any model endpoint. ``baseline`` as for :func:`evaluate_model`."""
+    from eval_pipeline.defs.evaluation.assets import scorecard_paths
+    from eval_pipeline.defs.registry.sensors import evaluation_run_config
+    from eval_pipeline.defs.resources import PipelineSettings
+    from eval_pipeline.lib.registry import ModelRegistry, RegistryError, parse_model_ref
+
+    outcome = Evaluation(model=model, baseline=baseline, tier="deep")
+    try:
+        name, _ = parse_model_ref(model)
+        registry = ModelRegistry(home.registry)
+        registry.get(model)
+        if baseline:
+            parse_model_ref(baseline)
+            registry.get(baseline)
+        else:
+            found = registry.baseline_for(name)
+            baseline = found.key if found and found.key != model else None
+    except (KeyError, ValueError, RegistryError) as err:
+        outcome.error = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        return outcome
+    outcome.baseline = None if baseline == model else baseline
+    stored = scored_on(home, model)
+    if stored is None:
+        outcome.error = f"{model} has no stored scores: run `eval-pipeline evaluate --model {model}` first"
+        return outcome
+    if stored[1] != "deep":
+        outcome.error = (f"{model}'s stored scores are of the {stored[1]} tier, which sends no failures for review: "
+                         f"run `eval-pipeline evaluate --model {model} --tier deep` first")
+        return outcome
+    defs = build_definitions(home)
+    instance = instance_for(home)
+    if model not in set(instance.get_dynamic_partitions("model_versions")):
+        instance.add_dynamic_partitions("model_versions", [model])
+    config = evaluation_run_config("deep", outcome.baseline or "")
+    del config["ops"]["candidate_outputs"]  # not run: the stored scores are re-used
+    run = defs.resolve_job_def("evaluation_job").execute_in_process(
+        partition_key=model, instance=instance, raise_on_error=False, run_config={**_QUIET, **config},
+        asset_selection=[dg.AssetKey("failure_review"), dg.AssetKey("scorecard")])
+    outcome.run_ids.append(run.run_id)
+    if not run.success:
+        outcome.error = f"reviewing the failures of {model} failed: {_run_failure(run)}"
+        return outcome
+    html_path, json_path = scorecard_paths(PipelineSettings(home=str(home.root)), model, "deep")
+    outcome.scorecard = json.loads(json_path.read_text(encoding="utf-8"))
+    outcome.report = html_path
+    return outcome
+
+
 def register_demo_models(home: DataHome) -> list[str]:
     """Record the demo's two model versions on every eval-set version's examples and register them
     (the baseline first); a version already registered is left as it is. Returns their keys."""

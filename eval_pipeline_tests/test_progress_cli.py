@@ -100,17 +100,17 @@ def test_refresh_lines_name_each_day_and_step_in_order_then_evaluate_redraws_one
     assert not STAMP.search(received) and "Traceback" not in received
     draws = re.findall(r"\r([^\r\n\x1b]+)\x1b\[K", received)
     assert received.endswith("\r\x1b[K") and len(draws) >= 3, repr(received)
-    assert draws[0] == "evaluate support-assistant:2026-09: baseline steps 0/3 done; then 4 steps | 0 s elapsed"
+    assert draws[0] == "evaluate support-assistant:2026-09: baseline steps 0/3 done; then 5 steps | 0 s elapsed"
     assert all(d.startswith("evaluate support-assistant:2026-09: ") for d in draws)
     # the status moves forward only: (candidate's run?, steps done or on) never goes back
     where = []
     for d in draws:
         if d.startswith("evaluate support-assistant:2026-09: finishing | "):  # every step ended
-            where.append((True, 4))
+            where.append((True, 5))
             continue
         found = re.search(r"(baseline|candidate) step(?:s (\d)/\d done| (\d)/\d \w+ \(\d+ s\))", d)
         assert found, d
         where.append((found[1] == "candidate", int(found[2] or int(found[3]) - 1)))
     assert where == sorted(where)
-    assert {"model_registry", "candidate_outputs", "candidate_scores", "scorecard"} >= set(
+    assert {"model_registry", "candidate_outputs", "candidate_scores", "failure_review", "scorecard"} >= set(
         re.findall(r"step \d/\d (\w+)", received))

@@ -63,6 +63,8 @@ QUARANTINE_REASONS = (
     "duplicate",
     "wrong_type",  # a plain row's annotator, criterion or reference that is not text
     "bad_text",  # a lone UTF-16 surrogate, or an eval_set_version that is not a string
+    "not_under_review",  # reading a failure review: the example is not one of the version's failures
+    "other_review",  # reading a failure review: the item's ``review_of`` names another version (or none)
 )
 
 #: Columns of a plain task file, in order.
@@ -304,9 +306,11 @@ class AnnotationBatch:
 class _Collector:
     """Accumulates one batch; keeps the last of duplicate items and quarantines the earlier ones."""
 
-    def __init__(self, examples_by_id: Mapping[str, Mapping[str, Any]], rubrics: Mapping[str, Rubric]):
+    def __init__(self, examples_by_id: Mapping[str, Mapping[str, Any]], rubrics: Mapping[str, Rubric],
+                 review_of: str | None = None):
         self.examples = examples_by_id
         self.rubrics = rubrics
+        self.review_of = review_of
         self.labels: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.references: dict[tuple[str, str], dict[str, Any]] = {}
         self.quarantine: list[dict[str, Any]] = []
@@ -373,6 +377,31 @@ class _Collector:
         if example is None:
             return None, None
         return example, rubric_for(self.rubrics, example.get("task_type"))
+
+    def unknown(self, example_id: Any, example: Mapping[str, Any] | None, rubric: Rubric | None,
+                claimed_review: Any = None, shown_output: Any = None) -> tuple[str, str] | None:
+        """(reason code, why) when an item cannot be taken for this batch's examples, else None.
+
+        Reading a failure review (``review_of`` set), the examples are that version's failures and
+        every item must carry the same ``review_of``: a label made for another version's review
+        would judge an output this version did not give. Where the item shows the output it judged
+        (``output``), it must be the failure's (whitespace aside): a version evaluated again since
+        the tasks were written may have answered otherwise."""
+        if self.review_of is not None:
+            if example is None:
+                return "not_under_review", f"example id {example_id!r} is not a failure of {self.review_of} under review"
+            if claimed_review != self.review_of:
+                return "other_review", (f"review_of is {claimed_review!r}, not {self.review_of!r}: the label was made "
+                                        "for another version's output")
+            if shown_output is not None and " ".join(str(shown_output).split()) != " ".join(
+                    str(example.get("output") or "").split()):
+                return "other_review", (f"the output labelled is not the one {self.review_of} gave in its latest run "
+                                        "(evaluated again since the task was written)")
+        if example is None:
+            return "unknown_example", f"example id {example_id!r} is not in the eval set"
+        if rubric is None:
+            return "unknown_example", f"no rubric applies to task type {example.get('task_type')!r}"
+        return None
 
 
 def _parse_score(raw: Any) -> int | None:
@@ -514,12 +543,11 @@ def _read_label_studio(col: _Collector, tasks: list[Any], source_file: str) -> N
             ann_text = f"{task_text}, annotation {ann_id if isinstance(ann_id, (str, int)) else a_index}"
             annotator = annotator_of(annotation)
             items = _result_items(annotation)
-            if example is None or rubric is None:
-                why = (f"example id {eid!r} is not in the eval set" if example is None
-                       else f"no rubric applies to task type {example.get('task_type')!r}")
+            problem = col.unknown(eid, example, rubric, data.get("review_of"), data.get("output"))
+            if problem:
                 for item in items or [{}]:  # an empty annotation of an unknown task still shows up
                     col.reject(source_file, t_index, eid if isinstance(eid, str) else None, annotator,
-                               item.get("from_name") or "example_id", "unknown_example", why, ann_text)
+                               item.get("from_name") or "example_id", problem[0], problem[1], ann_text)
                 continue
             if annotator is None:
                 for item in items or [{}]:
@@ -573,11 +601,12 @@ def _read_plain_row(col: _Collector, row: Mapping[str, Any], source_file: str, l
         return
     example, rubric = col.example_rubric(eid.strip() if isinstance(eid, str) else eid)
     field_name = str(criterion_id) if not _blank(criterion_id) else "criterion"
-    if example is None or rubric is None:
-        why = (f"example id {eid!r} is not in the eval set" if example is None
-               else f"no rubric applies to task type {example.get('task_type')!r}")
+    claimed = row.get("review_of")
+    problem = col.unknown(eid, example, rubric, None if _blank(claimed) else str(claimed).strip(), row.get("output"))
+    if problem:
         col.reject(source_file, line, eid if isinstance(eid, str) else None,
-                   None if _blank(annotator) else str(annotator).strip(), field_name, "unknown_example", why, where_text)
+                   None if _blank(annotator) else str(annotator).strip(), field_name, problem[0], problem[1],
+                   where_text)
         return
     if _blank(annotator):
         col.reject(source_file, line, example["example_id"], None, "annotator", "missing_annotator",
@@ -698,24 +727,28 @@ def _read_into(col: _Collector, path: Path) -> None:
 
 
 def read_annotation_file(path: str | Path, examples_by_id: Mapping[str, Mapping[str, Any]],
-                         rubrics_by_task: Mapping[str, Rubric]) -> AnnotationBatch:
+                         rubrics_by_task: Mapping[str, Rubric], review_of: str | None = None) -> AnnotationBatch:
     """Read one completed annotation file: a Label Studio JSON export (``.json``) or a filled-in
     plain task file (``.jsonl`` / ``.csv``).
 
     ``examples_by_id`` maps example ids to eval examples (``task_type`` and ``eval_set_version``
     are used); ``rubrics_by_task`` maps task types (or rubric names, as ``load_rubrics()`` does) to
-    rubrics. See the module doc for what is accepted, quarantined and counted.
+    rubrics. See the module doc for what is accepted, quarantined and counted. ``review_of``
+    (``name:version``) reads the labels of a failure review: ``examples_by_id`` are then that
+    version's failures, and an item for another example (``not_under_review``) or whose task
+    carries another or no ``review_of`` (``other_review``) is quarantined.
     """
-    col = _Collector(examples_by_id, rubrics_by_task)
+    col = _Collector(examples_by_id, rubrics_by_task, review_of)
     _read_into(col, Path(path))
     return col.batch()
 
 
 def read_annotation_folder(folder: str | Path, examples_by_id: Mapping[str, Mapping[str, Any]],
-                           rubrics_by_task: Mapping[str, Rubric]) -> AnnotationBatch:
+                           rubrics_by_task: Mapping[str, Rubric], review_of: str | None = None) -> AnnotationBatch:
     """Read every ``.json``, ``.jsonl`` and ``.csv`` file of ``folder`` (recursively, in path
-    order) into one batch. A duplicate across files keeps the item of the later file."""
-    col = _Collector(examples_by_id, rubrics_by_task)
+    order) into one batch. A duplicate across files keeps the item of the later file.
+    ``review_of``: as for :func:`read_annotation_file`."""
+    col = _Collector(examples_by_id, rubrics_by_task, review_of)
     folder = Path(folder)
     if folder.is_dir():
         for path in sorted(p for p in folder.rglob("*")

@@ -44,9 +44,10 @@ from statsmodels.stats.proportion import samplesize_confint_proportion
 from eval_pipeline.lib.stats import minimum_detectable_effect, paired_comparison, weighted_wilson_interval, wilson_interval
 from eval_pipeline.lib.yamlfile import YAMLFileError, read_yaml_file
 
-__all__ = ["judge_reliability_card", "judge_reliability_lines", "Gate", "SliceGate", "Thresholds", "ThresholdsError", "load_thresholds", "DEFAULT_THRESHOLDS",
+__all__ = ["Gate", "SliceGate", "Thresholds", "ThresholdsError", "load_thresholds", "DEFAULT_THRESHOLDS",
            "slice_names", "build_scorecard", "scorecard_text", "STATUSES", "compare_versions", "latest_scoring",
-           "version_order"]
+           "version_order", "judge_reliability_card", "judge_reliability_lines", "with_human_review",
+           "human_review_lines"]
 
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parent.parent / "thresholds.yaml"
 STATUSES = ("passed", "failed", "not_scored", "error")
@@ -616,9 +617,37 @@ def scorecard_text(card: Mapping[str, Any]) -> str:
     lines += ["", f"  worst slice: {card.get('worst_slice') or '-'}", "  reasons:"]
     lines += [f"  - {reason}" for reason in card["reasons"]]
     lines += judge_reliability_lines(card)
+    lines += human_review_lines(card)
     return "\n".join(lines)
 
 
 def judge_reliability_lines(card: Mapping[str, Any]) -> list[str]:
     """One line per judge-reliability warning of the card (none without warnings)."""
     return [f"  ! {warning}" for warning in card.get("warnings") or []]
+
+
+def with_human_review(card: dict[str, Any], counts: Mapping[str, int] | None,
+                      overturned: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Add the human review of the failures to a card built from human-corrected statuses.
+
+    ``counts`` are :func:`eval_pipeline.lib.review.review_counts` (None: the tier sends nothing
+    for review); ``overturned`` the overturned examples (``example_id``, ``note``). The card gets
+    ``human_review`` ({counts, overturned}) and, while failures wait for a review, a reason line."""
+    if counts is None:
+        card["human_review"] = None
+        return card
+    card["human_review"] = {"counts": dict(counts), "overturned": [dict(o) for o in overturned]}
+    if counts["awaiting_review"]:
+        card["reasons"].append(f"{counts['awaiting_review']} of {counts['failures']} failures awaiting human review")
+    return card
+
+
+def human_review_lines(card: Mapping[str, Any]) -> list[str]:
+    """The card's one human-review line for :func:`scorecard_text` (none when nothing was sent)."""
+    review = card.get("human_review")
+    if not review:
+        return []
+    c = review["counts"]
+    return [f"  human review of failures: {c['failures']} failures, {c['reviewed']} reviewed "
+            f"({c['confirmed']} confirmed, {c['overturned']} overturned), {c['awaiting_review']} awaiting review"
+            + (f", {c['no_rubric']} with no rubric (not sent)" if c.get("no_rubric") else "")]

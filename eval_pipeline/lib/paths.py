@@ -74,6 +74,12 @@ class DataHome:
         """Annotation tasks written here, one folder per eval-set version."""
         return self.root / "labels" / "outbox"
 
+    def failure_review(self, model_version: str) -> Path:
+        """A model version's failure review: ``tasks/`` written for reviewers, ``inbox/`` for their
+        completed files (``<home>/labels/review/<name>/<version>``)."""
+        name, version = model_version.split(":", 1)
+        return self.root / "labels" / "review" / name / version
+
     @property
     def reports(self) -> Path:
         """Files written for people to look at (cluster maps, changelogs); nothing reads them back."""

@@ -585,6 +585,23 @@ def judge_reliability_section(scorecard: Mapping[str, Any]) -> str:
     else:
         parts.append('<p class="note">No slice is scored by the judge with a flagged criterion.</p>')
     return "".join(parts) + "</section>"
+def _human_review_section(scorecard: Mapping[str, Any]) -> str:
+    """Counts of the failures' human review and the overturned examples; empty when none was sent."""
+    review = scorecard.get("human_review")
+    if not review:
+        return ""
+    c = review["counts"]
+    text = (f"{_count(c['failures'])} failures sent for review: {_count(c['reviewed'])} reviewed, "
+            f"{_count(c['confirmed'])} confirmed, {_count(c['overturned'])} overturned, "
+            f"{_count(c['awaiting_review'])} awaiting review"
+            + (f", {_count(c['no_rubric'])} with no rubric (not sent)" if c.get("no_rubric") else "")
+            + ". An overturned example counts as passed in every "
+            "rate above, the paired comparison with the baseline included.")
+    items = "".join(f"<li><code>{_esc(o['example_id'])}</code>: {_esc(o.get('note') or '')}</li>"
+                    for o in review.get("overturned") or [])
+    listing = f"<p>Overturned:</p><ul>{items}</ul>" if items else ""
+    return (f'<section id="human-review"><h2>Human review of failures</h2>'
+            f'<div class="note"><p>{_esc(text)}</p>{listing}</div></section>')
 
 
 # --------------------------------------------------------------------------- public API
@@ -617,6 +634,7 @@ def render_scorecard_html(scorecard: dict) -> str:
         "<h2>Not scored / errors</h2>",
         _not_scored_note(scorecard),
         judge_reliability_section(scorecard),
+        _human_review_section(scorecard),
     ]
     return (
         "<!DOCTYPE html>\n"

@@ -148,7 +148,7 @@ def test_definitions_list_every_asset_check_job_and_sensor(home):
         "gold_labels": "labeling", "gold_references": "labeling", "review_queue": "labeling",
         "judge_bias_probes": "labeling", "judge_human_gap": "labeling",
         "model_registry": "registry", "candidate_outputs": "evaluation", "candidate_scores": "evaluation",
-        "scorecard": "evaluation"}
+        "failure_review": "evaluation", "scorecard": "evaluation"}
     # daily feeds monthly: the clustering assets read the month's daily embeddings
     monthly = {"log_clusters", "cluster_table", "cluster_drift", "eval_set", "annotation_tasks", "judge_labels",
                "judge_bias_probes", "judge_human_gap"}
@@ -160,13 +160,15 @@ def test_definitions_list_every_asset_check_job_and_sensor(home):
         ("raw_logs", "records_reconcile"), ("raw_logs", "raw_logs_expectations"),
         ("redacted_logs", "no_pii_leak"), ("raw_retention_log", "raw_within_retention")}
     # one dynamic partition per registered model version
-    for key in ("candidate_outputs", "candidate_scores", "scorecard"):
+    for key in ("candidate_outputs", "candidate_scores", "failure_review", "scorecard"):
         partitions = graph.get(dg.AssetKey(key)).partitions_def
         assert isinstance(partitions, dg.DynamicPartitionsDefinition) and partitions.name == "model_versions"
     assert {k.to_user_string() for k in graph.get(dg.AssetKey("candidate_outputs")).parent_keys} == {
         "model_registry", "eval_set"}
     assert {k.to_user_string() for k in graph.get(dg.AssetKey("candidate_scores")).parent_keys} == {
         "candidate_outputs", "eval_set", "gold_references"}
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey("scorecard")).parent_keys} == {
+        "model_registry", "candidate_scores", "failure_review"}
     assert {s.name for s in defs.sensors} == {"landing_sensor", "labels_sensor", "model_registry_sensor"}
     assert {s.name for s in defs.schedules} == {"raw_retention_schedule", "month_end_ingest_schedule",
                                                 "monthly_refresh_schedule"}

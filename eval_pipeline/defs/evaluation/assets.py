@@ -23,10 +23,12 @@ from eval_pipeline.defs.registry.assets import version_from_row
 from eval_pipeline.defs.resources import (EvaluationSettings, JudgeSettings, LabelingSettings, PipelineSettings,
                                           add_missing_columns)
 from eval_pipeline.lib.evaluation import score_output, select_tier
-from eval_pipeline.lib.gates import build_scorecard, latest_scoring, version_order
+from eval_pipeline.lib.gates import build_scorecard, latest_scoring, version_order, with_human_review
 from eval_pipeline.lib.providers import generate_outputs, provider_for
 from eval_pipeline.lib.report import write_scorecard_report
 from eval_pipeline.lib.annotation import rubric_for
+from eval_pipeline.lib.review import (apply_verdicts, failures, human_verdicts, read_review_labels, review_counts,
+                                      write_review_tasks)
 from eval_pipeline.lib.tables import markdown_table
 
 KINDS = {"polars", "duckdb"}
@@ -52,7 +54,15 @@ SCORECARD = pl.Schema({
     "status": pl.String, "detail": pl.String, "mde": pl.Float64, "needed_examples": pl.Int64,
     "report_path": pl.String, "created_at": pl.Datetime("us", "UTC"),
     # added after the first layout: appended, and added to an existing table (add_missing_columns)
-    "baseline_eval_set_version": pl.String, "shared_examples": pl.Int64, "paired": pl.Int64})
+    "baseline_eval_set_version": pl.String, "shared_examples": pl.Int64, "paired": pl.Int64,
+    # the human review of a deep evaluation's failures (null on a continuous run)
+    "failures_reviewed": pl.Int64, "failures_confirmed": pl.Int64, "failures_overturned": pl.Int64,
+    "failures_awaiting_review": pl.Int64})
+FAILURE_REVIEW = pl.Schema({
+    "model_version": pl.String, "eval_set_version": pl.String, "tier": pl.String, "example_id": pl.String,
+    "task_type": pl.String, "rubric": pl.String, "status": pl.String, "reason": pl.String, "output": pl.String,
+    "label_studio_tasks": pl.String, "plain_tasks": pl.String, "verdict": pl.String, "reviewers": pl.Int64,
+    "majority": pl.String, "note": pl.String, "reviewed_at": pl.Datetime("us", "UTC")})
 
 
 def current_eval_set(eval_set: pl.DataFrame) -> pl.DataFrame:
@@ -169,6 +179,61 @@ def candidate_scores(context: dg.AssetExecutionContext, settings: PipelineSettin
     })
 
 
+@dg.asset(group_name="evaluation", kinds=KINDS, partitions_def=model_versions, metadata=_META,
+          ins={"eval_set": _ALL_MONTHS})
+def failure_review(context: dg.AssetExecutionContext, settings: PipelineSettings, labeling: LabelingSettings,
+                   candidate_scores: pl.DataFrame, eval_set: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """A deep evaluation's failures (``failed`` and ``error`` examples) sent to people, and their
+    verdicts. Writes review tasks per rubric (the eval set's Label Studio config and plain CSV,
+    showing the candidate's output, the automatic verdict and ``review_of``) under
+    ``<data home>/labels/review/<name>/<version>/tasks/``, and reads the completed files dropped
+    into ``.../inbox/``: one row per failure with the reviewers' verdict (``confirmed``,
+    ``overturned``, ``awaiting_review``, ``incomplete``, ``no_rubric``). A continuous-tier run
+    sends nothing (no rows)."""
+    key = context.partition_key
+    tier = candidate_scores["tier"][0] if candidate_scores.height else None
+    if tier != "deep":
+        return dg.Output(pl.DataFrame(schema=FAILURE_REVIEW), metadata={
+            "dagster/row_count": 0, "tier": tier or "none",
+            "note": "only a deep-tier evaluation sends its failures for review"})
+    rubrics = labeling.rubrics()
+    failed = failures(candidate_scores.to_dicts())
+    folder = settings.data_home.failure_review(key)
+    (folder / "inbox").mkdir(parents=True, exist_ok=True)
+    examples = {r["example_id"]: r for r in current_eval_set(eval_set).to_dicts()}
+    written = {r["example_id"]: r for r in write_review_tasks(failed, examples, rubrics, key, folder / "tasks")}
+    batch = read_review_labels(folder / "inbox", failed, rubrics, key)
+    if not batch.reconciles:
+        raise dg.Failure(f"review labels of {key} do not reconcile: {batch.counts}")
+    verdicts = {v["example_id"]: v for v in human_verdicts(failed, batch.labels, rubrics)}
+    now = datetime.now(timezone.utc)
+    rows = [{"model_version": key, "eval_set_version": f["eval_set_version"], "tier": tier,
+             "example_id": f["example_id"], "task_type": f["task_type"], "rubric": written[f["example_id"]]["rubric"],
+             "status": f["status"], "reason": f["reason"], "output": f["output"],
+             "label_studio_tasks": written[f["example_id"]]["label_studio_tasks"],
+             "plain_tasks": written[f["example_id"]]["plain_tasks"],
+             "verdict": verdicts[f["example_id"]]["verdict"], "reviewers": verdicts[f["example_id"]]["reviewers"],
+             "majority": json.dumps(verdicts[f["example_id"]]["majority"], sort_keys=True),
+             "note": verdicts[f["example_id"]]["note"], "reviewed_at": now} for f in failed]
+    df = pl.DataFrame(rows, schema=FAILURE_REVIEW)
+    counts = review_counts(verdicts.values())
+    quarantine = pl.DataFrame([{"reason": q["reason"], "message": q["message"]} for q in batch.quarantine],
+                              schema={"reason": pl.String, "message": pl.String})
+    return dg.Output(df, metadata={
+        "dagster/row_count": df.height,
+        "tier": tier,
+        "counts": dg.MetadataValue.json(counts),
+        "labels": dg.MetadataValue.json(batch.counts),
+        "quarantined_because": dg.MetadataValue.json(batch.reasons()),
+        "quarantine": dg.MetadataValue.md(markdown_table(quarantine.head(50),
+                                                         max_cell=400)),
+        "tasks": dg.MetadataValue.path(str(folder / "tasks")),
+        "inbox": dg.MetadataValue.path(str(folder / "inbox")),
+        "overturned": dg.MetadataValue.md(markdown_table(df.filter(pl.col("verdict") == "overturned")
+                                                         .select("example_id", "note"), max_cell=120)),
+    })
+
+
 class ScorecardConfig(dg.Config):
     """``baseline``: ``name:version`` to compare with; empty means the registry's latest baseline of
     the same model name (none when the version is that baseline)."""
@@ -233,7 +298,8 @@ def judge_reliability(warehouse: DuckDBResource) -> dict[str, Any] | None:
 @dg.asset(group_name="evaluation", kinds=KINDS | {"html"}, partitions_def=model_versions, metadata=_META)
 def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settings: PipelineSettings,
               evaluation: EvaluationSettings, labeling: LabelingSettings, warehouse: DuckDBResource,
-              model_registry: pl.DataFrame, candidate_scores: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+              model_registry: pl.DataFrame, candidate_scores: pl.DataFrame,
+              failure_review: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """The verdict on the model version: overall and per-slice pass rates with Wilson intervals,
     the traffic-weighted pass rate, the paired comparison with the baseline on the same examples
     (difference with its interval, McNemar p), the gates of the thresholds file (floors, maximum
@@ -244,7 +310,12 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
     The baseline's scores are those stored for it, which may be on an older eval-set version
     (the registry sensor does not re-score a baseline): the comparison then pairs the examples the
     two runs share, and the card, the report, the table and this asset's metadata state both
-    versions and how many examples are shared."""
+    versions and how many examples are shared.
+
+    The human verdicts of ``failure_review`` take precedence over the automatic status: an
+    overturned failure counts as passed everywhere, the paired comparison with the baseline
+    included (the baseline keeps its automatic statuses); the card counts the failures reviewed,
+    confirmed, overturned and awaiting review."""
     key = context.partition_key
     thresholds = evaluation.load_thresholds()
     baseline = _baseline_key(config, model_registry, key)
@@ -265,12 +336,17 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
         rubric = rubric_for(rubrics, r["task_type"]) if judged else None
         r["rubric"] = rubric.name if rubric else None
     reliability = judge_reliability(warehouse)
+    verdicts = failure_review.filter(pl.col("model_version") == key).to_dicts()
+    rows = apply_verdicts(rows, verdicts)
     tier = candidate_scores["tier"][0] if candidate_scores.height else "deep"
     version = candidate_scores["eval_set_version"][0] if candidate_scores.height else None
     now = datetime.now(timezone.utc)
     card = build_scorecard(rows, base_rows, thresholds, model=key, baseline_model=baseline, eval_set_version=version,
                            baseline_eval_set_version=base_version, tier=tier,
                            created_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"), judge_reliability=reliability)
+    review = review_counts(verdicts) if tier == "deep" else None
+    with_human_review(card, review, [{"example_id": v["example_id"], "note": v["note"]}
+                                     for v in verdicts if v["verdict"] == "overturned"])
     comparison = card["comparison"]
     html_path, json_path = scorecard_paths(settings, key, tier)
     write_scorecard_report(card, html_path)
@@ -283,7 +359,10 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
               "difference": (s["paired"] or {}).get("difference"), "difference_low": (s["paired"] or {}).get("low"),
               "difference_high": (s["paired"] or {}).get("high"), "p_value": (s["paired"] or {}).get("p_value"),
               "baseline_eval_set_version": card["baseline_eval_set_version"], "paired": (s["paired"] or {}).get("n"),
-              "report_path": str(html_path), "created_at": now}
+              "report_path": str(html_path), "created_at": now,
+              **({"failures_reviewed": review["reviewed"], "failures_confirmed": review["confirmed"],
+                  "failures_overturned": review["overturned"], "failures_awaiting_review": review["awaiting_review"]}
+                 if review else {})}
              for s in [card["overall"], *card["slices"]]]
     df = pl.DataFrame(table, schema=SCORECARD)
     add_missing_columns(warehouse, "evaluation.scorecard", SCORECARD)
@@ -305,6 +384,7 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
         "weighted_pass_rate": weighted.get("estimate", float("nan")),
         "minimum_detectable_effect": card["overall"]["mde"] if card["overall"]["mde"] is not None else float("nan"),
         "counts": dg.MetadataValue.json(card["counts"]),
+        "human_review": dg.MetadataValue.json(review or {"note": "continuous tier: no failures sent for review"}),
         "slices": dg.MetadataValue.md(markdown_table(view, max_cell=40)),
         "report": dg.MetadataValue.path(str(html_path)),
         "judge_reliability_warnings": dg.MetadataValue.json(card["warnings"]),
@@ -313,5 +393,6 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
 
 evaluation_job = dg.define_asset_job(
     "evaluation_job", partitions_def=model_versions,
-    selection=dg.AssetSelection.assets("model_registry", "candidate_outputs", "candidate_scores", "scorecard"),
+    selection=dg.AssetSelection.assets("model_registry", "candidate_outputs", "candidate_scores", "failure_review",
+                                       "scorecard"),
 )
