@@ -152,6 +152,11 @@ def rouge_l(prediction: str | None, reference: str) -> float:
     return float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure)
 
 
+# Pairs scored in this process: an evaluation scores the baseline's outputs again on every run.
+_PAIR_SCORES: dict[tuple[str, str], float] = {}
+_PAIR_CACHE_SIZE = 200_000
+
+
 @lru_cache(maxsize=1)
 def _bert_scorer() -> BERTScorer:
     # Loaded on first use, once per process: importing bert_score pulls in torch, transformers,
@@ -169,22 +174,39 @@ def bertscore_f1_many(predictions: Sequence[str | None], references: Sequence[st
     """BERTScore F1 of each (prediction, reference) pair, all pairs in one call of the model.
 
     ``bert-score`` embeds every distinct text once (a reference shared by many pairs costs one
-    embedding) in batches of 64. A missing or empty prediction, or an empty reference, is 0.0
-    without a model call. Values are clipped to [0, 1] (an identical pair can come out as
-    1.0000001 in float32).
+    embedding) in batches of 64. Without a model call: a missing or empty prediction, or an
+    empty reference, is 0.0; a prediction equal to its reference (both stripped) is 1.0, its
+    exact value; a pair already scored in this process keeps its score. Values are clipped to
+    [0, 1] (float32 rounding can give 1.0000001).
     """
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     for prediction, reference in zip(predictions, references):
         _check(prediction, reference)
     scores = [0.0] * len(predictions)
-    # bert-score strips each text, and with the transformers release pinned here an empty one
-    # raises inside it instead of scoring 0: those pairs never reach it.
-    todo = [i for i, (p, r) in enumerate(zip(predictions, references)) if p is not None and p.strip() and r.strip()]
+    todo: dict[tuple[str, str], list[int]] = {}
+    for i, (prediction, reference) in enumerate(zip(predictions, references)):
+        # bert-score strips each text, and with the transformers release pinned here an empty one
+        # raises inside it instead of scoring 0: those pairs never reach it.
+        pair = ((prediction or "").strip(), reference.strip())
+        if not pair[0] or not pair[1]:
+            continue
+        if pair[0] == pair[1]:
+            # every token's best match is itself (cosine 1): F1 is 1 exactly, no model needed
+            scores[i] = 1.0
+        elif pair in _PAIR_SCORES:
+            scores[i] = _PAIR_SCORES[pair]
+        else:
+            todo.setdefault(pair, []).append(i)
     if todo:
-        _, _, f1 = _bert_scorer().score([predictions[i] for i in todo], [references[i] for i in todo])
-        for i, value in zip(todo, f1.tolist()):
-            scores[i] = min(1.0, max(0.0, float(value)))
+        pairs = list(todo)
+        _, _, f1 = _bert_scorer().score([p for p, _ in pairs], [r for _, r in pairs])
+        if len(_PAIR_SCORES) + len(pairs) > _PAIR_CACHE_SIZE:
+            _PAIR_SCORES.clear()
+        for pair, value in zip(pairs, f1.tolist()):
+            _PAIR_SCORES[pair] = min(1.0, max(0.0, float(value)))
+            for i in todo[pair]:
+                scores[i] = _PAIR_SCORES[pair]
     return scores
 
 

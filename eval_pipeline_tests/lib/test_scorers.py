@@ -179,7 +179,7 @@ def our_f1() -> dict[str, float]:
 
 def test_bertscore_equals_the_package(package_f1, our_f1):
     for name, _, _ in BERT_PAIRS:
-        # our values are clipped to [0, 1]; bert-score's identical pair is 1 +- 1.2e-7
+        # our identical pair is 1.0 exactly; bert-score's is 1 +- 1.2e-7 (float32)
         assert our_f1[name] == pytest.approx(package_f1[name], abs=1e-6), name
 
 
@@ -203,8 +203,13 @@ def test_bertscore_empty_or_missing_is_zero(our_f1):
 
 
 def test_bertscore_one_pair_equals_the_batch_and_the_model_loads_once(our_f1):
-    for name, prediction, reference in BERT_PAIRS[:3]:
+    scorers._PAIR_SCORES.clear()  # score each pair again, alone, rather than from this process's cache
+    for name, prediction, reference in BERT_PAIRS[1:4]:
         assert bertscore_f1(prediction, reference) == pytest.approx(our_f1[name], abs=1e-6)
+        assert (prediction.strip(), reference.strip()) in scorers._PAIR_SCORES
+    assert len(scorers._PAIR_SCORES) == 3
+    # an identical pair is 1.0 exactly without the model (bert-score gives 1 +- 1.2e-7)
+    assert bertscore_f1(" " + REFERENCE, REFERENCE + "\n") == 1.0 and len(scorers._PAIR_SCORES) == 3
     info = scorers._bert_scorer.cache_info()
     assert info.misses == 1 and info.currsize == 1  # loaded on the first score, then reused
 
