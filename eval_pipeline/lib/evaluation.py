@@ -15,8 +15,8 @@ Scoring one output (:func:`score_output`): a provider failure is an ``error``; o
 scorer that fits the task type applies (reference exact match when the rubric has one correct
 answer and the example has a reference; the LLM judge's rubric scores when a judge ran), and the
 example passes when every applicable scorer passes it. The other reference metrics (token F1,
-ROUGE-L, BERTScore F1) are reported in ``scores`` and never decide a pass. An example no scorer applies to is
-``not_scored``: never a pass, never a fail.
+ROUGE-L, BERTScore F1) are reported in ``scores`` and never decide a pass. An example no scorer
+applies to is ``not_scored``: never a pass, never a fail.
 """
 
 from __future__ import annotations
