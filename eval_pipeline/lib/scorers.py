@@ -14,9 +14,10 @@ text is matched to its most similar token of the other by cosine of contextual e
 the F1 of those greedy precision and recall is reported raw (the package has no rescaling
 baseline for this model). Texts are cut at the model's 512 word pieces. An empty (or
 whitespace-only) prediction or reference scores 0.0, the value ``bert-score`` documents for an
-empty sentence. The model is loaded on the first score, once per process; :func:`score_references`
-scores many pairs in one call (:data:`BATCH_SCORERS`). It is a reported metric: the pass rule
-stays exact match (``lib/evaluation.py``).
+empty sentence; a prediction equal to its reference scores 1.0. The model is loaded on the first
+score, once per process; :func:`score_references` scores many pairs in one call
+(:data:`BATCH_SCORERS`). It is a reported metric: the pass rule stays exact match
+(``lib/evaluation.py``).
 """
 
 from __future__ import annotations
