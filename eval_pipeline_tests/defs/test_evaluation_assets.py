@@ -19,6 +19,7 @@ from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.evaluation.assets import SCORECARD
 from eval_pipeline.defs.registry.sensors import model_registry_sensor
 from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
+from eval_pipeline.lib import scorers
 
 
 @pytest.fixture
@@ -107,6 +108,22 @@ def test_evaluate_exit_codes_and_scorecard_tables(ev, capsys):
                                  "where model_version = 'router:2' group by 1"))
     assert sum(by_status.values()) == len(examples) and by_status["not_scored"] == 20
     assert query(home, "select count(*) from evaluation.candidate_scores where status = 'not_scored' and passed is not null") == [(0,)]
+    # reference task types carry every reference metric (BERTScore reported beside exact match, the pass
+    # rule); open-ended ones none
+    rows = query(home, "select task_type, status, scores, output, reference from evaluation.candidate_scores "
+                       "where model_version = 'router:2' and status <> 'error'")
+    with_reference = [(t, st, json.loads(sc), o, r) for t, st, sc, o, r in rows if t in ("intent_routing", "extraction")]
+    assert with_reference and all(set(sc) == {"exact_match", "token_f1", "rouge_l", "bertscore_f1"}
+                                  for _, _, sc, _, _ in with_reference)
+    assert all(json.loads(sc) == {} for t, _, sc, _, _ in rows if t == "open_question")
+    assert all(0.0 <= sc["bertscore_f1"] <= 1.0 for _, _, sc, _, _ in with_reference)
+    assert all((st == "passed") == (sc["exact_match"] == 1.0) for _, st, sc, _, _ in with_reference)
+    failed = [sc["bertscore_f1"] for _, st, sc, _, _ in with_reference if st == "failed"]
+    assert failed and max(failed) < 1.0 - 1e-3
+    # the run's one batched call gives what bert-score gives each pair alone
+    scorer = scorers._bert_scorer()
+    for _, _, sc, output, reference in [r for r in with_reference if r[1] == "failed"][:5]:
+        assert sc["bertscore_f1"] == pytest.approx(float(scorer.score([output], [reference])[2][0]), abs=1e-5)
 
     assert main([*args, "--model", "router:3"]) == 0  # identical to the baseline: not called worse
     assert "verdict: PASS" in capsys.readouterr().out

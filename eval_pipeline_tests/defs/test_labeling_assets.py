@@ -30,6 +30,7 @@ from eval_pipeline.defs.resources import JudgeSettings, PipelineSettings, build_
 from eval_pipeline.definitions import build_definitions
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.rubrics import load_rubrics
+from eval_pipeline.lib import scorers
 from eval_pipeline.lib.tables import EVAL_SET_SCHEMA, frame
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "label_studio"
@@ -147,6 +148,14 @@ def test_label_studio_exports_round_trip_into_gold_labels(labeled_home):
     assert isinstance(labels_sensor(dg.build_sensor_context(resources={"settings": settings}, cursor=context.cursor)),
                       dg.SkipReason)
 
+    # a data home from before BERTScore: its gold_references lacks the column, and gains it (last)
+    with duckdb.connect(str(home.warehouse)) as con:
+        con.execute("create schema labeling")
+        con.execute("create table labeling.gold_references (example_id varchar, eval_set_version varchar, "
+                    "task_type varchar, rubric varchar, reference varchar, n_annotators bigint, agreement_share double, "
+                    "tie boolean, production_output varchar, exact_match double, token_f1 double, rouge_l double)")
+        con.execute("insert into labeling.gold_references values ('ex_stale', 'v0', 'intent_routing', 'intent_routing', "
+                    "'card_arrival', 2, 1.0, false, 'card_arrival', 1.0, 1.0, 1.0)")
     defs = build_definitions(home)
     run = defs.resolve_job_def("labeling_job").execute_in_process(instance=dg.DagsterInstance.ephemeral())
     assert run.success
@@ -177,6 +186,14 @@ def test_label_studio_exports_round_trip_into_gold_labels(labeled_home):
     refs = table(home, "select * from labeling.gold_references")
     assert set(refs["example_id"]) <= {e for e, t in EXAMPLES.items() if t == "intent_routing"}
     assert refs["exact_match"].is_not_null().all() and refs["rouge_l"].is_not_null().all()
+    assert refs.columns[-1] == "bertscore_f1" and refs.height and refs["bertscore_f1"].is_not_null().all()
+    scorer = scorers._bert_scorer()  # what bert-score gives each pair alone
+    for row in refs.iter_rows(named=True):
+        expected = float(scorer.score([row["production_output"]], [row["reference"]])[2][0])
+        assert row["bertscore_f1"] == pytest.approx(expected, abs=1e-5)
+    means = meta(run, "gold_references")["production_output_vs_reference"]
+    assert set(means) == {"exact_match", "token_f1", "rouge_l", "bertscore_f1"}
+    assert means["bertscore_f1"] == round(float(refs["bertscore_f1"].mean()), 3)
     assert (home.reports / "labels" / "review_queue.csv").exists()
     # no judge bias probe has run (no table yet): gold labels say so beside the calibration
     gold_meta = {k: v.value for k, v in next(

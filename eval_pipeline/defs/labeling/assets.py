@@ -11,16 +11,17 @@ from typing import Any, Iterable
 
 import dagster as dg
 import polars as pl
+from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import monthly_partitions
-from eval_pipeline.defs.resources import JudgeSettings, LabelingSettings, PipelineSettings
+from eval_pipeline.defs.resources import JudgeSettings, LabelingSettings, PipelineSettings, add_missing_columns
 from eval_pipeline.lib.agreement import criterion_agreement, example_disagreements, gold_labels as majority_labels
 from eval_pipeline.lib.agreement import adjudicated_references, judge_calibration, review_queue
 from eval_pipeline.lib.annotation import (label_studio_config, label_studio_tasks, plain_tasks, read_annotation_folder,
                                           rubric_for, write_tasks)
 from eval_pipeline.lib.judge_probes import (DEFAULT_SAMPLE, DEFAULT_THRESHOLD, label_values, observed_bias,
                                             probe_rows, run_probes, sample_examples)
-from eval_pipeline.lib.scorers import score_reference
+from eval_pipeline.lib.scorers import REFERENCE_SCORERS, score_references
 from eval_pipeline.lib.tables import markdown_table
 
 KINDS = {"polars", "duckdb"}
@@ -362,7 +363,10 @@ GOLD_LABELS = {"example_id": pl.String, "eval_set_version": pl.String, "task_typ
                "labels": pl.String, "minority_labels": pl.String, "judge_score": pl.Int64}
 GOLD_REFERENCES = {"example_id": pl.String, "eval_set_version": pl.String, "task_type": pl.String, "rubric": pl.String,
                    "reference": pl.String, "n_annotators": pl.Int64, "agreement_share": pl.Float64, "tie": pl.Boolean,
-                   "production_output": pl.String, "exact_match": pl.Float64, "token_f1": pl.Float64, "rouge_l": pl.Float64}
+                   "production_output": pl.String, "exact_match": pl.Float64, "token_f1": pl.Float64,
+                   "rouge_l": pl.Float64,
+                   # added after the first layout: last, and added to an existing table (add_missing_columns)
+                   "bertscore_f1": pl.Float64}
 REVIEW_QUEUE = {"example_id": pl.String, "group": pl.String, "criterion": pl.String, "judge_score": pl.Int64,
                 "majority_score": pl.Int64, "labels": pl.String, "minority_labels": pl.String, "tie": pl.Boolean}
 
@@ -379,14 +383,16 @@ REVIEW_QUEUE = {"example_id": pl.String, "group": pl.String, "criterion": pl.Str
     },
 )
 def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, labeling: LabelingSettings,
-                eval_set: pl.DataFrame, human_labels: pl.DataFrame, human_references: pl.DataFrame,
-                judge_labels: pl.DataFrame, judge_bias_probes: pl.DataFrame, judge_human_gap: pl.DataFrame):
+                warehouse: DuckDBResource, eval_set: pl.DataFrame, human_labels: pl.DataFrame,
+                human_references: pl.DataFrame, judge_labels: pl.DataFrame, judge_bias_probes: pl.DataFrame,
+                judge_human_gap: pl.DataFrame):
     """Adjudicated labels: the majority per example and criterion (a tie goes to the stricter
     level and is flagged), the minority kept. References: the annotators' majority answer, and
     for task types with one correct answer the production output scored against it (exact match,
-    token F1, ROUGE-L). Judge calibration per criterion (kappa against the human majority, with
-    a 95% interval; a warning under 0.6) is in the metadata, and the review queue (also written
-    to ``<data home>/reports/labels/review_queue.csv``) lists where the judge sides with the minority.
+    token F1, ROUGE-L, BERTScore F1; one model call for all of them). Judge calibration per
+    criterion (kappa against the human majority, with a 95% interval; a warning under 0.6) is in
+    the metadata, and the review queue (also written to
+    ``<data home>/reports/labels/review_queue.csv``) lists where the judge sides with the minority.
     The latest month's judge bias probe flags and observed-bias summary sit beside the calibration
     (none yet: it says so)."""
     gold = majority_labels(human_labels.to_dicts()) if human_labels.height else []
@@ -399,14 +405,17 @@ def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, l
     examples = ({r["example_id"]: r for r in eval_set.select("example_id", "task_type", "production_output").to_dicts()}
                 if eval_set.height else {})
     rubrics = labeling.rubrics()
+    adjudicated = sorted(adjudicated_references(human_references.to_dicts()).items())
+    rubric_of = {eid: rubric_for(rubrics, examples.get(eid, {}).get("task_type")) for eid, _ in adjudicated}
+    # all references' metrics at once: BERTScore is one model call, not one per example
+    metrics = score_references([(rubric_of[eid], examples.get(eid, {}).get("production_output"), ref["reference"])
+                                for eid, ref in adjudicated])
     references = []
-    for eid, ref in sorted(adjudicated_references(human_references.to_dicts()).items()):
-        ex = examples.get(eid, {})
-        rubric = rubric_for(rubrics, ex.get("task_type"))
-        metrics = score_reference(rubric, ex.get("production_output"), ref["reference"]) if rubric else {}
+    for (eid, ref), scores in zip(adjudicated, metrics):
+        ex, rubric = examples.get(eid, {}), rubric_of[eid]
         references.append({**ref, "example_id": eid, "task_type": ex.get("task_type"),
                            "rubric": rubric.name if rubric else None,
-                           "production_output": ex.get("production_output"), **metrics})
+                           "production_output": ex.get("production_output"), **scores})
     queue = review_queue(gold, judged) if judged else []
     calibration = judge_calibration(gold, judged) if judged else []
     gold_df, refs_df, queue_df = _frame(gold, GOLD_LABELS), _frame(references, GOLD_REFERENCES), _frame(queue, REVIEW_QUEUE)
@@ -427,8 +436,9 @@ def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, l
         "judge_warnings": dg.MetadataValue.json(warnings),
         **judge_bias_summary(judge_bias_probes, judge_human_gap),
     })
-    metric_means = {m: round(float(refs_df[m].mean()), 3) for m in ("exact_match", "token_f1", "rouge_l")
+    metric_means = {m: round(float(refs_df[m].mean()), 3) for m in REFERENCE_SCORERS
                     if refs_df.height and refs_df[m].drop_nulls().len()}
+    add_missing_columns(warehouse, "labeling.gold_references", pl.Schema(GOLD_REFERENCES))  # an older home's table
     yield dg.Output(refs_df, output_name="gold_references", metadata={
         "dagster/row_count": refs_df.height, "production_output_vs_reference": dg.MetadataValue.json(metric_means)})
     yield dg.Output(queue_df, output_name="review_queue", metadata={
