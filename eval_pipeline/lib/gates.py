@@ -522,11 +522,14 @@ def judge_reliability_card(rows: Iterable[Mapping[str, Any]], reliability: Mappi
     """The card's ``judge_reliability`` entry and its ``warnings``.
 
     ``reliability``: ``{"month", "probes", "observed"}`` (rows of ``judge_bias_probes`` and
-    ``judge_human_gap``), None when no probe has run. A criterion is flagged by a probe row
-    or an observed-bias bin with ``flagged`` set. Every slice with examples the judge scored with
-    a rubric (a row's ``rubric``) that has a flagged criterion gets one warning per flag, naming
-    the slice, the criterion and the probe; slices scored only by reference metrics get none.
-    These are warnings: the verdict does not depend on them.
+    ``judge_human_gap``) and optionally ``required`` (rubric name -> its required criteria), None
+    when no probe has run. A criterion is flagged by a probe row or an observed-bias bin with
+    ``flagged`` set. Every gate (the overall one, then each slice) with examples the judge scored
+    with a rubric (a row's ``rubric``) whose flagged criterion decides a pass (is required; every
+    criterion when ``required`` is not given) gets one warning per flag, naming the gate, the
+    criterion and the probe; a flagged optional criterion is listed but warns no gate, and slices
+    scored only by reference metrics get none. These are warnings: the verdict does not depend on
+    them.
     """
     if not reliability:
         return {"judge_reliability": None, "warnings": []}
@@ -537,18 +540,21 @@ def judge_reliability_card(rows: Iterable[Mapping[str, Any]], reliability: Mappi
     flagged += [{"group": r["group"], "criterion": r["criterion"], "note": r.get("note") or "",
                  "probe": f"observed bias ({r['dimension'].replace('_', ' ')} {r['bin']})"}
                 for r in observed if r.get("flagged")]
+    required = reliability.get("required")
+    deciding = [f for f in flagged if required is None or f["criterion"] in (required.get(f["group"]) or ())]
     rubrics_of: dict[str, set[str]] = defaultdict(set)
     for r in rows:
         if r.get("rubric"):
-            for name in slice_names(r.get("slice"), slice_keys):
+            for name in ["overall", *slice_names(r.get("slice"), slice_keys)]:
                 rubrics_of[name].add(str(r["rubric"]))
     warnings = []
-    for name in sorted(rubrics_of):
-        for f in flagged:
+    for name in sorted(rubrics_of, key=lambda n: (n != "overall", n)):
+        gate = "the overall gate" if name == "overall" else f"slice {name}"
+        for f in deciding:
             if f["group"] in rubrics_of[name]:
-                warnings.append(f"judge reliability: slice {name} is scored by the judge with rubric {f['group']}, "
-                                f"whose criterion {f['criterion']} is flagged by the {f['probe']} probe; its pass "
-                                "rate may be biased (a warning: the verdict is unchanged)")
+                warnings.append(f"judge reliability: {gate} is scored by the judge with rubric {f['group']}, "
+                                f"whose criterion {f['criterion']} is flagged by the {f['probe']} probe; "
+                                "its pass rate may be biased (a warning: the verdict is unchanged)")
     return {"judge_reliability": {"month": reliability.get("month"), "probes": probes, "observed": observed,
                                   "flagged": flagged},
             "warnings": warnings}

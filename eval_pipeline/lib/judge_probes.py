@@ -21,7 +21,9 @@ Structured outputs - a JSON value (extraction) or a single bare label (intent ro
 asks for, so a lower score would be right, not a bias. Only ``planted_error`` applies to them.
 
 The planted-error probe runs only for rubrics with a criterion marked ``factual``, and its
-shift is measured on those criteria; the others are measured on every criterion of the rubric.
+shift is measured on those criteria; the others are measured on every criterion of the rubric,
+but never flag a criterion marked ``form`` (conciseness, format): padding an answer should lower
+its conciseness score, and a judge that does so is right, not biased.
 
 ``observed_bias`` needs no judge call: on the human-labelled examples it compares the judge's
 pass rate with the human majority's, by output-length quartile and by presence of hedges.
@@ -433,7 +435,7 @@ def run_probes(examples: Sequence[Mapping[str, Any]], rubric_of: Any, judge: Any
             if c.id in before_pass and c.id in after_pass:
                 run.pairs.append({"probe": probe, "group": rubric.name, "criterion": c.id,
                                   "example_id": ex["example_id"], "original_pass": before_pass[c.id],
-                                  "variant_pass": after_pass[c.id]})
+                                  "variant_pass": after_pass[c.id], "form": bool(getattr(c, "form", False))})
     return run
 
 
@@ -458,7 +460,8 @@ def probe_rows(run: ProbeRun, *, threshold: float = DEFAULT_THRESHOLD, min_pairs
     ``planted_error`` the miss rate (variant still passed, among originals that passed) with its
     Wilson interval; ``flagged`` and a ``note`` in words.
 
-    Flags: a wording probe when ``|shift| >= threshold`` and the interval excludes 0; the planted
+    Flags: a wording probe when ``|shift| >= threshold`` and the interval excludes 0, unless the
+    criterion is marked ``form`` (it judges length or wording, so the shift is expected); the planted
     error when the miss rate is at least ``threshold``. Below ``min_pairs`` pairs: no figures
     beyond the counts, never a flag.
     """
@@ -497,10 +500,13 @@ def probe_rows(run: ProbeRun, *, threshold: float = DEFAULT_THRESHOLD, min_pairs
             else:
                 big = abs(cmp.difference) >= threshold
                 excludes = cmp.interval.low > 0 or cmp.interval.high < 0
-                row["flagged"] = big and excludes
+                form = any(p.get("form") for p in pairs)
+                row["flagged"] = big and excludes and not form
                 notes.append(f"{direction} by {abs(cmp.difference):.0%} ({_interval_words(cmp.interval.low, cmp.interval.high)})"
                              if cmp.difference else "no shift")
-                if row["flagged"]:
+                if form:
+                    notes.append("not flagged: the criterion judges the output's form, which this probe changes")
+                elif row["flagged"]:
                     notes.append(f"flagged: |shift| >= {threshold:.0%} and interval excludes 0")
         skipped = _skipped_note(run.skipped.get((probe, group), Counter()))
         if skipped:

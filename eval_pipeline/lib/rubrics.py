@@ -88,6 +88,10 @@ class Criterion(_Strict):
     pass_at: int | None = Field(default=None, description="Lowest passing level; default: the top level.")
     factual: bool = Field(default=False, description="The criterion is about factual correctness (the judge "
                                                      "bias probes plant factual errors against it).")
+    form: bool = Field(default=False, description="The criterion judges the output's length, format or wording "
+                                                  "(conciseness, format): padding, hedging or confident framing is "
+                                                  "expected to move it, so those probes report its shift but never "
+                                                  "flag it.")
 
     @field_validator("id")
     @classmethod

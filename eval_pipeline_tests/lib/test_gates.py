@@ -391,14 +391,23 @@ def test_judge_flagged_criterion_warns_only_the_slices_the_judge_scores_and_keep
     assert with_probes["verdict"] == plain["verdict"] == "fail" and with_probes["reasons"] == plain["reasons"]
     assert plain["judge_reliability"] is None and plain["warnings"] == []
     warnings = with_probes["warnings"]
-    # routing is scored by exact match only (no rubric on its rows): no warning despite its flagged probe
-    assert len(warnings) == 2 and all("slice category=rag_qa" in w for w in warnings)
-    assert "criterion completeness is flagged by the length probe" in warnings[0]
+    # routing is scored by exact match only (no rubric on its rows): no warning despite its flagged probe;
+    # the overall gate holds the judged rag_qa examples, so it is warned first
+    assert len(warnings) == 4
+    assert all("the overall gate" in w for w in warnings[:2]) and all("slice category=rag_qa" in w for w in warnings[2:])
+    assert "criterion completeness is flagged by the length probe" in warnings[2]
     assert "criterion answers_question is flagged by the observed bias (length quartile Q4 (300-900 chars)) probe" \
-        in warnings[1]
+        in warnings[3]
     assert [f["criterion"] for f in with_probes["judge_reliability"]["flagged"]] == [
         "completeness", "correct_intent", "answers_question"]
     text = scorecard_text(with_probes).splitlines()
-    assert [line for line in text if line.startswith("  ! judge reliability: slice category=rag_qa")] == \
-        [f"  ! {w}" for w in warnings]
+    assert [line for line in text if line.startswith("  ! judge reliability: ")] == [f"  ! {w}" for w in warnings]
     assert not [line for line in scorecard_text(plain).splitlines() if line.startswith("  !")]
+    # given the rubrics' required criteria, a flagged optional criterion (completeness) warns no gate
+    required = build_scorecard(cand + judged, base + judged, GATES, model="m:2", baseline_model="m:1",
+                               eval_set_version="v1", tier="deep", created_at="2026-12-01T00:00:00Z",
+                               judge_reliability={**reliability, "required": {"rag_qa": ["answers_question"]}})
+    assert [w.split(" is scored")[0] for w in required["warnings"]] == [
+        "judge reliability: the overall gate", "judge reliability: slice category=rag_qa"]
+    assert all("criterion answers_question" in w for w in required["warnings"])
+    assert len(required["judge_reliability"]["flagged"]) == 3  # still listed in the report

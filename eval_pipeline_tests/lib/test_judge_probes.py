@@ -92,7 +92,14 @@ def unbiased_judge(body: dict) -> Reply:
         passage = " ".join(_between(user, "document"))
         numbers = set(re.findall(r"\d+", output))
         right = bool(numbers) and numbers <= set(re.findall(r"\d+", passage))
-        return _answer(schema, lambda c: right if c in ("grounded_in_context", "no_unsupported_claims") else True)
+        # a padded answer is no longer a short support reply: failing it on format_and_length is right
+        short = len(output) < 120
+
+        def score(c):
+            if c in ("grounded_in_context", "no_unsupported_claims"):
+                return right
+            return short if c == "format_and_length" else True
+        return _answer(schema, score)
     intent = re.search(r"\[intent: (\w+)\]", user).group(1)
     return _answer(schema, lambda c: output.strip() == intent if c == "correct_intent" else True)
 
@@ -162,6 +169,10 @@ def test_unbiased_judge_has_no_flag_and_catches_planted_errors(tmp_path):
     assert row(rows, "planted_error", "rag_qa", "grounded_in_context")["shift"] == pytest.approx(-0.8)
     for name in ("length", "hedging", "confidence"):
         assert row(rows, name, "rag_qa", "grounded_in_context")["shift"] == 0.0
+    # format_and_length judges form: padding lowers it (a real, large shift) but it is never flagged
+    form = row(rows, "length", "rag_qa", "format_and_length")
+    assert form["shift"] == -1.0 and form["high"] < 0 and not form["flagged"]
+    assert "not flagged: the criterion judges the output's form" in form["note"]
 
 
 def test_too_few_pairs_is_said_and_never_flagged_and_a_repeat_run_is_cached(tmp_path):

@@ -344,6 +344,8 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
         rubric = rubric_for(rubrics, r["task_type"]) if judged else None
         r["rubric"] = rubric.name if rubric else None
     reliability = judge_reliability(warehouse)
+    if reliability:  # a flagged criterion warns a gate only where it decides the pass
+        reliability["required"] = {r.name: [c.id for c in r.criteria if c.required] for r in rubrics.values()}
     verdicts = failure_review.filter(pl.col("model_version") == key).to_dicts()
     rows = apply_verdicts(rows, verdicts)
     tier = candidate_scores["tier"][0] if candidate_scores.height else "deep"
