@@ -146,7 +146,7 @@ def test_dagster_ui_and_scorecard_report_render_in_a_browser(tmp_path, monkeypat
         flagged = section.find_elements(By.CSS_SELECTOR, "#judge-probes tbody tr.flagged")
         assert len(flagged) == 1 and "intent_routing.correct_intent" in flagged[0].text and flagged[0].is_displayed()
         assert len(section.find_elements(By.CSS_SELECTOR, "#judge-probes tbody tr")) == 2
-        assert "No slice is scored by the judge with a flagged criterion." in section.text
+        assert "No gate warned: no gate is scored by the judge with a flagged required criterion." in section.text
         assert card["warnings"] == [] and len(card["judge_reliability"]["flagged"]) == 1
         assert external_requests(driver) == []
         shots.append(save_screenshot(driver, "scorecard_report_demo"))

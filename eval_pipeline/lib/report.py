@@ -583,7 +583,7 @@ def judge_reliability_section(scorecard: Mapping[str, Any]) -> str:
     if warnings:
         parts.append('<ul class="judge-warnings">' + "".join(f"<li>{_esc(w)}</li>" for w in warnings) + "</ul>")
     else:
-        parts.append('<p class="note">No slice is scored by the judge with a flagged criterion.</p>')
+        parts.append('<p class="note">No gate warned: no gate is scored by the judge with a flagged required criterion.</p>')
     return "".join(parts) + "</section>"
 def _human_review_section(scorecard: Mapping[str, Any]) -> str:
     """Counts of the failures' human review and the overturned examples; empty when none was sent."""
