@@ -3,7 +3,7 @@
 Each suite runs on an ephemeral GX context over pandas frames (GX has no polars source) and
 returns a plain :class:`SuiteResult` that a Dagster asset check turns into its verdict. A process
 keeps one context and one batch definition per table (the frame is passed at each validation, as
-GX's whole-dataframe batches take it): making them anew for each suite took about 40% of a small
+GX's whole-dataframe batches take it): making them anew for each suite took about half of a small
 day's validation (GX writes its project settings out at every change of a new context).
 """
 
