@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from eval_pipeline.lib.paths import DataHome
+from month_template import refreshed_month, refreshed_month_template  # noqa: F401 - fixtures
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -103,8 +103,10 @@ class LabelStudioServer:
 
 def _server_env(data_dir: Path) -> dict[str, str]:
     # a small, explicit environment: Label Studio also reads bare USERNAME, PASSWORD, HOST, PORT...
-    keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ") if k in os.environ}
-    return {**keep,
+    # Its HOME is its data folder: whatever it keeps there stays out of the user's home (a test
+    # checks that a refresh running meanwhile writes nothing to the user's home).
+    keep = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "TZ") if k in os.environ}
+    return {**keep, "HOME": str(data_dir),
             "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
@@ -114,8 +116,8 @@ def _server_env(data_dir: Path) -> dict[str, str]:
 
 
 def _run_init(exe: Path, env: dict[str, str], data_dir: Path, args: list[str], timeout: float) -> None:
-    done = subprocess.run([str(exe), "init", "--quiet", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run([str(exe), "init", "--quiet", *args], env=env, cwd=data_dir, capture_output=True,
+                          text=True, timeout=timeout)
     with open(data_dir / "init.log", "a") as log:
         log.write(done.stdout + done.stderr)
     if done.returncode != 0:
@@ -151,7 +153,7 @@ def start_server(data_dir: Path, exe: Path, timeout: float = 240) -> LabelStudio
     started = time.monotonic()
     with open(log_path, "w") as log:
         process = subprocess.Popen([str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1",
-                                    "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    "--port", str(port)], env=env, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     server = LabelStudioServer(url, owner, second, process, log_path, timings)
     deadline = time.monotonic() + timeout

@@ -1,7 +1,8 @@
 """The annotation round trip through a real Label Studio server on 127.0.0.1.
 
-A small month of demo logs (two days of 20 records) goes through ``refresh_month``, as
-``eval-pipeline refresh`` runs it, to an eval set and its annotation tasks; ``eval-pipeline
+A month of demo logs gone through ``refresh_month``, as ``eval-pipeline refresh`` runs it, to an
+eval set and its annotation tasks (a copy of the session's reference month, ``month_template.py``:
+28 days of 12 records, an eval set of 40); ``eval-pipeline
 labels push`` creates the rubrics' projects and imports the tasks (twice: the second push adds
 nothing); two users of the server annotate every task through its API, disagreeing on some;
 ``eval-pipeline labels pull`` lands the exports in the inbox, the inbox sensor asks for a run, and
@@ -14,43 +15,41 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
 
 import dagster as dg
 import duckdb
 import pytest
 from label_studio_sdk.client import LabelStudio
 from label_studio_server import REQUIRE_ENV, Unavailable, ensure_venv, start_server
+from month_template import RefreshedMonth
 from sklearn.metrics import cohen_kappa_score
 
 from eval_pipeline.cli import main
 from eval_pipeline.defs.labeling.sensors import labels_sensor
 from eval_pipeline.defs.resources import PipelineSettings
 from eval_pipeline.lib.annotation import REFERENCE_FIELD, criterion_levels, rubric_for
-from eval_pipeline.lib.demo_logs import generate_logs
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.rubrics import load_rubrics
-from eval_pipeline.runs import load_eval_set, refresh_month, run_labeling
+from eval_pipeline.runs import load_eval_set, run_labeling
 
 MIN_ITEMS = 5  # fewer items than this: agreement is left undefined (lib/agreement.py)
 
 
-def refreshed_home(root) -> DataHome:
-    """Two days of demo logs through the real pipeline: an eval set v1 and its annotation tasks."""
-    home = DataHome.resolve(root / "home").ensure()
-    generate_logs(home.landing / "demo", date(2026, 2, 1), 2, 20, seed=4, truth_dir=home.demo_truth)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DAGSTER_HOME", str(root / "unused"))  # refresh_month points it at the data home
-        assert refresh_month(home, "2026-02", log=lambda *_: None, workers=1).success
-    return home
+def refreshed_home(request, root) -> DataHome:
+    """A month of demo logs through the real pipeline (an eval set v1 and its annotation tasks):
+    a copy of the session's reference month, refreshed first if no test has asked for it yet."""
+    template: RefreshedMonth = request.getfixturevalue("refreshed_month_template")
+    assert template.result.success
+    return DataHome.resolve(shutil.copytree(template.home.root, root / "home", symlinks=True))
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    """(server, data home): the server starts while the month is refreshed."""
+def live(request, tmp_path_factory):
+    """(server, data home): the server starts while the month is refreshed (when it is not yet)."""
     try:
         exe, built_in = ensure_venv()
     except Unavailable as err:
@@ -63,7 +62,7 @@ def live(tmp_path_factory):
     with ThreadPoolExecutor(1) as pool:
         starting = pool.submit(start_server, tmp_path_factory.mktemp("label-studio"), exe)
         try:
-            home = refreshed_home(tmp_path_factory.mktemp("eval"))
+            home = refreshed_home(request, tmp_path_factory.mktemp("eval"))
         except BaseException:
             with contextlib.suppress(Exception):
                 starting.result().stop()

@@ -1,11 +1,9 @@
 """A month's days in parallel worker processes give the same day tables as one after the other."""
 
-from datetime import date
-
 import duckdb
 import polars as pl
+from month_template import MONTH, PER_DAY, template_resources, write_month_logs
 
-from eval_pipeline.lib.demo_logs import generate_logs
 from eval_pipeline.lib.embeddings import from_storage
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline import runs
@@ -27,21 +25,23 @@ def _read(home: DataHome) -> dict[str, pl.DataFrame]:
     return out
 
 
-def test_parallel_days_give_the_same_tables_as_sequential_days(tmp_path, monkeypatch):
+def test_parallel_days_give_the_same_tables_as_sequential_days(refreshed_month, tmp_path, monkeypatch):
     """...also when the workers are replaced part way (here after 10 days: a record budget of 150
     against days of up to 14 records, as a 1M-record month's 36k-record days meet RECYCLE_RECORDS)."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     monkeypatch.setattr(runs, "RECYCLE_RECORDS", 150)
-    homes, said = [], []
-    for name, workers in (("sequential", 1), ("parallel", 2)):
-        home = DataHome.resolve(tmp_path / name).ensure()
-        generate_logs(home.landing / "demo", date(2026, 2, 1), 28, 12, seed=4, truth_dir=home.demo_truth)
-        result = refresh_month(home, "2026-02", log=said.append, workers=workers)
-        assert result.success and len(result.days) == 28 and result.monthly_jobs == ["monthly_refresh_job"]
-        homes.append(home)
+    # one after the other: the session's reference month (28 days of 12 records, workers=1; month_template.py)
+    reference = refreshed_month.result
+    assert reference.success and len(reference.days) == 28 and reference.monthly_jobs == ["monthly_refresh_job"]
+    said = list(refreshed_month.said)
+    home = DataHome.resolve(tmp_path / "parallel").ensure()
+    write_month_logs(home)
+    result = refresh_month(home, MONTH, log=said.append, workers=2, resources=template_resources())
+    assert result.success and len(result.days) == 28 and result.monthly_jobs == ["monthly_refresh_job"]
+    homes = [refreshed_month.home, home]
     assert said == ["  days of up to 14 records: each day worker is replaced after 10 days"]
     sequential, parallel = (_read(h) for h in homes)
-    assert sequential["ingest.raw_logs"].height == 28 * 12
+    assert sequential["ingest.raw_logs"].height == 28 * PER_DAY
     for table in sequential:
         left, right = sequential[table], parallel[table]
         # columns that name the run or its moment differ by construction; vectors are compared
@@ -61,7 +61,7 @@ def test_parallel_days_give_the_same_tables_as_sequential_days(tmp_path, monkeyp
     for home in homes:
         with duckdb.connect(str(home.warehouse), read_only=True) as con:
             clustered.append(con.execute("select request_id from clustering.log_clusters order by 1").fetchall())
-    assert clustered[0] == clustered[1] and len(clustered[0]) == 28 * 12
+    assert clustered[0] == clustered[1] and len(clustered[0]) == 28 * PER_DAY
     # both runs used both caches: the parallel home has one cache file shared by its workers
     assert homes[1].redaction_cache.exists()
 

@@ -5,41 +5,41 @@ the test's folders.
 
 The large tables live on moto's S3-compatible server on 127.0.0.1 (``EVAL_PIPELINE_STORAGE``),
 the steps on a two-worker ``LocalCluster``; the reference month is the embedded default (in
-process, every table in DuckDB). About three minutes on two cores.
+process, every table in DuckDB), refreshed once per session (``month_template.py``). About two
+minutes on two cores.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from datetime import date
 from pathlib import Path
 
 import dagster as dg
-import pytest
+from month_template import MONTH, template_resources, write_month_logs
 from scale_out import dask_cluster, home_listing, listing, s3, scale_out_env, storage_env  # noqa: F401 - fixtures
 
-from eval_pipeline.defs.executors import EXECUTOR_ENV, executor_from_env
-from eval_pipeline.defs.resources import SamplingSettings
-from eval_pipeline.lib.demo_logs import generate_logs
+from eval_pipeline.defs.executors import executor_from_env
 from eval_pipeline.lib.paths import HOME_ENV, DataHome
 from eval_pipeline.runs import MonthRefresh, instance_for, load_eval_set, refresh_month, table_counts
 
-MONTH = "2026-02"
-# 28 days of 12 records, an eval set of 40: every domain runs, in a few minutes on two cores
-PER_DAY = 12
-SETTINGS = {"sampling": SamplingSettings(target_size=40)}
 # columns that name the run or its moment differ between any two refreshes
 VOLATILE = {"created_at", "materialized_at", "run_id"}
 
 
-def _refresh(home: DataHome) -> tuple[MonthRefresh, float]:
-    generate_logs(home.landing / "demo", date(2026, 2, 1), 28, PER_DAY, seed=4, truth_dir=home.demo_truth)
-    said: list[str] = []
-    began = time.perf_counter()
-    result = refresh_month(home, MONTH, log=said.append, workers=1, resources=SETTINGS)
+def _check(result: MonthRefresh, said) -> None:
     assert result.success, (result.failed, said)
     assert len(result.days) == 28 and result.monthly_jobs == ["monthly_refresh_job"]
+
+
+def _refresh(home: DataHome) -> tuple[MonthRefresh, float]:
+    """The reference month (28 days of 12 records, an eval set of 40: every domain runs, in a few
+    minutes on two cores) refreshed as ``month_template.py`` refreshes it, in this environment."""
+    write_month_logs(home)
+    said: list[str] = []
+    began = time.perf_counter()
+    result = refresh_month(home, MONTH, log=said.append, workers=1, resources=template_resources())
+    _check(result, said)
     return result, time.perf_counter() - began
 
 
@@ -48,14 +48,13 @@ def _events(home: DataHome, run_ids: list[str], kind: dg.DagsterEventType) -> li
         return [entry.dagster_event for run_id in run_ids for entry in instance.all_logs(run_id, of_type=kind)]
 
 
-def test_a_month_on_a_dask_cluster_gives_the_in_process_eval_set(scale_out_env, dask_cluster, tmp_path, monkeypatch):
+def test_a_month_on_a_dask_cluster_gives_the_in_process_eval_set(refreshed_month, scale_out_env, dask_cluster):
+    # the embedded default (in process, every table in DuckDB), refreshed in this process; its
+    # refresh, too, wrote nothing to its working folder or the user's home (month_template.py)
+    reference, expected = refreshed_month.home, refreshed_month.result
+    _check(expected, refreshed_month.said)
+    assert refreshed_month.outside == set()
     cwd_before, home_before = listing(scale_out_env.cwd), home_listing()
-    reference = DataHome.resolve(tmp_path / "in-process-home")
-    with monkeypatch.context() as env:
-        env.setenv(EXECUTOR_ENV, "in_process")  # the embedded default: in process, every table in DuckDB
-        env.setenv(HOME_ENV, str(reference.root))
-        env.delenv("EVAL_PIPELINE_STORAGE")
-        expected, _ = _refresh(reference)
     got, seconds = _refresh(scale_out_env.home)
     print(f"\nthe month on the Dask cluster: {seconds:.0f} s")
 

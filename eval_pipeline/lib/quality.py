@@ -1,13 +1,17 @@
 """Data-quality suites (Great Expectations) for the ingest tables.
 
 Each suite runs on an ephemeral GX context over pandas frames (GX has no polars source) and
-returns a plain :class:`SuiteResult` that a Dagster asset check turns into its verdict.
+returns a plain :class:`SuiteResult` that a Dagster asset check turns into its verdict. A process
+keeps one context and one batch definition per table (the frame is passed at each validation, as
+GX's whole-dataframe batches take it): making them anew for each suite took about half of a small
+day's validation (GX writes its project settings out at every change of a new context).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -56,16 +60,32 @@ class SuiteResult:
         return "\n".join(lines)
 
 
+_lock = threading.Lock()  # one validation at a time on the process's context
+_context: Any = None  # the process's ephemeral GX context, made on first use
+_batches: dict[str, Any] = {}  # table -> its whole-dataframe batch definition in that context
+
+
+def _batch_definition(table: str) -> Any:
+    """The process's GX batch definition of ``table`` (call under ``_lock``)."""
+    global _context
+    import great_expectations as gx
+
+    if _context is None:
+        logging.getLogger("great_expectations").setLevel(logging.ERROR)
+        _context = gx.get_context(mode="ephemeral")
+        _context.variables.progress_bars = {"globally": False}
+    if table not in _batches:
+        _batches[table] = _context.data_sources.add_pandas(f"{table}_source").add_dataframe_asset(table) \
+            .add_batch_definition_whole_dataframe("whole")
+    return _batches[table]
+
+
 def _run(table: str, df: pd.DataFrame, expectations: list[Any]) -> list[ExpectationOutcome]:
     import great_expectations as gx
 
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
-    batch = context.data_sources.add_pandas(f"{table}_source").add_dataframe_asset(table) \
-        .add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": df})
     suite = gx.ExpectationSuite(name=f"{table}_suite", expectations=expectations)
-    result = batch.validate(suite)
+    with _lock:
+        result = _batch_definition(table).get_batch(batch_parameters={"dataframe": df}).validate(suite)
     outcomes = []
     for r in result.results:
         cfg = r.expectation_config

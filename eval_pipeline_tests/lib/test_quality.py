@@ -1,5 +1,6 @@
 """The Great Expectations suite on raw_logs passes clean data and names what is wrong in bad data."""
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 
 from eval_pipeline.lib.quality import validate_raw_logs
@@ -51,3 +52,18 @@ def test_each_broken_rule_is_reported():
     assert set(between) == {"timestamp", "latency_ms", "score"}
     assert between["timestamp"].examples[0] == datetime(2026, 3, 3, 0, 0, 1) or between["timestamp"].unexpected_count == 1
     assert "NO" in result.markdown()
+
+
+def test_each_frame_is_judged_alone_in_order_and_from_threads():
+    """A process keeps one GX context: a verdict depends on its frame only, not on the frames
+    validated before it or at the same time in another thread."""
+    clean = frame([row("a", "2026-03-02T00:00:00Z"), row("b", "2026-03-02T23:59:59Z")], RAW_LOGS_SCHEMA)
+    bad = frame([row("a", "2026-03-02T10:00:00Z"), row("a", "2026-03-02T11:00:00Z")], RAW_LOGS_SCHEMA)
+    day = date(2026, 3, 2)
+    in_order = [validate_raw_logs(f, day) for f in (clean, bad, clean, bad)]
+    assert [r.success for r in in_order] == [True, False, True, False]
+    assert [(o.expectation, o.unexpected_count) for o in in_order[1].failed] == [("expect_column_values_to_be_unique", 2)]
+    assert in_order[0].outcomes == in_order[2].outcomes and in_order[1].outcomes == in_order[3].outcomes
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda f: validate_raw_logs(f, day), [clean, bad] * 4))
+    assert [r.outcomes for r in threaded] == [in_order[0].outcomes, in_order[1].outcomes] * 4
