@@ -81,11 +81,11 @@ def main() -> int:
     from eval_pipeline.lib.banking77 import load_queries, long_tail_mix
     from eval_pipeline.lib.clustering import NOISE, ClusterConfig, cluster_embeddings
     from eval_pipeline.lib.embeddings import (EmbeddingConfig, cpu_bf16_support, embed_with_cache, get_embedder,
-                                              _model_location)
+                                              model_location)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; bf16: {cpu_bf16_support()}")
     workdir = Path(tempfile.mkdtemp(prefix="embedding_bench_"))
-    bare = SentenceTransformer(_model_location(None), device="cpu")
+    bare = SentenceTransformer(model_location(None), device="cpu")
 
     def bare_encode(texts):
         with torch.inference_mode():

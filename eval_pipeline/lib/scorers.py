@@ -162,12 +162,12 @@ _PAIR_CACHE_SIZE = 200_000
 def _bert_scorer() -> BERTScorer:
     # Loaded on first use, once per process: importing bert_score pulls in torch, transformers,
     # pandas and matplotlib, and the model takes a few seconds to load.
-    from eval_pipeline.lib.embeddings import _disable_progress_bars, _model_location
+    from eval_pipeline.lib.embeddings import disable_progress_bars, model_location
 
-    _disable_progress_bars()  # also keeps the Hugging Face libraries offline
+    disable_progress_bars()  # also keeps the Hugging Face libraries offline
     from bert_score import BERTScorer
 
-    return BERTScorer(model_type=_model_location(BERTSCORE_MODEL), num_layers=BERTSCORE_LAYERS, lang="en",
+    return BERTScorer(model_type=model_location(BERTSCORE_MODEL), num_layers=BERTSCORE_LAYERS, lang="en",
                       device="cpu")
 
 
