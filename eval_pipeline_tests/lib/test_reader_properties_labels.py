@@ -194,3 +194,32 @@ def test_a_textarea_of_the_wrong_type_is_no_reference(folder):
         {"from_name": ["a"], "type": "choices", "value": {"choices": ["1"]}}]
     batch = _read(folder, "textarea.json", json.dumps([task]).encode())
     assert [q["field"] for q in batch.quarantine if q["reason"] == "unknown_criterion"] == ["<list>"]
+
+
+# a failure review: the same export, every task marked as the review of one version and showing
+# the output it judged; the mutations retype or drop review_of and output too
+REVIEW_OF = "router:2"
+REVIEW_EXPORT = [{**t, "data": {**t["data"], "review_of": REVIEW_OF, "output": f"output of {t['data']['example_id']}"}}
+                 for t in EXPORT]
+FAILURES = {eid: {**ex, "output": f"output of {eid}"} for eid, ex in EXAMPLES.items()}
+
+
+@BOUNDED
+@given(doc=mutated(REVIEW_EXPORT, max_mutations=4), st_damage=st.data())
+def test_a_mutated_review_export_is_accounted_for(folder, doc, st_damage):
+    path = folder / "review.json"
+    path.write_bytes(st_damage.draw(damaged(encode(dumps(doc)))))
+    batch = read_annotation_file(path, FAILURES, RUBRICS, review_of=REVIEW_OF)
+    _check(batch, path)
+    for label in batch.labels:  # whatever was accepted was marked as this version's review, on its output
+        assert any(t["data"].get("review_of") == REVIEW_OF for t in doc
+                   if isinstance(t, dict) and isinstance(t.get("data"), dict)
+                   and t["data"].get("example_id") == label["example_id"])
+
+
+def test_the_unmutated_review_export_is_all_accepted_and_another_version_is_not(folder):
+    path = folder / "review.json"
+    path.write_text(json.dumps(REVIEW_EXPORT), encoding="utf-8")
+    assert read_annotation_file(path, FAILURES, RUBRICS, review_of=REVIEW_OF).quarantine == []
+    other = read_annotation_file(path, FAILURES, RUBRICS, review_of="router:3")
+    assert other.labels == [] and {q["reason"] for q in other.quarantine} == {"other_review"}
