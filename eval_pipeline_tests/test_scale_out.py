@@ -61,7 +61,9 @@ def test_a_month_on_a_dask_cluster_gives_the_in_process_eval_set(refreshed_month
     # every step of every run ran in a worker process, none here; the in-process runs' all here
     started = _events(scale_out_env.home, got.run_ids, dg.DagsterEventType.STEP_START)
     started_here = _events(reference, expected.run_ids, dg.DagsterEventType.STEP_START)
-    assert len(started) == len(started_here) == 1 + 28 * 6 + 4
+    # the manifest, each day's six steps, the month's five (clusters, eval set, annotation tasks,
+    # judge labels, judge bias probes)
+    assert len(started) == len(started_here) == 1 + 28 * 6 + 5
     assert {event.pid for event in started} <= dask_cluster.worker_pids
     assert {event.pid for event in started_here} == {os.getpid()}
     # the asset checks ran there too, each day's three, and passed
