@@ -293,9 +293,14 @@ class RefreshRunning(RuntimeError):
 
 def refresh_month(home: DataHome, month: str, log=print, workers: int | None = None,
                   pool: ProcessPoolExecutor | None = None, resources: dict[str, object] | None = None,
-                  progress: Display | None = None) -> MonthRefresh:
-    """Materialize the landing manifest, every daily partition of the month (up to today), then the
-    monthly assets.
+                  progress: Display | None = None, skip_empty_days: bool = True) -> MonthRefresh:
+    """Materialize the landing manifest, every daily partition of the month (up to today) that
+    has something to do, then the monthly assets.
+
+    A day with no line in the landing manifest and nothing stored (no row in a day table, no
+    materialization of its partitions) is not run (:func:`plan_month`): its run would replace
+    nothing with nothing. Such days are in ``MonthRefresh.skipped``; ``skip_empty_days=False``
+    runs every day regardless.
 
     The days run as separate Dagster runs, ``workers`` at a time in worker processes (default:
     one per CPU core; 1 runs them here, one after the other), or on ``pool`` from
@@ -313,7 +318,7 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
     lock = home.root / "refresh.lock"
     try:
         with file_lock(lock, blocking=False):
-            return _refresh_month(home, month, log, workers, pool, resources, progress)
+            return _refresh_month(home, month, log, workers, pool, resources, progress, skip_empty_days)
     except LockHeld as held:
         raise RefreshRunning(f"another refresh of {home.root} is running"
                              f"{f' (pid {held.pid})' if held.pid else ''}; wait for it to finish, or stop it, "
@@ -321,7 +326,8 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
 
 
 def _refresh_month(home: DataHome, month: str, log, workers: int | None, pool: ProcessPoolExecutor | None,
-                   resources: dict[str, object] | None, progress: Display | None) -> MonthRefresh:
+                   resources: dict[str, object] | None, progress: Display | None,
+                   skip_empty_days: bool = True) -> MonthRefresh:
     days = [day for day in month_days(month) if daily_partitions.has_partition_key(day)]
     if not days:
         raise ValueError(f"month {month}: no daily partition exists for it (partitions start on "
@@ -333,12 +339,12 @@ def _refresh_month(home: DataHome, month: str, log, workers: int | None, pool: P
               Stage("ingest_job", days, per_day=True)]
     stages += [Stage(job_name, job_steps(defs, job_name)) for job_name in MONTHLY_JOBS if monthly]
     with watch_runs(instance, progress, f"refresh {month}", stages) as tags:
-        return _run_month(home, defs, instance, days, month, log, workers, pool, resources, tags)
+        return _run_month(home, defs, instance, days, month, log, workers, pool, resources, tags, skip_empty_days)
 
 
 def _run_month(home: DataHome, defs: dg.Definitions, instance: dg.DagsterInstance, days: list[str], month: str, log,
                workers: int | None, pool: ProcessPoolExecutor | None, resources: dict[str, object] | None,
-               tags: dict[str, str]) -> MonthRefresh:
+               tags: dict[str, str], skip_empty_days: bool = True) -> MonthRefresh:
     result = MonthRefresh(month=month)
     month_key = f"{days[0][:7]}-01"
     monthly = monthly_partitions.has_partition_key(month_key)
@@ -354,7 +360,7 @@ def _run_month(home: DataHome, defs: dg.Definitions, instance: dg.DagsterInstanc
         if not manifest.success:
             result.failed.append("landing_manifest")
             return result
-        plan = plan_month(home, instance, days, log)
+        plan = plan_month(home, instance, days, log) if skip_empty_days else DayPlan(run=days)
         if plan.skipped:
             result.skipped = plan.skipped
             skip_days(tags, plan.skipped)
