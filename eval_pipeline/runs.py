@@ -34,7 +34,7 @@ from eval_pipeline.lib.storage import PARTITION_COLUMN, Lake, StorageLocations, 
 from eval_pipeline.progress import job_steps, skip_days, watch_runs
 
 __all__ = ["MonthRefresh", "RefreshRunning", "Evaluation", "day_pool", "default_workers", "ingest_day_run", "instance_for", "month_days",
-           "refresh_month", "table_counts", "evaluate_model",
+           "plan_month", "refresh_month", "table_counts", "evaluate_model",
            "register_demo_models"]
 
 _INSTANCE_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
@@ -157,14 +157,17 @@ def plan_month(home: DataHome, instance: dg.DagsterInstance, days: list[str], lo
     line in the manifest and nothing stored (:func:`_stored_days`) has nothing to ingest and
     nothing to clear, and is skipped (``lib/day_plan.py``). When the manifest or the stored state
     cannot be read, every day runs."""
-    with file_lock(f"{home.warehouse}.lock"):
-        found = _query(home.warehouse, "select days from ingest.landing_manifest")
-    with_records = days_in_manifest(day for (day,) in found[0]) if found else None
+    if not days:
+        return DayPlan()
     try:
+        with file_lock(f"{home.warehouse}.lock"):
+            found = _query(home.warehouse, "select days from ingest.landing_manifest")
+        with_records = days_in_manifest(day for (day,) in found[0]) if found else None
         stored = _stored_days(home, instance, days)
     except Exception as err:  # noqa: BLE001 - a table or lake that cannot be read: every day runs
-        log(f"  could not tell which days have stored rows ({type(err).__name__}: {err}); every day runs")
-        stored = None
+        log(f"  could not tell which days have records or stored rows ({type(err).__name__}: {err}); "
+            "every day runs")
+        return DayPlan(run=list(days))
     return plan_days(days, with_records, stored)
 
 

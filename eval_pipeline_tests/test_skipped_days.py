@@ -73,7 +73,7 @@ def test_an_unreadable_table_means_every_day_runs(home):
     said = []
     plan = plan_month(home, dg.DagsterInstance.ephemeral(), FEB, log=said.append)
     assert plan.run == FEB and not plan.skipped
-    assert len(said) == 1 and said[0].startswith("  could not tell which days have stored rows (") and \
+    assert len(said) == 1 and said[0].startswith("  could not tell which days have records or stored rows (") and \
         said[0].endswith("every day runs")
 
 
