@@ -106,7 +106,8 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BUSY
     status = "ok" if result.success else f"FAILED: {', '.join(result.failed)}"
-    print(f"refresh {args.month}: {len(result.days)} days, monthly jobs {result.monthly_jobs or 'none yet'}; "
+    skipped = f", {len(result.skipped)} skipped (no records)" if result.skipped else ""
+    print(f"refresh {args.month}: {len(result.days)} days{skipped}, monthly jobs {result.monthly_jobs or 'none yet'}; "
           f"{status} ({time.perf_counter() - start:.0f} s)")
     for line in month_summary_lines(home, args.month):
         print(f"  {line}")

@@ -23,7 +23,8 @@ from dagster import DagsterEventType
 
 from eval_pipeline.lib.progress import Display, Stage, Tracker
 
-__all__ = ["PLAIN_POLL_SECONDS", "POLL_SECONDS", "PROGRESS_TAG", "expected_steps", "job_steps", "watch_runs"]
+__all__ = ["PLAIN_POLL_SECONDS", "POLL_SECONDS", "PROGRESS_TAG", "expected_steps", "job_steps", "skip_days",
+           "watch_runs"]
 
 PROGRESS_TAG = "eval_pipeline/progress"
 # Seconds between two reads of the instance: twice a second for a status line a person watches,
@@ -36,6 +37,8 @@ _EVENTS = {DagsterEventType.RUN_START, DagsterEventType.RUN_SUCCESS, DagsterEven
            DagsterEventType.STEP_FAILURE, DagsterEventType.STEP_SKIPPED, DagsterEventType.ASSET_CHECK_EVALUATION}
 _RUN_END = {DagsterEventType.RUN_SUCCESS: True, DagsterEventType.RUN_FAILURE: False,
             DagsterEventType.RUN_CANCELED: False}
+# the watchers of the commands in progress in this process, by their tag (for :func:`skip_days`)
+_WATCHERS: dict[str, "_Watcher"] = {}
 
 
 def job_steps(defs: dg.Definitions, job_name: str) -> list[str]:
@@ -136,6 +139,16 @@ class _Watcher:
         elif kind in _RUN_END:
             watched.ended = True
 
+    def skip(self, days: Sequence[str], note: str) -> None:
+        """``days`` of the per-day stage will have no run: shown as skipped, with ``note``."""
+        with self.lock:
+            for index, stage in enumerate(self.tracker.stages):
+                if stage.per_day:
+                    skipped = self.tracker.skip(index, [day for day in days if day in stage.names], time.time(), note)
+                    if skipped:
+                        self.display.skipped(index, skipped)
+                    return
+
     def _loop(self) -> None:
         while not self.stop.wait(POLL_SECONDS if self.display.live else PLAIN_POLL_SECONDS):
             try:
@@ -178,7 +191,18 @@ def watch_runs(instance: dg.DagsterInstance, display: Display | None, title: str
     watcher = _Watcher(instance, display, Tracker(title, filled, time.time()), tag)
     display.begin(watcher.tracker)
     watcher.thread.start()
+    _WATCHERS[tag] = watcher
     try:
         yield {PROGRESS_TAG: tag}
     finally:
+        _WATCHERS.pop(tag, None)
         watcher.close()
+
+
+def skip_days(tags: dict[str, str], days: Sequence[str], note: str = "no records") -> None:
+    """Days of the command watched with ``tags`` (what :func:`watch_runs` yielded) that will not
+    run: the display shows them as skipped (``note`` says why) rather than left to do. Nothing
+    happens when the command is not watched."""
+    watcher = _WATCHERS.get(tags.get(PROGRESS_TAG, ""))
+    if watcher is not None:
+        watcher.skip(days, note)

@@ -26,14 +26,15 @@ from eval_pipeline.defs.partitions import daily_partitions, monthly_partitions
 from eval_pipeline.defs.resources import build_resources
 from eval_pipeline import workers as workers_module
 from eval_pipeline.lib.clustering import warm_up as warm_up_clustering
+from eval_pipeline.lib.day_plan import DayPlan, day_ranges, days_in_manifest, plan_days
 from eval_pipeline.lib.locks import LockHeld, file_lock
 from eval_pipeline.lib.paths import HOME_ENV, DataHome
 from eval_pipeline.lib.progress import Display, Stage
-from eval_pipeline.lib.storage import Lake, StorageLocations, attach
-from eval_pipeline.progress import job_steps, watch_runs
+from eval_pipeline.lib.storage import PARTITION_COLUMN, Lake, StorageLocations, attach
+from eval_pipeline.progress import job_steps, skip_days, watch_runs
 
 __all__ = ["MonthRefresh", "RefreshRunning", "Evaluation", "day_pool", "default_workers", "ingest_day_run", "instance_for", "month_days",
-           "refresh_month", "table_counts", "evaluate_model",
+           "plan_month", "refresh_month", "table_counts", "evaluate_model",
            "register_demo_models"]
 
 _INSTANCE_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
@@ -46,10 +47,12 @@ MONTHLY_JOBS: tuple[str, ...] = ("monthly_refresh_job",)
 
 @dataclass
 class MonthRefresh:
-    """What a refresh did: runs per job and the days that failed."""
+    """What a refresh did: runs per job, the days skipped (no records, nothing stored) and the
+    days that failed."""
 
     month: str
     days: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     monthly_jobs: list[str] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
@@ -122,6 +125,50 @@ def _day_records(home: DataHome, days: list[str]) -> list[int]:
             if day in counts:
                 counts[day] += int(n)
     return list(counts.values())
+
+
+# The tables a day's ingest run replaces a partition of (``ingest_job``), by the DuckDB file
+# that holds them (or catalogs their lake objects): raw zone, then the warehouse.
+DAY_TABLES: tuple[tuple[str, str], ...] = (("raw", "ingest.raw_logs"), ("raw", "ingest.quarantined_logs"),
+                                           ("main", "privacy.redacted_logs"), ("main", "embeddings.log_embeddings"))
+
+
+def _stored_days(home: DataHome, instance: dg.DagsterInstance, days: list[str]) -> set[str]:
+    """The days of ``days`` with anything stored: a materialization of one of their partitions
+    on the instance, or a row dated that day in one of :data:`DAY_TABLES` (read through the
+    lake when the tables live there)."""
+    wanted = set(days)
+    stored = set()
+    for _, table in DAY_TABLES:
+        stored |= wanted & instance.get_materialized_partitions(dg.AssetKey(table.split(".")[1]))
+    first, last = min(days), max(days)
+    for zone, table in DAY_TABLES:
+        path = home.raw_warehouse if zone == "raw" else home.warehouse
+        column = PARTITION_COLUMN[table]
+        with file_lock(f"{path}.lock"):
+            found = _query(path, f'select distinct strftime(cast("{column}" as date), \'%Y-%m-%d\') from {table} '
+                                 f"where \"{column}\" >= date '{first}' and \"{column}\" < date '{last}' + interval 1 day")
+        stored |= wanted & {day for (day,) in (found[0] if found else [])}
+    return stored
+
+
+def plan_month(home: DataHome, instance: dg.DagsterInstance, days: list[str], log=print) -> DayPlan:
+    """Which of ``days`` a refresh runs, after the landing manifest was built: a day with no
+    line in the manifest and nothing stored (:func:`_stored_days`) has nothing to ingest and
+    nothing to clear, and is skipped (``lib/day_plan.py``). When the manifest or the stored state
+    cannot be read, every day runs."""
+    if not days:
+        return DayPlan()
+    try:
+        with file_lock(f"{home.warehouse}.lock"):
+            found = _query(home.warehouse, "select days from ingest.landing_manifest")
+        with_records = days_in_manifest(day for (day,) in found[0]) if found else None
+        stored = _stored_days(home, instance, days)
+    except Exception as err:  # noqa: BLE001 - a table or lake that cannot be read: every day runs
+        log(f"  could not tell which days have records or stored rows ({type(err).__name__}: {err}); "
+            "every day runs")
+        return DayPlan(run=list(days))
+    return plan_days(days, with_records, stored)
 
 
 @contextmanager
@@ -249,9 +296,14 @@ class RefreshRunning(RuntimeError):
 
 def refresh_month(home: DataHome, month: str, log=print, workers: int | None = None,
                   pool: ProcessPoolExecutor | None = None, resources: dict[str, object] | None = None,
-                  progress: Display | None = None) -> MonthRefresh:
-    """Materialize the landing manifest, every daily partition of the month (up to today), then the
-    monthly assets.
+                  progress: Display | None = None, skip_empty_days: bool = True) -> MonthRefresh:
+    """Materialize the landing manifest, every daily partition of the month (up to today) that
+    has something to do, then the monthly assets.
+
+    A day with no line in the landing manifest and nothing stored (no row in a day table, no
+    materialization of its partitions) is not run (:func:`plan_month`): its run would replace
+    nothing with nothing. Such days are in ``MonthRefresh.skipped``; ``skip_empty_days=False``
+    runs every day regardless.
 
     The days run as separate Dagster runs, ``workers`` at a time in worker processes (default:
     one per CPU core; 1 runs them here, one after the other), or on ``pool`` from
@@ -269,7 +321,7 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
     lock = home.root / "refresh.lock"
     try:
         with file_lock(lock, blocking=False):
-            return _refresh_month(home, month, log, workers, pool, resources, progress)
+            return _refresh_month(home, month, log, workers, pool, resources, progress, skip_empty_days)
     except LockHeld as held:
         raise RefreshRunning(f"another refresh of {home.root} is running"
                              f"{f' (pid {held.pid})' if held.pid else ''}; wait for it to finish, or stop it, "
@@ -277,7 +329,8 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
 
 
 def _refresh_month(home: DataHome, month: str, log, workers: int | None, pool: ProcessPoolExecutor | None,
-                   resources: dict[str, object] | None, progress: Display | None) -> MonthRefresh:
+                   resources: dict[str, object] | None, progress: Display | None,
+                   skip_empty_days: bool = True) -> MonthRefresh:
     days = [day for day in month_days(month) if daily_partitions.has_partition_key(day)]
     if not days:
         raise ValueError(f"month {month}: no daily partition exists for it (partitions start on "
@@ -289,12 +342,12 @@ def _refresh_month(home: DataHome, month: str, log, workers: int | None, pool: P
               Stage("ingest_job", days, per_day=True)]
     stages += [Stage(job_name, job_steps(defs, job_name)) for job_name in MONTHLY_JOBS if monthly]
     with watch_runs(instance, progress, f"refresh {month}", stages) as tags:
-        return _run_month(home, defs, instance, days, month, log, workers, pool, resources, tags)
+        return _run_month(home, defs, instance, days, month, log, workers, pool, resources, tags, skip_empty_days)
 
 
 def _run_month(home: DataHome, defs: dg.Definitions, instance: dg.DagsterInstance, days: list[str], month: str, log,
                workers: int | None, pool: ProcessPoolExecutor | None, resources: dict[str, object] | None,
-               tags: dict[str, str]) -> MonthRefresh:
+               tags: dict[str, str], skip_empty_days: bool = True) -> MonthRefresh:
     result = MonthRefresh(month=month)
     month_key = f"{days[0][:7]}-01"
     monthly = monthly_partitions.has_partition_key(month_key)
@@ -310,7 +363,14 @@ def _run_month(home: DataHome, defs: dg.Definitions, instance: dg.DagsterInstanc
         if not manifest.success:
             result.failed.append("landing_manifest")
             return result
-        if owned is not None:
+        plan = plan_month(home, instance, days, log) if skip_empty_days else DayPlan(run=days)
+        if plan.skipped:
+            result.skipped = plan.skipped
+            skip_days(tags, plan.skipped)
+            log(f"  {len(plan.skipped)} of {len(days)} days skipped: no records in the landing manifest and "
+                f"nothing stored ({day_ranges(plan.skipped)})")
+        days = plan.run
+        if owned is not None and days:
             # days so large that a worker would run far more than RECYCLE_RECORDS: workers that are replaced
             sizes = _day_records(home, days)
             recycle = recycle_after(sizes, default_workers() if workers is None else workers)
@@ -345,7 +405,7 @@ def _run_month(home: DataHome, defs: dg.Definitions, instance: dg.DagsterInstanc
         return result
     if warm is not None:
         warm.join()
-    for job_name in MONTHLY_JOBS:
+    for job_name in MONTHLY_JOBS:  # a skipped day's partitions read as no rows (nothing was ever stored there)
         run = _execute(defs, job_name, instance, partition_key=month_key, resources=resources, tags=tags)
         result.monthly_jobs.append(job_name)
         result.run_ids.append(run.run_id)

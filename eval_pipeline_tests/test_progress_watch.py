@@ -1,6 +1,6 @@
 """The progress watcher on a real Dagster instance: it follows only the runs tagged for it, says
-a day failed when a step of its run failed or one of its checks did, and takes a job's last
-step times as the basis of its estimate."""
+a day failed when a step of its run failed or one of its checks did, shows the days a command
+will not run as skipped, and takes a job's last step times as the basis of its estimate."""
 
 
 import io
@@ -9,7 +9,7 @@ import re
 import dagster as dg
 
 from eval_pipeline.lib.progress import Display, Stage
-from eval_pipeline.progress import PROGRESS_TAG, expected_steps, job_steps, watch_runs
+from eval_pipeline.progress import PROGRESS_TAG, expected_steps, job_steps, skip_days, watch_runs
 
 DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
 days = dg.DailyPartitionsDefinition(start_date=DAYS[0], end_date="2026-02-04")
@@ -73,3 +73,18 @@ def test_the_watcher_follows_its_tagged_runs_and_says_what_failed(tmp_path):
                         said[-1])
     tagged = instance.get_run_records(dg.RunsFilter(tags={PROGRESS_TAG: tags[PROGRESS_TAG]}))
     assert len(tagged) == 4 and len(instance.get_run_records(dg.RunsFilter(job_name="month_job"))) == 3
+
+
+def test_days_skipped_by_the_command_are_shown_as_skipped_not_left(tmp_path):
+    instance = dg.DagsterInstance.local_temp(tempdir=str(tmp_path))
+    out = io.StringIO()
+    stages = [Stage("day_job", DAYS, per_day=True), Stage("month_job", job_steps(defs, "month_job"))]
+    with watch_runs(instance, Display(out, live=False), "refresh 2026-02", stages) as tags:
+        skip_days(tags, [DAYS[1], DAYS[2]])  # found to have no records: never run
+        defs.resolve_job_def("day_job").execute_in_process(partition_key=DAYS[0], instance=instance, tags=tags)
+        defs.resolve_job_def("month_job").execute_in_process(instance=instance, tags=tags)
+    said = [re.sub(r"^\d\d:\d\d:\d\d \+\S+( \S+)? ", "", line) for line in out.getvalue().splitlines()]
+    assert said[1] == "refresh 2026-02: 2 days skipped (no records): 2026-02-02 to 2026-02-03 (1 day to run)"
+    assert re.fullmatch(r"refresh 2026-02: day 2026-02-01 done in \d+(\.\d)? s \(days 1/1\)", said[2]), said[2]
+    assert re.fullmatch(r"refresh 2026-02: done in \d+ s \(1 day, 2 skipped, 2 steps\)", said[-1]), said[-1]
+    skip_days({}, [DAYS[0]])  # a command not watched: nothing to show, no error

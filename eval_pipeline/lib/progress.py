@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from eval_pipeline.lib.day_plan import day_ranges
+
 __all__ = ["MODES", "Display", "Stage", "Tracker", "format_duration", "open_display"]
 
 MODES = ("auto", "plain", "none")
@@ -53,6 +55,7 @@ class _Item:
     ok: bool | None = None
     step: str | None = None  # a day: the step its run is on
     note: str = ""  # e.g. the checks that failed
+    skipped: bool = False  # a day that has no run (nothing to do): counted apart
 
     @property
     def running(self) -> bool:
@@ -116,14 +119,30 @@ class Tracker:
         item.note = note or item.note
         return True
 
+    def skip(self, stage: int, names: Sequence[str], at: float, note: str = "") -> list[str]:
+        """Days ``names`` of ``stage`` will have no run (``note`` says why): they are counted apart,
+        neither done nor left. Returns those skipped (a day already started is not)."""
+        skipped = []
+        for name in names:
+            item = self._item(stage, name)
+            if item.started is None and item.finished is None:
+                item.started = item.finished = at
+                item.skipped, item.note = True, note
+                skipped.append(name)
+        return skipped
+
+    def skipped(self, stage: int) -> list[str]:
+        """The days of ``stage`` skipped, in order."""
+        return [item.name for item in self.items[stage].values() if item.skipped]
+
     def add_note(self, stage: int, name: str, note: str) -> None:
         item = self._item(stage, name)
         item.note = f"{item.note}, {note}" if item.note else note
 
     # --- counting -------------------------------------------------------------------------
     def _counts(self, stage: int) -> tuple[int, int, int, int]:
-        """(finished, failed, running, total) of a stage."""
-        items = self.items[stage].values()
+        """(finished, failed, running, total) of a stage, its skipped days left out."""
+        items = [i for i in self.items[stage].values() if not i.skipped]
         return (sum(i.finished is not None for i in items), sum(i.ok is False for i in items),
                 sum(i.running for i in items), len(items))
 
@@ -150,7 +169,7 @@ class Tracker:
         since the last one ended. A stage of steps: each step not done takes what it took last
         time (``Stage.expected``), less the time it has run.
         """
-        items = list(self.items[stage].values())
+        items = [i for i in self.items[stage].values() if not i.skipped]
         if self.stages[stage].per_day:
             done = [i for i in items if i.finished is not None]
             if len(done) == len(items):
@@ -191,7 +210,7 @@ class Tracker:
 
     def _later(self, after: int) -> str:
         """What comes after stage ``after``: ``then 4 steps`` / ``then 28 days, 4 steps``."""
-        days = sum(len(self.items[i]) for i in range(after + 1, len(self.stages)) if self.stages[i].per_day)
+        days = sum(self._counts(i)[3] for i in range(after + 1, len(self.stages)) if self.stages[i].per_day)
         steps = sum(len(self.items[i]) for i in range(after + 1, len(self.stages)) if not self.stages[i].per_day)
         parts = ([_count(days, "day")] if days else []) + ([_count(steps, "step")] if steps else [])
         return f"; then {', '.join(parts)}" if parts else ""
@@ -211,7 +230,8 @@ class Tracker:
             busy = [i for i in self.items[active].values() if i.running]
             named = ", ".join(f"{i.name}{' ' + i.step if i.step else ''}" for i in busy[:_NAMED_RUNNING])
             more = f" +{len(busy) - _NAMED_RUNNING}" if len(busy) > _NAMED_RUNNING else ""
-            now_part = (f"days {finished}/{total} done{fails}, {running} running{f' ({named}{more})' if busy else ''}, "
+            skips = f", {len(self.skipped(active))} skipped" if self.skipped(active) else ""
+            now_part = (f"days {finished}/{total} done{fails}{skips}, {running} running{f' ({named}{more})' if busy else ''}, "
                         f"{total - finished - running} left")
         else:
             current = next((i for i in self.items[active].values() if i.running), None)
@@ -235,6 +255,13 @@ class Tracker:
                 parts.append(f"{self._prefix(index)}{', '.join(names)}")
         return f"{self.title}: {'; then '.join(parts)}"
 
+    def skipped_line(self, stage: int, names: Sequence[str], now: float) -> str:
+        """Said when days are found to need no run: how many, which, why, and the days left to run."""
+        note = self.items[stage][names[0]].note if names else ""
+        _, _, _, total = self._counts(stage)
+        return (f"{self.title}: {_count(len(names), 'day')} skipped{f' ({note})' if note else ''}: {day_ranges(names)} "
+                f"({_count(total, 'day')} to run)")
+
     def finished_line(self, stage: int, name: str, now: float) -> str:
         """Said when a day or step ended: its time, the stage's count, the time left."""
         item = self.items[stage][name]
@@ -252,15 +279,16 @@ class Tracker:
         """The last line: done or failed, in how long, what ran."""
         took = format_duration(now - self.started)
         ended = [(stage.per_day, item.finished is not None) for stage, items in zip(self.stages, self.items)
-                 for item in items.values()]
+                 for item in items.values() if not item.skipped]
         days = sum(done for per_day, done in ended if per_day)
         steps = sum(done for per_day, done in ended if not per_day)
+        skipped = sum(len(self.skipped(i)) for i, stage in enumerate(self.stages) if stage.per_day)
         ran = ", ".join(([_count(days, "day")] if any(s.per_day for s in self.stages) else [])
-                        + [_count(steps, "step")])
+                        + ([f"{skipped} skipped"] if skipped else []) + [_count(steps, "step")])
         if failed := self.failed():
             return f"{self.title}: FAILED after {took} ({ran}; failed: {', '.join(failed)})"
         if not self.complete():
-            left = sum(len(items) - self._counts(i)[0] for i, items in enumerate(self.items))
+            left = sum(self._counts(i)[3] - self._counts(i)[0] for i in range(len(self.items)))
             return f"{self.title}: stopped after {took} ({ran}; {left} not run)"
         return f"{self.title}: done in {took} ({ran})"
 
@@ -318,6 +346,17 @@ class Display:
             if not self.live and self.tracker is not None:
                 now = self.clock()
                 self._line(self.tracker.finished_line(stage, name, now), now)
+
+    def skipped(self, stage: int, names: Sequence[str]) -> None:
+        """Days found to need no run (already recorded in the tracker): a line, or the status line again."""
+        with self._lock:
+            if self.tracker is None:
+                return
+            if not self.live:
+                now = self.clock()
+                self._line(self.tracker.skipped_line(stage, names, now), now)
+            else:
+                self.redraw()
 
     def redraw(self) -> None:
         """The status line again (elapsed time moves on): only when ``live``."""

@@ -111,6 +111,41 @@ def test_the_final_line_says_done_failed_or_stopped():
     assert not done.finish(0, "scorecard", True, T0 + 70)  # an end seen twice is said once
 
 
+def test_skipped_days_are_counted_apart_neither_done_nor_left():
+    tracker = month()
+    tracker.start(0, "landing_manifest", T0)
+    tracker.finish(0, "landing_manifest", True, T0 + 2)
+    assert tracker.skip(1, [DAYS[0], DAYS[3]], T0 + 2, "no records") == [DAYS[0], DAYS[3]]
+    assert tracker.skip(1, [DAYS[0]], T0 + 3) == []  # said once
+    assert tracker.skipped(1) == [DAYS[0], DAYS[3]]
+    assert tracker.skipped_line(1, [DAYS[0], DAYS[3]], T0 + 2) == (
+        "refresh 2026-02: 2 days skipped (no records): 2026-02-01, 2026-02-04 (2 days to run)")
+    tracker.start(1, DAYS[1], T0 + 2, step="ingested_logs")
+    assert tracker.status(T0 + 3).startswith(
+        "refresh 2026-02: days 0/2 done, 2 skipped, 1 running (2026-02-02 ingested_logs), 1 left; then 2 steps")
+    tracker.finish(1, DAYS[1], True, T0 + 6)
+    # the estimate is of the days that run: 4 s for one, one left (the skipped ones took no time)
+    assert tracker.stage_remaining(1, T0 + 6) == 4
+    tracker.start(1, DAYS[2], T0 + 6)
+    tracker.finish(1, DAYS[2], True, T0 + 10)
+    assert tracker.stage_remaining(1, T0 + 10) == 0
+    for step, at in (("log_clusters", 30), ("eval_set", 34)):
+        tracker.start(2, step, T0 + at - 4)
+        tracker.finish(2, step, True, T0 + at)
+    assert tracker.complete() and not tracker.failed()
+    assert tracker.final_line(T0 + 34) == "refresh 2026-02: done in 34 s (2 days, 2 skipped, 3 steps)"
+
+
+def test_a_month_of_skipped_days_goes_straight_to_the_monthly_steps():
+    tracker = month()
+    tracker.start(0, "landing_manifest", T0)
+    tracker.finish(0, "landing_manifest", True, T0 + 2)
+    tracker.skip(1, DAYS, T0 + 2, "no records")
+    assert tracker.stage_remaining(1, T0 + 2) == 0
+    assert tracker.status(T0 + 2).startswith("refresh 2026-02: steps 0/2 done | ")
+    assert tracker.final_line(T0 + 3) == "refresh 2026-02: stopped after 3 s (0 days, 4 skipped, 1 step; 2 not run)"
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = T0
@@ -132,6 +167,8 @@ def test_plain_lines_one_per_finished_day_and_step_with_no_control_characters():
     clock.now = T0 + 12
     display.finished(0, "landing_manifest")
     display.finished(1, DAYS[0])
+    tracker.skip(1, [DAYS[3]], T0 + 12, "no records")
+    display.skipped(1, [DAYS[3]])
     display.redraw()  # nothing: a redraw is for a terminal
     display.end()
     lines = out.getvalue().splitlines()
@@ -141,7 +178,8 @@ def test_plain_lines_one_per_finished_day_and_step_with_no_control_characters():
         "refresh 2026-02: landing_manifest; then 4 days (2026-02-01 to 2026-02-04); then log_clusters, eval_set",
         "refresh 2026-02: step landing_manifest done in 2.0 s (steps 1/1, ~34 s left)",
         "refresh 2026-02: day 2026-02-01 done in 8.0 s (days 2/4, ~34 s left)",
-        "refresh 2026-02: stopped after 12 s (2 days, 1 step; 4 not run)",
+        "refresh 2026-02: 1 day skipped (no records): 2026-02-04 (3 days to run)",
+        "refresh 2026-02: stopped after 12 s (2 days, 1 skipped, 1 step; 3 not run)",
     ]
     assert lines[-1].split(" ", 2)[1] == "+12"  # elapsed since the start
 
