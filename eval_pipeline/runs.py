@@ -654,6 +654,30 @@ def _run_failure(run: dg.ExecuteInProcessResult) -> str:
     return "the run failed"
 
 
+def _resolve_versions(home: DataHome, outcome: Evaluation) -> bool:
+    """Check ``outcome.model`` (and ``outcome.baseline`` when given) are registered on the data
+    home and set ``outcome.baseline`` (default: the registry's latest baseline of the same name;
+    None when that is the model itself). False, with ``outcome.error`` set, when they are not."""
+    from eval_pipeline.lib.registry import ModelRegistry, RegistryError, parse_model_ref
+
+    model, baseline = outcome.model, outcome.baseline
+    try:
+        name, _ = parse_model_ref(model)
+        registry = ModelRegistry(home.registry)
+        registry.get(model)
+        if baseline:
+            parse_model_ref(baseline)
+            registry.get(baseline)
+        else:
+            found = registry.baseline_for(name)
+            baseline = found.key if found and found.key != model else None
+    except (KeyError, ValueError, RegistryError) as err:
+        outcome.error = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        return False
+    outcome.baseline = None if baseline == model else baseline
+    return True
+
+
 def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier: str = "deep",
                    thresholds: str | None = None, max_workers: int | None = None, log=print,
                    rescore_baseline: bool = True, progress: Display | None = None) -> Evaluation:
@@ -671,27 +695,17 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
     from eval_pipeline.defs.evaluation.assets import scorecard_paths
     from eval_pipeline.defs.registry.sensors import evaluation_run_config
     from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
-    from eval_pipeline.lib.registry import ModelRegistry, RegistryError, parse_model_ref
+    from eval_pipeline.lib.gates import load_thresholds
 
     outcome = Evaluation(model=model, baseline=baseline, tier=tier)
-    try:
-        name, _ = parse_model_ref(model)
-        registry = ModelRegistry(home.registry)
-        registry.get(model)
-        if baseline:
-            parse_model_ref(baseline)
-            registry.get(baseline)
-        else:
-            found = registry.baseline_for(name)
-            baseline = found.key if found and found.key != model else None
-        if thresholds:
-            from eval_pipeline.lib.gates import load_thresholds
-
-            load_thresholds(thresholds)  # a bad file is an error before anything runs
-    except (KeyError, ValueError, RegistryError) as err:
-        outcome.error = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    if not _resolve_versions(home, outcome):
         return outcome
-    outcome.baseline = None if baseline == model else baseline
+    if thresholds:
+        try:
+            load_thresholds(thresholds)  # a bad file is an error before anything runs
+        except ValueError as err:  # ThresholdsError names the file and field
+            outcome.error = str(err)
+            return outcome
     current = current_eval_set_version(home)
     if current is None:
         outcome.error = f"no eval set in {home.warehouse}: run `eval-pipeline refresh` for a month first"
@@ -754,23 +768,10 @@ def review_failures(home: DataHome, model: str, baseline: str | None = None, log
     from eval_pipeline.defs.evaluation.assets import scorecard_paths
     from eval_pipeline.defs.registry.sensors import evaluation_run_config
     from eval_pipeline.defs.resources import PipelineSettings
-    from eval_pipeline.lib.registry import ModelRegistry, RegistryError, parse_model_ref
 
     outcome = Evaluation(model=model, baseline=baseline, tier="deep")
-    try:
-        name, _ = parse_model_ref(model)
-        registry = ModelRegistry(home.registry)
-        registry.get(model)
-        if baseline:
-            parse_model_ref(baseline)
-            registry.get(baseline)
-        else:
-            found = registry.baseline_for(name)
-            baseline = found.key if found and found.key != model else None
-    except (KeyError, ValueError, RegistryError) as err:
-        outcome.error = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    if not _resolve_versions(home, outcome):
         return outcome
-    outcome.baseline = None if baseline == model else baseline
     stored = scored_on(home, model)
     if stored is None:
         outcome.error = f"{model} has no stored scores: run `eval-pipeline evaluate --model {model}` first"
