@@ -61,6 +61,7 @@ __all__ = [
     "ProbeRun",
     "run_probes",
     "probe_rows",
+    "judge_human_pairs",
     "observed_bias",
 ]
 
@@ -525,6 +526,28 @@ def probe_rows(run: ProbeRun, *, threshold: float = DEFAULT_THRESHOLD, min_pairs
 
 
 # ---- observed bias ---------------------------------------------------------------------------
+
+
+def judge_human_pairs(gold: Iterable[Mapping[str, Any]], judged: Mapping[tuple[str, str], int],
+                      outputs: Mapping[str, str | None], rubrics: Mapping[str, Any]) -> list[dict]:
+    """The rows :func:`observed_bias` reads: one per human-majority label (``gold``: example_id,
+    group, criterion, score) whose example is in ``outputs`` (the month's examples) and that the
+    judge also scored (``judged``: (example_id, criterion) -> score), each side's score turned
+    into a pass by the criterion's pass rule. Labels of an unknown rubric or criterion are left out."""
+    items = []
+    for g in gold:
+        key = (g["example_id"], g["criterion"])
+        rubric = rubrics.get(g["group"])
+        if key not in judged or g["example_id"] not in outputs or rubric is None:
+            continue
+        try:
+            criterion = rubric.criterion(g["criterion"])
+        except KeyError:
+            continue
+        items.append({"example_id": g["example_id"], "group": g["group"], "criterion": g["criterion"],
+                      "output": outputs[g["example_id"]], "judge_pass": criterion.passed(judged[key]),
+                      "human_pass": criterion.passed(int(g["score"]))})
+    return items
 
 
 def _quartiles(lengths: Sequence[int]) -> list[int]:

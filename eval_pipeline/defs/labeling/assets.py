@@ -19,8 +19,8 @@ from eval_pipeline.lib.agreement import criterion_agreement, example_disagreemen
 from eval_pipeline.lib.agreement import adjudicated_references, judge_calibration, review_queue
 from eval_pipeline.lib.annotation import (label_studio_config, label_studio_tasks, plain_tasks, read_annotation_folder,
                                           rubric_for, write_tasks)
-from eval_pipeline.lib.judge_probes import (DEFAULT_SAMPLE, DEFAULT_THRESHOLD, label_values, observed_bias,
-                                            probe_rows, run_probes, sample_examples)
+from eval_pipeline.lib.judge_probes import (DEFAULT_SAMPLE, DEFAULT_THRESHOLD, judge_human_pairs, label_values,
+                                            observed_bias, probe_rows, run_probes, sample_examples)
 from eval_pipeline.lib.scorers import REFERENCE_SCORERS, score_references
 from eval_pipeline.lib.tables import markdown_table
 
@@ -290,24 +290,12 @@ def judge_bias_probes(context: dg.AssetExecutionContext, config: JudgeProbesConf
         context.log.info(probe_meta["skipped"])
 
     # observed bias: this month's judge labels against the human majority (no judge call)
-    outputs = {ex["example_id"]: ex.get("production_output") for ex in examples}
     judged = {}
     if judge_labels.height:
-        for r in judge_labels.filter(pl.col("status") == "ok").iter_rows(named=True):
-            judged[(r["example_id"], r["criterion"])] = r["score"]
-    items = []
-    for g in gold:
-        key = (g["example_id"], g["criterion"])
-        rubric = rubrics.get(g["group"])
-        if key not in judged or g["example_id"] not in month_ids or rubric is None:
-            continue
-        try:
-            criterion = rubric.criterion(g["criterion"])
-        except KeyError:
-            continue
-        items.append({"example_id": g["example_id"], "group": g["group"], "criterion": g["criterion"],
-                      "output": outputs.get(g["example_id"]), "judge_pass": criterion.passed(judged[key]),
-                      "human_pass": criterion.passed(int(g["score"]))})
+        judged = {(r["example_id"], r["criterion"]): r["score"]
+                  for r in judge_labels.filter(pl.col("status") == "ok").iter_rows(named=True)}
+    items = judge_human_pairs(gold, judged, {ex["example_id"]: ex.get("production_output") for ex in examples},
+                              rubrics)
     observed = observed_bias(items, threshold=config.threshold) if items else []
     observed_meta = {} if items else {"skipped": "no example has both a judge label and a human label this month"
                                       + (f" ({NO_JUDGE})" if not judge.configured else "")}
