@@ -143,8 +143,9 @@ def start_server(data_dir: Path, exe: Path, timeout: float = 240) -> LabelStudio
     timings["migrations"] = time.monotonic() - started
     started = time.monotonic()
     # `init` with a user: the organization and its first member (the second annotator)
-    _run_init(exe, env, data_dir, ["--username", second.email, "--password", second.password,
-                                   "--user-token", second.token], timeout)
+    # "--option=value": a random password may start with "-", which argparse would take for an option
+    _run_init(exe, env, data_dir, [f"--username={second.email}", f"--password={second.password}",
+                                   f"--user-token={second.token}"], timeout)
     timings["init"] = time.monotonic() - started
     port = free_port()
     url = f"http://127.0.0.1:{port}"
