@@ -140,3 +140,15 @@ def evaluation_home(root: Path, scale: int = 1) -> tuple[DataHome, list[dict], d
     for kind in ("baseline", "same", "regressed"):
         record(home, examples, outputs(examples, refs, kind), kind)
     return home, examples, refs
+
+
+JUDGE_ENV_NAMES = ("EVAL_PIPELINE_JUDGE_BASE_URL", "EVAL_PIPELINE_JUDGE_MODEL", "EVAL_PIPELINE_JUDGE_API_KEY")
+
+
+def isolated_evaluation_home(root: Path, monkeypatch) -> tuple[DataHome, list[dict], dict[str, str]]:
+    """:func:`evaluation_home` with no ``DAGSTER_HOME`` and no judge endpoint from the environment
+    (each test sets the judge it wants)."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    for name in JUDGE_ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    return evaluation_home(root)

@@ -11,7 +11,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
-from evaluation_fixtures import evaluation_home, next_version, outputs, record, register
+from evaluation_fixtures import isolated_evaluation_home, next_version, outputs, record, register
 from openai_server import Reply, ScriptedServer
 
 from eval_pipeline.cli import main
@@ -24,10 +24,7 @@ from eval_pipeline.lib import scorers
 
 @pytest.fixture
 def ev(tmp_path, monkeypatch):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    for name in ("EVAL_PIPELINE_JUDGE_BASE_URL", "EVAL_PIPELINE_JUDGE_MODEL", "EVAL_PIPELINE_JUDGE_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    home, examples, refs = evaluation_home(tmp_path / "home")
+    home, examples, refs = isolated_evaluation_home(tmp_path / "home", monkeypatch)
     return home, examples, refs
 
 

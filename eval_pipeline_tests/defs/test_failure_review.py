@@ -9,7 +9,7 @@ import json
 
 import duckdb
 import pytest
-from evaluation_fixtures import evaluation_home, register
+from evaluation_fixtures import isolated_evaluation_home, register
 
 from eval_pipeline.cli import main
 from eval_pipeline.lib.rubrics import load_rubrics
@@ -17,10 +17,7 @@ from eval_pipeline.lib.rubrics import load_rubrics
 
 @pytest.fixture
 def ev(tmp_path, monkeypatch):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    for name in ("EVAL_PIPELINE_JUDGE_BASE_URL", "EVAL_PIPELINE_JUDGE_MODEL", "EVAL_PIPELINE_JUDGE_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    home, examples, refs = evaluation_home(tmp_path / "home")
+    home, examples, refs = isolated_evaluation_home(tmp_path / "home", monkeypatch)
     register(home, "1", "baseline", provider="recorded", recorded_path=str(home.recordings / "baseline.jsonl"))
     register(home, "2", provider="recorded", recorded_path=str(home.recordings / "regressed.jsonl"))
     register(home, "3", provider="recorded", recorded_path=str(home.recordings / "same.jsonl"))
