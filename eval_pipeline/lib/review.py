@@ -39,6 +39,7 @@ __all__ = [
     "read_review_labels",
     "review_config",
     "review_counts",
+    "review_rows",
     "write_review_tasks",
 ]
 
@@ -210,3 +211,22 @@ def review_counts(verdicts: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return {"failures": len(verdicts), "reviewed": n["confirmed"] + n["overturned"], "confirmed": n["confirmed"],
             "overturned": n["overturned"], "awaiting_review": n["awaiting_review"] + n["incomplete"],
             "no_rubric": n["no_rubric"]}
+
+
+def review_rows(failed: Sequence[Mapping[str, Any]], written: Mapping[str, Mapping[str, Any]],
+                verdicts: Mapping[str, Mapping[str, Any]], *, model_version: str, tier: str,
+                at: Any) -> list[dict[str, Any]]:
+    """One row per failure for the ``failure_review`` table: the failure (:func:`failures`),
+    where its task was written (:func:`write_review_tasks`, by example id) and its verdict
+    (:func:`human_verdicts`, by example id; the majority as JSON), stamped ``at``."""
+    rows = []
+    for f in failed:
+        eid, verdict = f["example_id"], verdicts[f["example_id"]]
+        rows.append({"model_version": model_version, "eval_set_version": f["eval_set_version"], "tier": tier,
+                     "example_id": eid, "task_type": f["task_type"], "rubric": written[eid]["rubric"],
+                     "status": f["status"], "reason": f["reason"], "output": f["output"],
+                     "label_studio_tasks": written[eid]["label_studio_tasks"], "plain_tasks": written[eid]["plain_tasks"],
+                     "verdict": verdict["verdict"], "reviewers": verdict["reviewers"],
+                     "majority": json.dumps(verdict["majority"], sort_keys=True), "note": verdict["note"],
+                     "reviewed_at": at})
+    return rows

@@ -29,7 +29,7 @@ from eval_pipeline.lib.report import write_scorecard_report
 from eval_pipeline.lib.scorers import score_references
 from eval_pipeline.lib.annotation import rubric_for
 from eval_pipeline.lib.review import (apply_verdicts, failures, human_verdicts, read_review_labels, review_counts,
-                                      write_review_tasks)
+                                      review_rows, write_review_tasks)
 from eval_pipeline.lib.tables import markdown_table
 
 KINDS = {"polars", "duckdb"}
@@ -214,15 +214,7 @@ def failure_review(context: dg.AssetExecutionContext, settings: PipelineSettings
     if not batch.reconciles:
         raise dg.Failure(f"review labels of {key} do not reconcile: {batch.counts}")
     verdicts = {v["example_id"]: v for v in human_verdicts(failed, batch.labels, rubrics)}
-    now = datetime.now(timezone.utc)
-    rows = [{"model_version": key, "eval_set_version": f["eval_set_version"], "tier": tier,
-             "example_id": f["example_id"], "task_type": f["task_type"], "rubric": written[f["example_id"]]["rubric"],
-             "status": f["status"], "reason": f["reason"], "output": f["output"],
-             "label_studio_tasks": written[f["example_id"]]["label_studio_tasks"],
-             "plain_tasks": written[f["example_id"]]["plain_tasks"],
-             "verdict": verdicts[f["example_id"]]["verdict"], "reviewers": verdicts[f["example_id"]]["reviewers"],
-             "majority": json.dumps(verdicts[f["example_id"]]["majority"], sort_keys=True),
-             "note": verdicts[f["example_id"]]["note"], "reviewed_at": now} for f in failed]
+    rows = review_rows(failed, written, verdicts, model_version=key, tier=tier, at=datetime.now(timezone.utc))
     df = pl.DataFrame(rows, schema=FAILURE_REVIEW)
     counts = review_counts(verdicts.values())
     quarantine = pl.DataFrame([{"reason": q["reason"], "message": q["message"]} for q in batch.quarantine],
