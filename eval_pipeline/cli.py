@@ -314,6 +314,12 @@ def cmd_review_failures(args: argparse.Namespace) -> int:
     card = outcome.scorecard
     print(f"verdict: {card['verdict'].upper()}  {args.model} (re-issued with the reviewers' verdicts)")
     print("\n".join(human_review_lines(card)))
+    if outcome.review_labels:
+        counts, why = outcome.review_labels["counts"], outcome.review_labels["quarantined_because"]
+        print(f"  labels in the inbox: {counts.get('read', 0)} read, {counts.get('accepted', 0)} accepted, "
+              f"{counts.get('quarantined', 0)} quarantined"
+              + (f" ({', '.join(f'{n} {r}' for r, n in sorted(why.items()))}; file, place and reason in the "
+                 "failure_review asset's metadata)" if why else ""))
     print(f"  tasks: {home.failure_review(args.model) / 'tasks'}\n  inbox: {home.failure_review(args.model) / 'inbox'}")
     print(f"\nreport: {outcome.report}")
     return outcome.exit_code

@@ -612,6 +612,9 @@ class Evaluation:
     report: Path | None = None
     run_ids: list[str] = field(default_factory=list)
     error: str | None = None
+    # review-failures only: the reviewers' labels read (``failure_review``'s ``labels`` and
+    # ``quarantined_because`` metadata), so a rejected file is never silent
+    review_labels: dict | None = None
 
     @property
     def exit_code(self) -> int:
@@ -793,6 +796,10 @@ def review_failures(home: DataHome, model: str, baseline: str | None = None, log
     if not run.success:
         outcome.error = f"reviewing the failures of {model} failed: {_run_failure(run)}"
         return outcome
+    for event in run.get_asset_materialization_events():
+        if event.asset_key.to_user_string() == "failure_review":
+            meta = event.materialization.metadata
+            outcome.review_labels = {"counts": meta["labels"].value, "quarantined_because": meta["quarantined_because"].value}
     html_path, json_path = scorecard_paths(PipelineSettings(home=str(home.root)), model, "deep")
     outcome.scorecard = json.loads(json_path.read_text(encoding="utf-8"))
     outcome.report = html_path

@@ -134,7 +134,9 @@ def test_quarantine_of_review_labels_reconciles(ev, capsys):
               {"data": {**tasks[0]["data"], "example_id": "ex_r0000"}, "annotations": [_annotation("ben@x.org", good)]}]
     (folder / "inbox" / "export.json").write_text(json.dumps(export), encoding="utf-8")
     assert main(["review-failures", "--home", str(home.root), "--model", "router:2"]) in (0, 1, 2)
-    capsys.readouterr()
+    # the command says what the inbox held, so a rejected label is never silent
+    assert ("labels in the inbox: 6 read, 2 accepted, 4 quarantined (2 not_under_review, 2 other_review; "
+            "file, place and reason in the failure_review asset's metadata)") in capsys.readouterr().out
     instance = DagsterInstance.from_config(str(home.dagster_home))
     from dagster import AssetKey
     event = instance.get_latest_materialization_event(AssetKey("failure_review"))
