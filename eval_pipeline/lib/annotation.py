@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eval_pipeline.lib.rubrics import UNKNOWN_RUBRIC_VERSION, rubric_version
+
 if TYPE_CHECKING:  # the rubric model lives in eval_pipeline.lib.rubrics; only its attributes are used here
     from eval_pipeline.lib.rubrics import Criterion, Rubric
 
@@ -80,6 +82,8 @@ PLAIN_COLUMNS = (
     "annotator",
     "score",
     "reference",
+    # added after the first layout: the rubric version the task was written under (see lib/rubrics.py)
+    "rubric_version",
 )
 
 #: Name of the reference text box in the Label Studio config (and its ``from_name`` in exports).
@@ -191,6 +195,7 @@ def label_studio_tasks(examples: Iterable[Mapping[str, Any]], rubric: Rubric) ->
     prediction of ``model_version="production"``, so the annotator confirms or corrects it.
     """
     tasks: list[dict[str, Any]] = []
+    version = rubric_version(rubric)
     for ex in examples:
         output = str(ex.get("production_output") or "")
         task: dict[str, Any] = {
@@ -198,6 +203,7 @@ def label_studio_tasks(examples: Iterable[Mapping[str, Any]], rubric: Rubric) ->
                 "example_id": ex["example_id"],
                 "eval_set_version": ex.get("eval_set_version"),
                 "task_type": ex.get("task_type"),
+                "rubric_version": version,
                 "dialogue": _dialogue(ex),
                 "context": _context_text(ex),
                 "output": output,
@@ -220,6 +226,7 @@ def plain_tasks(examples: Iterable[Mapping[str, Any]], rubric: Rubric) -> list[d
     (example, annotator), from any of that example's rows.
     """
     rows: list[dict[str, Any]] = []
+    version = rubric_version(rubric)
     for ex in examples:
         conversation, context = _conversation_text(ex), _context_text(ex)
         for criterion in rubric.criteria:
@@ -235,6 +242,7 @@ def plain_tasks(examples: Iterable[Mapping[str, Any]], rubric: Rubric) -> list[d
                 "annotator": "",
                 "score": "",
                 "reference": "",
+                "rubric_version": version,
             })
     return rows
 
@@ -302,16 +310,25 @@ class AnnotationBatch:
             out[q["reason"]] = out.get(q["reason"], 0) + 1
         return out
 
+    def rubric_versions(self) -> dict[str, int]:
+        """Accepted labels per ``<rubric>@<rubric_version>`` (``unknown`` counted as such)."""
+        out: dict[str, int] = {}
+        for lab in self.labels:
+            key = f"{lab['rubric']}@{lab.get('rubric_version') or UNKNOWN_RUBRIC_VERSION}"
+            out[key] = out.get(key, 0) + 1
+        return dict(sorted(out.items()))
+
 
 class _Collector:
     """Accumulates one batch; keeps the last of duplicate items and quarantines the earlier ones."""
 
     def __init__(self, examples_by_id: Mapping[str, Mapping[str, Any]], rubrics: Mapping[str, Rubric],
-                 review_of: str | None = None):
+                 review_of: str | None = None, export_versions: Mapping[tuple[str, str], str] | None = None):
         self.examples = examples_by_id
         self.rubrics = rubrics
         self.review_of = review_of
-        self.labels: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.export_versions = export_versions or {}
+        self.labels: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self.references: dict[tuple[str, str], dict[str, Any]] = {}
         self.quarantine: list[dict[str, Any]] = []
         self.counts = {"read": 0, "accepted": 0, "quarantined": 0, "cancelled": 0, "skipped": 0}
@@ -344,7 +361,8 @@ class _Collector:
     def accept_label(self, label: dict[str, Any], where: int | str) -> None:
         self.counts["read"] += 1
         self.counts["accepted"] += 1
-        key = (label["example_id"], label["annotator"], label["criterion"])
+        # labels of two rubric versions are two labels: a re-label never supersedes the old one
+        key = (label["example_id"], label["annotator"], label["criterion"], label["rubric_version"])
         if key in self.labels:
             self._supersede(self.labels[key], label["criterion"], f"{label['source_file']}: {label['source_ref']}")
         self.labels[key] = {**label, "_where": where}
@@ -371,6 +389,14 @@ class _Collector:
                                quarantine=list(self.quarantine), counts=dict(self.counts))
 
     # -- checks shared by both formats ---------------------------------------------------------
+
+    def rubric_version(self, claimed: Any, example_id: str, rubric: Rubric) -> str:
+        """The version a label was made under: its task's ``rubric_version``, else the one recorded
+        when its batch was exported (``export_versions``), else ``unknown``; never the current one
+        by assumption (a task file written before versions existed names none)."""
+        if isinstance(claimed, str) and claimed.strip():
+            return claimed.strip()
+        return self.export_versions.get((example_id, rubric.name)) or UNKNOWN_RUBRIC_VERSION
 
     def example_rubric(self, example_id: Any) -> tuple[Mapping[str, Any] | None, Rubric | None]:
         example = self.examples.get(example_id) if isinstance(example_id, str) else None
@@ -446,7 +472,7 @@ def _bad_text(**values: Any) -> tuple[str, str] | None:
     that is not a string, or a string holding a lone UTF-16 surrogate (an escaped ``\\ud800``
     that ``json`` accepts but UTF-8 cannot encode)."""
     for name, value in values.items():
-        if name == "eval_set_version" and value is not None and not isinstance(value, str):
+        if name in ("eval_set_version", "rubric_version") and value is not None and not isinstance(value, str):
             return name, f"expected a string, got {type(value).__name__}"
         if isinstance(value, str):
             try:
@@ -458,7 +484,7 @@ def _bad_text(**values: Any) -> tuple[str, str] | None:
 
 def _score_item(col: _Collector, *, source_file: str, where: int | str, where_text: str,
                 example: Mapping[str, Any], rubric: Rubric, annotator: str, criterion_id: str,
-                raw_score: Any, version: Any) -> None:
+                raw_score: Any, version: Any, claimed_rubric_version: Any = None) -> None:
     """Check one (criterion, score) item and accept or quarantine it."""
     eid = example["example_id"]
     criteria = _criteria(rubric)
@@ -468,7 +494,7 @@ def _score_item(col: _Collector, *, source_file: str, where: int | str, where_te
                    f"(criteria: {', '.join(criteria)})", where_text)
         return
     criterion = criteria[criterion_id]
-    bad = _bad_text(annotator=annotator, eval_set_version=version)
+    bad = _bad_text(annotator=annotator, eval_set_version=version, rubric_version=claimed_rubric_version)
     if bad:
         col.reject(source_file, where, eid, None, bad[0], "bad_text", bad[1], where_text)
         return
@@ -487,6 +513,7 @@ def _score_item(col: _Collector, *, source_file: str, where: int | str, where_te
         "task_type": example.get("task_type"), "rubric": rubric.name, "scale": criterion.scale,
         "annotator": annotator, "criterion": criterion_id, "score": score,
         "source_file": source_file, "source_ref": where_text,
+        "rubric_version": col.rubric_version(claimed_rubric_version, eid, rubric),
     }, where)
 
 
@@ -578,7 +605,7 @@ def _read_label_studio(col: _Collector, tasks: list[Any], source_file: str) -> N
                 raw = choices[0] if isinstance(choices, list) and len(choices) == 1 else choices
                 _score_item(col, source_file=source_file, where=t_index, where_text=ann_text, example=example,
                             rubric=rubric, annotator=annotator, criterion_id=name, raw_score=raw,
-                            version=data.get("eval_set_version"))
+                            version=data.get("eval_set_version"), claimed_rubric_version=data.get("rubric_version"))
             for criterion in rubric.criteria:
                 if getattr(criterion, "required", True) and criterion.id not in seen:
                     col.reject(source_file, t_index, eid, annotator, criterion.id, "missing_criterion",
@@ -626,7 +653,8 @@ def _read_plain_row(col: _Collector, row: Mapping[str, Any], source_file: str, l
         return  # a row that only carries a reference
     _score_item(col, source_file=source_file, where=line, where_text=where_text, example=example, rubric=rubric,
                 annotator=annotator, criterion_id=str(criterion_id or "").strip(),
-                raw_score="" if score is None else score, version=version)
+                raw_score="" if score is None else score, version=version,
+                claimed_rubric_version=row.get("rubric_version"))
 
 
 def _malformed(col: _Collector, source_file: str, where: int | str, detail: str, where_text: str) -> None:
@@ -727,7 +755,8 @@ def _read_into(col: _Collector, path: Path) -> None:
 
 
 def read_annotation_file(path: str | Path, examples_by_id: Mapping[str, Mapping[str, Any]],
-                         rubrics_by_task: Mapping[str, Rubric], review_of: str | None = None) -> AnnotationBatch:
+                         rubrics_by_task: Mapping[str, Rubric], review_of: str | None = None,
+                         export_versions: Mapping[tuple[str, str], str] | None = None) -> AnnotationBatch:
     """Read one completed annotation file: a Label Studio JSON export (``.json``) or a filled-in
     plain task file (``.jsonl`` / ``.csv``).
 
@@ -737,18 +766,23 @@ def read_annotation_file(path: str | Path, examples_by_id: Mapping[str, Mapping[
     (``name:version``) reads the labels of a failure review: ``examples_by_id`` are then that
     version's failures, and an item for another example (``not_under_review``) or whose task
     carries another or no ``review_of`` (``other_review``) is quarantined.
+
+    Each label gets the ``rubric_version`` its task or row names; a task written before versions
+    existed names none, and then takes ``export_versions[(example_id, rubric name)]`` (the version
+    recorded when the batch was exported) or else ``unknown``.
     """
-    col = _Collector(examples_by_id, rubrics_by_task, review_of)
+    col = _Collector(examples_by_id, rubrics_by_task, review_of, export_versions)
     _read_into(col, Path(path))
     return col.batch()
 
 
 def read_annotation_folder(folder: str | Path, examples_by_id: Mapping[str, Mapping[str, Any]],
-                           rubrics_by_task: Mapping[str, Rubric], review_of: str | None = None) -> AnnotationBatch:
+                           rubrics_by_task: Mapping[str, Rubric], review_of: str | None = None,
+                           export_versions: Mapping[tuple[str, str], str] | None = None) -> AnnotationBatch:
     """Read every ``.json``, ``.jsonl`` and ``.csv`` file of ``folder`` (recursively, in path
     order) into one batch. A duplicate across files keeps the item of the later file.
-    ``review_of``: as for :func:`read_annotation_file`."""
-    col = _Collector(examples_by_id, rubrics_by_task, review_of)
+    ``review_of`` and ``export_versions``: as for :func:`read_annotation_file`."""
+    col = _Collector(examples_by_id, rubrics_by_task, review_of, export_versions)
     folder = Path(folder)
     if folder.is_dir():
         for path in sorted(p for p in folder.rglob("*")

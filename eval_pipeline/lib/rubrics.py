@@ -14,6 +14,8 @@ The defaults for the demo task types ship in ``eval_pipeline/rubrics/``; pass an
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import os
 import re
 from collections.abc import Hashable, Mapping
@@ -37,6 +39,10 @@ __all__ = [
     "load_rubrics",
     "rubric_for_task",
     "rubric_text",
+    "UNKNOWN_RUBRIC_VERSION",
+    "rubric_fingerprint",
+    "rubric_version",
+    "rubric_version_label",
 ]
 
 DEFAULT_RUBRICS_DIR = Path(__file__).resolve().parent.parent / "rubrics"
@@ -47,6 +53,7 @@ SCALE_LEVELS: dict[str, tuple[int, ...]] = {"binary": (0, 1), "three_point": (0,
 MIN_CRITERIA, MAX_CRITERIA = 4, 6
 
 _SNAKE_CASE = re.compile(r"^[a-z][a-z0-9_]*$")
+_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 _SNAKE_CASE_HINT = "must be snake_case (lowercase letters, digits and underscores, starting with a letter)"
 
 
@@ -135,6 +142,8 @@ class Rubric(_Strict):
     has_reference: bool = Field(default=False, description="The task has one correct answer; reference metrics apply.")
     reference_field: str | None = Field(default=None, description="What the reference is, e.g. 'intent label'.")
     criteria: list[Criterion]
+    version: str | None = Field(default=None, description="An explicit version name (e.g. 'v2'); the rubric "
+                                                         "version is it plus a fingerprint of the criteria.")
 
     @field_validator("applies_to")
     @classmethod
@@ -163,6 +172,14 @@ class Rubric(_Strict):
         if not any(c.required for c in value):
             # Without a required criterion every example would pass.
             raise ValueError("at least one criterion must have required: true")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version_name(cls, value: str | None) -> str | None:
+        # it becomes part of folder names (relabel/<rubric>@<version>/) and of "<version>+<hash>"
+        if value is not None and not _VERSION_NAME.match(value):
+            raise ValueError(f"must be letters, digits, '.', '_' or '-' (e.g. v2), got {value!r}")
         return value
 
     @model_validator(mode="after")
@@ -371,6 +388,46 @@ def rubric_for_task(rubrics: Mapping[str, Rubric], task_type: str) -> Rubric:
         names = ", ".join(repr(r.name) for r in matches)
         raise RubricError([f"task type {task_type!r} is claimed by several rubrics: {names}"])
     return matches[0]
+
+
+# ---- versions ------------------------------------------------------------------------------
+
+#: The rubric version of a label whose task named none and whose export recorded none.
+UNKNOWN_RUBRIC_VERSION = "unknown"
+
+
+def _words(text: str) -> str:
+    # a folded YAML block and the same sentence on one line are one wording
+    return " ".join(str(text).split())
+
+
+def rubric_fingerprint(rubric: Rubric) -> str:
+    """Eight hex digits of sha256 over what decides a score: per criterion (by id) its
+    description, scale, levels and their descriptions, ``required``, ``pass_at``, ``factual`` and
+    ``form``, and whether the rubric has a reference. Whitespace inside a text, the order of
+    keys, comments and the order of the criteria do not count; the rubric's name, description,
+    task types and explicit ``version`` do not either (the name and version are shown beside it).
+    """
+    criteria = [{"id": c.id, "description": _words(c.description), "scale": c.scale,
+                 "levels": {str(level): _words(text) for level, text in sorted(c.levels.items())},
+                 "required": c.required, "pass_at": c.pass_at, "factual": c.factual, "form": c.form}
+                for c in sorted(rubric.criteria, key=lambda c: c.id)]
+    canonical = json.dumps({"criteria": criteria, "has_reference": rubric.has_reference}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:8]
+
+
+def rubric_version(rubric: Rubric) -> str:
+    """The rubric's version as labels record it: ``<version>+<fingerprint>`` when the YAML names a
+    ``version`` (``v2+1a2b3c4d``), else the fingerprint alone (``1a2b3c4d``). Editing a level's
+    wording without bumping ``version`` still gives a new version: the fingerprint changes."""
+    fingerprint = rubric_fingerprint(rubric)
+    return f"{rubric.version}+{fingerprint}" if rubric.version else fingerprint
+
+
+def rubric_version_label(rubric: Rubric) -> str:
+    """``<name>@<version>``, e.g. ``rag_qa@v2+1a2b3c4d``: how reports and folder names show it."""
+    return f"{rubric.name}@{rubric_version(rubric)}"
 
 
 # ---- rendering -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from eval_pipeline.lib.annotation import (
     rubric_for,
     write_tasks,
 )
-from eval_pipeline.lib.rubrics import Rubric, load_rubrics
+from eval_pipeline.lib.rubrics import Rubric, load_rubrics, rubric_version
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "label_studio"
 TWO = FIXTURES / "export_two_annotators.json"
@@ -104,6 +104,7 @@ def test_label_studio_tasks_prefill_the_reference_only_when_the_rubric_has_one(r
                              rubrics["rag_qa"])
     assert routing[0]["data"] == {
         "example_id": "ex_00000000000a", "eval_set_version": "v1", "task_type": "intent_routing",
+        "rubric_version": rubric_version(rubrics["intent_routing"]),
         "dialogue": [{"role": "system", "content": "You are Kestrel's assistant."},
                      {"role": "user", "content": "question of ex_00000000000a"}],
         "context": "", "output": "card_arrival"}
