@@ -9,8 +9,12 @@ the confidence interval of a judge's kappa comes from statsmodels (see :func:`ju
 
 Conventions
 -----------
-* Labels are grouped by rubric (``rubric``, else ``task_type``) and criterion: one criterion id
-  may exist in several rubrics (``accuracy``) with different meanings.
+* Labels are grouped by rubric (``rubric``, else ``task_type``), rubric version
+  (``rubric_version``, see :func:`eval_pipeline.lib.rubrics.rubric_version`) and criterion: one
+  criterion id may exist in several rubrics (``accuracy``) with different meanings, and a
+  criterion whose levels were reworded is another question, so labels of two rubric versions are
+  never pooled. :func:`current_version_labels` keeps only the labels of each rubric's current
+  version, for gold labels and the judge's calibration.
 * Three-point criteria are ordinal: two annotators are compared with linearly weighted Cohen's
   kappa and more annotators with ordinal Krippendorff's alpha, so 1 vs 2 is a smaller
   disagreement than 0 vs 2. Binary criteria use unweighted kappa and nominal alpha.
@@ -35,6 +39,7 @@ from scipy.stats import norm
 from statsmodels.stats.inter_rater import cohens_kappa as _sm_cohens_kappa
 
 from eval_pipeline.lib.annotation import criterion_levels, label_studio_tasks, rubric_for
+from eval_pipeline.lib.rubrics import rubric_version
 from eval_pipeline.lib.stats import cohens_kappa, krippendorff_alpha
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "UNCLEAR_RUBRIC_BELOW",
     "adjudicated_references",
     "criterion_agreement",
+    "current_version_labels",
     "example_disagreements",
     "gold_labels",
     "judge_calibration",
@@ -68,7 +74,7 @@ MIN_AGREEMENT_ITEMS = 5
 #: The criterion the simulated annotators disagree on (a subjective one: how complete is complete?).
 DEFAULT_AMBIGUOUS = ("rag_qa", "completeness")
 
-_Key = tuple[str, str]  # (group, criterion)
+_Key = tuple[str, str | None, str]  # (group, rubric version, criterion)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -78,6 +84,30 @@ _Key = tuple[str, str]  # (group, criterion)
 
 def _group(label: Mapping[str, Any]) -> str:
     return str(label.get("rubric") or label.get("task_type") or "")
+
+
+def _version(label: Mapping[str, Any]) -> str | None:
+    # None: labels from a caller that records no versions at all (they are one group)
+    value = label.get("rubric_version")
+    return None if value is None else str(value)
+
+
+def current_version_labels(labels: Iterable[Mapping[str, Any]],
+                           rubrics: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], dict[str, int]]:
+    """The labels made under their rubric's current version, and per rubric name how many were not
+    (older versions and ``unknown``: kept in the table, not used for gold labels or calibration).
+
+    ``rubrics``: the rubrics (any keys, e.g. ``load_rubrics()``); a label of a rubric that is no
+    longer there counts as older too."""
+    current = {r.name: rubric_version(r) for r in rubrics.values()}  # keyed by name or by task type
+    kept, older = [], Counter()
+    for lab in labels:
+        name = _group(lab)
+        if name in current and _version(lab) == current[name]:
+            kept.append(lab)
+        else:
+            older[name] += 1
+    return kept, dict(sorted(older.items()))
 
 
 def _scale(rows: Iterable[Mapping[str, Any]]) -> str:
@@ -93,12 +123,19 @@ def _levels(scale: str) -> list[int]:
     return [0, 1, 2] if scale == "three_point" else [0, 1]
 
 
-def _by_item(labels: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], dict[str, int]]:
-    """(group, criterion, example) -> {annotator: score}; a repeated annotator keeps the last score."""
-    out: dict[tuple[str, str, str], dict[str, int]] = defaultdict(dict)
+def _by_item(labels: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str | None, str, str], dict[str, int]]:
+    """(group, rubric version, criterion, example) -> {annotator: score}; a repeated annotator keeps
+    the last score."""
+    out: dict[tuple[str, str | None, str, str], dict[str, int]] = defaultdict(dict)
     for lab in labels:
-        out[(_group(lab), str(lab["criterion"]), str(lab["example_id"]))][str(lab["annotator"])] = int(lab["score"])
+        key = (_group(lab), _version(lab), str(lab["criterion"]), str(lab["example_id"]))
+        out[key][str(lab["annotator"])] = int(lab["score"])
     return out
+
+
+def _sort_key(key: tuple) -> tuple:
+    # None (no version recorded) sorts with the empty string
+    return tuple("" if part is None else part for part in key)
 
 
 def _undefined_reason(n: int, raters: Sequence[tuple[str, Sequence[int]]]) -> str | None:
@@ -165,12 +202,13 @@ def _flags(value: float | None) -> list[str]:
 
 
 def criterion_agreement(labels: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Inter-annotator agreement per (rubric, criterion) on the items with at least 2 annotators.
+    """Inter-annotator agreement per (rubric, rubric version, criterion) on the items with at
+    least 2 annotators: labels of two rubric versions are never pooled.
 
     Exactly two annotators: Cohen's kappa (``method="cohens_kappa"``, linearly weighted on
     three-point criteria). More: Krippendorff's alpha over the annotator x item matrix with missing
     values (``method="krippendorff_alpha"``, ordinal on three-point, nominal on binary criteria).
-    Each row: ``group``, ``criterion``, ``scale``, ``n_items``, ``n_annotators``, ``annotators``,
+    Each row: ``group``, ``rubric_version``, ``criterion``, ``scale``, ``n_items``, ``n_annotators``, ``annotators``,
     ``method``, ``weights``, ``value`` (None when undefined), ``band``, ``pairwise_agreement``,
     ``unclear_rubric`` (value < 0.6), ``disagreement_about_quality`` (value < 0.4), ``flags``,
     ``prevalence`` (share of the most common level) and ``note``. When a low value comes with
@@ -183,19 +221,19 @@ def criterion_agreement(labels: Iterable[Mapping[str, Any]]) -> list[dict[str, A
     """
     labels = list(labels)
     scale_of: dict[_Key, str] = {}
-    for (g, c), rows in _group_rows(labels).items():
-        scale_of[(g, c)] = _scale(rows)
+    for key, rows in _group_rows(labels).items():
+        scale_of[key] = _scale(rows)
     items: dict[_Key, dict[str, dict[str, int]]] = defaultdict(dict)
-    for (g, c, eid), scores in _by_item(labels).items():
-        items[(g, c)][eid] = scores
+    for (g, v, c, eid), scores in _by_item(labels).items():
+        items[(g, v, c)][eid] = scores
     out = []
-    for (g, c) in sorted(items):
-        multi = {eid: s for eid, s in sorted(items[(g, c)].items()) if len(s) >= 2}
+    for (g, v, c) in sorted(items, key=_sort_key):
+        multi = {eid: s for eid, s in sorted(items[(g, v, c)].items()) if len(s) >= 2}
         annotators = sorted({a for s in multi.values() for a in s})
-        scale = scale_of[(g, c)]
+        scale = scale_of[(g, v, c)]
         levels = _levels(scale)
         row: dict[str, Any] = {
-            "group": g, "criterion": c, "scale": scale, "n_items": len(multi),
+            "group": g, "rubric_version": v, "criterion": c, "scale": scale, "n_items": len(multi),
             "n_annotators": len(annotators), "annotators": annotators,
             "pairwise_agreement": _pairwise_agreement(list(multi.values())),
             "method": None, "weights": None, "value": None, "band": None, "note": "",
@@ -248,25 +286,25 @@ def criterion_agreement(labels: Iterable[Mapping[str, Any]]) -> list[dict[str, A
 def _group_rows(labels: Iterable[Mapping[str, Any]]) -> dict[_Key, list[Mapping[str, Any]]]:
     out: dict[_Key, list[Mapping[str, Any]]] = defaultdict(list)
     for lab in labels:
-        out[(_group(lab), str(lab["criterion"]))].append(lab)
+        out[(_group(lab), _version(lab), str(lab["criterion"]))].append(lab)
     return out
 
 
 def example_disagreements(labels: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Every (example, criterion) whose annotators do not all agree.
 
-    Rows: ``example_id``, ``group``, ``criterion``, ``labels`` ({annotator: score}),
+    Rows: ``example_id``, ``group``, ``rubric_version``, ``criterion``, ``labels`` ({annotator: score}),
     ``n_annotators``, ``spread`` (highest minus lowest score) and ``flag``: ``no_majority`` when the
     most frequent score is shared by several levels, else ``minority_dissent``.
     """
     out = []
-    for (g, c, eid), scores in sorted(_by_item(labels).items()):
+    for (g, v, c, eid), scores in sorted(_by_item(labels).items(), key=lambda kv: _sort_key(kv[0])):
         if len(scores) < 2 or len(set(scores.values())) == 1:
             continue
         counts = Counter(scores.values()).most_common()
         tie = len(counts) > 1 and counts[0][1] == counts[1][1]
         out.append({
-            "example_id": eid, "group": g, "criterion": c, "labels": dict(sorted(scores.items())),
+            "example_id": eid, "group": g, "rubric_version": v, "criterion": c, "labels": dict(sorted(scores.items())),
             "n_annotators": len(scores), "spread": max(scores.values()) - min(scores.values()),
             "flag": "no_majority" if tie else "minority_dissent",
         })
@@ -323,7 +361,8 @@ def gold_labels(labels: Iterable[Mapping[str, Any]],
 
     A tie goes to the lower level, the stricter verdict, and is flagged ``tie``. Rows:
     ``example_id``, ``eval_set_version``, ``task_type``, ``group``, ``criterion``, ``scale``,
-    ``score`` (the majority), ``n_annotators``, ``agreement_share`` (share of annotators who gave
+    ``rubric_version`` (labels of two versions give two rows: filter with
+    :func:`current_version_labels` first), ``score`` (the majority), ``n_annotators``, ``agreement_share`` (share of annotators who gave
     the majority score), ``disagreement``, ``tie``, ``labels`` ({annotator: score}) and
     ``minority_labels`` (``[{"annotator", "score"}]`` of those who did not give it). With
     ``references``, each row also has ``reference``, ``reference_tie`` and
@@ -331,20 +370,20 @@ def gold_labels(labels: Iterable[Mapping[str, Any]],
     no reference).
     """
     labels = list(labels)
-    meta: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+    meta: dict[tuple[str, str | None, str, str], Mapping[str, Any]] = {}
     for lab in labels:
-        meta[(_group(lab), str(lab["criterion"]), str(lab["example_id"]))] = lab
+        meta[(_group(lab), _version(lab), str(lab["criterion"]), str(lab["example_id"]))] = lab
     scales = {k: _scale(v) for k, v in _group_rows(labels).items()}
     refs = adjudicated_references(references) if references is not None else None
     out = []
-    for (g, c, eid), scores in sorted(_by_item(labels).items()):
+    for (g, v, c, eid), scores in sorted(_by_item(labels).items(), key=lambda kv: _sort_key(kv[0])):
         counts = Counter(scores.values())
         best = max(counts.values())
         majority = min(v for v, n in counts.items() if n == best)  # ties -> lower, stricter level
         row: dict[str, Any] = {
-            "example_id": eid, "eval_set_version": meta[(g, c, eid)].get("eval_set_version"),
-            "task_type": meta[(g, c, eid)].get("task_type"), "group": g, "criterion": c,
-            "scale": scales[(g, c)], "score": majority, "n_annotators": len(scores),
+            "example_id": eid, "eval_set_version": meta[(g, v, c, eid)].get("eval_set_version"),
+            "task_type": meta[(g, v, c, eid)].get("task_type"), "group": g, "criterion": c,
+            "scale": scales[(g, v, c)], "rubric_version": v, "score": majority, "n_annotators": len(scores),
             "agreement_share": best / len(scores), "disagreement": len(counts) > 1,
             "tie": sum(1 for n in counts.values() if n == best) > 1,
             "labels": dict(sorted(scores.items())),
@@ -420,11 +459,15 @@ def _kappa_interval(judge: Sequence[int], human: Sequence[int], levels: Sequence
 
 
 def judge_calibration(gold: Iterable[Mapping[str, Any]], judge_scores: Any) -> list[dict[str, Any]]:
-    """Per (rubric, criterion): how well the judge agrees with the human majority.
+    """Per (rubric, rubric version, criterion): how well the judge agrees with the human majority.
+
+    Gold rows of two rubric versions are never pooled; pass only the current version's (see
+    :func:`current_version_labels`) with judge scores made under that version.
 
     Cohen's kappa between judge and gold score (linearly weighted on three-point criteria) from
     :func:`eval_pipeline.lib.stats.cohens_kappa`, with a 95% asymptotic interval from statsmodels
-    ``cohens_kappa`` (its standard error of kappa). Rows: ``group``, ``criterion``, ``scale``,
+    ``cohens_kappa`` (its standard error of kappa). Rows: ``group``, ``rubric_version``,
+    ``criterion``, ``scale``,
     ``n``, ``kappa`` (None when undefined), ``ci_low``, ``ci_high``, ``band``,
     ``raw_agreement``, ``judge_pass_rate``, ``human_pass_rate`` (share at the top level),
     ``warning`` (text when kappa < 0.6 or undefined, else None).
@@ -435,11 +478,11 @@ def judge_calibration(gold: Iterable[Mapping[str, Any]], judge_scores: Any) -> l
     for g in gold:
         key = (str(g["example_id"]), str(g["criterion"]))
         if key in judge:
-            gk = (str(g.get("group") or ""), key[1])
+            gk = (str(g.get("group") or ""), _version(g), key[1])
             pairs[gk].append((judge[key], int(g["score"])))
             scales[gk] = g.get("scale") or scales.get(gk) or "binary"
     out = []
-    for gk in sorted(pairs):
+    for gk in sorted(pairs, key=_sort_key):
         scale = scales[gk]
         if any(max(p) > 1 for p in pairs[gk]):
             scale = "three_point"
@@ -448,7 +491,7 @@ def judge_calibration(gold: Iterable[Mapping[str, Any]], judge_scores: Any) -> l
         js = [p[0] for p in pairs[gk]]
         hs = [p[1] for p in pairs[gk]]
         row: dict[str, Any] = {
-            "group": gk[0], "criterion": gk[1], "scale": scale, "n": len(js), "kappa": None,
+            "group": gk[0], "rubric_version": gk[1], "criterion": gk[2], "scale": scale, "n": len(js), "kappa": None,
             "ci_low": None, "ci_high": None, "band": None,
             "raw_agreement": sum(j == h for j, h in zip(js, hs)) / len(js),
             "judge_pass_rate": sum(j == levels[-1] for j in js) / len(js),
@@ -469,7 +512,7 @@ def judge_calibration(gold: Iterable[Mapping[str, Any]], judge_scores: Any) -> l
                 ci = (f"95% CI {row['ci_low']:.2f} to {row['ci_high']:.2f}" if interval is not None
                       else "no interval: its standard error is 0")
                 row["warning"] = (f"judge agrees with the human majority only at kappa {result.value:.2f} "
-                                  f"({ci}) on {len(js)} items; do not trust its {gk[1]} scores without review")
+                                  f"({ci}) on {len(js)} items; do not trust its {gk[2]} scores without review")
         except ValueError as err:
             row["warning"] = f"kappa undefined: {err}; {raw}"
         out.append(row)

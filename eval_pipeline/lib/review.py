@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from eval_pipeline.lib.agreement import gold_labels
+from eval_pipeline.lib.agreement import current_version_labels, gold_labels
 from eval_pipeline.lib.annotation import (AnnotationBatch, label_studio_config, label_studio_tasks, plain_tasks,
                                           read_annotation_folder, rubric_for, write_tasks)
 
@@ -159,10 +159,14 @@ def human_verdicts(failed: Sequence[Mapping[str, Any]], labels: Iterable[Mapping
                    rubrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per failure: ``example_id``, ``status`` (automatic), ``verdict`` (see
     :data:`VERDICTS` and the module doc), ``reviewers`` (how many labelled it), ``majority``
-    ({criterion: majority score}) and ``note`` (why, in words)."""
+    ({criterion: majority score}) and ``note`` (why, in words). Only labels made under the
+    rubric's current version count (a label of an older version judged against other levels)."""
     majorities: dict[str, dict[str, int]] = {}
     reviewers: dict[str, set[str]] = {}
     labels = list(labels)
+    older = {lab["example_id"] for lab in labels}
+    labels, _ = current_version_labels(labels, rubrics)
+    older -= {lab["example_id"] for lab in labels}
     for lab in labels:
         reviewers.setdefault(lab["example_id"], set()).add(lab["annotator"])
     for g in gold_labels(labels):
@@ -176,7 +180,8 @@ def human_verdicts(failed: Sequence[Mapping[str, Any]], labels: Iterable[Mapping
         if rubric is None:
             verdict, note = "no_rubric", f"no rubric applies to task type {row.get('task_type')!r}: not sent for review"
         elif not majority:
-            verdict, note = "awaiting_review", "no reviewer label yet"
+            verdict, note = "awaiting_review", ("only labels of an older rubric version: review it again" if eid in older
+                                                else "no reviewer label yet")
         else:
             passed = rubric.passes(majority)
             if passed is None:

@@ -11,7 +11,7 @@ import pytest
 from eval_pipeline.lib.annotation import label_studio_config
 from eval_pipeline.lib.review import (apply_verdicts, failures, human_verdicts, read_review_labels, review_config,
                                       review_counts, write_review_tasks)
-from eval_pipeline.lib.rubrics import load_rubrics
+from eval_pipeline.lib.rubrics import load_rubrics, rubric_version
 
 RUBRICS = load_rubrics()
 
@@ -23,10 +23,11 @@ def _failure(eid, task_type="intent_routing", status="failed", output="card_arri
             "justifications": json.dumps({"accuracy": "states a wrong rate"}) if task_type == "open_question" else "{}"}
 
 
-def _labels(eid, by_annotator, task_type="intent_routing"):
+def _labels(eid, by_annotator, task_type="intent_routing", version=None):
     rubric = RUBRICS[task_type]
     return [{"example_id": eid, "annotator": who, "criterion": c, "score": s, "rubric": rubric.name,
-             "task_type": task_type, "scale": rubric.criterion(c).scale}
+             "task_type": task_type, "scale": rubric.criterion(c).scale,
+             "rubric_version": version or rubric_version(rubric)}
             for who, scores in by_annotator.items() for c, s in scores.items()]
 
 
@@ -47,6 +48,14 @@ def test_majority_and_pass_rule_decide(votes, verdict):
     assert row["verdict"] == verdict and row["reviewers"] == len(votes)
     if verdict == "confirmed":
         assert "correct_intent" in row["note"]
+
+
+def test_labels_of_an_older_rubric_version_do_not_decide_the_verdict():
+    old = _labels("e1", {"a": PASS, "b": PASS}, version="0ldc0de5")
+    [row] = human_verdicts([_failure("e1")], old, RUBRICS)
+    assert row["verdict"] == "awaiting_review" and "older rubric version" in row["note"]
+    [row] = human_verdicts([_failure("e1")], old + _labels("e1", {"a": FAIL, "b": FAIL}), RUBRICS)
+    assert row["verdict"] == "confirmed"  # the current version's labels alone decide
 
 
 def test_open_ended_three_point_majority():
