@@ -158,9 +158,12 @@ class SamplingSettings(dg.ConfigurableResource):
 
 
 class LabelingSettings(dg.ConfigurableResource):
-    """Where the rubrics are: ``rubrics_dir`` (a folder of YAML files), or the packaged defaults."""
+    """Where the rubrics are: ``rubrics_dir`` (a folder of YAML files), or the packaged defaults.
+    ``relabel_size``: how many already-labelled examples per rubric ``annotation_tasks`` sends to be
+    labelled again when the rubric's version changed (all of them when fewer)."""
 
     rubrics_dir: Optional[str] = None
+    relabel_size: int = 30
 
     def rubrics(self):
         from eval_pipeline.lib.rubrics import load_rubrics

@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
@@ -49,6 +50,7 @@ __all__ = [
     "plain_tasks",
     "read_annotation_file",
     "read_annotation_folder",
+    "relabel_sample",
     "rubric_for",
     "write_tasks",
 ]
@@ -245,6 +247,43 @@ def plain_tasks(examples: Iterable[Mapping[str, Any]], rubric: Rubric) -> list[d
                 "rubric_version": version,
             })
     return rows
+
+
+def relabel_sample(labels: Iterable[Mapping[str, Any]], rubric: Rubric, examples_by_id: Mapping[str, Any],
+                   size: int, seed: int = 0) -> tuple[list[str], dict[str, Any]]:
+    """Which examples to label again after ``rubric`` changed: a seeded sample of at most ``size``
+    of the examples in ``examples_by_id`` that have labels (``example_id``, ``rubric``,
+    ``rubric_version``) of this rubric under another version than its current one, or under none
+    (``unknown``). The sample depends only on the seed, the rubric's name and current version and
+    the candidates, so writing the batch again gives the same examples.
+
+    Returns:
+        (example ids, sorted; counts): ``older_labels`` (labels of other versions),
+        ``older_versions``, ``labelled_examples`` (examples with such labels), ``in_this_set`` (of
+        those, in ``examples_by_id``), ``sampled`` and ``relabelled`` (sampled examples that already
+        have a label of the current version).
+    """
+    current = rubric_version(rubric)
+    older_ids: set[str] = set()
+    current_ids: set[str] = set()
+    versions: set[str] = set()
+    older = 0
+    for lab in labels:
+        if lab.get("rubric") != rubric.name:
+            continue
+        version = lab.get("rubric_version") or UNKNOWN_RUBRIC_VERSION
+        if version == current:
+            current_ids.add(str(lab["example_id"]))
+        else:
+            older += 1
+            versions.add(str(version))
+            older_ids.add(str(lab["example_id"]))
+    candidates = sorted(eid for eid in older_ids if eid in examples_by_id)
+    rng = random.Random(f"{seed}:relabel:{rubric.name}:{current}")
+    picked = sorted(rng.sample(candidates, min(max(size, 0), len(candidates))))
+    return picked, {"older_labels": older, "older_versions": sorted(versions), "labelled_examples": len(older_ids),
+                    "in_this_set": len(candidates), "sampled": len(picked),
+                    "relabelled": len(set(picked) & current_ids)}
 
 
 def write_tasks(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:

@@ -16,9 +16,10 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import JudgeSettings, LabelingSettings, PipelineSettings, add_missing_columns
 from eval_pipeline.lib.agreement import criterion_agreement, example_disagreements, gold_labels as majority_labels
-from eval_pipeline.lib.agreement import adjudicated_references, judge_calibration, review_queue
+from eval_pipeline.lib.agreement import adjudicated_references, current_version_labels, judge_calibration, review_queue
 from eval_pipeline.lib.annotation import (label_studio_config, label_studio_tasks, plain_tasks, read_annotation_folder,
-                                          rubric_for, write_tasks)
+                                          relabel_sample, rubric_for, write_tasks)
+from eval_pipeline.lib.rubrics import rubric_version
 from eval_pipeline.lib.judge_probes import (DEFAULT_SAMPLE, DEFAULT_THRESHOLD, judge_human_pairs, label_values,
                                             observed_bias, probe_rows, run_probes, sample_examples)
 from eval_pipeline.lib.scorers import REFERENCE_SCORERS, score_references
@@ -26,6 +27,24 @@ from eval_pipeline.lib.tables import markdown_table
 
 KINDS = {"polars", "duckdb"}
 _LABELS = {"schema": "labeling"}
+
+
+def _stored_columns(warehouse: DuckDBResource, table: str, columns: Iterable[str]) -> list[dict[str, Any]]:
+    """Rows of an earlier materialization of ``table`` (read straight from the warehouse, for an
+    asset that needs another table's last state without depending on it); a column an older
+    table lacks is None, and no table gives no rows."""
+    schema_name, table_name = table.split(".")
+    with warehouse.get_connection() as con:
+        have = {r[0] for r in con.execute("select column_name from information_schema.columns where table_schema = ? "
+                                          "and table_name = ?", [schema_name, table_name]).fetchall()}
+        if not have:
+            return []
+        select = ", ".join(f'"{c}"' if c in have else f'null as "{c}"' for c in columns)
+        return con.execute(f"select {select} from {table}").pl().to_dicts()
+
+
+def _current_versions(rubrics) -> dict[str, str]:
+    return {r.name: rubric_version(r) for r in rubrics.values()}
 
 
 def _frame(rows: Iterable[dict[str, Any]], columns: dict[str, pl.DataType]) -> pl.DataFrame:
@@ -43,21 +62,30 @@ def _frame(rows: Iterable[dict[str, Any]], columns: dict[str, pl.DataType]) -> p
 # --------------------------------------------------------------------------------------------
 
 ANNOTATION_TASKS = {"month_start": pl.Datetime("us"), "eval_set_version": pl.String, "example_id": pl.String,
-                    "task_type": pl.String, "rubric": pl.String, "label_studio_tasks": pl.String, "plain_tasks": pl.String}
+                    "task_type": pl.String, "rubric": pl.String, "label_studio_tasks": pl.String, "plain_tasks": pl.String,
+                    # added after the first layout: last, and added to an existing table (add_missing_columns).
+                    # batch: "tasks" (the month's set) or "relabel" (a sample re-labelled under a changed rubric)
+                    "rubric_version": pl.String, "batch": pl.String}
 
 
 @dg.asset(group_name="labeling", kinds=KINDS | {"labelstudio"}, partitions_def=monthly_partitions,
           metadata={**_LABELS, "partition_expr": "month_start"})
 def annotation_tasks(context: dg.AssetExecutionContext, settings: PipelineSettings, labeling: LabelingSettings,
-                     eval_set: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+                     warehouse: DuckDBResource, eval_set: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """The month's eval-set version as annotation tasks, per rubric: a Label Studio labeling config
     (generated from the rubric) and tasks in its import format, plus the same tasks as plain CSV
     for teams without Label Studio, under ``<data home>/labels/outbox/<version>/``. Tasks of
-    rubrics with one correct answer ask the annotator to confirm or correct the reference."""
+    rubrics with one correct answer ask the annotator to confirm or correct the reference. Every
+    task names the rubric version it was written under.
+
+    When a rubric changed since its human labels were made (stored labels of another version, or
+    of none), a re-labelling batch goes out too: a seeded sample of ``labeling.relabel_size`` of
+    the month's already-labelled examples under the new version, in
+    ``.../relabel/<rubric>@<version>/``; the judge re-labels under the new version by itself."""
     rubrics = labeling.rubrics()
     examples = eval_set.to_dicts()
     version = examples[0]["eval_set_version"] if examples else None
-    rows, per_rubric, unrubricked = [], {}, Counter()
+    rows, per_rubric, unrubricked, relabel = [], {}, Counter(), {}
     if version:
         folder = settings.data_home.labels_outbox / version
         by_rubric: dict[str, list[dict]] = {}
@@ -77,12 +105,37 @@ def annotation_tasks(context: dg.AssetExecutionContext, settings: PipelineSettin
             per_rubric[name] = len(group)
             rows += [{"month_start": ex["month_start"], "eval_set_version": version, "example_id": ex["example_id"],
                       "task_type": ex["task_type"], "rubric": name, "label_studio_tasks": str(ls_path),
-                      "plain_tasks": str(plain_path)} for ex in group]
+                      "plain_tasks": str(plain_path), "rubric_version": rubric_version(rubric), "batch": "tasks"}
+                     for ex in group]
+        stored = _stored_columns(warehouse, "labeling.human_labels", ("example_id", "rubric", "rubric_version"))
+        month = {ex["example_id"]: ex for ex in examples}
+        for name, rubric in sorted(rubrics.items()):
+            current = rubric_version(rubric)
+            picked, info = relabel_sample(stored, rubric, month, labeling.relabel_size)
+            if not info["older_labels"]:
+                continue
+            relabel[name] = {"version": current, **info}
+            if not picked:
+                continue
+            group = [month[eid] for eid in picked]
+            out = folder / "relabel" / f"{name}@{current}"
+            ls_path = out / f"{name}.tasks.json"
+            ls_path.parent.mkdir(parents=True, exist_ok=True)
+            ls_path.write_text(json.dumps(label_studio_tasks(group, rubric), indent=1, default=str), encoding="utf-8")
+            (out / f"{name}.config.xml").write_text(label_studio_config(rubric), encoding="utf-8")
+            plain_path = write_tasks(plain_tasks(group, rubric), out / f"{name}.tasks.csv")
+            relabel[name]["folder"] = str(out)
+            rows += [{"month_start": ex["month_start"], "eval_set_version": version, "example_id": ex["example_id"],
+                      "task_type": ex["task_type"], "rubric": name, "label_studio_tasks": str(ls_path),
+                      "plain_tasks": str(plain_path), "rubric_version": current, "batch": "relabel"} for ex in group]
     df = _frame(rows, ANNOTATION_TASKS)
+    add_missing_columns(warehouse, "labeling.annotation_tasks", pl.Schema(ANNOTATION_TASKS))  # an older home's table
     return dg.Output(df, metadata={
         "dagster/row_count": df.height,
         "eval_set_version": version or "none",
         "tasks_per_rubric": dg.MetadataValue.json(per_rubric),
+        "rubric_versions": dg.MetadataValue.json({name: rubric_version(r) for name, r in sorted(rubrics.items())}),
+        "relabel": dg.MetadataValue.json(relabel),
         "task_types_without_rubric": dg.MetadataValue.json(dict(unrubricked)),
         "outbox": dg.MetadataValue.path(str(settings.data_home.labels_outbox / (version or ""))),
         "how_to": dg.MetadataValue.md(
@@ -96,18 +149,23 @@ def annotation_tasks(context: dg.AssetExecutionContext, settings: PipelineSettin
 JUDGE_LABELS = {"month_start": pl.Datetime("us"), "eval_set_version": pl.String, "example_id": pl.String,
                 "task_type": pl.String, "rubric": pl.String, "criterion": pl.String, "score": pl.Int64,
                 "justification": pl.String, "status": pl.String, "error": pl.String, "judge_model": pl.String,
-                "cached": pl.Boolean}
+                "cached": pl.Boolean,
+                # added after the first layout: last, and added to an existing table (add_missing_columns)
+                "rubric_version": pl.String}
 
 
 @dg.asset(group_name="labeling", kinds=KINDS | {"openai"}, partitions_def=monthly_partitions,
           metadata={**_LABELS, "partition_expr": "month_start"})
 def judge_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, labeling: LabelingSettings,
-                 judge: JudgeSettings, eval_set: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+                 judge: JudgeSettings, warehouse: DuckDBResource, eval_set: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """Scores of an LLM judge per example and criterion, with a justification each: the rubric in
     the system prompt, the conversation, context and production output in the user message,
     structured JSON out (validated), cached by (judge model, prompt hash) under the data home.
     Without a configured endpoint it skips and says so; it never invents scores. A failed or
-    invalid answer is a row with its status and error, not a score."""
+    invalid answer is a row with its status and error, not a score. Each row names the rubric
+    version it was judged under (the rubric's text is in the prompt, so a changed rubric is a new
+    cache key and a new judgement)."""
+    add_missing_columns(warehouse, "labeling.judge_labels", pl.Schema(JUDGE_LABELS))  # an older home's table
     if not judge.configured:
         message = ("no judge endpoint configured: set EVAL_PIPELINE_JUDGE_BASE_URL and EVAL_PIPELINE_JUDGE_MODEL "
                    "(and EVAL_PIPELINE_JUDGE_API_KEY if the endpoint needs one); skipped, no scores")
@@ -127,7 +185,7 @@ def judge_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     for (ex, rubric), result in zip(meta, results):
         base = {"month_start": ex["month_start"], "eval_set_version": ex["eval_set_version"], "example_id": ex["example_id"],
                 "task_type": ex["task_type"], "rubric": rubric.name, "status": result.status, "error": result.error,
-                "judge_model": result.judge_model, "cached": result.cached}
+                "judge_model": result.judge_model, "cached": result.cached, "rubric_version": rubric_version(rubric)}
         if result.status == "ok":
             rows += [{**base, "criterion": c, "score": s, "justification": result.justifications.get(c)}
                      for c, s in sorted(result.scores.items())]
@@ -154,7 +212,9 @@ def judge_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, 
 
 HUMAN_LABELS = {"example_id": pl.String, "eval_set_version": pl.String, "task_type": pl.String, "rubric": pl.String,
                 "scale": pl.String, "criterion": pl.String, "annotator": pl.String, "score": pl.Int64,
-                "source_file": pl.String, "source_ref": pl.String}
+                "source_file": pl.String, "source_ref": pl.String,
+                # added after the first layout: last, and added to an existing table (add_missing_columns)
+                "rubric_version": pl.String}
 HUMAN_REFERENCES = {"example_id": pl.String, "eval_set_version": pl.String, "annotator": pl.String,
                     "reference": pl.String, "source_file": pl.String, "source_ref": pl.String}
 LABEL_QUARANTINE = {"source_file": pl.String, "line_or_task": pl.String, "example_id": pl.String,
@@ -173,23 +233,35 @@ LABEL_QUARANTINE = {"source_file": pl.String, "line_or_task": pl.String, "exampl
     },
 )
 def human_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, labeling: LabelingSettings,
-                 eval_set: pl.DataFrame):
+                 warehouse: DuckDBResource, eval_set: pl.DataFrame):
     """Reads every completed annotation file in ``<data home>/labels/inbox/`` (Label Studio JSON
     exports, or the plain JSONL/CSV filled in) against the examples of every eval-set version.
     Unknown example ids, unknown criteria, out-of-range or non-numeric scores, missing annotators
-    and duplicates are quarantined with their reason, never dropped; the counts reconcile."""
+    and duplicates are quarantined with their reason, never dropped; the counts reconcile.
+    Each label keeps the rubric version its task names; a task written before versions existed
+    takes the version ``annotation_tasks`` recorded for that example and rubric (when only one
+    was), else ``unknown``, never the current one."""
     examples = ({r["example_id"]: r for r in eval_set.select("example_id", "eval_set_version", "task_type").to_dicts()}
                 if eval_set.height else {})  # no eval set yet: every label is for an unknown example
     rubrics = labeling.rubrics()
-    batch = read_annotation_folder(settings.data_home.labels_inbox, examples, rubrics)
+    recorded: dict[tuple[str, str], set] = {}
+    for r in _stored_columns(warehouse, "labeling.annotation_tasks", ("example_id", "rubric", "rubric_version")):
+        if r["rubric_version"]:
+            recorded.setdefault((r["example_id"], r["rubric"]), set()).add(r["rubric_version"])
+    export_versions = {key: next(iter(v)) for key, v in recorded.items() if len(v) == 1}
+    batch = read_annotation_folder(settings.data_home.labels_inbox, examples, rubrics, export_versions=export_versions)
     labels = _frame(batch.labels, HUMAN_LABELS)
     references = _frame(batch.references, HUMAN_REFERENCES)
     quarantine = _frame([{**q, "line_or_task": str(q.get("line_or_task"))} for q in batch.quarantine], LABEL_QUARANTINE)
     if not batch.reconciles:
         raise dg.Failure(f"annotation counts do not reconcile: {batch.counts}")
     counts = dg.MetadataValue.json(batch.counts)
+    add_missing_columns(warehouse, "labeling.human_labels", pl.Schema(HUMAN_LABELS))  # an older home's table
+    current = _current_versions(rubrics)
     yield dg.Output(labels, output_name="human_labels", metadata={
         "dagster/row_count": labels.height, "counts": counts,
+        "labels_per_rubric_version": dg.MetadataValue.json(batch.rubric_versions()),
+        "current_rubric_versions": dg.MetadataValue.json(current),
         "annotators": dg.MetadataValue.json(sorted(set(labels["annotator"].to_list()))),
         "examples_labelled": labels["example_id"].n_unique() if labels.height else 0,
         "inbox": dg.MetadataValue.path(str(settings.data_home.labels_inbox))})
@@ -260,7 +332,8 @@ def judge_bias_probes(context: dg.AssetExecutionContext, config: JudgeProbesConf
     examples = eval_set.to_dicts()
     version = examples[0]["eval_set_version"] if examples else None
     rubrics = labeling.rubrics()
-    gold = majority_labels(human_labels.to_dicts()) if human_labels.height else []
+    current_labels, _ = current_version_labels(human_labels.to_dicts(), rubrics)  # never another version's
+    gold = majority_labels(current_labels)
     month_ids = {ex["example_id"] for ex in examples}
     labelled = {g["example_id"] for g in gold} & month_ids
     base = {"month_start": month_start, "eval_set_version": version}
@@ -290,10 +363,7 @@ def judge_bias_probes(context: dg.AssetExecutionContext, config: JudgeProbesConf
         context.log.info(probe_meta["skipped"])
 
     # observed bias: this month's judge labels against the human majority (no judge call)
-    judged = {}
-    if judge_labels.height:
-        judged = {(r["example_id"], r["criterion"]): r["score"]
-                  for r in judge_labels.filter(pl.col("status") == "ok").iter_rows(named=True)}
+    judged = _current_judge_scores(judge_labels, rubrics)
     items = judge_human_pairs(gold, judged, {ex["example_id"]: ex.get("production_output") for ex in examples},
                               rubrics)
     observed = observed_bias(items, threshold=config.threshold) if items else []
@@ -315,25 +385,45 @@ def judge_bias_probes(context: dg.AssetExecutionContext, config: JudgeProbesConf
 LABEL_AGREEMENT = {"group": pl.String, "criterion": pl.String, "scale": pl.String, "method": pl.String,
                    "weights": pl.String, "value": pl.Float64, "band": pl.String, "n_items": pl.Int64,
                    "n_annotators": pl.Int64, "pairwise_agreement": pl.Float64, "unclear_rubric": pl.Boolean,
-                   "disagreement_about_quality": pl.Boolean, "flags": pl.String, "note": pl.String}
+                   "disagreement_about_quality": pl.Boolean, "flags": pl.String, "note": pl.String,
+                   # added after the first layout: last, and added to an existing table (add_missing_columns)
+                   "rubric_version": pl.String, "current_version": pl.Boolean}
+
+
+def _current_judge_scores(judge_labels: pl.DataFrame, rubrics) -> dict[tuple[str, str], int]:
+    """{(example_id, criterion): score} of the judge labels made under their rubric's current
+    version (rows of an older table without versions are not)."""
+    if not judge_labels.height or "rubric_version" not in judge_labels.columns:
+        return {}
+    current = _current_versions(rubrics)
+    return {(r["example_id"], r["criterion"]): r["score"]
+            for r in judge_labels.filter(pl.col("status") == "ok").iter_rows(named=True)
+            if r["rubric_version"] is not None and current.get(r["rubric"]) == r["rubric_version"]}
 
 
 @dg.asset(group_name="labeling", kinds=KINDS, metadata=_LABELS)
-def label_agreement(context: dg.AssetExecutionContext, human_labels: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-    """Agreement per rubric criterion: Cohen's kappa for two annotators, Krippendorff's alpha for
-    more (missing labels allowed). Below 0.6 the criterion is flagged as an unclear rubric, below
-    0.4 as a disagreement about what quality means; examples with disagreeing annotators are
-    counted per criterion."""
+def label_agreement(context: dg.AssetExecutionContext, labeling: LabelingSettings, warehouse: DuckDBResource,
+                    human_labels: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    """Agreement per rubric, rubric version and criterion: Cohen's kappa for two annotators,
+    Krippendorff's alpha for more (missing labels allowed); labels of two rubric versions are never
+    pooled, and ``current_version`` marks the rows of each rubric's current version. Below 0.6 the
+    criterion is flagged as an unclear rubric, below 0.4 as a disagreement about what quality
+    means; examples with disagreeing annotators are counted per criterion."""
     labels = human_labels.to_dicts()
+    current = _current_versions(labeling.rubrics())
     rows = criterion_agreement(labels)
-    disagreements = Counter((d.get("group"), d["criterion"]) for d in example_disagreements(labels))
+    disagreements = Counter((d.get("group"), d.get("rubric_version"), d["criterion"])
+                            for d in example_disagreements(labels))
     for row in rows:
         row["flags"] = ", ".join(row["flags"])
-        row["examples_in_disagreement"] = disagreements.get((row["group"], row["criterion"]), 0)
+        row["examples_in_disagreement"] = disagreements.get((row["group"], row["rubric_version"], row["criterion"]), 0)
+        row["current_version"] = current.get(row["group"]) == row["rubric_version"]
     df = _frame(rows, LABEL_AGREEMENT)
-    flagged = [f"{r['group']}.{r['criterion']} ({r['value']:.2f}: {r['flags']})" for r in rows
-               if r["value"] is not None and r["flags"]]
-    view = pl.DataFrame([{"criterion": f"{r['group']}.{r['criterion']}", "method": r["method"],
+    add_missing_columns(warehouse, "labeling.label_agreement", pl.Schema(LABEL_AGREEMENT))  # an older home's table
+    flagged = [f"{r['group']}@{r['rubric_version']}.{r['criterion']} ({r['value']:.2f}: {r['flags']})" for r in rows
+               if r["value"] is not None and r["flags"] and r["current_version"]]
+    view = pl.DataFrame([{"criterion": f"{r['group']}.{r['criterion']}", "rubric_version": r["rubric_version"],
+                          "current": r["current_version"], "method": r["method"],
                           "value": None if r["value"] is None else round(r["value"], 3), "band": r["band"],
                           "items": r["n_items"], "annotators": r["n_annotators"],
                           "disagreeing examples": r["examples_in_disagreement"], "flags": r["flags"] or r["note"]}
@@ -348,7 +438,9 @@ def label_agreement(context: dg.AssetExecutionContext, human_labels: pl.DataFram
 GOLD_LABELS = {"example_id": pl.String, "eval_set_version": pl.String, "task_type": pl.String, "group": pl.String,
                "criterion": pl.String, "scale": pl.String, "score": pl.Int64, "n_annotators": pl.Int64,
                "agreement_share": pl.Float64, "disagreement": pl.Boolean, "tie": pl.Boolean,
-               "labels": pl.String, "minority_labels": pl.String, "judge_score": pl.Int64}
+               "labels": pl.String, "minority_labels": pl.String, "judge_score": pl.Int64,
+               # added after the first layout: last, and added to an existing table (add_missing_columns)
+               "rubric_version": pl.String}
 GOLD_REFERENCES = {"example_id": pl.String, "eval_set_version": pl.String, "task_type": pl.String, "rubric": pl.String,
                    "reference": pl.String, "n_annotators": pl.Int64, "agreement_share": pl.Float64, "tie": pl.Boolean,
                    "production_output": pl.String, "exact_match": pl.Float64, "token_f1": pl.Float64,
@@ -382,17 +474,18 @@ def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, l
     the metadata, and the review queue (also written to
     ``<data home>/reports/labels/review_queue.csv``) lists where the judge sides with the minority.
     The latest month's judge bias probe flags and observed-bias summary sit beside the calibration
-    (none yet: it says so)."""
-    gold = majority_labels(human_labels.to_dicts()) if human_labels.height else []
-    judged = {}
-    if judge_labels.height:
-        ok = judge_labels.filter(pl.col("status") == "ok")
-        judged = {(r["example_id"], r["criterion"]): r["score"] for r in ok.iter_rows(named=True)}
+    (none yet: it says so).
+
+    Only labels of each rubric's current version are used, human and judge alike; labels of older
+    versions (and ``unknown``) stay in ``human_labels`` and are counted in the metadata."""
+    rubrics = labeling.rubrics()
+    current_labels, older = current_version_labels(human_labels.to_dicts(), rubrics)
+    gold = majority_labels(current_labels)
+    judged = _current_judge_scores(judge_labels, rubrics)
     for row in gold:
         row["judge_score"] = judged.get((row["example_id"], row["criterion"]))
     examples = ({r["example_id"]: r for r in eval_set.select("example_id", "task_type", "production_output").to_dicts()}
                 if eval_set.height else {})
-    rubrics = labeling.rubrics()
     adjudicated = sorted(adjudicated_references(human_references.to_dicts()).items())
     rubric_of = {eid: rubric_for(rubrics, examples.get(eid, {}).get("task_type")) for eid, _ in adjudicated}
     # all references' metrics at once: BERTScore is one model call, not one per example
@@ -414,8 +507,13 @@ def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, l
     warnings = [f"{c['group']}.{c['criterion']}: " + (f"judge kappa {c['kappa']:.2f}" if c["kappa"] is not None
                                                        else f"judge {c['warning']}")
                 for c in calibration if c.get("warning")]
+    add_missing_columns(warehouse, "labeling.gold_labels", pl.Schema(GOLD_LABELS))  # an older home's table
     yield dg.Output(gold_df, output_name="gold_labels", metadata={
         "dagster/row_count": gold_df.height,
+        "rubric_versions": dg.MetadataValue.json(_current_versions(rubrics)),
+        "older_version_labels": dg.MetadataValue.json(older),
+        "older_versions_note": (f"{sum(older.values())} labels of older rubric versions, not used"
+                                + (f" ({', '.join(f'{n}: {k}' for n, k in older.items())})" if older else "")),
         "examples": gold_df["example_id"].n_unique() if gold_df.height else 0,
         "in_disagreement": int(gold_df["disagreement"].sum()) if gold_df.height else 0,
         "ties": int(gold_df["tie"].sum()) if gold_df.height else 0,
