@@ -29,7 +29,7 @@ from eval_pipeline.defs.labeling.sensors import labels_sensor
 from eval_pipeline.defs.resources import JudgeSettings, PipelineSettings, build_resources
 from eval_pipeline.definitions import build_definitions
 from eval_pipeline.lib.paths import DataHome
-from eval_pipeline.lib.rubrics import load_rubrics
+from eval_pipeline.lib.rubrics import load_rubrics, rubric_version
 from eval_pipeline.lib import scorers
 from eval_pipeline.lib.tables import EVAL_SET_SCHEMA, frame
 
@@ -156,6 +156,9 @@ def test_label_studio_exports_round_trip_into_gold_labels(labeled_home):
                     "tie boolean, production_output varchar, exact_match double, token_f1 double, rouge_l double)")
         con.execute("insert into labeling.gold_references values ('ex_stale', 'v0', 'intent_routing', 'intent_routing', "
                     "'card_arrival', 2, 1.0, false, 'card_arrival', 1.0, 1.0, 1.0)")
+    # the fixture exports name no rubric version (made before versions existed): their labels take
+    # the version annotation_tasks recorded when the tasks went out
+    dg.materialize(assets(home), resources=build_resources(home), partition_key=MONTH, selection=["annotation_tasks"])
     defs = build_definitions(home)
     run = defs.resolve_job_def("labeling_job").execute_in_process(instance=dg.DagsterInstance.ephemeral())
     assert run.success
@@ -167,6 +170,8 @@ def test_label_studio_exports_round_trip_into_gold_labels(labeled_home):
     # every intent-routing task: 2 annotators x every criterion
     criteria = {r.name: len(r.criteria) for r in load_rubrics().values()}
     assert two.height == 5 * 2 * criteria["intent_routing"]
+    assert dict(labels.group_by("rubric").agg(pl.col("rubric_version").unique().sort()).iter_rows()) == {
+        name: [rubric_version(r)] for name, r in load_rubrics().items() if name in ("intent_routing", "rag_qa")}
     assert {"out_of_range", "unknown_criterion"} <= set(quarantine["reason"])
     assert quarantine["message"].str.contains("export_three_annotators.json").all()
     human_meta = {k: v.value for k, v in next(
