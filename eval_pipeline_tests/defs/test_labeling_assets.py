@@ -127,6 +127,9 @@ def test_judge_skips_without_endpoint_and_scores_and_caches_with_one(labeled_hom
         rows = table(home, "select * from labeling.judge_labels")
         assert rows["justification"].str.contains("checked against the rubric").all()
         assert rows.filter(pl.col("criterion") == "bare_label_format")["score"].to_list() == [0] * 5
+        # each judge label names the rubric version it was judged under
+        assert dict(rows.group_by("rubric").agg(pl.col("rubric_version").unique()).iter_rows()) == {
+            name: [rubric_version(load_rubrics()[name])] for name in ("intent_routing", "rag_qa")}
         # the rubric went to the judge in the system prompt
         assert "grounded_in_context" in json.dumps(server.requests)
         again = dg.materialize(assets(home), resources=resources, partition_key=MONTH, selection=["judge_labels"])
