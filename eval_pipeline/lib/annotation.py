@@ -18,6 +18,12 @@ required criterion missing from an annotation, an unreadable file) are quarantin
 as read, so ``read == accepted + quarantined`` always holds (:attr:`AnnotationBatch.reconciles`).
 Cancelled Label Studio annotations and untouched plain rows are not labels: they are counted
 (``cancelled``, ``skipped``) but neither accepted nor quarantined.
+
+Every task names the version of the rubric it was written under (``rubric_version``, see
+:func:`eval_pipeline.lib.rubrics.rubric_version`) and every label read back keeps it; a task from
+before versions existed gets the version recorded for its export, else ``unknown``. Labels of two
+versions are two labels, never duplicates of each other. :func:`relabel_sample` picks the
+examples to label again after a rubric changed.
 """
 
 from __future__ import annotations

@@ -174,6 +174,12 @@ class Rubric(_Strict):
             raise ValueError("at least one criterion must have required: true")
         return value
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_number(cls, value: Any) -> Any:
+        # "version: 2" in YAML is an int; it names the same version as "2"
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @field_validator("version")
     @classmethod
     def _version_name(cls, value: str | None) -> str | None:

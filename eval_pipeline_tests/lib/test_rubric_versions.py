@@ -110,6 +110,11 @@ def test_an_explicit_version_is_shown_with_the_fingerprint(tmp_path):
     assert rubric_version(load_rubric(_write(tmp_path, data))) != rubric_version(rubric)
 
 
+def test_a_numeric_version_reads_as_text(tmp_path):
+    rubric = load_rubric(_write(tmp_path, {**_data(), "version": 3}))
+    assert rubric.version == "3" and rubric_version(rubric).startswith("3+")
+
+
 def test_a_version_that_cannot_be_a_folder_name_is_refused_with_file_and_field(tmp_path):
     path = _write(tmp_path, {**_data(), "version": "v2/../x"})
     with pytest.raises(RubricError) as err:
