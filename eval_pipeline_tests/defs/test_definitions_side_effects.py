@@ -6,17 +6,20 @@ executor's step processes) write only there; the judge's settings are read when 
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import polars as pl
 
 import eval_pipeline.definitions as definitions
 from eval_pipeline.definitions import build_definitions
-from eval_pipeline.defs.resources import JUDGE_ENV, JudgeSettings
+from eval_pipeline.defs.resources import JUDGE_ENV, JudgeSettings, build_resources
 from eval_pipeline.lib.paths import HOME_ENV, DataHome
+from eval_pipeline.lib.storage import StorageLocations
 from eval_pipeline.runs import _execute, instance_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +78,29 @@ def test_building_the_definitions_creates_nothing_and_sets_no_variable(tmp_path,
     assert defs.resolve_job_def("ingest_job").name == "ingest_job"  # resolving jobs touches nothing either
     assert dict(os.environ) == before
     assert tree(tmp_path) == ["cwd"]
+
+
+def test_the_io_managers_create_the_folders_of_their_files_when_a_run_first_writes(tmp_path):
+    home = DataHome.resolve(tmp_path / "new" / "home")
+    resources = build_resources(home, storage=StorageLocations())
+
+    @dg.asset(io_manager_key="raw_io_manager", metadata={"schema": "ingest"})
+    def raw_rows() -> pl.DataFrame:
+        return pl.DataFrame({"x": [1, 2]})
+
+    @dg.asset(metadata={"schema": "privacy"})
+    def kept_rows(raw_rows: pl.DataFrame) -> pl.DataFrame:
+        return raw_rows.filter(pl.col("x") > 1)
+
+    assert not (tmp_path / "new").exists()  # nothing until a run writes
+    assert dg.materialize([raw_rows, kept_rows], resources=resources).success
+    assert stat.S_IMODE(home.restricted.stat().st_mode) == 0o700  # the raw zone, owner-only as ensure() makes it
+    with duckdb.connect(str(home.raw_warehouse), read_only=True) as raw, \
+            duckdb.connect(str(home.warehouse), read_only=True) as main:
+        assert raw.execute("select count(*) from ingest.raw_rows").fetchone() == (2,)
+        assert main.execute("select x from privacy.kept_rows").fetchall() == [(2,)]
+    # only what was written: no landing, cache or dagster folder
+    assert {p.split("/")[0] for p in tree(home.root)} == {"restricted", "warehouse.duckdb", "warehouse.duckdb.lock"}
 
 
 def _manifest_rows(home: DataHome) -> int:
