@@ -19,9 +19,13 @@ EXIT_BUSY = 3
 
 
 def _home(args: argparse.Namespace):
+    """The data home ``--home`` (or ``EVAL_PIPELINE_HOME``) names, as it is: nothing is created
+    here. The commands that run Dagster get its folders from :func:`check_home` before they start;
+    the others create only what they write (the registry file, the labels inbox), and the ones
+    that only read (``export-eval-set``, ``labels push``) create nothing."""
     from eval_pipeline.lib.paths import DataHome
 
-    return DataHome.resolve(args.home).ensure()
+    return DataHome.resolve(args.home)
 
 
 def cmd_generate_logs(args: argparse.Namespace) -> int:
@@ -330,12 +334,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from eval_pipeline.runs import instance_for
 
     home = _home(args)
-    instance_for(home)  # writes $DAGSTER_HOME/dagster.yaml
-    os.environ[HOME_ENV] = str(home.root)
+    instance_for(home)  # writes <home>/dagster/dagster.yaml
+    # dagster dev (the program this process becomes) and the processes it starts find the data
+    # home and the instance in their environment: set there, not in this process's os.environ
+    env = {**os.environ, HOME_ENV: str(home.root), "DAGSTER_HOME": str(home.dagster_home)}
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     target = ["-w", str(workspace)] if workspace.exists() else ["-m", "eval_pipeline.definitions"]
     dagster = Path(sys.executable).parent / "dagster"  # the venv's, whether or not it is activated
-    os.execv(str(dagster), [str(dagster), "dev", *target, "--host", args.host, "--port", str(args.port)])
+    os.execve(str(dagster), [str(dagster), "dev", *target, "--host", args.host, "--port", str(args.port)], env)
 
 
 def cmd_move_to_lake(args: argparse.Namespace) -> int:

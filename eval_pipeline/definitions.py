@@ -1,7 +1,14 @@
 """The one code location Dagster loads: ``dagster dev -m eval_pipeline.definitions``.
 
-The data home is resolved here, once, from ``EVAL_PIPELINE_HOME`` (default ``./data``); every
-asset reads it through the ``settings`` resource.
+Importing this module builds nothing and touches nothing: ``defs`` is a ``@dg.definitions``
+function, which Dagster calls when it loads the code location (``dagster dev``, ``dagster
+definitions validate``, a code server). Only then are the settings that decide the shape of the
+definitions read from the environment: the data home (``EVAL_PIPELINE_HOME``, default
+``./data``; the IO managers' DuckDB paths derive from it), where the large tables are
+(``EVAL_PIPELINE_STORAGE``: which IO manager class stores them) and the executor
+(``EVAL_PIPELINE_EXECUTOR``). Everything else a run needs (the judge's endpoint and key) is read
+by its resource when a run uses it. No folder is created here: the IO managers and the assets
+create the folders they write into when they first write.
 """
 
 from __future__ import annotations
@@ -32,8 +39,11 @@ __all__ = ["build_definitions", "defs", "job_for_home"]
 
 def build_definitions(home: DataHome | None = None, resources: dict[str, object] | None = None) -> dg.Definitions:
     """All assets, checks, jobs, schedules and sensors, with resources bound to a data home
-    (``resources`` replaces some of them, e.g. an ``evaluation`` resource with another thresholds file)."""
-    home = (home or DataHome.resolve()).ensure()
+    (``resources`` replaces some of them, e.g. an ``evaluation`` resource with another thresholds file).
+
+    ``home`` None: the one ``EVAL_PIPELINE_HOME`` names (default ``./data``). Building creates
+    nothing on disk and changes no environment variable."""
+    home = home or DataHome.resolve()
     return dg.Definitions(
         assets=dg.load_assets_from_modules([ingest_assets, privacy_assets, embedding_assets, clustering_assets,
                                             sampling_assets, labeling_assets, registry_assets, evaluation_assets]),
@@ -58,4 +68,8 @@ def job_for_home(name: str, root: str) -> dg.JobDefinition:
     return build_definitions(DataHome.resolve(root)).resolve_job_def(name)
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location: the definitions of the data home ``EVAL_PIPELINE_HOME`` names, built
+    when Dagster loads them (not when this module is imported)."""
+    return build_definitions()

@@ -28,7 +28,7 @@ from eval_pipeline import workers as workers_module
 from eval_pipeline.lib.clustering import warm_up as warm_up_clustering
 from eval_pipeline.lib.day_plan import DayPlan, day_ranges, days_in_manifest, plan_days
 from eval_pipeline.lib.locks import LockHeld, file_lock
-from eval_pipeline.lib.paths import HOME_ENV, DataHome
+from eval_pipeline.lib.paths import DataHome, make_folder
 from eval_pipeline.lib.progress import Display, Stage
 from eval_pipeline.lib.storage import PARTITION_COLUMN, Lake, StorageLocations, attach
 from eval_pipeline.progress import job_steps, skip_days, watch_runs
@@ -63,16 +63,18 @@ class MonthRefresh:
 
 
 def instance_for(home: DataHome) -> dg.DagsterInstance:
-    """The persistent Dagster instance of a data home (DAGSTER_HOME = <home>/dagster)."""
-    home.ensure()
-    target = home.dagster_home / "dagster.yaml"
+    """The persistent Dagster instance of a data home, opened from ``<home>/dagster`` (its
+    ``dagster.yaml`` written there first when missing). Nothing process-wide is set: no
+    ``DAGSTER_HOME``; the processes a run starts get the instance from the run (Dagster passes
+    its reference to the multiprocess and Dask executors' step processes)."""
+    folder = make_folder(home.dagster_home)
+    target = folder / "dagster.yaml"
     if not target.exists():
         if _INSTANCE_YAML.exists():
             shutil.copyfile(_INSTANCE_YAML, target)
         else:
             target.write_text(_FALLBACK_YAML)
-    os.environ["DAGSTER_HOME"] = str(home.dagster_home)
-    return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_config(str(folder))
 
 
 def month_days(month: str) -> list[str]:
@@ -259,9 +261,9 @@ def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, 
     if resources:
         run_config = {**run_config, "resources": _resource_config(resources, DataHome.resolve(root))}
     tags = {**(job.get_tags_for_partition_key(partition_key, None) if partition_key else {}), **(tags or {})} or None
-    # the multiprocess executor's step processes are children of this one: the same data home
-    # when they import eval_pipeline.definitions (Dask workers have it from their own environment)
-    os.environ[HOME_ENV] = root
+    # the step processes (the multiprocess executor's children, Dask workers) rebuild the job for
+    # this data home from the reconstructable's own arguments, and open the instance from the
+    # run's instance reference: neither EVAL_PIPELINE_HOME nor DAGSTER_HOME is needed there
     recon = dg.build_reconstructable_job("eval_pipeline.definitions", "job_for_home", (job_name, root))
     return dg.execute_job(recon, instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
 
@@ -847,10 +849,10 @@ class ProbeOutcome:
 def probe_judge(home: DataHome, month: str | None = None, sample: int = 60, threshold: float = 0.10) -> ProbeOutcome:
     """Materialize ``judge_bias_probes`` (and the observed bias) for ``month`` (YYYY-MM; default:
     the latest month with an eval set) with ``judge_probes_job`` on the data home's instance."""
-    from eval_pipeline.defs.resources import JUDGE_ENV
+    from eval_pipeline.defs.resources import JUDGE_ENV, JudgeSettings
 
     outcome = ProbeOutcome()
-    if not (os.environ.get(JUDGE_ENV[0]) and os.environ.get(JUDGE_ENV[1])):
+    if not JudgeSettings().configured:  # what the run's judge resource will read
         outcome.error = (f"no judge endpoint configured: set {JUDGE_ENV[0]} and {JUDGE_ENV[1]} (and {JUDGE_ENV[2]} "
                          "if the endpoint needs one)")
         return outcome

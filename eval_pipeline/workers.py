@@ -43,12 +43,14 @@ def ready() -> None:
 
 
 def ingest_day(root: str, day: str, tags: dict[str, str] | None = None) -> tuple[str, str, bool, list[str]]:
-    """One day's ingest run on the data home ``root`` (definitions built once per worker), with ``tags``."""
+    """One day's ingest run on the data home ``root`` (definitions built and the instance opened once
+    per worker), with ``tags``."""
     from eval_pipeline.definitions import build_definitions
     from eval_pipeline.lib.paths import DataHome
     from eval_pipeline.runs import ingest_day_run, instance_for
 
-    home = DataHome.resolve(root)
     if root not in _DEFS:
-        _DEFS[root] = build_definitions(home)
-    return ingest_day_run(_DEFS[root], instance_for(home), day, tags=tags)  # type: ignore[arg-type]
+        home = DataHome.resolve(root)
+        _DEFS[root] = (build_definitions(home), instance_for(home))
+    defs, instance = _DEFS[root]  # type: ignore[misc]
+    return ingest_day_run(defs, instance, day, tags=tags)

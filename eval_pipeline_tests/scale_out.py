@@ -99,7 +99,8 @@ def scale_out_env(tmp_path, monkeypatch, s3) -> ScaleOutEnv:
     monkeypatch.chdir(cwd)
     home = DataHome.resolve(tmp_path / "dask-home")
     monkeypatch.setenv(HOME_ENV, str(home.root))
-    # instance_for sets DAGSTER_HOME in this process; set here, it is restored after the test
+    # as a deployment's environment would have it (runs open the instance from the data home
+    # explicitly, and the Dask workers from the run's instance reference)
     monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home))
     for name, value in storage_env(s3.bucket, "dask-home").items():
         monkeypatch.setenv(name, value)

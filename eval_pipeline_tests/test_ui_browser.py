@@ -109,7 +109,7 @@ def test_dagster_ui_and_scorecard_report_render_in_a_browser(tmp_path, monkeypat
     started = time.monotonic()
 
     # a failing candidate, evaluated on the data home's persistent instance (baseline first)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))  # evaluate_model repoints it; restored after
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))  # unused: evaluate_model opens the home's instance
     home, _, _ = evaluation_home(tmp_path / "home")
     write_probe_rows(home)  # the judge bias probes of a month, as the probes asset leaves them
     register(home, "1", "baseline", provider="recorded", recorded_path=str(home.recordings / "baseline.jsonl"))

@@ -6,10 +6,14 @@
                  ``EVAL_PIPELINE_DASK_ADDRESS`` (e.g. ``tcp://127.0.0.1:8786``)
 
 With ``multiprocess`` or ``dask`` a run must be launched out of process (``runs._execute``):
-the steps' processes rebuild the job from ``eval_pipeline.definitions``, so the Dask workers
-must start with the environment the launching process has (``EVAL_PIPELINE_HOME``, the storage
-and model settings) and see the same data home on disk. Writers of a DuckDB file queue on its
-file lock (``lib/locks.py``), whichever process they are in.
+the steps' processes rebuild the job from ``eval_pipeline.definitions`` (``job_for_home``, the
+data home passed as its argument) and open the run's instance from its reference, so the Dask
+workers must start with the storage and model settings the launching process has and see the
+same data home on disk. Writers of a DuckDB file queue on its file lock (``lib/locks.py``),
+whichever process they are in.
+
+The executor is part of the definitions' shape, so the variable is read when they are built
+(``build_definitions``, which Dagster calls when it loads the code location), not at import.
 
 dagster-dask is imported only when ``dask`` is chosen (``defs/dask_executor.py`` says why that
 executor is not ``dagster_dask.dask_executor`` as it is).

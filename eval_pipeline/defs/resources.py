@@ -21,7 +21,7 @@ from eval_pipeline.lib.embeddings import DEFAULT_MODEL, EmbeddingConfig, rows_wi
 from eval_pipeline.lib.identity import IdentityRules, Reference
 from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
 from eval_pipeline.lib.locks import file_lock
-from eval_pipeline.lib.paths import DataHome
+from eval_pipeline.lib.paths import DataHome, make_folder
 from eval_pipeline.lib.redaction import CustomPattern, RedactionConfig
 from eval_pipeline.lib.sampling import DEFAULT_SIGNAL_WEIGHTS, SamplingConfig
 from eval_pipeline.lib.spool import SpooledFrame, StoredPartition, clean_spool, spool_dir
@@ -171,29 +171,46 @@ class LabelingSettings(dg.ConfigurableResource):
         return load_rubrics(self.rubrics_dir)
 
 
+# Where the judge's endpoint, model and key come from when a JudgeSettings field is left unset.
+JUDGE_ENV = ("EVAL_PIPELINE_JUDGE_BASE_URL", "EVAL_PIPELINE_JUDGE_MODEL", "EVAL_PIPELINE_JUDGE_API_KEY")
+
+
 class JudgeSettings(dg.ConfigurableResource):
     """The LLM judge: any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server...).
 
-    Empty ``base_url`` or ``model`` means no judge: ``judge_labels`` says so and skips. The
-    defaults come from ``EVAL_PIPELINE_JUDGE_BASE_URL``, ``EVAL_PIPELINE_JUDGE_MODEL`` and
-    ``EVAL_PIPELINE_JUDGE_API_KEY`` (see ``build_resources``).
+    ``base_url``, ``model`` and ``api_key`` left unset (None, the default) are read when a run
+    uses the judge, each from its variable in :data:`JUDGE_ENV` (``EVAL_PIPELINE_JUDGE_BASE_URL``,
+    ``EVAL_PIPELINE_JUDGE_MODEL``, ``EVAL_PIPELINE_JUDGE_API_KEY``) through ``dg.EnvVar``: none of
+    them is in the definitions, the run config or the UI, and an unset or empty variable means no
+    judge (a field bound to ``dg.EnvVar`` itself would fail every run that uses the resource while
+    its variable is unset). A value given here takes precedence, ``dg.EnvVar("OTHER")`` included
+    (Dagster resolves that one when the run starts, and refuses the run while it is unset).
+    No ``base_url`` or no ``model`` means no judge: ``judge_labels`` says so and skips.
     """
 
-    base_url: str = ""
-    model: str = ""
-    api_key: str = ""
+    base_url: Optional[str] = None
+    model: Optional[str] = None
+    api_key: Optional[str] = None
     max_workers: int = 4
     timeout: float = 60.0
     max_retries: int = 4
 
+    def endpoint(self) -> tuple[str, str, str]:
+        """(base_url, model, api_key) as this process sees them now; "" for what is not set."""
+        given = (self.base_url, self.model, self.api_key)
+        return tuple(value if value is not None else (dg.EnvVar(name).get_value() or "")  # type: ignore[return-value]
+                     for value, name in zip(given, JUDGE_ENV))
+
     @property
     def configured(self) -> bool:
-        return bool(self.base_url and self.model)
+        base_url, model, _ = self.endpoint()
+        return bool(base_url and model)
 
     def judge(self, cache_dir):
         from eval_pipeline.lib.judge import Judge, JudgeCache, OpenAICompatibleProvider
 
-        provider = OpenAICompatibleProvider(self.base_url, self.model, api_key=self.api_key or None,
+        base_url, model, api_key = self.endpoint()
+        provider = OpenAICompatibleProvider(base_url, model, api_key=api_key or None,
                                             timeout=self.timeout, max_retries=self.max_retries)
         return Judge(provider, JudgeCache(cache_dir))
 
@@ -219,18 +236,6 @@ class EvaluationSettings(dg.ConfigurableResource):
         from eval_pipeline.lib.gates import load_thresholds
 
         return load_thresholds(self.thresholds or None)
-
-
-JUDGE_ENV = ("EVAL_PIPELINE_JUDGE_BASE_URL", "EVAL_PIPELINE_JUDGE_MODEL", "EVAL_PIPELINE_JUDGE_API_KEY")
-
-
-def _judge_settings() -> JudgeSettings:
-    """The judge from the environment, as EnvVar references (the key is never stored in config);
-    an unset variable leaves its field empty (EnvVar of an unset variable fails at run time)."""
-    import os
-
-    base_url, model, api_key = (dg.EnvVar(name) if os.environ.get(name) else "" for name in JUDGE_ENV)
-    return JudgeSettings(base_url=base_url, model=model, api_key=api_key)
 
 
 class _EmptyAwarePolarsTypeHandler(DuckDBPolarsTypeHandler):
@@ -303,15 +308,26 @@ class _LockedDuckDbClient(DuckDbClient):
                 yield conn
 
 
+def _database_folder(database: str, owner_only: bool = False) -> None:
+    """Create the folder of a DuckDB file (DuckDB will not) when a resource first opens it, not when
+    the definitions are built; the raw zone's owner-only. Nothing for an in-memory database."""
+    if database and not database.startswith((":", "md:")) and "://" not in database:
+        make_folder(Path(database).expanduser().parent, owner_only=owner_only)
+
+
 class WarehouseIOManager(DuckDBPolarsIOManager):
     """The DuckDB IO manager with polars frames, and day tables in slices (:class:`StoredPartition` in,
-    :class:`SpooledFrame` out); the schema of each table is its asset's domain."""
+    :class:`SpooledFrame` out); the schema of each table is its asset's domain. ``restricted``: the
+    raw zone's file, whose folder is created owner-only (0700) when a run first opens it."""
+
+    restricted: bool = False
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
         return [_EmptyAwarePolarsTypeHandler(), _SpoolTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:
+        _database_folder(self.database, owner_only=self.restricted)
         return DbIOManager(db_client=_LockedDuckDbClient(), database=self.database, schema=self.schema_,
                            type_handlers=self.type_handlers(), default_load_type=self.default_load_type(),
                            io_manager_name="DuckDBIOManager")
@@ -332,6 +348,7 @@ class WarehouseResource(DuckDBResource):
 
     @contextmanager
     def get_connection(self):
+        _database_folder(self.database, owner_only=self.restricted)
         with file_lock(f"{self.database}.lock"):
             with super().get_connection() as conn:
                 if self.lake:
@@ -390,6 +407,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
             size = lake.write(table, key, obj.select(list(schema)).cast(dict(schema)).to_arrow())  # type: ignore[arg-type]
         else:
             raise TypeError(f"{type(obj).__name__}: return a SpooledFrame or a polars DataFrame")
+        _database_folder(self.catalog, owner_only=self.restricted)
         with file_lock(f"{self.catalog}.lock"), duckdb.connect(self.catalog) as con:
             attach(con, lake, "raw" if self.restricted else "main")
             ensure_view(con, table)
@@ -436,11 +454,14 @@ def build_resources(home: DataHome, io_memory_limit: str = IO_MEMORY_LIMIT,
 
     ``storage`` (default: ``EVAL_PIPELINE_STORAGE`` / ``EVAL_PIPELINE_RAW_STORAGE``, see
     ``lib/storage.py``) moves the large tables (``lake_io_manager`` and ``raw_io_manager``) to a
-    lake; without it they stay in the DuckDB files, as every other table does."""
+    lake; without it they stay in the DuckDB files, as every other table does. It is read here,
+    when the definitions are built (it decides which IO manager class stores those tables); the
+    judge's settings are read later, by the resource, when a run uses it. Nothing is created on
+    disk: each resource creates its file's folder when it first opens it."""
     storage = StorageLocations.resolve() if storage is None else storage
     limited = {"memory_limit": io_memory_limit}
     main = WarehouseIOManager(database=str(home.warehouse), connection_config=limited)
-    raw = WarehouseIOManager(database=str(home.raw_warehouse), connection_config=limited)
+    raw = WarehouseIOManager(database=str(home.raw_warehouse), connection_config=limited, restricted=True)
     lake, raw_lake = main, raw
     if storage.lake:
         lake = LakeIOManager(lake=storage.main, catalog=str(home.warehouse), spool=str(spool_dir(home.warehouse)))
@@ -458,7 +479,7 @@ def build_resources(home: DataHome, io_memory_limit: str = IO_MEMORY_LIMIT,
         "clustering": ClusteringSettings(),
         "sampling": SamplingSettings(),
         "labeling": LabelingSettings(),
-        "judge": _judge_settings(),
+        "judge": JudgeSettings(),  # endpoint, model and key read when a run uses it (JUDGE_ENV)
         "evaluation": EvaluationSettings(),
     }
 

@@ -1,16 +1,32 @@
-"""Every path the project writes derives from one data home (``EVAL_PIPELINE_HOME``, default ``./data``)."""
+"""Every path the project writes derives from one data home (``EVAL_PIPELINE_HOME``, default ``./data``).
+
+Resolving a data home touches nothing on disk: a folder is created by whatever first writes into
+it (:func:`make_folder`; the IO managers create their DuckDB file's folder when they open it), or
+all at once by :meth:`DataHome.ensure` for the commands that write.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-__all__ = ["HOME_ENV", "DEFAULT_HOME", "DataHome"]
+__all__ = ["HOME_ENV", "DEFAULT_HOME", "DataHome", "make_folder"]
 
 HOME_ENV = "EVAL_PIPELINE_HOME"
 DEFAULT_HOME = "./data"
+
+
+def make_folder(path: str | os.PathLike[str], owner_only: bool = False) -> Path:
+    """``path`` as a folder, created with its parents when missing (idempotent); ``owner_only``
+    makes it 0700 (the raw zone's folders: ``landing/``, ``restricted/``)."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    if owner_only and stat.S_IMODE(folder.stat().st_mode) != 0o700:
+        folder.chmod(0o700)
+    return folder
 
 
 @dataclass(frozen=True)
@@ -30,7 +46,7 @@ class DataHome:
 
     @classmethod
     def resolve(cls, root: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> "DataHome":
-        """The data home given explicitly, else from ``EVAL_PIPELINE_HOME``, else ``./data``."""
+        """The data home given explicitly, else from ``EVAL_PIPELINE_HOME``, else ``./data`` (nothing is created)."""
         env = os.environ if env is None else env
         chosen = root if root is not None else env.get(HOME_ENV) or DEFAULT_HOME
         return cls(Path(chosen).expanduser().resolve())
@@ -100,9 +116,10 @@ class DataHome:
         return self.root / "demo_truth"
 
     def ensure(self) -> "DataHome":
-        """Create the folders (idempotent); raw places are owner-only (0700)."""
-        for path in (self.root, self.landing, self.restricted, self.dagster_home, self.cache):
-            path.mkdir(parents=True, exist_ok=True)
+        """Create the folders (idempotent); raw places are owner-only (0700). For the commands
+        that write into the data home; loading or building the definitions never calls it."""
+        for path in (self.root, self.dagster_home, self.cache):
+            make_folder(path)
         for path in (self.landing, self.restricted):
-            path.chmod(0o700)
+            make_folder(path, owner_only=True)
         return self

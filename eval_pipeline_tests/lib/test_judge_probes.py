@@ -377,7 +377,7 @@ def test_asset_skips_without_judge_and_flags_a_biased_one(tmp_path):
 
 
 def test_cli_needs_a_judge_and_prints_the_flags_with_one(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # the command points it at the data home; restored after
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # unused: the command opens the home's instance
     for name in ("EVAL_PIPELINE_JUDGE_BASE_URL", "EVAL_PIPELINE_JUDGE_MODEL", "EVAL_PIPELINE_JUDGE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     home = probe_home(tmp_path)
