@@ -2,11 +2,11 @@
 
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import dagster as dg
 import duckdb
@@ -15,30 +15,58 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
+from pydantic import Field, create_model
 
-from eval_pipeline.lib.clustering import ClusterConfig
-from eval_pipeline.lib.embeddings import DEFAULT_MODEL, EmbeddingConfig, rows_with_vectors
+from eval_pipeline.lib.clustering import DEFAULT_GROWTH, DRIFT_THRESHOLD, ClusterConfig
+from eval_pipeline.lib.embeddings import EmbeddingConfig, rows_with_vectors
+from eval_pipeline.lib.evaluation import CONTINUOUS_MAX, CONTINUOUS_MIN, Tier
 from eval_pipeline.lib.identity import IdentityRules, Reference
 from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
 from eval_pipeline.lib.locks import file_lock
 from eval_pipeline.lib.paths import DataHome, make_folder
 from eval_pipeline.lib.redaction import CustomPattern, RedactionConfig
-from eval_pipeline.lib.sampling import DEFAULT_SIGNAL_WEIGHTS, SamplingConfig
+from eval_pipeline.lib.sampling import SamplingConfig
+from eval_pipeline.lib.settings import build, declared
 from eval_pipeline.lib.spool import SpooledFrame, StoredPartition, clean_spool, spool_dir
 from eval_pipeline.lib.storage import LAKE_TABLES, Lake, StorageLocations, attach, ensure_view
 from eval_pipeline.lib.tables import MANIFEST_SCHEMA
 
 __all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "SamplingSettings",
-           "LabelingSettings", "JudgeSettings", "LakeIOManager", "WarehouseIOManager", "WarehouseResource",
+           "LabelingSettings", "JudgeSettings", "EvaluationSettings", "LakeIOManager", "WarehouseIOManager", "WarehouseResource",
            "build_resources"]
+
+
+# Settings. A setting that a lib config also has is declared there, once, with its type (a
+# Literal for a choice), default and doc (lib/settings.py: ``setting``); the resource classes
+# below take those fields from it (``_settings_class``), so the launchpad shows and validates each
+# field, a bad choice is refused when the resource is built or the run config validated, and the
+# resource builds the lib config back (``config()``, ``rules()``). Fields that only a resource has
+# are declared on the resource.
+
+
+def _values(resource: dg.ConfigurableResource, names: Mapping[str, str]) -> dict[str, Any]:
+    """The lib config's keyword arguments from the resource: setting name -> lib field name."""
+    return {field_name: getattr(resource, setting_name) for setting_name, field_name in names.items()}
+
+
+def _settings_class(name: str, base: type, sources: Mapping[type, Mapping[str, str]], **own: Any) -> Any:
+    """A settings resource class ``name``: ``base`` (its methods and docstring) with the fields
+    that the lib configs in ``sources`` declare (lib class -> {setting name: its field name}),
+    then the resource's ``own`` (``name=(type, pydantic.Field(...))``)."""
+    fields: dict[str, Any] = {}
+    for owner, names in sources.items():
+        for setting_name, field_name in names.items():
+            d = declared(owner, field_name)
+            fields[setting_name] = (d.annotation, Field(d.default, description=d.doc))
+    return create_model(name, __base__=base, __module__=__name__, __doc__=base.__doc__, **fields, **own)
 
 
 class PipelineSettings(dg.ConfigurableResource):
     """Where the data home is, the knobs of ingestion and how long raw data is kept."""
 
-    home: str
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
-    raw_retention_days: int = 90
+    home: str = Field(description="the data home: DuckDB files, landing folders, reports and caches")
+    max_line_bytes: int = Field(DEFAULT_MAX_LINE_BYTES, description="a longer JSONL line is quarantined unread")
+    raw_retention_days: int = Field(90, description="raw partitions older than this many days are deleted")
 
     @property
     def data_home(self) -> DataHome:
@@ -49,112 +77,82 @@ class PipelineSettings(dg.ConfigurableResource):
         return (today or datetime.now(timezone.utc).date()) - timedelta(days=self.raw_retention_days)
 
 
-class RedactionSettings(dg.ConfigurableResource):
-    """What ``redacted_logs`` redacts (the defaults are documented in ``lib/redaction.py``)."""
-
-    score_threshold: float = 0.5
-    entities: Optional[list[str]] = None  # None: the default entity types
-    extra_allow_list: list[str] = []  # known false positives of your traffic, kept as they are
-    custom_patterns: dict[str, str] = {}  # ENTITY_TYPE -> regex, added to the default account-id pattern
+class _Redaction(dg.ConfigurableResource):
+    """What ``redacted_logs`` redacts (``lib/redaction.py: RedactionConfig`` declares the shared settings)."""
 
     def config(self) -> RedactionConfig:
         base = RedactionConfig()
-        return RedactionConfig(
-            entities=tuple(self.entities) if self.entities is not None else base.entities,
-            score_threshold=self.score_threshold,
-            allow_list=base.allow_list + tuple(self.extra_allow_list),
-            custom_patterns=base.custom_patterns + tuple(CustomPattern(k, v) for k, v in sorted(self.custom_patterns.items())),
-        )
+        return build(RedactionConfig, _values(self, _REDACTION),
+                     entities=tuple(self.entities) if self.entities is not None else base.entities,
+                     allow_list=base.allow_list + tuple(self.extra_allow_list),
+                     custom_patterns=base.custom_patterns + tuple(CustomPattern(k, v) for k, v in
+                                                                  sorted(self.custom_patterns.items())))
 
 
-class EmbeddingSettings(dg.ConfigurableResource):
-    """How ``log_embeddings`` embeds (see ``lib/embeddings.py`` for the measurements behind the defaults).
+_REDACTION = {"score_threshold": "score_threshold"}
+RedactionSettings = _settings_class(
+    "RedactionSettings", _Redaction, {RedactionConfig: _REDACTION},
+    entities=(Optional[list[str]], Field(None, description="entity types to redact; empty: the default types")),
+    extra_allow_list=(list[str], Field([], description="known false positives of your traffic, kept as they are")),
+    custom_patterns=(dict[str, str], Field({}, description="ENTITY_TYPE -> regex, added to the default "
+                                           "account-id pattern")),
+)
 
-    model: a sentence-transformers model directory or name; the default is all-MiniLM-L6-v2 from
-    its PyPI package (offline). BGE and E5 models want ``query_prefix`` ("query: " for E5).
-    precision: "auto" takes bfloat16 when the CPU runs it natively and a self-test agrees with
-    float32, else float32. mode "static" is the distilled token table for very large months.
-    max_seq_length: word pieces read per text (None: the model's maximum, 256 for MiniLM). 128 is
-    the length all-MiniLM-L6-v2 was trained on; its maintainers report that longer inputs embed
-    worse than inputs truncated there (huggingface.co/sentence-transformers/all-MiniLM-L6-v2/
-    discussions/52). Measured on a 100k-record demo month: the embedding step 7% faster at 128
-    (223 s of step time against 240), with different clusters (so a different eval set) on the
-    demo's months; not the default, so existing caches and sets stay as they are. Part of the
-    cache key.
-    """
 
-    model: str = DEFAULT_MODEL
-    query_prefix: str = ""
-    precision: str = "auto"
-    mode: str = "transformer"
-    batch_size: int = 16
-    max_seq_length: Optional[int] = None
+class _Embedding(dg.ConfigurableResource):
+    """How ``log_embeddings`` embeds (``lib/embeddings.py: EmbeddingConfig`` declares the settings
+    and the measurements behind their defaults). BGE and E5 models want ``query_prefix``."""
 
     def config(self, cache_dir: str | None = None) -> EmbeddingConfig:
-        return EmbeddingConfig(model=self.model, query_prefix=self.query_prefix, precision=self.precision,  # type: ignore[arg-type]
-                               mode=self.mode, batch_size=self.batch_size, cache_dir=cache_dir,  # type: ignore[arg-type]
-                               max_seq_length=self.max_seq_length)
+        return build(EmbeddingConfig, _values(self, _EMBEDDING), cache_dir=cache_dir)
 
 
-class ClusteringSettings(dg.ConfigurableResource):
+_EMBEDDING = {name: name for name in ("model", "query_prefix", "precision", "mode", "batch_size", "max_seq_length")}
+EmbeddingSettings = _settings_class("EmbeddingSettings", _Embedding, {EmbeddingConfig: _EMBEDDING})
+
+
+class _Clustering(dg.ConfigurableResource):
     """How ``log_clusters`` clusters a month and keeps last month's cluster ids.
 
-    method "hdbscan" (default) or "kmeans" (k: None picks it by cosine silhouette); months with
-    more than ``max_fit_sample`` records are fitted on a seeded sample of that many and the rest
-    assigned. A month with a clustered month before it is assigned to that month's clusters
-    first and only its novel records are clustered (``lib/identity.py``: ``novelty_ratio``,
-    ``attach_cosine``, ``refit_share``); two clusters are one topic at centroid cosine
-    ``drift_threshold``; a cluster has grown (shrunk) when its share of traffic rose (fell) by
-    ``growth``x. ``refit`` clusters the month afresh and matches it one-to-one (recorded as a
-    refit in the drift table and the changelog).
+    The clustering settings are declared by ``lib/clustering.py: ClusterConfig``, those of the
+    ids by ``lib/identity.py: IdentityRules``. ``drift_threshold`` (``clustering.DRIFT_THRESHOLD``)
+    is the one threshold of cluster identity: it keeps a residual cluster's id, matches a refit
+    one-to-one, sets the drift table's matches and moves the eval examples of a "gone" cluster to
+    the cluster that continues its topic (``eval_set``).
     """
-
-    method: str = "hdbscan"
-    k: Optional[int] = None
-    min_cluster_size: Optional[int] = None
-    min_samples: Optional[int] = None
-    umap_dims: int = 5
-    cluster_selection_epsilon: float = 0.25
-    max_fit_sample: int = 20_000
-    seed: int = 0
-    drift_threshold: float = 0.9
-    growth: float = 1.5
-    novelty_ratio: float = 0.4
-    attach_cosine: float = 0.5
-    refit_share: float = 0.3
-    refit: bool = False
 
     def config(self) -> ClusterConfig:
-        return ClusterConfig(method=self.method, k=self.k, min_cluster_size=self.min_cluster_size,  # type: ignore[arg-type]
-                             min_samples=self.min_samples, umap_dims=self.umap_dims,
-                             cluster_selection_epsilon=self.cluster_selection_epsilon,
-                             max_fit_sample=self.max_fit_sample, seed=self.seed)
+        return build(ClusterConfig, _values(self, _CLUSTER))
 
     def rules(self) -> IdentityRules:
-        return IdentityRules(match_cosine=self.drift_threshold, novelty_ratio=self.novelty_ratio,
-                             attach_cosine=self.attach_cosine, refit_share=self.refit_share, refit=self.refit)
+        return build(IdentityRules, _values(self, _IDENTITY))
 
 
-class SamplingSettings(dg.ConfigurableResource):
-    """How ``eval_set`` draws and refreshes the eval set (see ``lib/sampling.py``).
+_CLUSTER = {name: name for name in ("method", "k", "min_cluster_size", "min_samples", "umap_dims",
+                                    "cluster_selection_epsilon", "max_fit_sample", "seed")}
+_IDENTITY = {"drift_threshold": "match_cosine", "novelty_ratio": "novelty_ratio", "attach_cosine": "attach_cosine",
+             "refit_share": "refit_share", "refit": "refit"}
+ClusteringSettings = _settings_class(
+    "ClusteringSettings", _Clustering, {ClusterConfig: _CLUSTER, IdentityRules: _IDENTITY},
+    growth=(float, Field(DEFAULT_GROWTH, gt=0, description="a cluster has grown (shrunk) when its share of "
+                         "traffic rose (fell) by this factor")),
+)
 
-    target_size examples in the first version, at least ``floor`` per stratum; failure signals
-    weigh ``signal_weights`` in selection; ``slice_keys`` split strata beyond the cluster (e.g.
-    ["task_type"]); a refresh adds ``refresh_size`` examples.
-    """
 
-    target_size: int = 300
-    floor: int = 5
-    signal_weights: dict[str, float] = dict(DEFAULT_SIGNAL_WEIGHTS)
-    slice_keys: list[str] = []
-    dedup_cosine: float = 0.95
-    refresh_size: int = 25
-    seed: int = 0
+class _Sampling(dg.ConfigurableResource):
+    """How ``eval_set`` draws and refreshes the eval set (``lib/sampling.py: SamplingConfig``
+    declares the settings). Which "gone" cluster's examples move to a continuing cluster is the
+    clustering resource's ``drift_threshold``, not a sampling setting."""
 
-    def config(self) -> SamplingConfig:
-        return SamplingConfig(target_size=self.target_size, floor=self.floor, signal_weights=dict(self.signal_weights),
-                              slice_keys=tuple(self.slice_keys), dedup_cosine=self.dedup_cosine,
-                              refresh_size=self.refresh_size, seed=self.seed)
+    def config(self, merge_cosine: float = DRIFT_THRESHOLD) -> SamplingConfig:
+        """The lib config; ``merge_cosine``: the clustering resource's ``drift_threshold`` (the
+        ``eval_set`` asset passes it)."""
+        return build(SamplingConfig, _values(self, _SAMPLING), merge_cosine=merge_cosine)
+
+
+_SAMPLING = {name: name for name in ("target_size", "floor", "signal_weights", "slice_keys", "dedup_cosine",
+                                     "refresh_size", "seed")}
+SamplingSettings = _settings_class("SamplingSettings", _Sampling, {SamplingConfig: _SAMPLING})
 
 
 class LabelingSettings(dg.ConfigurableResource):
@@ -216,21 +214,16 @@ class JudgeSettings(dg.ConfigurableResource):
 
 
 class EvaluationSettings(dg.ConfigurableResource):
-    """How model versions are run and gated.
+    """How model versions are run and gated."""
 
-    ``max_workers`` requests in flight per version, each with ``timeout`` seconds and
-    ``max_retries`` retries (backoff doubling from ``backoff`` seconds); ``thresholds`` is the
-    gates file (empty: the packaged ``eval_pipeline/thresholds.yaml``); ``continuous_size`` the
-    continuous tier's size (100-200); ``sensor_tier`` the tier the registry sensor runs.
-    """
-
-    max_workers: int = 4
-    timeout: float = 60.0
-    max_retries: int = 3
-    backoff: float = 1.0
-    thresholds: str = ""
-    continuous_size: int = 150
-    sensor_tier: str = "deep"
+    max_workers: int = Field(4, ge=1, description="requests in flight per model version")
+    timeout: float = Field(60.0, gt=0, description="seconds per request")
+    max_retries: int = Field(3, ge=0, description="retries of a failed request")
+    backoff: float = Field(1.0, ge=0, description="seconds before the first retry, doubling")
+    thresholds: str = Field("", description="the gates file; empty: the packaged eval_pipeline/thresholds.yaml")
+    continuous_size: int = Field(150, ge=CONTINUOUS_MIN, le=CONTINUOUS_MAX,
+                                 description=f"the continuous tier's size ({CONTINUOUS_MIN}-{CONTINUOUS_MAX})")
+    sensor_tier: Tier = Field("deep", description="the tier the registry sensor runs for a new model version")
 
     def load_thresholds(self):
         from eval_pipeline.lib.gates import load_thresholds

@@ -35,6 +35,7 @@ import numpy as np
 
 from eval_pipeline.lib.embeddings import distinct_rows
 from eval_pipeline.lib.records import FAILURE_SIGNALS
+from eval_pipeline.lib.settings import choices, setting
 
 if TYPE_CHECKING:  # identity imports this module: its types only for annotations
     from eval_pipeline.lib.identity import IdentityRules, Reference
@@ -59,15 +60,32 @@ __all__ = [
     "cluster_month",
     "map_records",
     "drift_table_markdown",
+    "DRIFT_THRESHOLD",
+    "DEFAULT_GROWTH",
 ]
 
 NOISE = -1
 UNCLUSTERED = "unclustered"
 
+# The centroid cosine at which two clusters are one topic: the one drift threshold. It matches a
+# refit's clusters one-to-one (match_clusters), keeps a residual cluster's id
+# (identity.IdentityRules.match_cosine) and moves a "gone" cluster's eval examples to the cluster
+# that continues its topic (sampling.SamplingConfig.merge_cosine). The clustering resource's
+# drift_threshold sets all three. Measured on Banking77 (all-MiniLM-L6-v2): centroids of two
+# disjoint halves of one intent are 0.965-0.996 apart, the closest different intents 0.39-0.90
+# (median 0.80).
+DRIFT_THRESHOLD = 0.9
+# A continuing cluster has grown (shrunk) when its share of traffic rose (fell) by this factor.
+DEFAULT_GROWTH = 1.5
+
 
 # --------------------------------------------------------------------------------------------
 # Configuration and result
 # --------------------------------------------------------------------------------------------
+
+
+ClusterMethod = Literal["hdbscan", "kmeans"]
+MapMethod = Literal["umap", "pca", "none"]
 
 
 @dataclass(frozen=True)
@@ -137,26 +155,29 @@ class ClusterConfig:
                         the embeddings, fast) or "none" (zeros).
     """
 
-    method: Literal["hdbscan", "kmeans"] = "hdbscan"
-    k: int | None = None
+    method: ClusterMethod = setting("hdbscan", doc="hdbscan (finds the number of clusters, outliers stay "
+                                    "unclustered) or kmeans (every record in a cluster)")
+    k: int | None = setting(None, doc="k-means clusters; empty: picked by cosine silhouette")
     k_range: tuple[int, int] = (5, 80)
-    umap_dims: int = 5
+    umap_dims: int = setting(5, doc="UMAP dimensions the clustering runs on")
     umap_neighbors: int = 15
     umap_min_dist: float = 0.0
     umap_epochs: int | None = None
-    min_cluster_size: int | None = None
-    min_samples: int | None = None
+    min_cluster_size: int | None = setting(None, doc="HDBSCAN's; empty: max(10, fitted records / 200)")
+    min_samples: int | None = setting(None, doc="HDBSCAN's; empty: max(1, min_cluster_size // 4)")
     cluster_selection: Literal["eom", "leaf"] = "eom"
-    cluster_selection_epsilon: float = 0.25
-    seed: int = 0
-    max_fit_sample: int = 20_000
+    cluster_selection_epsilon: float = setting(0.25, doc="HDBSCAN's: parts that separate at less than this "
+                                               "UMAP distance stay one cluster")
+    seed: int = setting(0, doc="seeds UMAP, the fit sample and k-means (same input, same clusters)")
+    max_fit_sample: int = setting(20_000, doc="larger months are fitted on a seeded sample of this many "
+                                  "records, the rest assigned")
     silhouette_sample: int = 3_000
-    map_method: Literal["umap", "pca", "none"] = "umap"
+    map_method: MapMethod = "umap"
     map_sample: int = 5_000
 
     def __post_init__(self) -> None:
-        if self.method not in ("hdbscan", "kmeans"):
-            raise ValueError(f"method must be hdbscan or kmeans, not {self.method!r}")
+        if self.method not in choices(ClusterMethod):
+            raise ValueError(f"method must be one of {', '.join(choices(ClusterMethod))}, not {self.method!r}")
         if self.k is not None and self.k < 1:
             raise ValueError("k must be >= 1")
         if not self.cluster_selection_epsilon >= 0:
@@ -167,8 +188,8 @@ class ClusterConfig:
             raise ValueError("max_fit_sample must be >= 100")
         if self.map_sample < 100:
             raise ValueError("map_sample must be >= 100")
-        if self.map_method not in ("umap", "pca", "none"):
-            raise ValueError(f"map_method must be umap, pca or none, not {self.map_method!r}")
+        if self.map_method not in choices(MapMethod):
+            raise ValueError(f"map_method must be one of {', '.join(choices(MapMethod))}, not {self.map_method!r}")
 
 
 def auto_min_cluster_size(n: int) -> int:
@@ -1107,8 +1128,8 @@ def format_cluster_id(number: int) -> str:
 def match_clusters(
     previous: Iterable[Any],
     current: Iterable[Any],
-    threshold: float = 0.9,
-    growth: float = 1.5,
+    threshold: float = DRIFT_THRESHOLD,
+    growth: float = DEFAULT_GROWTH,
     *,
     related: float = 0.8,
     known_ids: Iterable[str] = (),
@@ -1125,7 +1146,7 @@ def match_clusters(
       (``scipy.optimize.linear_sum_assignment``) maximising the summed similarity; an assigned
       pair below ``threshold`` is rejected (both sides unmatched).
     * Matched: "continuing", the previous id kept; trend grown/shrunk/stable by the share rule
-      (see :class:`DriftRow`) with ``growth`` = 1.5 by default.
+      (see :class:`DriftRow`) with ``growth`` = :data:`DEFAULT_GROWTH` (1.5) by default.
     * Unmatched current: "new", with a fresh id ``c<number>`` numbered on from the largest number
       among the previous ids and ``known_ids`` - pass every id ever issued as ``known_ids`` so an
       id that disappeared months ago is never reused. Fresh ids go to the new clusters in order of
@@ -1135,7 +1156,7 @@ def match_clusters(
       a "possible split from" it, a gone cluster within ``threshold`` of a current cluster that
       continues another is a "possible merge into" it; otherwise the nearest cluster on the other
       side is named when its cosine is at least ``related``.
-    * Default threshold 0.9, measured on Banking77 (all-MiniLM-L6-v2): centroids of two disjoint
+    * Default threshold :data:`DRIFT_THRESHOLD` (0.9), measured on Banking77 (all-MiniLM-L6-v2): centroids of two disjoint
       halves of one intent have cosine 0.965-0.996; the closest centroid of a different intent
       0.39-0.90 (median 0.80). HDBSCAN splits large intents into several clusters whose split
       differs month to month, so some "new"/"gone" rows are re-cut fragments of one intent: the
@@ -1276,7 +1297,7 @@ def cluster_month(
     known_ids: Iterable[str] = (),
     reference: "Reference | None" = None,
     rules: "IdentityRules | None" = None,
-    growth: float = 1.5,
+    growth: float = DEFAULT_GROWTH,
     title: str = "",
 ) -> MonthClusters:
     """Cluster one month's records, give the clusters stable ids and describe them.

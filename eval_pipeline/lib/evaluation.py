@@ -26,14 +26,16 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from eval_pipeline.lib.rubrics import Rubric
 from eval_pipeline.lib.scorers import score_reference
 
-__all__ = ["TIERS", "CONTINUOUS_MIN", "CONTINUOUS_MAX", "select_tier", "ExampleScore", "score_output"]
+__all__ = ["Tier", "TIERS", "CONTINUOUS_MIN", "CONTINUOUS_MAX", "select_tier", "ExampleScore", "score_output"]
 
-TIERS = ("continuous", "deep")
+# The tiers a model version is evaluated in: the continuous tier's 100-200 examples, or the whole set.
+Tier = Literal["continuous", "deep"]
+TIERS: tuple[str, ...] = get_args(Tier)
 CONTINUOUS_MIN, CONTINUOUS_MAX = 100, 200
 
 
@@ -62,7 +64,7 @@ def _allocate(sizes: Mapping[str, int], total: int, minimum: int) -> dict[str, i
     return take
 
 
-def select_tier(examples: Sequence[Mapping[str, Any]], tier: Literal["continuous", "deep"], size: int = 150,
+def select_tier(examples: Sequence[Mapping[str, Any]], tier: Tier, size: int = 150,
                 min_per_category: int = 10) -> list[dict[str, Any]]:
     """The examples a tier runs, each with ``tier_weight`` (its traffic weight scaled to the tier).
 

@@ -54,6 +54,8 @@ from typing import Sequence
 import numpy as np
 
 from eval_pipeline.lib.clustering import (
+    DEFAULT_GROWTH,
+    DRIFT_THRESHOLD,
     NOISE,
     ClusterConfig,
     ClusterResult,
@@ -65,6 +67,7 @@ from eval_pipeline.lib.clustering import (
     format_cluster_id,
 )
 from eval_pipeline.lib.embeddings import distinct_rows
+from eval_pipeline.lib.settings import setting
 
 __all__ = ["IdentityRules", "Reference", "Assigned", "novelty", "assign_to_known", "stale_examples"]
 
@@ -97,7 +100,8 @@ class IdentityRules:
                     HDBSCAN noise record of month 1 is at 0.58-0.65.
     match_cosine    centroid cosine at which two clusters are one topic: halves of one Banking77
                     intent are 0.965-0.996 apart, the closest different intents 0.39-0.90
-                    (median 0.80), so 0.9 (also the one-to-one match of a refit).
+                    (median 0.80), so 0.9 (also the one-to-one match of a refit):
+                    ``clustering.DRIFT_THRESHOLD``, the resource's ``drift_threshold``.
     gone_records / gone_fraction
                     a previous cluster is gone below ``max(gone_records, gone_fraction x
                     previous share x records this month)``: a topic that lost 90% of its share
@@ -125,18 +129,21 @@ class IdentityRules:
     """
 
     neighbours: int = 10
-    novelty_ratio: float = 0.4
-    attach_cosine: float = 0.5
-    match_cosine: float = 0.9
+    novelty_ratio: float = setting(0.4, doc="a record is novel when its share of last month's neighbours is "
+                                   "below this times the share one distribution would give")
+    attach_cosine: float = setting(0.5, doc="a record joins last month's cluster at this centroid cosine "
+                                   "(a diffuse topic's own spread, down to 0.25)")
+    match_cosine: float = setting(DRIFT_THRESHOLD, doc="centroid cosine at which two clusters are one topic: "
+                                  "keeps ids, matches a refit, moves a gone cluster's eval examples")
     gone_records: int = 3
     gone_fraction: float = 0.1
-    refit_share: float = 0.3
+    refit_share: float = setting(0.3, doc="more novel records than this share of the month: cluster it afresh")
     judge_records: int = 10
     stale_ratio: float = 0.15
     vanished_share: float = 0.5
     sample: int = 10_000
     fallback_cosine: float = 0.6
-    refit: bool = False
+    refit: bool = setting(False, doc="cluster this month afresh and match it one-to-one (recorded as a refit)")
 
     def __post_init__(self) -> None:
         if self.neighbours < 2:
@@ -233,7 +240,7 @@ def _nearest(x: np.ndarray, rows: np.ndarray, centroids: np.ndarray) -> tuple[np
 
 def assign_to_known(x: np.ndarray, previous: Sequence[tuple[str, np.ndarray, int]], previous_total: int,
                     config: ClusterConfig, rules: IdentityRules, *, reference: Reference | None = None,
-                    known_ids: Sequence[str] = (), growth: float = 1.5) -> Assigned | None:
+                    known_ids: Sequence[str] = (), growth: float = DEFAULT_GROWTH) -> Assigned | None:
     """This month's records (``x``: one vector per record, float16 as stored or float32) under
     the previous month's clusters (``previous``: ``(cluster_id, centroid, size)``), new topics
     found in the novel residual; ``None`` when the month must be refitted (more than

@@ -148,6 +148,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, MutableMapping, S
 import phonenumbers
 
 from eval_pipeline.lib.redaction_cache import AnalysisCache, config_fingerprint
+from eval_pipeline.lib.settings import setting
 
 __all__ = [
     "DEFAULT_ENTITIES",
@@ -269,7 +270,7 @@ class RedactionConfig:
     # Measured: 0.3-0.6 give the same recall on Presidio-Research and Banking77; 0.4 lets weak
     # phone matches without a context word through (6 false phones in 1,200 demo rows), 0.7
     # loses names and addresses (PERSON recall 0.778 -> 0.741, ADDRESS 0.239 -> 0.130).
-    score_threshold: float = 0.5
+    score_threshold: float = setting(0.5, doc="lowest recognizer score that is redacted (0-1)")
     allow_list: tuple[str, ...] = DEFAULT_ALLOW_LIST
     custom_patterns: tuple[CustomPattern, ...] = DEFAULT_CUSTOM_PATTERNS
     # Zero-argument callables returning Presidio EntityRecognizer instances (site hook).

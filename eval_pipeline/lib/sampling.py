@@ -30,8 +30,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from eval_pipeline.lib.clustering import DRIFT_THRESHOLD
 from eval_pipeline.lib.embeddings import distinct_rows, unit_rows
 from eval_pipeline.lib.records import FAILURE_SIGNALS
+from eval_pipeline.lib.settings import setting
 
 __all__ = [
     "DEFAULT_SIGNAL_WEIGHTS",
@@ -87,7 +89,9 @@ class SamplingConfig:
                     target / ``noise_floor`` groups (the set has no room for more).
     merge_cosine    a "gone" cluster whose centroid is at least this similar to a cluster of this
                     month was re-cut by the clustering, not gone: its examples move to that
-                    cluster (the drift match threshold; see ``match_clusters``).
+                    cluster. It is the drift threshold (``clustering.DRIFT_THRESHOLD``), not a
+                    setting of its own: the ``eval_set`` asset passes the clustering resource's
+                    ``drift_threshold`` in (``SamplingSettings.config``).
     over_coverage   a stratum holding more than this many times what a fresh draw of the set's
                     size would give it this month is trimmed.
     under_coverage  a stratum holding fewer than this fraction of that gets refresh examples.
@@ -95,16 +99,20 @@ class SamplingConfig:
                     refilled, new topics get their floor.
     """
 
-    target_size: int = 300
-    floor: int = 5
-    signal_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SIGNAL_WEIGHTS))
-    slice_keys: tuple[str, ...] = ()
-    dedup_cosine: float = 0.95
-    seed: int = 0
-    refresh_size: int = 25
+    target_size: int = setting(300, doc="examples in the first version")
+    floor: int = setting(5, doc="at least this many examples per stratum (all its records when it has fewer)")
+    signal_weights: Mapping[str, float] = setting(default_factory=lambda: dict(DEFAULT_SIGNAL_WEIGHTS),
+                                                  doc="selection weight of a record with that failure signal "
+                                                  "(1 without any)")
+    slice_keys: tuple[str, ...] = setting((), doc='record fields that split strata beyond the cluster, e.g. '
+                                          '["task_type"]')
+    dedup_cosine: float = setting(0.95, doc="records of one stratum at least this similar are near-duplicates")
+    seed: int = setting(0, doc="seeds the draw: same month and settings, same examples")
+    refresh_size: int = setting(25, doc="at most this many examples of topics still in traffic a refresh "
+                                "removes to make room for new topics")
     noise_group: int = 10
     noise_floor: int = 2
-    merge_cosine: float = 0.9
+    merge_cosine: float = DRIFT_THRESHOLD
     over_coverage: float = 2.0
     under_coverage: float = 0.5
     band: float = 0.1

@@ -7,7 +7,6 @@ import dagster as dg
 from eval_pipeline.defs.evaluation.assets import evaluation_job
 from eval_pipeline.defs.partitions import model_versions
 from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
-from eval_pipeline.lib.evaluation import TIERS
 from eval_pipeline.lib.registry import ModelRegistry, RegistryError
 
 
@@ -26,9 +25,6 @@ def model_registry_sensor(context: dg.SensorEvaluationContext, settings: Pipelin
     requested and the run key is ``evaluate:<name>:<version>``, so each version runs exactly once.
     Baselines are requested before candidates, so a candidate finds its baseline's scores; a
     version that already has a scorecard (evaluated with ``eval-pipeline evaluate``) is skipped."""
-    if evaluation.sensor_tier not in TIERS:
-        return dg.SkipReason(f"the evaluation resource's sensor_tier is {evaluation.sensor_tier!r}; "
-                             f"expected one of {', '.join(TIERS)}")
     try:
         versions = ModelRegistry(settings.data_home.registry).load()
     except RegistryError as err:

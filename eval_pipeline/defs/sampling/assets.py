@@ -10,8 +10,8 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import monthly_partitions
-from eval_pipeline.defs.resources import (EvaluationSettings, PipelineSettings, SamplingSettings, clustered_sample,
-                                          read_table)
+from eval_pipeline.defs.resources import (ClusteringSettings, EvaluationSettings, PipelineSettings, SamplingSettings,
+                                          clustered_sample, read_table)
 from eval_pipeline.lib.embeddings import READ_MEMORY_LIMIT, from_storage, rows_with_vectors
 from eval_pipeline.lib.eval_set import (base_version, build_version, changelog_markdown, coverage_table,
                                         outcomes_by_stratum, plot_coverage, reusable_version, slice_precision)
@@ -64,11 +64,12 @@ def _details(warehouse: DuckDBResource, records: list[dict]) -> list[dict]:
             for r in records]
 
 
-def _stale(warehouse: DuckDBResource, previous: list[dict], vectors, month: date, seed: int) -> dict[str, str]:
+def _stale(warehouse: DuckDBResource, previous: list[dict], vectors, month: date, seed: int,
+           rules: IdentityRules) -> dict[str, str]:
     """example_id -> reason for the previous version's examples whose topic left the traffic
-    (``identity.stale_examples``: no record of this month among their nearest records of last
-    month's and this month's); empty without last month's vectors."""
-    rules = IdentityRules()
+    (``identity.stale_examples`` under the clustering resource's ``rules``: no record of this
+    month among their nearest records of last month's and this month's); empty without last
+    month's vectors."""
     reference = clustered_sample(warehouse, None, rules.sample, seed, before=month)
     if reference is None:
         return {}
@@ -108,7 +109,7 @@ def _last_scores(warehouse: DuckDBResource, version: str | None) -> list[dict]:
     ins={"log_clusters": dg.AssetIn(metadata={"columns": ["request_id", "cluster_id"]})},
 )
 def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, sampling: SamplingSettings,
-             evaluation: EvaluationSettings, warehouse: DuckDBResource, redacted_logs: StoredPartition,
+             clustering: ClusteringSettings, evaluation: EvaluationSettings, warehouse: DuckDBResource, redacted_logs: StoredPartition,
              log_embeddings: StoredPartition, log_clusters: pl.DataFrame,
              cluster_drift: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """The eval-set version this month produced.
@@ -121,10 +122,12 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
     version's size, churn and continuing traffic go to ``sampling.eval_set_summary``. Every
     version is appended to ``sampling.eval_set_versions`` and never changed;
     ``sampling.eval_set_changelog`` has a row per added, removed or moved example. Re-materializing a month that would give the same examples
-    keeps its version; a different result becomes a new version.
+    keeps its version; a different result becomes a new version. Examples of a "gone" cluster move
+    to the cluster that continues its topic at the clustering resource's ``drift_threshold``, the
+    threshold the drift table was matched at.
     """
     month = date.fromisoformat(context.partition_key)
-    config = sampling.config()
+    config = sampling.config(merge_cosine=clustering.drift_threshold)
     versions = read_table(warehouse, VERSIONS, EVAL_SET_SCHEMA)
     changelog_all = read_table(warehouse, CHANGELOG, EVAL_SET_CHANGELOG_SCHEMA)
     names, base = base_version(versions.select("eval_set_version", "month").unique().to_dicts(),
@@ -153,7 +156,8 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
         context.log.warning(f"{month_rows - records.height} records of the month have no cluster or "
                             "embedding (re-run log_embeddings and log_clusters for the month) and are not sampled")
 
-    stale = _stale(warehouse, previous, vectors, month, sampling.seed) if previous and len(vectors) else None
+    stale = (_stale(warehouse, previous, vectors, month, sampling.seed, clustering.rules())
+             if previous and len(vectors) else None)
     scores = _last_scores(warehouse, base) if previous else []
     outcomes = outcomes_by_stratum(scores, previous) if scores else None
     build = build_version(rows, vectors, month, config, previous=previous, drift=drift, existing_versions=names,
