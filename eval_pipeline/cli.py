@@ -115,11 +115,12 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from eval_pipeline.defs.resources import SamplingSettings
+    from eval_pipeline.defs.resources import EvaluationSettings, SamplingSettings
     from eval_pipeline.lib.demo_logs import generate_logs
     from eval_pipeline.lib.gates import scorecard_text
     from eval_pipeline.lib.storage import StorageLocations
-    from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, day_pool, evaluate_model, month_days,
+    from eval_pipeline.runs import (DEMO_THRESHOLDS, agreement_summary, changelog_summary, cluster_summary, day_pool,
+                                    evaluate_model, month_days,
                                     pii_placeholders, quarantine_reasons, RefreshRunning, refresh_month, register_demo_models,
                                     run_labeling, simulate_demo_annotations, table_counts, month_summary_lines)
 
@@ -143,8 +144,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with day_pool(args.workers, home) as pool:  # one set of worker processes (models loaded once) for every month
         for month in months:
             try:
+                # the demo's gates (per task type) also say which slices the refresh reports precision for
                 result = refresh_month(home, month, pool=pool, log=log, progress=display,
-                                       resources={"sampling": SamplingSettings(target_size=args.target_size)})
+                                       resources={"sampling": SamplingSettings(target_size=args.target_size),
+                                                  "evaluation": EvaluationSettings(thresholds=str(DEMO_THRESHOLDS))})
             except RefreshRunning as err:
                 print(f"error: {err}", file=sys.stderr)
                 return EXIT_BUSY
@@ -161,7 +164,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     evaluations = []
     if ok:
         for key in register_demo_models(home):
-            outcome = evaluate_model(home, key, tier="deep", log=log, progress=display)
+            outcome = evaluate_model(home, key, tier="deep", thresholds=str(DEMO_THRESHOLDS), log=log,
+                                     progress=display)
             evaluations.append(outcome)
             ok &= outcome.error is None
             print(f"evaluated {key}: {outcome.error or outcome.scorecard['verdict']}")
