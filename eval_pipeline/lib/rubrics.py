@@ -135,7 +135,7 @@ class Rubric(_Strict):
 
     name: str = Field(min_length=1)
     description: str = Field(min_length=1)
-    applies_to: list[str] = Field(default_factory=list)
+    applies_to: list[str]
     default: bool = Field(default=False, description="The rubric of every task type no rubric applies to (and of "
                                                      "a record with no task type); at most one per folder.")
     has_reference: bool = Field(default=False, description="The task has one correct answer; reference metrics apply.")
