@@ -134,7 +134,7 @@ def test_logs_without_task_type_are_judged_by_the_generic_rubric_and_gated(home,
         examples = [dict(zip(("example_id", "task_type", "category", "slice", "messages", "production_output"), r))
                     for r in _rows(home, "select example_id, task_type, category, slice, messages, production_output "
                                          "from sampling.eval_set")]
-        assert len(examples) >= 30
+        assert len(examples) >= 12  # near-duplicate questions are drawn once (dedup_cosine)
         # no task type, yet every example has a usable category: its cluster
         assert all(ex["task_type"] is None for ex in examples)
         categories = {ex["category"] for ex in examples}
