@@ -311,7 +311,7 @@ def cmd_review_failures(args: argparse.Namespace) -> int:
     from eval_pipeline.runs import review_failures
 
     home = _home(args)
-    outcome = review_failures(home, args.model, baseline=args.baseline)
+    outcome = review_failures(home, args.model, baseline=args.baseline, thresholds=args.thresholds)
     if outcome.error:
         print(f"error: {outcome.error}", file=sys.stderr)
         return 2
@@ -580,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "exit 0 pass, 1 fail, 2 inconclusive or error"))
     p.add_argument("--model", required=True, help="NAME:VERSION")
     p.add_argument("--baseline", help="NAME:VERSION (default: the latest registered baseline of the same name)")
+    p.add_argument("--thresholds", help="gates YAML the scorecard is re-issued with (default: the packaged "
+                                        "eval_pipeline/thresholds.yaml); give the one `evaluate` used")
     p.set_defaults(func=cmd_review_failures)
 
     p = with_home(sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the data home"))

@@ -13,6 +13,10 @@ from evaluation_fixtures import isolated_evaluation_home, register
 
 from eval_pipeline.cli import main
 from eval_pipeline.lib.rubrics import load_rubrics
+from eval_pipeline.runs import DEMO_THRESHOLDS
+
+# the fixture's set has the demo's task types: its routing slice is gated (critical) by the demo's gates
+DEMO_GATES = ["--thresholds", str(DEMO_THRESHOLDS)]
 
 
 @pytest.fixture
@@ -38,7 +42,7 @@ def _annotation(email, scores):
 def test_failures_go_to_reviewers_and_the_scorecard_is_reissued(ev, capsys):
     home, _, refs = ev
     args = ["--home", str(home.root)]
-    assert main(["evaluate", *args, "--model", "router:2"]) == 1
+    assert main(["evaluate", *args, *DEMO_GATES, "--model", "router:2"]) == 1
     first = capsys.readouterr().out
     card = json.loads((home.reports / "scorecards" / "router" / "2.deep.json").read_text())
     failed = {eid: out for eid, status, out in query(
@@ -93,7 +97,7 @@ def test_failures_go_to_reviewers_and_the_scorecard_is_reissued(ev, capsys):
         writer.writeheader()
         writer.writerows(rows)
 
-    assert main(["review-failures", *args, "--model", "router:2"]) == 1  # the rare intents still fail the gate
+    assert main(["review-failures", *args, *DEMO_GATES, "--model", "router:2"]) == 1  # the rare intents still fail the gate
     out = capsys.readouterr().out
     assert (f"human review of failures: {len(failed)} failures, 3 reviewed (2 confirmed, 1 overturned), "
             f"{len(failed) - 3} awaiting review") in out
@@ -124,7 +128,7 @@ def test_quarantine_of_review_labels_reconciles(ev, capsys):
     home, _, _ = ev
     from dagster import DagsterInstance
 
-    assert main(["evaluate", "--home", str(home.root), "--model", "router:2"]) == 1
+    assert main(["evaluate", "--home", str(home.root), *DEMO_GATES, "--model", "router:2"]) == 1
     capsys.readouterr()
     folder = home.failure_review("router:2")
     tasks = json.loads((folder / "tasks" / "label_studio" / "intent_routing.tasks.json").read_text())
