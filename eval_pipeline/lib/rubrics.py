@@ -374,7 +374,7 @@ def load_rubrics(folder: str | os.PathLike[str] | None = None) -> dict[str, Rubr
     return rubrics
 
 
-def default_rubric(rubrics: Mapping[str, Any]) -> Any | None:
+def default_rubric(rubrics: Mapping[str, Rubric]) -> Rubric | None:
     """The rubric marked ``default: true`` (None when there is none).
 
     Raises:
