@@ -278,6 +278,12 @@ def test_the_demo_keeps_its_per_category_gates_in_its_own_file():
     # and the rare-intent regression fails under them
     base, cand = regression_set()
     assert card(cand, base, demo)["verdict"] == "fail"
+    # shipped in the wheel
+    import tomllib
+    from pathlib import Path
+
+    config = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "demo/*.yaml" in config["tool"]["setuptools"]["package-data"]["eval_pipeline"]
 
 
 # --------------------------------------------------------------------------------------------
