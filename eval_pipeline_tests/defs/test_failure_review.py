@@ -173,3 +173,9 @@ def test_continuous_tier_sends_nothing_and_bad_keys_are_one_line(ev, capsys):
         assert captured.out == ""
         lines = captured.err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], captured.err
+    # a bad gates file is one error line naming the file, before anything runs
+    bad = home.root / "gates.yaml"
+    bad.write_text("overall: {max_drop: 3}\n", encoding="utf-8")
+    assert main(["review-failures", *args, "--model", "router:2", "--thresholds", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "gates.yaml" in err[0] and "max_drop" in err[0]
