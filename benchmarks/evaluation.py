@@ -43,7 +43,7 @@ def main() -> int:
 
     from eval_pipeline.lib.demo_models import BASELINE_VERSION, CANDIDATE_VERSION, DEMO_MODEL
     from eval_pipeline.lib.paths import DataHome
-    from eval_pipeline.runs import evaluate_model, instance_for, register_demo_models
+    from eval_pipeline.runs import DEMO_THRESHOLDS, evaluate_model, instance_for, register_demo_models
 
     work = Path(tempfile.mkdtemp(prefix="evaluation-bench-"))
     try:
@@ -60,13 +60,14 @@ def main() -> int:
         instance = instance_for(home)
         baseline, candidate = f"{DEMO_MODEL}:{BASELINE_VERSION}", f"{DEMO_MODEL}:{CANDIDATE_VERSION}"
         quiet = lambda *_: None  # noqa: E731
+        gates = str(DEMO_THRESHOLDS)  # the demo's task types, with their critical slices, as the demo gates them
 
         print(f"\nrecorded provider, {candidate} against {baseline}:")
         print(f"  {'tier':<11} {'examples':>8} {'wall s':>7}  verdict  steps (s)")
         for tier in ("continuous", "deep"):
-            evaluate_model(home, baseline, tier=tier, log=quiet)  # the baseline scored on this tier first
+            evaluate_model(home, baseline, tier=tier, thresholds=gates, log=quiet)  # the baseline on this tier first
             t0 = time.perf_counter()
-            outcome = evaluate_model(home, candidate, tier=tier, log=quiet)
+            outcome = evaluate_model(home, candidate, tier=tier, thresholds=gates, log=quiet)
             wall = time.perf_counter() - t0
             if outcome.error:
                 print(f"  {tier}: error: {outcome.error}")
@@ -97,7 +98,7 @@ def main() -> int:
                 before = len(server.requests)
                 t0 = time.perf_counter()
                 outcome = evaluate_model(home, f"{DEMO_MODEL}:{version}", baseline=baseline, tier=tier,
-                                         max_workers=args.workers, log=quiet)
+                                         thresholds=gates, max_workers=args.workers, log=quiet)
                 wall = time.perf_counter() - t0
                 sent = len(server.requests) - before
                 print(f"  {tier:<11} {sent:>4} requests {wall:>7.2f} s wall  (at most {server.max_in_flight} in flight; "
@@ -111,9 +112,9 @@ def main() -> int:
         register(big, "2", provider="recorded", recorded_path=str(big.recordings / "regressed.jsonl"))
         print(f"\nrecorded provider, synthetic set of {len(examples):,} examples (router:2 against router:1):")
         for tier in ("continuous", "deep"):
-            evaluate_model(big, "router:1", tier=tier, log=quiet)
+            evaluate_model(big, "router:1", tier=tier, thresholds=gates, log=quiet)
             t0 = time.perf_counter()
-            outcome = evaluate_model(big, "router:2", tier=tier, log=quiet)
+            outcome = evaluate_model(big, "router:2", tier=tier, thresholds=gates, log=quiet)
             wall = time.perf_counter() - t0
             steps = step_seconds(instance_for(big), outcome.run_ids[-1])
             print(f"  {tier:<11} {outcome.scorecard['counts']['examples']:>6} examples {wall:>6.2f} s  "

@@ -119,11 +119,12 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from eval_pipeline.defs.resources import SamplingSettings
+    from eval_pipeline.defs.resources import EvaluationSettings, SamplingSettings
     from eval_pipeline.lib.demo_logs import generate_logs
     from eval_pipeline.lib.gates import scorecard_text
     from eval_pipeline.lib.storage import StorageLocations
-    from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, day_pool, evaluate_model, month_days,
+    from eval_pipeline.runs import (DEMO_THRESHOLDS, agreement_summary, changelog_summary, cluster_summary, day_pool,
+                                    evaluate_model, month_days,
                                     pii_placeholders, quarantine_reasons, RefreshRunning, refresh_month, register_demo_models,
                                     run_labeling, simulate_demo_annotations, table_counts, month_summary_lines)
 
@@ -147,8 +148,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with day_pool(args.workers, home) as pool:  # one set of worker processes (models loaded once) for every month
         for month in months:
             try:
+                # the demo's gates (per task type) also say which slices the refresh reports precision for
                 result = refresh_month(home, month, pool=pool, log=log, progress=display,
-                                       resources={"sampling": SamplingSettings(target_size=args.target_size)})
+                                       resources={"sampling": SamplingSettings(target_size=args.target_size),
+                                                  "evaluation": EvaluationSettings(thresholds=str(DEMO_THRESHOLDS))})
             except RefreshRunning as err:
                 print(f"error: {err}", file=sys.stderr)
                 return EXIT_BUSY
@@ -165,7 +168,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     evaluations = []
     if ok:
         for key in register_demo_models(home):
-            outcome = evaluate_model(home, key, tier="deep", log=log, progress=display)
+            outcome = evaluate_model(home, key, tier="deep", thresholds=str(DEMO_THRESHOLDS), log=log,
+                                     progress=display)
             evaluations.append(outcome)
             ok &= outcome.error is None
             print(f"evaluated {key}: {outcome.error or outcome.scorecard['verdict']}")
@@ -311,7 +315,7 @@ def cmd_review_failures(args: argparse.Namespace) -> int:
     from eval_pipeline.runs import review_failures
 
     home = _home(args)
-    outcome = review_failures(home, args.model, baseline=args.baseline)
+    outcome = review_failures(home, args.model, baseline=args.baseline, thresholds=args.thresholds)
     if outcome.error:
         print(f"error: {outcome.error}", file=sys.stderr)
         return 2
@@ -582,6 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "exit 0 pass, 1 fail, 2 inconclusive or error"))
     p.add_argument("--model", required=True, help="NAME:VERSION")
     p.add_argument("--baseline", help="NAME:VERSION (default: the latest registered baseline of the same name)")
+    p.add_argument("--thresholds", help="gates YAML the scorecard is re-issued with (default: the packaged "
+                                        "eval_pipeline/thresholds.yaml); give the one `evaluate` used")
     p.set_defaults(func=cmd_review_failures)
 
     p = with_home(sub.add_parser("ui", help="start the Dagster UI (dagster dev) on the data home"))

@@ -35,12 +35,15 @@ from eval_pipeline.progress import job_steps, skip_days, watch_runs
 
 __all__ = ["MonthRefresh", "RefreshRunning", "Evaluation", "day_pool", "default_workers", "ingest_day_run", "instance_for", "month_days",
            "plan_month", "refresh_month", "table_counts", "evaluate_model",
-           "register_demo_models"]
+           "register_demo_models", "DEMO_THRESHOLDS"]
 
 _INSTANCE_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 _FALLBACK_YAML = "telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_runs: 2\n"
 # Runs started from the command line log warnings and errors only (the UI keeps the full event log).
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The demo's gates: the packaged defaults name no category; the demo's logs have five task types,
+# two of them critical (``eval-pipeline demo`` refreshes and evaluates with this file).
+DEMO_THRESHOLDS = Path(__file__).resolve().parent / "demo" / "thresholds.yaml"
 # Monthly jobs run after the month's daily partitions, in this order (later domains add theirs).
 MONTHLY_JOBS: tuple[str, ...] = ("monthly_refresh_job",)
 
@@ -766,17 +769,26 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
     return outcome
 
 
-def review_failures(home: DataHome, model: str, baseline: str | None = None, log=print) -> Evaluation:
+def review_failures(home: DataHome, model: str, baseline: str | None = None, log=print,
+                    thresholds: str | None = None) -> Evaluation:
     """Re-issue a deep evaluation's scorecard with the reviewers' verdicts: materialize
     ``failure_review`` (tasks re-written, ``inbox/`` read) and ``scorecard`` for ``model`` from its
-    stored scores, without calling any model endpoint. ``baseline`` as for :func:`evaluate_model`."""
+    stored scores, without calling any model endpoint. ``baseline`` and ``thresholds`` (the gates
+    file, default the packaged one) as for :func:`evaluate_model`."""
     from eval_pipeline.defs.evaluation.assets import scorecard_paths
     from eval_pipeline.defs.registry.sensors import evaluation_run_config
-    from eval_pipeline.defs.resources import PipelineSettings
+    from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
+    from eval_pipeline.lib.gates import load_thresholds
 
     outcome = Evaluation(model=model, baseline=baseline, tier="deep")
     if not _resolve_versions(home, outcome):
         return outcome
+    if thresholds:
+        try:
+            load_thresholds(thresholds)  # a bad file is an error before anything runs
+        except ValueError as err:  # ThresholdsError names the file and field
+            outcome.error = str(err)
+            return outcome
     stored = scored_on(home, model)
     if stored is None:
         outcome.error = f"{model} has no stored scores: run `eval-pipeline evaluate --model {model}` first"
@@ -785,7 +797,7 @@ def review_failures(home: DataHome, model: str, baseline: str | None = None, log
         outcome.error = (f"{model}'s stored scores are of the {stored[1]} tier, which sends no failures for review: "
                          f"run `eval-pipeline evaluate --model {model} --tier deep` first")
         return outcome
-    defs = build_definitions(home)
+    defs = build_definitions(home, {"evaluation": EvaluationSettings(thresholds=thresholds)} if thresholds else None)
     instance = instance_for(home)
     if model not in set(instance.get_dynamic_partitions("model_versions")):
         instance.add_dynamic_partitions("model_versions", [model])

@@ -25,7 +25,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from eval_pipeline.defs.labeling.assets import JUDGE_BIAS_PROBES
-from eval_pipeline.runs import evaluate_model
+from eval_pipeline.runs import DEMO_THRESHOLDS, evaluate_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PAGE_TIMEOUT = 60
@@ -114,7 +114,7 @@ def test_dagster_ui_and_scorecard_report_render_in_a_browser(tmp_path, monkeypat
     write_probe_rows(home)  # the judge bias probes of a month, as the probes asset leaves them
     register(home, "1", "baseline", provider="recorded", recorded_path=str(home.recordings / "baseline.jsonl"))
     register(home, "2", "candidate", provider="recorded", recorded_path=str(home.recordings / "regressed.jsonl"))
-    outcome = evaluate_model(home, "router:2", log=lambda *_: None)
+    outcome = evaluate_model(home, "router:2", thresholds=str(DEMO_THRESHOLDS), log=lambda *_: None)
     assert outcome.error is None, outcome.error
     assert outcome.baseline == "router:1" and len(outcome.run_ids) == 2
     card = outcome.scorecard

@@ -124,16 +124,19 @@ def rubric_for(rubrics: Mapping[str, Rubric], task_type: str | None) -> Rubric |
     """The rubric of a task type from a mapping keyed by task type *or* by rubric name.
 
     ``load_rubrics()`` is keyed by rubric name; callers may also pass ``{task_type: rubric}``.
-    Returns None when no rubric applies (the caller quarantines).
+    A task type no rubric applies to, and a missing or empty one, gets the rubric marked
+    ``default: true`` (the packaged ``generic`` one). Returns None when there is none either (the
+    caller quarantines).
     """
-    if task_type is None:
-        return None
-    if task_type in rubrics and task_type in (getattr(rubrics[task_type], "applies_to", None) or [task_type]):
-        return rubrics[task_type]
-    for rubric in rubrics.values():
-        if task_type in (getattr(rubric, "applies_to", None) or ()):
-            return rubric
-    return rubrics.get(task_type)
+    if task_type:
+        if task_type in rubrics and task_type in (getattr(rubrics[task_type], "applies_to", None) or [task_type]):
+            return rubrics[task_type]
+        for rubric in rubrics.values():
+            if task_type in (getattr(rubric, "applies_to", None) or ()):
+                return rubric
+        if task_type in rubrics and not getattr(rubrics[task_type], "default", False):
+            return rubrics[task_type]
+    return next((r for r in rubrics.values() if getattr(r, "default", False)), None)
 
 
 def _criteria(rubric: Rubric) -> dict[str, Criterion]:

@@ -24,6 +24,8 @@ from eval_pipeline.lib.sampling import SamplingConfig, Selected, draw_sample, pl
 
 __all__ = [
     "example_id",
+    "example_category",
+    "UNKNOWN_CATEGORY",
     "version_number",
     "next_version",
     "base_version",
@@ -126,9 +128,24 @@ class VersionBuild:
                 "churn": round((counts["added"] + counts["removed"] + counts["reassigned"]) / base, 4) if previous_size else None}
 
 
+UNKNOWN_CATEGORY = "unknown"
+
+
+def example_category(record: Mapping[str, Any]) -> str:
+    """The category an example is sliced and gated by: its task type when the logs carry one,
+    else its cluster (``cluster:c0003``, ``cluster:unclustered``), else ``unknown``. Logs without
+    task types thus still get a slice per kind of traffic, and never a null category."""
+    task_type = record.get("task_type")
+    if task_type:
+        return str(task_type)
+    cluster = record.get("cluster_id")
+    return f"cluster:{cluster}" if cluster else UNKNOWN_CATEGORY
+
+
 def _example(record: Mapping[str, Any], selected: Selected, version: str, month: date, reason: str,
              slice_keys: Sequence[str]) -> dict[str, Any]:
-    slice_ = {"category": record.get("task_type")}
+    category = example_category(record)
+    slice_ = {"category": category}
     slice_.update({key: record.get(key) for key in slice_keys})
     return {
         "eval_set_version": version,
@@ -144,7 +161,7 @@ def _example(record: Mapping[str, Any], selected: Selected, version: str, month:
         "production_output": record.get("completion"),
         "reference": None,
         "task_type": record.get("task_type"),
-        "category": record.get("task_type"),
+        "category": category,
         "slice": json.dumps(slice_, sort_keys=True),
         "cluster_id": record.get("cluster_id"),
         "stratum": selected.stratum,

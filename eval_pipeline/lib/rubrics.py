@@ -6,8 +6,11 @@ annotators score the same thing the same way. An example passes when every *requ
 reaches its ``pass_at`` level; optional criteria are scored for diagnosis and never decide
 pass or fail.
 
-The defaults for the demo task types ship in ``eval_pipeline/rubrics/``; pass another folder to
-:func:`load_rubrics` to use your own. Every problem is reported with the file and the field path
+The defaults for the demo task types ship in ``eval_pipeline/rubrics/``, with ``generic.yaml``: the
+*default* rubric (``default: true``), used for every task type no rubric lists in ``applies_to``,
+including a record with no task type at all. Pass another folder to :func:`load_rubrics` to use
+your own; it may declare its own default (at most one), and without one a task type it does not
+cover has no rubric. Every problem is reported with the file and the field path
 (``rubrics/rag.yaml: criteria[2].levels: ...``), because people edit these files by hand.
 """
 
@@ -38,6 +41,7 @@ __all__ = [
     "load_rubric",
     "load_rubrics",
     "rubric_for_task",
+    "default_rubric",
     "rubric_text",
     "UNKNOWN_RUBRIC_VERSION",
     "rubric_fingerprint",
@@ -139,6 +143,8 @@ class Rubric(_Strict):
     name: str = Field(min_length=1)
     description: str = Field(min_length=1)
     applies_to: list[str]
+    default: bool = Field(default=False, description="The rubric of every task type no rubric applies to (and of "
+                                                     "a record with no task type); at most one per folder.")
     has_reference: bool = Field(default=False, description="The task has one correct answer; reference metrics apply.")
     reference_field: str | None = Field(default=None, description="What the reference is, e.g. 'intent label'.")
     criteria: list[Criterion]
@@ -148,8 +154,6 @@ class Rubric(_Strict):
     @field_validator("applies_to")
     @classmethod
     def _task_types(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("must list at least one task type")
         seen: set[str] = set()
         for i, task in enumerate(value):
             if not _SNAKE_CASE.match(task):
@@ -192,6 +196,13 @@ class Rubric(_Strict):
     def _reference_consistent(self) -> Rubric:
         if self.reference_field is not None and not self.has_reference:
             raise _At(("reference_field",), "is set but has_reference is false")
+        if not self.applies_to and not self.default:
+            raise _At(("applies_to",), "must list at least one task type (or set default: true to make this the "
+                                       "rubric of every task type no other rubric applies to)")
+        if self.default and self.has_reference:
+            # a reference answer only exists for a known task; the fallback covers unknown ones
+            raise _At(("has_reference",), "a default rubric cannot have a reference: it applies to task types "
+                                          "nothing is known about, so it is judged, not reference-scored")
         return self
 
     @property
@@ -340,7 +351,8 @@ def load_rubrics(folder: str | os.PathLike[str] | None = None) -> dict[str, Rubr
 
     Raises:
         RubricError: every problem of every file at once, including a name used twice and a task
-            type claimed by two rubrics (each task type must map to exactly one rubric).
+            type claimed by two rubrics (each task type must map to exactly one rubric) and
+            more than one rubric marked ``default: true``.
         FileNotFoundError: the folder does not exist.
     """
     folder = DEFAULT_RUBRICS_DIR if folder is None else Path(folder)
@@ -352,6 +364,7 @@ def load_rubrics(folder: str | os.PathLike[str] | None = None) -> dict[str, Rubr
     rubrics: dict[str, Rubric] = {}
     origin: dict[str, Path] = {}
     owner: dict[str, str] = {}  # task type -> rubric name
+    default: str | None = None
     problems: list[str] = []
     for file in files:
         try:
@@ -368,28 +381,51 @@ def load_rubrics(folder: str | os.PathLike[str] | None = None) -> dict[str, Rubr
                     f"{file}: applies_to[{i}]: task type {task!r} is already claimed by rubric "
                     f"{owner[task]!r} ({origin[owner[task]]}); a task type must have exactly one rubric"
                 )
+        if rubric.default and default is not None:
+            clashes.append(f"{file}: default: rubric {default!r} ({origin[default]}) is already the default; "
+                           "at most one rubric may set default: true")
         if clashes:
             problems.extend(clashes)
             continue
         rubrics[rubric.name] = rubric
         origin[rubric.name] = file
         owner.update({task: rubric.name for task in rubric.applies_to})
+        if rubric.default:
+            default = rubric.name
     if problems:
         raise RubricError(problems)
     return rubrics
 
 
-def rubric_for_task(rubrics: Mapping[str, Rubric], task_type: str) -> Rubric:
-    """The one rubric whose ``applies_to`` lists ``task_type``.
+def default_rubric(rubrics: Mapping[str, Rubric]) -> Rubric | None:
+    """The rubric marked ``default: true`` (None when there is none).
 
     Raises:
-        KeyError: no rubric applies to it.
-        RubricError: several do (only possible for rubrics not built by :func:`load_rubrics`).
+        RubricError: several are (only possible for rubrics not built by :func:`load_rubrics`).
     """
-    matches = [r for r in rubrics.values() if task_type in r.applies_to]
+    defaults = [r for r in rubrics.values() if getattr(r, "default", False)]
+    if len(defaults) > 1:
+        raise RubricError([f"several rubrics are marked default: {', '.join(repr(r.name) for r in defaults)}"])
+    return defaults[0] if defaults else None
+
+
+def rubric_for_task(rubrics: Mapping[str, Rubric], task_type: str | None) -> Rubric:
+    """The one rubric whose ``applies_to`` lists ``task_type``, else the default rubric (also for
+    a missing or empty task type).
+
+    Raises:
+        KeyError: no rubric applies to it and there is no default rubric.
+        RubricError: several rubrics claim it, or several are the default (only possible for
+            rubrics not built by :func:`load_rubrics`).
+    """
+    matches = [r for r in rubrics.values() if task_type and task_type in r.applies_to]
     if not matches:
+        fallback = default_rubric(rubrics)
+        if fallback is not None:
+            return fallback
         covered = ", ".join(sorted({t for r in rubrics.values() for t in r.applies_to}))
-        raise KeyError(f"no rubric applies to task type {task_type!r} (covered: {covered or 'none'})")
+        raise KeyError(f"no rubric applies to task type {task_type!r} and none is the default "
+                       f"(covered: {covered or 'none'})")
     if len(matches) > 1:
         names = ", ".join(repr(r.name) for r in matches)
         raise RubricError([f"task type {task_type!r} is claimed by several rubrics: {names}"])
@@ -441,7 +477,12 @@ def rubric_version_label(rubric: Rubric) -> str:
 
 def rubric_text(rubric: Rubric) -> str:
     """Plain-text rubric for an LLM judge's system prompt and for annotators' instructions."""
-    lines = [f"Rubric: {rubric.name}", rubric.description, f"Task types: {', '.join(rubric.applies_to)}"]
+    if rubric.default:
+        listed = f"{', '.join(rubric.applies_to)}, and " if rubric.applies_to else ""
+        covers = f"{listed}any task type no other rubric covers"
+    else:
+        covers = ", ".join(rubric.applies_to)
+    lines = [f"Rubric: {rubric.name}", rubric.description, f"Task types: {covers}"]
     if rubric.has_reference:
         what = rubric.reference_field or "the single correct answer"
         lines.append(f"Reference: each example has one correct answer ({what}); compare the response with it.")

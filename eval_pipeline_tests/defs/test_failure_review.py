@@ -13,6 +13,10 @@ from evaluation_fixtures import isolated_evaluation_home, register
 
 from eval_pipeline.cli import main
 from eval_pipeline.lib.rubrics import load_rubrics
+from eval_pipeline.runs import DEMO_THRESHOLDS
+
+# the fixture's set has the demo's task types: its routing slice is gated (critical) by the demo's gates
+DEMO_GATES = ["--thresholds", str(DEMO_THRESHOLDS)]
 
 
 @pytest.fixture
@@ -38,7 +42,7 @@ def _annotation(email, scores):
 def test_failures_go_to_reviewers_and_the_scorecard_is_reissued(ev, capsys):
     home, _, refs = ev
     args = ["--home", str(home.root)]
-    assert main(["evaluate", *args, "--model", "router:2"]) == 1
+    assert main(["evaluate", *args, *DEMO_GATES, "--model", "router:2"]) == 1
     first = capsys.readouterr().out
     card = json.loads((home.reports / "scorecards" / "router" / "2.deep.json").read_text())
     failed = {eid: out for eid, status, out in query(
@@ -93,7 +97,7 @@ def test_failures_go_to_reviewers_and_the_scorecard_is_reissued(ev, capsys):
         writer.writeheader()
         writer.writerows(rows)
 
-    assert main(["review-failures", *args, "--model", "router:2"]) == 1  # the rare intents still fail the gate
+    assert main(["review-failures", *args, *DEMO_GATES, "--model", "router:2"]) == 1  # the rare intents still fail the gate
     out = capsys.readouterr().out
     assert (f"human review of failures: {len(failed)} failures, 3 reviewed (2 confirmed, 1 overturned), "
             f"{len(failed) - 3} awaiting review") in out
@@ -124,7 +128,7 @@ def test_quarantine_of_review_labels_reconciles(ev, capsys):
     home, _, _ = ev
     from dagster import DagsterInstance
 
-    assert main(["evaluate", "--home", str(home.root), "--model", "router:2"]) == 1
+    assert main(["evaluate", "--home", str(home.root), *DEMO_GATES, "--model", "router:2"]) == 1
     capsys.readouterr()
     folder = home.failure_review("router:2")
     tasks = json.loads((folder / "tasks" / "label_studio" / "intent_routing.tasks.json").read_text())
@@ -152,7 +156,8 @@ def test_quarantine_of_review_labels_reconciles(ev, capsys):
 def test_continuous_tier_sends_nothing_and_bad_keys_are_one_line(ev, capsys):
     home, _, _ = ev
     args = ["--home", str(home.root)]
-    assert main(["evaluate", *args, "--model", "router:3", "--tier", "continuous"]) == 2
+    # 52 routing examples cannot rule out the demo gates' 5-point drop on that critical slice
+    assert main(["evaluate", *args, *DEMO_GATES, "--model", "router:3", "--tier", "continuous"]) == 2
     capsys.readouterr()
     assert not home.failure_review("router:3").exists()
     assert query(home, "select count(*) from evaluation.failure_review where model_version = 'router:3'") == [(0,)]
@@ -168,3 +173,9 @@ def test_continuous_tier_sends_nothing_and_bad_keys_are_one_line(ev, capsys):
         assert captured.out == ""
         lines = captured.err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], captured.err
+    # a bad gates file is one error line naming the file, before anything runs
+    bad = home.root / "gates.yaml"
+    bad.write_text("overall: {max_drop: 3}\n", encoding="utf-8")
+    assert main(["review-failures", *args, "--model", "router:2", "--thresholds", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "gates.yaml" in err[0] and "max_drop" in err[0]

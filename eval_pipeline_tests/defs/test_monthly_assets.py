@@ -21,11 +21,12 @@ from eval_pipeline.defs.clustering import assets as clustering_assets
 from eval_pipeline.defs.embeddings import assets as embedding_assets
 from eval_pipeline.defs.ingest import assets as ingest_assets
 from eval_pipeline.defs.privacy import assets as privacy_assets
-from eval_pipeline.defs.resources import SamplingSettings, build_resources
+from eval_pipeline.defs.resources import EvaluationSettings, SamplingSettings, build_resources
 from eval_pipeline.defs.sampling import assets as sampling_assets
 from eval_pipeline.defs.sampling import schedules as sampling_schedules
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, frame
+from eval_pipeline.runs import DEMO_THRESHOLDS
 
 BANKING77 = Path(__file__).resolve().parents[2] / "eval_pipeline" / "lib" / "demo_data" / "banking77" / "train.csv"
 ASSETS = [ingest_assets.landing_manifest, ingest_assets.ingested_logs, privacy_assets.redacted_logs,
@@ -224,7 +225,9 @@ def eval_set_rows(home: DataHome, version: str) -> pl.DataFrame:
 
 def test_eval_set_versions_refresh_and_changelog(clustered, tmp_path):
     home, truth, resources, instance, _ = clustered
-    resources = {**resources, "sampling": SamplingSettings(target_size=120, refresh_size=25)}
+    # the demo's gates name its critical categories, whose precision the refresh reports
+    resources = {**resources, "sampling": SamplingSettings(target_size=120, refresh_size=25),
+                 "evaluation": EvaluationSettings(thresholds=str(DEMO_THRESHOLDS))}
     first = dg.materialize(ASSETS, resources=resources, partition_key="2026-01-01", selection=["eval_set"], instance=instance)
     meta = metadata(first, "eval_set")
     assert meta["eval_set_version"] == "v1" and meta["added"] == 120 and meta["removed"] == 0

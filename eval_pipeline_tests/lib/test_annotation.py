@@ -347,4 +347,6 @@ def test_folder_reads_every_file_and_later_files_win(tmp_path, rubrics):
 def test_rubric_for_accepts_names_or_task_types(rubrics):
     assert rubric_for(rubrics, "rag_qa").name == "rag_qa"
     assert rubric_for({"intent_routing": rubrics["intent_routing"]}, "intent_routing").name == "intent_routing"
-    assert rubric_for(rubrics, "translation") is None
+    # a task type no rubric lists, and a missing one, go to the default (generic) rubric
+    assert rubric_for(rubrics, "translation").name == rubric_for(rubrics, None).name == "generic"
+    assert rubric_for({n: r for n, r in rubrics.items() if not r.default}, "translation") is None

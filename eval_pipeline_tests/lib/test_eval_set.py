@@ -43,3 +43,27 @@ def test_removed_in_and_changelog_summary():
     text = changelog_markdown(changelog, {"v1": 3, "v2": 2, "v3": 1})
     assert text.index("## v3 (2026-03), 1 examples") < text.index("## v1 (2026-01), 3 examples")
     assert "0 added, 1 removed, 1 moved to a re-cut cluster" in text and "- 3 x initial draw" in text
+
+
+def test_an_example_without_task_type_is_sliced_by_its_cluster():
+    import json
+
+    import numpy as np
+
+    from eval_pipeline.lib.eval_set import build_version, example_category
+    from eval_pipeline.lib.sampling import SamplingConfig
+
+    assert example_category({"task_type": "rag_qa", "cluster_id": "c0001"}) == "rag_qa"
+    assert example_category({"task_type": None, "cluster_id": "c0003"}) == "cluster:c0003"
+    assert example_category({"task_type": "", "cluster_id": "unclustered"}) == "cluster:unclustered"
+    assert example_category({}) == "unknown"
+    # through a real draw: no null category, and the slice says the same
+    records = [{"request_id": f"r{i}", "timestamp": None, "task_type": None if i % 3 else "billing",
+                "cluster_id": f"c000{i % 2 + 1}", "messages": [{"role": "user", "content": f"q{i}"}]}
+               for i in range(12)]
+    vectors = np.eye(12, dtype=np.float32)
+    build = build_version(records, vectors, date(2026, 3, 1), SamplingConfig(target_size=12, floor=1))
+    assert build.rows and all(r["category"] for r in build.rows)
+    assert {r["category"] for r in build.rows} <= {"billing", "cluster:c0001", "cluster:c0002"}
+    assert all(json.loads(r["slice"])["category"] == r["category"] for r in build.rows)
+    assert all((r["task_type"] is None) == r["category"].startswith("cluster:") for r in build.rows)

@@ -261,7 +261,85 @@ def test_thresholds_file_errors_name_the_file_and_field(tmp_path):
     with pytest.raises(ThresholdsError, match="not a slice name; expected key=value"):
         load_thresholds(bad)
     default = load_thresholds()
-    assert default.slices["category=intent_routing"].critical
+    assert default.slices == {} and default.overall.max_drop == default.default_slice.max_drop == 0.10
+
+
+def test_the_demo_keeps_its_per_category_gates_in_its_own_file():
+    from eval_pipeline.runs import DEMO_THRESHOLDS
+
+    demo = load_thresholds(DEMO_THRESHOLDS)
+    assert {name for name, gate in demo.slices.items() if gate.critical} == {"category=intent_routing",
+                                                                            "category=extraction"}
+    assert demo.slices["category=intent_routing"].floor == 0.40
+    # the demo's gates are the packaged ones plus its categories
+    default = load_thresholds()
+    assert (demo.overall, demo.default_slice, demo.confidence) == (default.overall, default.default_slice,
+                                                                    default.confidence)
+    # and the rare-intent regression fails under them
+    base, cand = regression_set()
+    assert card(cand, base, demo)["verdict"] == "fail"
+    # shipped in the wheel
+    import tomllib
+    from pathlib import Path
+
+    config = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "demo/*.yaml" in config["tool"]["setuptools"]["package-data"]["eval_pipeline"]
+
+
+# --------------------------------------------------------------------------------------------
+# the packaged gates on categories nobody wrote down
+# --------------------------------------------------------------------------------------------
+
+
+def unknown_traffic(sizes: dict[str, int], fail_every: int = 8) -> list[dict]:
+    """The baseline's rows over categories the thresholds file does not name (every
+    ``fail_every``-th example failing)."""
+    out = []
+    for category, n in sizes.items():
+        out += rows(category, ["failed" if i % fail_every == fail_every - 1 else "passed" for i in range(n)])
+    return out
+
+
+SIZES = {"cluster:c0001": 120, "cluster:c0002": 90, "billing_help": 60, "cluster:c0007": 3, "unknown": 1,
+         "cluster:unclustered": 26}
+
+
+def test_default_gates_apply_to_every_category_found_and_small_slices_only_warn():
+    gates = load_thresholds()
+    base = unknown_traffic(SIZES)
+    same = card([dict(r) for r in base], base, gates)
+    assert {s["slice"] for s in same["slices"]} == {f"category={c}" for c in SIZES}
+    assert all(s["max_drop"] == 0.10 and not s["critical"] for s in same["slices"])
+    # the slices of 1 and 3 examples cannot rule out a 10-point drop: reported, never deciding
+    tiny = {s["slice"]: s for s in same["slices"]}
+    assert tiny["category=unknown"]["status"] == tiny["category=cluster:c0007"]["status"] == "inconclusive"
+    assert tiny["category=cluster:c0001"]["status"] == "pass"
+    assert same["overall"]["status"] == "pass" and same["verdict"] == "pass"
+    assert any(r.startswith("warning (not critical): slice category=unknown inconclusive") for r in same["reasons"])
+
+
+def test_default_gates_fail_a_regression_spread_over_unnamed_categories():
+    gates = load_thresholds()
+    base = unknown_traffic(SIZES)
+    worse = [dict(r) for r in base]
+    for r in [r for r in worse if r["status"] == "passed"][::3]:  # a third of the passes now fail, everywhere
+        r["status"] = "failed"
+    result = card(worse, base, gates)
+    assert result["overall"]["status"] == "fail" and result["verdict"] == "fail"
+    assert any(r.startswith("overall fail") for r in result["reasons"])
+    assert slice_row(result, "category=cluster:c0001")["status"] == "fail"  # large enough to tell, but only warns
+    assert any("warning (not critical): slice category=cluster:c0001 fail" in r for r in result["reasons"])
+
+
+def test_a_category_with_no_scored_example_or_no_baseline_is_no_crash():
+    gates = load_thresholds()
+    base = unknown_traffic({"cluster:c0001": 150})
+    cand = [dict(r) for r in base] + rows("cluster:c0009", ["not_scored", "not_scored"])
+    result = card(cand, base, gates)
+    assert slice_row(result, "category=cluster:c0009")["status"] == "not_scored"
+    assert result["verdict"] == "pass"
+    first = card(unknown_traffic({"cluster:c0001": 150, "unknown": 2}), None, gates)
+    assert first["verdict"] == "pass" and {s["status"] for s in first["slices"]} == {"not_gated"}
 
 
 def test_slice_names():

@@ -14,6 +14,8 @@ from eval_pipeline.lib.review import (apply_verdicts, failures, human_verdicts, 
 from eval_pipeline.lib.rubrics import load_rubrics, rubric_version
 
 RUBRICS = load_rubrics()
+# a rubric folder with no default rubric: a task type none lists has no rubric
+SPECIFIC = {name: rubric for name, rubric in RUBRICS.items() if not rubric.default}
 
 
 def _failure(eid, task_type="intent_routing", status="failed", output="card_arrival"):
@@ -67,12 +69,15 @@ def test_open_ended_three_point_majority():
 
 def test_an_error_cannot_be_overturned_and_unlabelled_or_unrubricked_failures_are_listed():
     rows = [_failure("err", status="error"), _failure("wait"), _failure("odd", task_type="poetry", status="error")]
-    verdicts = {v["example_id"]: v for v in human_verdicts(rows, _labels("err", {"a": PASS, "b": PASS}), RUBRICS)}
+    verdicts = {v["example_id"]: v for v in human_verdicts(rows, _labels("err", {"a": PASS, "b": PASS}), SPECIFIC)}
     assert verdicts["err"]["verdict"] == "confirmed" and "cannot be overturned" in verdicts["err"]["note"]
     assert verdicts["wait"]["verdict"] == "awaiting_review"
     assert verdicts["odd"]["verdict"] == "no_rubric" and "'poetry'" in verdicts["odd"]["note"]
     assert review_counts(verdicts.values()) == {"failures": 3, "reviewed": 1, "confirmed": 1, "overturned": 0,
                                                 "awaiting_review": 1, "no_rubric": 1}
+    # with the packaged rubrics the generic one takes it: sent for review like any other failure
+    packaged = {v["example_id"]: v for v in human_verdicts(rows, [], RUBRICS)}
+    assert packaged["odd"]["verdict"] == "awaiting_review"
 
 
 def test_only_overturned_changes_the_status():
@@ -89,9 +94,13 @@ def test_review_tasks_show_the_candidate_and_read_back_with_quarantine(tmp_path)
               _failure("e4", task_type="poetry")]
     examples = {"e1": {"example_id": "e1", "messages": [{"role": "user", "content": "my card was eaten"}],
                        "context_chunks": [], "production_output": "PRODUCTION ANSWER"}}
-    written = write_review_tasks(failed, examples, RUBRICS, "m:2", tmp_path / "tasks")
+    written = write_review_tasks(failed, examples, SPECIFIC, "m:2", tmp_path / "tasks")
     assert [(w["example_id"], w["rubric"]) for w in written] == [
         ("e1", "intent_routing"), ("e2", "extraction"), ("e3", "intent_routing"), ("e4", None)]
+    # with the packaged default the unknown task type is reviewed with the generic rubric
+    again = write_review_tasks(failed, examples, RUBRICS, "m:2", tmp_path / "with_default")
+    assert [w["rubric"] for w in again] == ["intent_routing", "extraction", "intent_routing", "generic"]
+    assert (tmp_path / "with_default" / "plain" / "generic.tasks.csv").is_file()
     tasks = json.loads((tmp_path / "tasks" / "label_studio" / "intent_routing.tasks.json").read_text())
     e1 = tasks[0]
     assert e1["data"]["output"] == "card_arrival" and e1["data"]["review_of"] == "m:2"

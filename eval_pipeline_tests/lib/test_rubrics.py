@@ -17,6 +17,7 @@ from eval_pipeline.lib.rubrics import (
     RubricError,
     load_rubric,
     load_rubrics,
+    default_rubric,
     rubric_for_task,
     rubric_text,
 )
@@ -65,7 +66,7 @@ def load_error(tmp_path: Path, data: Any) -> tuple[Path, str]:
 def test_every_packaged_rubric_loads_with_4_to_6_criteria():
     files = sorted(DEFAULT_RUBRICS_DIR.glob("*.yaml"))
     rubrics = load_rubrics()
-    assert len(files) == len(rubrics) == 5
+    assert len(files) == len(rubrics) == 6
     for path in files:
         rubric = load_rubric(path)
         assert rubrics[rubric.name] == rubric
@@ -81,8 +82,9 @@ def test_each_demo_task_type_has_exactly_one_rubric():
         claiming = [r.name for r in rubrics.values() if task in r.applies_to]
         assert claiming == [task]
         assert rubric_for_task(rubrics, task).name == task
-    with pytest.raises(KeyError, match="no rubric applies to task type 'poetry'"):
-        rubric_for_task(rubrics, "poetry")
+    # any other task type, and none at all, gets the generic rubric
+    for task in ("poetry", None, ""):
+        assert rubric_for_task(rubrics, task).name == "generic"
 
 
 def test_packaged_rubrics_reference_and_grounding():
@@ -103,7 +105,7 @@ def test_packaged_rubrics_are_package_data():
     package_dir = Path(eval_pipeline.__file__).resolve().parent
     shipped = sorted(p.name for p in package_dir.glob("rubrics/*.yaml"))
     assert shipped == sorted(p.name for p in DEFAULT_RUBRICS_DIR.iterdir() if p.suffix == ".yaml")
-    assert shipped == [f"{task}.yaml" for task in sorted(DEMO_TASK_TYPES)]
+    assert shipped == sorted([f"{task}.yaml" for task in DEMO_TASK_TYPES] + ["generic.yaml"])
 
 
 # ---- pass rule -------------------------------------------------------------------------------
@@ -360,3 +362,89 @@ def test_rubric_satisfies_the_judge_protocol(rubric: Rubric):
     assert isinstance(rubric, RubricLike)
     assert rubric.criteria_levels() == {"correct": [0, 1], "grounded": [0, 1, 2], "complete": [0, 1, 2], "concise": [0, 1]}
     assert rubric.text() == rubric_text(rubric)
+
+
+# ---- the default rubric ----------------------------------------------------------------------
+
+
+def test_packaged_generic_rubric_is_the_one_default():
+    rubrics = load_rubrics()
+    generic = rubrics["generic"]
+    assert default_rubric(rubrics) is generic and [r.name for r in rubrics.values() if r.default] == ["generic"]
+    assert generic.applies_to == [] and not generic.has_reference  # judged, never reference-scored
+    ids = {c.id for c in generic.criteria}
+    assert {"helpfulness", "accuracy", "format", "safety"} <= ids and 4 <= len(ids) <= 6
+    assert generic.criterion("accuracy").factual and generic.criterion("format").form
+    assert {c.id for c in generic.required_criteria} == {"helpfulness", "accuracy", "safety"}
+    text = generic.text()
+    assert "Task types: any task type no other rubric covers" in text
+    assert "Reference: none; judge the response against the request" in text
+
+
+def default_of(name: str, **extra: Any) -> dict[str, Any]:
+    data = valid_rubric()
+    data.update({"name": name, "applies_to": [], "default": True, **extra})
+    return data
+
+
+def test_a_folder_declares_its_own_default(tmp_path: Path):
+    write(tmp_path, "support.yaml", valid_rubric())
+    write(tmp_path, "fallback.yaml", default_of("house_style", applies_to=["chit_chat"]))
+    rubrics = load_rubrics(tmp_path)
+    assert sorted(rubrics) == ["house_style", "support_answer"]
+    assert rubric_for_task(rubrics, "support_answer").name == "support_answer"
+    # a default may also claim task types of its own; everything else falls to it
+    assert {rubric_for_task(rubrics, t).name for t in ("chit_chat", "poetry", None, "")} == {"house_style"}
+    assert "Task types: chit_chat, and any task type no other rubric covers" in rubrics["house_style"].text()
+
+
+def test_without_a_default_an_uncovered_task_type_has_no_rubric(tmp_path: Path):
+    write(tmp_path, "support.yaml", valid_rubric())
+    rubrics = load_rubrics(tmp_path)
+    assert default_rubric(rubrics) is None
+    with pytest.raises(KeyError, match="no rubric applies to task type 'poetry' and none is the default "
+                                       r"\(covered: support_answer\)"):
+        rubric_for_task(rubrics, "poetry")
+    with pytest.raises(KeyError, match="task type None"):
+        rubric_for_task(rubrics, None)
+
+
+def test_two_defaults_in_one_folder_are_an_error_naming_both_files(tmp_path: Path):
+    a = write(tmp_path, "a.yaml", default_of("first"))
+    b = write(tmp_path, "b.yaml", default_of("second"))
+    with pytest.raises(RubricError) as info:
+        load_rubrics(tmp_path)
+    assert info.value.problems == [
+        f"{b}: default: rubric 'first' ({a}) is already the default; at most one rubric may set default: true"]
+
+
+def test_only_a_default_may_leave_applies_to_empty_and_it_has_no_reference(tmp_path: Path):
+    data = valid_rubric()
+    data["applies_to"] = []
+    path, message = load_error(tmp_path, data)
+    assert message == (f"{path}: applies_to: must list at least one task type (or set default: true to make this "
+                       "the rubric of every task type no other rubric applies to)")
+    path, message = load_error(tmp_path, default_of("fallback", applies_to=None))
+    assert message.startswith(f"{path}: applies_to: ")  # a default still states its (empty) list
+    path, message = load_error(tmp_path, default_of("fallback", has_reference=True))
+    assert message.startswith(f"{path}: has_reference: a default rubric cannot have a reference")
+    path, message = load_error(tmp_path, default_of("fallback", default="yes please"))
+    assert message.startswith(f"{path}: default: ")
+
+
+def test_rubric_for_task_rejects_two_defaults_built_by_hand(rubric: Rubric):
+    one = rubric.model_copy(update={"name": "one", "default": True})
+    two = rubric.model_copy(update={"name": "two", "default": True})
+    with pytest.raises(RubricError, match="several rubrics are marked default: 'one', 'two'"):
+        rubric_for_task({"one": one, "two": two}, "poetry")
+
+
+def test_annotation_lookup_falls_back_to_the_default_too():
+    from eval_pipeline.lib.annotation import rubric_for
+
+    rubrics = load_rubrics()
+    assert rubric_for(rubrics, "rag_qa").name == "rag_qa"
+    assert {rubric_for(rubrics, t).name for t in (None, "", "poetry")} == {"generic"}
+    # a mapping keyed by task type, as some callers pass, still finds its own rubric first
+    assert rubric_for({"rag_qa": rubrics["rag_qa"], "generic": rubrics["generic"]}, "rag_qa").name == "rag_qa"
+    assert rubric_for({"rag_qa": rubrics["rag_qa"]}, "poetry") is None

@@ -487,7 +487,9 @@ def gold_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, l
     examples = ({r["example_id"]: r for r in eval_set.select("example_id", "task_type", "production_output").to_dicts()}
                 if eval_set.height else {})
     adjudicated = sorted(adjudicated_references(human_references.to_dicts()).items())
-    rubric_of = {eid: rubric_for(rubrics, examples.get(eid, {}).get("task_type")) for eid, _ in adjudicated}
+    # a reference of an example no longer in the set has no rubric (not the default one)
+    rubric_of = {eid: rubric_for(rubrics, examples[eid]["task_type"]) if eid in examples else None
+                 for eid, _ in adjudicated}
     # all references' metrics at once: BERTScore is one model call, not one per example
     metrics = score_references([(rubric_of[eid], examples.get(eid, {}).get("production_output"), ref["reference"])
                                 for eid, ref in adjudicated])

@@ -1,0 +1,1 @@
+"""The demo: the settings that fit its generated logs (e.g. its gates, ``thresholds.yaml``)."""
