@@ -591,10 +591,11 @@ def run_labeling(home: DataHome) -> bool:
 
 
 def agreement_summary(home: DataHome) -> list[dict[str, object]]:
-    """Rows of ``labeling.label_agreement``: criterion, method, value, flags and the note (why a
-    value is undefined)."""
+    """Rows of ``labeling.label_agreement`` for each rubric's current version (agreement of an older
+    version's labels is kept in the table, not shown): criterion, method, value, flags and the note
+    (why a value is undefined)."""
     result = _query(home.warehouse, 'select "group", criterion, method, value, n_items, n_annotators, flags, note '
-                                    "from labeling.label_agreement order by 1, 2")
+                                    "from labeling.label_agreement where coalesce(current_version, true) order by 1, 2")
     return [{"criterion": f"{g}.{c}", "method": m, "value": v, "items": n, "annotators": a, "flags": f, "note": note}
             for g, c, m, v, n, a, f, note in (result[0] if result else [])]
 
