@@ -34,7 +34,7 @@ from eval_pipeline.lib.storage import PARTITION_COLUMN, Lake, StorageLocations, 
 from eval_pipeline.progress import job_steps, skip_days, watch_runs
 
 __all__ = ["MonthRefresh", "RefreshRunning", "Evaluation", "day_pool", "default_workers", "ingest_day_run", "instance_for", "month_days",
-           "plan_month", "refresh_month", "table_counts", "evaluate_model",
+           "plan_month", "refresh_month", "table_counts", "evaluate_model", "stored_scorecard",
            "register_demo_models", "DEMO_THRESHOLDS"]
 
 _INSTANCE_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
@@ -652,6 +652,24 @@ def scored_on(home: DataHome, key: str) -> tuple[str, str] | None:
     return max(rows, key=lambda row: version_order(row[0])) if rows else None
 
 
+def stored_scorecard(home: DataHome, key: str, tier: str) -> tuple[dict, Path] | None:
+    """The scorecard last made for model version ``key`` on ``tier`` and the path of its HTML
+    report: the ``card`` (the whole card as JSON) and ``report_path`` of its ``overall`` row of
+    ``evaluation.scorecard``. None when there is none (no table, no row, or only rows written
+    before the table had the column). The JSON and HTML reports are for people; this is what
+    the commands print and gate on."""
+    if not home.warehouse.exists():
+        return None
+    with _read_only(home.warehouse) as con:
+        try:
+            found = con.execute("select card, report_path from evaluation.scorecard where model_version = ? "
+                                "and tier = ? and slice = 'overall' and card is not null "
+                                "order by created_at desc limit 1", [key, tier]).fetchone()
+        except (duckdb.CatalogException, duckdb.BinderException):  # no table, or one without the card column
+            return None
+    return (json.loads(found[0]), Path(found[1])) if found else None
+
+
 def _run_failure(run: dg.ExecuteInProcessResult) -> str:
     for event in run.all_events:
         if event.event_type_value == "STEP_FAILURE" and event.step_failure_data:
@@ -687,6 +705,18 @@ def _resolve_versions(home: DataHome, outcome: Evaluation) -> bool:
     return True
 
 
+def _with_scorecard(home: DataHome, outcome: Evaluation, tier: str) -> Evaluation:
+    """``outcome`` with the scorecard its run stored (:func:`stored_scorecard`) and the path of
+    the report written for people; an error when the run stored none."""
+    stored = stored_scorecard(home, outcome.model, tier)
+    if stored is None:
+        outcome.error = (f"the run of {outcome.model} stored no {tier}-tier scorecard in {home.warehouse} "
+                         "(table evaluation.scorecard)")
+        return outcome
+    outcome.scorecard, outcome.report = stored
+    return outcome
+
+
 def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier: str = "deep",
                    thresholds: str | None = None, max_workers: int | None = None, log=print,
                    rescore_baseline: bool = True, progress: Display | None = None) -> Evaluation:
@@ -701,9 +731,8 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
     endpoint, and only the examples both versions hold are paired (the scorecard says how many).
     A baseline with no stored scores is scored either way. ``progress`` shows the runs' steps as
     their events arrive (``progress.py``)."""
-    from eval_pipeline.defs.evaluation.assets import scorecard_paths
     from eval_pipeline.defs.registry.sensors import evaluation_run_config
-    from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
+    from eval_pipeline.defs.resources import EvaluationSettings
     from eval_pipeline.lib.gates import load_thresholds
 
     outcome = Evaluation(model=model, baseline=baseline, tier=tier)
@@ -764,10 +793,7 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
     if not run.success:
         outcome.error = f"evaluating {model} failed: {_run_failure(run)}"
         return outcome
-    html_path, json_path = scorecard_paths(PipelineSettings(home=str(home.root)), model, tier)
-    outcome.scorecard = json.loads(json_path.read_text(encoding="utf-8"))
-    outcome.report = html_path
-    return outcome
+    return _with_scorecard(home, outcome, tier)
 
 
 def review_failures(home: DataHome, model: str, baseline: str | None = None, log=print,
@@ -776,9 +802,8 @@ def review_failures(home: DataHome, model: str, baseline: str | None = None, log
     ``failure_review`` (tasks re-written, ``inbox/`` read) and ``scorecard`` for ``model`` from its
     stored scores, without calling any model endpoint. ``baseline`` and ``thresholds`` (the gates
     file, default the packaged one) as for :func:`evaluate_model`."""
-    from eval_pipeline.defs.evaluation.assets import scorecard_paths
     from eval_pipeline.defs.registry.sensors import evaluation_run_config
-    from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
+    from eval_pipeline.defs.resources import EvaluationSettings
     from eval_pipeline.lib.gates import load_thresholds
 
     outcome = Evaluation(model=model, baseline=baseline, tier="deep")
@@ -815,10 +840,7 @@ def review_failures(home: DataHome, model: str, baseline: str | None = None, log
         if event.asset_key.to_user_string() == "failure_review":
             meta = event.materialization.metadata
             outcome.review_labels = {"counts": meta["labels"].value, "quarantined_because": meta["quarantined_because"].value}
-    html_path, json_path = scorecard_paths(PipelineSettings(home=str(home.root)), model, "deep")
-    outcome.scorecard = json.loads(json_path.read_text(encoding="utf-8"))
-    outcome.report = html_path
-    return outcome
+    return _with_scorecard(home, outcome, "deep")
 
 
 def register_demo_models(home: DataHome) -> list[str]:

@@ -20,7 +20,7 @@ from eval_pipeline.defs.evaluation.assets import SCORECARD
 from eval_pipeline.defs.registry.sensors import model_registry_sensor
 from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
 from eval_pipeline.lib import scorers
-from eval_pipeline.runs import DEMO_THRESHOLDS
+from eval_pipeline.runs import DEMO_THRESHOLDS, stored_scorecard
 
 # The fixture's set has the demo's task types; the packaged gates name no category, so the tests
 # that look for the routing slice's critical gate use the demo's gates.
@@ -105,6 +105,14 @@ def test_evaluate_exit_codes_and_scorecard_tables(ev, capsys):
     assert "verdict: FAIL  router:2 vs router:1" in out and "category=intent_routing" in out
     html = next(line.split("report: ")[1] for line in out.splitlines() if line.startswith("report: "))
     assert "Scorecard: router:2" in open(html, encoding="utf-8").read()
+    # what the command printed and gated on is the card stored in the pipeline's state (the overall
+    # row of evaluation.scorecard), the same card as the JSON report written beside the HTML for people
+    card, report = stored_scorecard(home, "router:2", "deep")
+    assert card["verdict"] == "fail" and str(report) == html
+    assert card == json.loads((home.reports / "scorecards" / "router" / "2.deep.json").read_text())
+    assert query(home, "select slice from evaluation.scorecard where model_version = 'router:2' "
+                       "and card is not null") == [("overall",)]
+    assert stored_scorecard(home, "router:2", "continuous") is None and stored_scorecard(home, "router:9", "deep") is None
     # every example of the set was run and scored; the open questions are not scored, never passed
     by_status = dict(query(home, "select status, count(*) from evaluation.candidate_scores "
                                  "where model_version = 'router:2' group by 1"))
@@ -243,6 +251,7 @@ def test_scorecard_pairs_a_baseline_on_the_previous_version_on_the_shared_exampl
         con.execute("create table evaluation.scorecard as select * from earlier")
         con.execute("insert into evaluation.scorecard (model_version, slice, verdict) "
                     "values ('router:0', 'overall', 'pass')")
+    assert stored_scorecard(home, "router:0", "deep") is None  # a table without the card column: no stored card
     register(home, "1", "baseline", **recorded(home, "baseline"))
     defs = build_definitions(home)
     job = defs.resolve_job_def("evaluation_job")
@@ -273,6 +282,7 @@ def test_scorecard_pairs_a_baseline_on_the_previous_version_on_the_shared_exampl
     assert query(home, "select verdict, baseline_eval_set_version from evaluation.scorecard "
                        "where model_version = 'router:0'") == [("pass", None)]  # the older row kept, column added
     card = json.loads((home.reports / "scorecards" / "router" / "2.deep.json").read_text())
+    assert stored_scorecard(home, "router:2", "deep")[0] == card  # the added card column holds it
     assert card["comparison"] == {"candidate_version": "v2", "baseline_version": "v1", "same_version": False,
                                   "shared_examples": 390, "candidate_only_examples": 40, "baseline_only_examples": 30,
                                   "summary": V1_V2}

@@ -143,19 +143,38 @@ def test_definitions_list_every_asset_check_job_and_sensor(home):
         "landing_manifest": "ingest", "raw_logs": "ingest", "quarantined_logs": "ingest",
         "redacted_logs": "privacy", "raw_retention_log": "privacy", "log_embeddings": "embeddings",
         "log_clusters": "clustering", "cluster_table": "clustering", "cluster_drift": "clustering",
-        "eval_set": "sampling", "annotation_tasks": "labeling", "judge_labels": "labeling", "human_labels": "labeling",
+        "eval_set": "sampling", "eval_set_versions": "sampling", "eval_set_changelog": "sampling",
+        "eval_set_summary": "sampling", "annotation_tasks": "labeling", "judge_labels": "labeling", "human_labels": "labeling",
         "human_references": "labeling", "label_quarantine": "labeling", "label_agreement": "labeling",
         "gold_labels": "labeling", "gold_references": "labeling", "review_queue": "labeling",
         "judge_bias_probes": "labeling", "judge_human_gap": "labeling",
         "model_registry": "registry", "candidate_outputs": "evaluation", "candidate_scores": "evaluation",
         "failure_review": "evaluation", "scorecard": "evaluation"}
     # daily feeds monthly: the clustering assets read the month's daily embeddings
-    monthly = {"log_clusters", "cluster_table", "cluster_drift", "eval_set", "annotation_tasks", "judge_labels",
-               "judge_bias_probes", "judge_human_gap"}
+    monthly = {"log_clusters", "cluster_table", "cluster_drift", "eval_set", "eval_set_versions", "eval_set_changelog",
+               "eval_set_summary", "annotation_tasks", "judge_labels", "judge_bias_probes", "judge_human_gap"}
     for key in monthly | {"log_embeddings"}:
         partitions = graph.get(dg.AssetKey(key)).partitions_def
         assert partitions.get_cron_schedule() == ("0 0 1 * *" if key in monthly else "0 0 * * *")
     assert {k.to_user_string() for k in graph.get(dg.AssetKey("log_clusters")).parent_keys} == {"log_embeddings"}
+    # the eval set's versions, changelog and summary are assets of the eval_set step, drawn from the
+    # month's records and clusters; the month's eval set is read from (or written with) the versions
+    drawn_from = {"redacted_logs", "log_embeddings", "log_clusters", "cluster_drift"}
+    for key in ("eval_set_versions", "eval_set_changelog", "eval_set_summary"):
+        node = graph.get(dg.AssetKey(key))
+        assert {k.to_user_string() for k in node.parent_keys} == drawn_from, key
+        assert node.metadata["dagster/table_name"] == f"sampling.{key}" and node.description, key
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey("eval_set")).parent_keys} == drawn_from | {"eval_set_versions"}
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey("eval_set_versions")).child_keys} == {"eval_set"}
+    assert {"annotation_tasks", "candidate_outputs"} <= {k.to_user_string()
+                                                         for k in graph.get(dg.AssetKey("eval_set")).child_keys}
+    # one step, never a part of it: the tables and the month's set are written together
+    [step] = {defs.resolve_assets_def(dg.AssetKey(k)) for k in ("eval_set", "eval_set_versions", "eval_set_changelog",
+                                                                 "eval_set_summary")}
+    assert step.op.name == "eval_set" and not step.can_subset
+    refresh = defs.resolve_job_def("monthly_refresh_job").asset_layer.selected_asset_keys
+    assert {"eval_set", "eval_set_versions", "eval_set_changelog", "eval_set_summary"} <= {
+        k.to_user_string() for k in refresh}
     assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == {
         ("raw_logs", "records_reconcile"), ("raw_logs", "raw_logs_expectations"),
         ("redacted_logs", "no_pii_leak"), ("raw_retention_log", "raw_within_retention")}

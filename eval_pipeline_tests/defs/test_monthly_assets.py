@@ -32,6 +32,8 @@ BANKING77 = Path(__file__).resolve().parents[2] / "eval_pipeline" / "lib" / "dem
 ASSETS = [ingest_assets.landing_manifest, ingest_assets.ingested_logs, privacy_assets.redacted_logs,
           embedding_assets.log_embeddings, clustering_assets.log_clusters, sampling_assets.eval_set]
 MONTHLY = dg.AssetSelection.assets("log_clusters", "cluster_table", "cluster_drift")
+# eval_set is one step with four outputs (the month's set and the append-only tables): run together
+EVAL_SET = list(sampling_assets.EVAL_SET_OUTPUTS)
 
 # January: 12 intents; February: 11 of them (one removed) and 3 new ones.
 OLD = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed", "pin_blocked", "cash_withdrawal_charge",
@@ -228,11 +230,19 @@ def test_eval_set_versions_refresh_and_changelog(clustered, tmp_path):
     # the demo's gates name its critical categories, whose precision the refresh reports
     resources = {**resources, "sampling": SamplingSettings(target_size=120, refresh_size=25),
                  "evaluation": EvaluationSettings(thresholds=str(DEMO_THRESHOLDS))}
-    first = dg.materialize(ASSETS, resources=resources, partition_key="2026-01-01", selection=["eval_set"], instance=instance)
+    first = dg.materialize(ASSETS, resources=resources, partition_key="2026-01-01", selection=EVAL_SET, instance=instance)
     meta = metadata(first, "eval_set")
     assert meta["eval_set_version"] == "v1" and meta["added"] == 120 and meta["removed"] == 0
     v1 = eval_set_rows(home, "v1")
     assert v1.height == 120 and v1["example_id"].n_unique() == 120
+    # the append-only tables are assets of the same step: each materialization says what it appended
+    appended = {key: metadata(first, key) for key in ("eval_set_versions", "eval_set_changelog", "eval_set_summary")}
+    assert {k: m["dagster/row_count"] for k, m in appended.items()} == {
+        "eval_set_versions": 120, "eval_set_changelog": 120, "eval_set_summary": 1}
+    assert all(m["eval_set_version"] == "v1" and m["appended"] == "v1 appended" for m in appended.values())
+    assert appended["eval_set_versions"]["examples_per_version"] == {"v1": 120}
+    assert "## v1 (2026-01)" in appended["eval_set_changelog"]["changelog"]
+    assert appended["eval_set_summary"]["summary"].startswith("120 examples (target 120)")
     assert set(v1["added_in"]) == {"v1"} and v1["removed_in"].is_null().all()
     assert v1["inclusion_probability"].is_between(0, 1, closed="right").all()
     assert (v1["weight"] >= 1).all() and v1["stratum"].is_not_null().all()
@@ -252,13 +262,17 @@ def test_eval_set_versions_refresh_and_changelog(clustered, tmp_path):
     uncertain = v1["cluster_id"].value_counts().sort(["count", "cluster_id"], descending=[True, False])["cluster_id"][0]
     write_scores(home, "router:1", "v1", [(e, "failed" if c == uncertain and i % 2 else "passed")
                                           for i, (e, c) in enumerate(zip(v1["example_id"], v1["cluster_id"]))])
-    second = dg.materialize(ASSETS, resources=resources, partition_key="2026-02-01", selection=["eval_set"], instance=instance)
+    second = dg.materialize(ASSETS, resources=resources, partition_key="2026-02-01", selection=EVAL_SET, instance=instance)
     meta = metadata(second, "eval_set")
     assert meta["allocation"] == "neyman"
     assert "category=intent_routing" in meta["critical_slice_precision"]
     assert meta["eval_set_version"] == "v2" and meta["based_on"] == "v1"
     v2 = eval_set_rows(home, "v2")
     changes = table(home, "select * from sampling.eval_set_changelog where eval_set_version = 'v2'")
+    assert metadata(second, "eval_set_versions")["dagster/row_count"] == v2.height
+    assert metadata(second, "eval_set_versions")["examples_per_version"] == {"v1": 120, "v2": v2.height}
+    assert metadata(second, "eval_set_changelog")["dagster/row_count"] == changes.height
+    assert metadata(second, "eval_set_changelog")["table_rows"] == 120 + changes.height
     added = set(changes.filter(pl.col("action") == "added")["example_id"])
     removed = set(changes.filter(pl.col("action") == "removed")["example_id"])
     # the changelog reconciles with the diff between the versions
@@ -309,8 +323,12 @@ def test_eval_set_versions_refresh_and_changelog(clustered, tmp_path):
     assert meta["coverage"]["strata_covered"] >= 0.8 * meta["coverage"]["strata"]
 
     # the same month again gives the same examples: no new version
-    again = dg.materialize(ASSETS, resources=resources, partition_key="2026-02-01", selection=["eval_set"], instance=instance)
+    again = dg.materialize(ASSETS, resources=resources, partition_key="2026-02-01", selection=EVAL_SET, instance=instance)
     assert metadata(again, "eval_set")["eval_set_version"] == "v2"
+    for key in ("eval_set_versions", "eval_set_changelog", "eval_set_summary"):
+        kept = metadata(again, key)
+        assert kept["dagster/row_count"] == 0 and kept["appended"] == "no new version: v2 kept (same examples)", key
+    assert metadata(again, "eval_set_versions")["table_rows"] == 120 + v2.height
     assert table(home, "select count(distinct eval_set_version) n from sampling.eval_set_versions")["n"][0] == 2
 
     # export: an old version says what became of its examples
@@ -367,7 +385,7 @@ def test_odd_months_give_one_stratum_and_a_message(clustered):
     results = {}
     for month, (phrase, strata) in cases.items():
         result = results[month] = dg.materialize(ASSETS, resources=resources, partition_key=month,
-                                                 selection=MONTHLY | dg.AssetSelection.assets("eval_set"), instance=instance)
+                                                 selection=MONTHLY | dg.AssetSelection.assets(*EVAL_SET), instance=instance)
         assert result.success  # downstream (the eval set) still runs
         assert phrase in metadata(result, "log_clusters")["messages"]
         rows = table(home, f"select cluster_id, status, size from clustering.cluster_table where month = '{month}'")

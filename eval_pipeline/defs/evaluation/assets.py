@@ -58,7 +58,10 @@ SCORECARD = pl.Schema({
     "baseline_eval_set_version": pl.String, "shared_examples": pl.Int64, "paired": pl.Int64,
     # the human review of a deep evaluation's failures (null on a continuous run)
     "failures_reviewed": pl.Int64, "failures_confirmed": pl.Int64, "failures_overturned": pl.Int64,
-    "failures_awaiting_review": pl.Int64})
+    "failures_awaiting_review": pl.Int64,
+    # the whole scorecard as JSON, on the ``overall`` row (null on the slices' rows): what
+    # ``evaluate`` and ``review-failures`` print and gate on, so no code reads the report file back
+    "card": pl.String})
 FAILURE_REVIEW = pl.Schema({
     "model_version": pl.String, "eval_set_version": pl.String, "tier": pl.String, "example_id": pl.String,
     "task_type": pl.String, "rubric": pl.String, "status": pl.String, "reason": pl.String, "output": pl.String,
@@ -352,7 +355,8 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
     comparison = card["comparison"]
     html_path, json_path = scorecard_paths(settings, key, tier)
     write_scorecard_report(card, html_path)
-    json_path.write_text(json.dumps(card, indent=1), encoding="utf-8")
+    card_json = json.dumps(card, indent=1)
+    json_path.write_text(card_json, encoding="utf-8")  # for people; code reads the table's ``card``
     table = [{**{k: s[k] for k in ("slice", "critical", "examples", "scored", "passed", "not_scored", "errors",
                                     "rate", "low", "high", "floor", "max_drop", "status", "detail", "mde",
                                     "needed_examples", "shared_examples")},
@@ -362,6 +366,7 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
               "difference_high": (s["paired"] or {}).get("high"), "p_value": (s["paired"] or {}).get("p_value"),
               "baseline_eval_set_version": card["baseline_eval_set_version"], "paired": (s["paired"] or {}).get("n"),
               "report_path": str(html_path), "created_at": now,
+              "card": card_json if s is card["overall"] else None,
               **({"failures_reviewed": review["reviewed"], "failures_confirmed": review["confirmed"],
                   "failures_overturned": review["overturned"], "failures_awaiting_review": review["awaiting_review"]}
                  if review else {})}

@@ -2,6 +2,7 @@
 
 import base64
 import json
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import date, datetime
 
@@ -14,7 +15,9 @@ from eval_pipeline.defs.resources import (ClusteringSettings, EvaluationSettings
                                           clustered_sample, read_table)
 from eval_pipeline.lib.embeddings import READ_MEMORY_LIMIT, from_storage, rows_with_vectors
 from eval_pipeline.lib.eval_set import (base_version, build_version, changelog_markdown, coverage_table,
-                                        outcomes_by_stratum, plot_coverage, reusable_version, slice_precision)
+                                        outcomes_by_stratum, plot_coverage, reusable_version, slice_precision,
+                                        summary_line)
+from eval_pipeline.lib.gates import version_order
 from eval_pipeline.lib.identity import IdentityRules, stale_examples
 from eval_pipeline.lib.sampling import fields_read
 from eval_pipeline.lib.spool import StoredPartition
@@ -101,31 +104,108 @@ def _last_scores(warehouse: DuckDBResource, version: str | None) -> list[dict]:
             [found[0], version]).fetchall()]
 
 
-@dg.asset(
+def _appended_outputs(version: str, reused: str | None, appended: dict[str, pl.DataFrame], archive: pl.DataFrame,
+                      changelog_all: pl.DataFrame, summaries: dict[str, dict], changelog_md: str,
+                      changelog_file) -> Iterator[dg.Output]:
+    """The materializations of the three append-only tables for the month: what this run
+    appended to each (``dagster/row_count``; nothing when a version was kept) and what each holds."""
+    held = (f"no new version: {reused} kept (same examples)" if reused
+            else f"{version} appended" if appended else "nothing to append (no examples, no changes)")
+    sizes = dict(archive.group_by("eval_set_version").len().iter_rows()) if archive.height else {}
+    yield dg.Output(None, output_name="eval_set_versions", metadata={
+        "dagster/row_count": appended[VERSIONS].height if appended else 0,
+        "eval_set_version": version, "appended": held, "table_rows": archive.height,
+        "examples_per_version": dg.MetadataValue.json(dict(sorted(sizes.items(), key=lambda kv: version_order(kv[0])))),
+    })
+    yield dg.Output(None, output_name="eval_set_changelog", metadata={
+        "dagster/row_count": appended[CHANGELOG].height if appended else 0,
+        "eval_set_version": version, "appended": held, "table_rows": changelog_all.height,
+        "changelog": dg.MetadataValue.md(changelog_md),
+        "changelog_file": dg.MetadataValue.path(str(changelog_file)),
+    })
+    ordered = sorted(summaries.values(), key=lambda r: version_order(r["eval_set_version"]))
+    yield dg.Output(None, output_name="eval_set_summary", metadata={
+        "dagster/row_count": appended[SUMMARY].height if appended else 0,
+        "eval_set_version": version, "appended": held, "table_rows": len(summaries),
+        "summary": summary_line(summaries[version]) if version in summaries else "(no summary: no version made)",
+        "versions": dg.MetadataValue.md(markdown_table(pl.DataFrame(ordered, schema=EVAL_SET_SUMMARY_SCHEMA).with_columns(
+            pl.col(pl.Float64).round(3))) if ordered else "(no version yet)"),
+    })
+
+
+# The outputs of ``eval_set``: the month's current version (written by the IO manager into its
+# month partition) and the three append-only tables the step writes itself, in one transaction.
+EVAL_SET_OUTPUTS = ("eval_set", "eval_set_versions", "eval_set_changelog", "eval_set_summary")
+_DRAWN_FROM = {dg.AssetKey(k) for k in ("redacted_logs", "log_embeddings", "log_clusters", "cluster_drift")}
+_APPENDED = ("Appended by the ``eval_set`` step, never updated: a version's rows of the three tables "
+             "(``eval_set_versions``, ``eval_set_changelog``, ``eval_set_summary``) are written in one "
+             "transaction, so a killed run leaves none of them; a month re-run with the same examples "
+             "appends nothing, and one giving other examples appends a new version beside the old one. "
+             "The IO manager does not write it (a partition replaced on a re-run would lose that history).")
+
+_EVAL_SET_DOC = """The eval-set version this month produced.
+
+The first month draws the initial set (stratified by cluster, a floor per stratum, failure
+signals weighted, near-duplicates collapsed). Later months start from the latest earlier
+version and keep it within 10% of its target: examples of gone topics or of strata 2x
+over-represented are removed, the set is refilled and new clusters get their floor (Neyman's
+allocation when a scorecard was made on that version), the rest is kept untouched. The
+month's partition holds the version current that month, read from ``eval_set_versions``:
+re-materializing a month that would give the same examples keeps its version; a different
+result becomes a new version. Examples of a "gone" cluster move to the cluster that continues
+its topic at the clustering resource's ``drift_threshold``, the threshold the drift table was
+matched at.
+
+Reads outside the declared dependencies: the earlier versions (``eval_set_versions``,
+``eval_set_changelog``, ``eval_set_summary`` of earlier months, written by this same step)
+and the latest scorecard made on the previous version (``evaluation.scorecard`` and
+``evaluation.candidate_scores``, for Neyman's allocation and the slice precision). Declaring
+the scorecard would make a cycle (the evaluation assets read the eval set), so it is read
+as it stands when the month runs.
+"""
+
+
+def _table_out(table: str, schema: pl.Schema, what: str) -> dg.AssetOut:
+    """An output whose rows the ``eval_set`` step appends to ``table`` itself (see ``_APPENDED``)."""
+    return dg.AssetOut(
+        dagster_type=dg.Nothing, kinds={"duckdb"}, description=f"{what}\n\n{_APPENDED}",
+        metadata={"dagster/table_name": table, "storage": "append-only, written by the eval_set step",
+                  "dagster/column_schema": dg.TableSchema(columns=[
+                      dg.TableColumn(name, str(dtype)) for name, dtype in schema.items()])})
+
+
+@dg.multi_asset(
+    name="eval_set",
     group_name="sampling",
-    kinds={"polars", "duckdb"},
     partitions_def=monthly_partitions,
-    metadata={"schema": "sampling", "partition_expr": "month_start"},
+    outs={
+        "eval_set": dg.AssetOut(kinds={"polars", "duckdb"}, description=_EVAL_SET_DOC,
+                                metadata={"schema": "sampling", "partition_expr": "month_start"}),
+        "eval_set_versions": _table_out(VERSIONS, EVAL_SET_SCHEMA, (
+            "Every eval-set version ever made, one row per example per version (the eval-example "
+            "contract); a month's partition is the version that month made, if it made one.")),
+        "eval_set_changelog": _table_out(CHANGELOG, EVAL_SET_CHANGELOG_SCHEMA, (
+            "One row per example a version added, removed or moved to a re-cut cluster: version, "
+            "month, action, reason, cluster, stratum. Its metadata has the CHANGELOG of every version "
+            "(also ``<data home>/reports/eval_set/CHANGELOG.md``).")),
+        "eval_set_summary": _table_out(SUMMARY, EVAL_SET_SUMMARY_SCHEMA, (
+            "One row per eval-set version: size against target, churn (added, removed, moved), the "
+            "share of the month's traffic in continuing clusters, how the month was clustered and "
+            "how the additions were allocated.")),
+    },
     ins={"log_clusters": dg.AssetIn(metadata={"columns": ["request_id", "cluster_id"]})},
+    # every output is drawn from the month's records, clusters and drift; the month's eval set is
+    # the version current that month, so it is read from (or written with) eval_set_versions
+    internal_asset_deps={"eval_set": _DRAWN_FROM | {dg.AssetKey("eval_set_versions")},
+                         "eval_set_versions": _DRAWN_FROM, "eval_set_changelog": _DRAWN_FROM,
+                         "eval_set_summary": _DRAWN_FROM},
 )
 def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, sampling: SamplingSettings,
              clustering: ClusteringSettings, evaluation: EvaluationSettings, warehouse: DuckDBResource, redacted_logs: StoredPartition,
              log_embeddings: StoredPartition, log_clusters: pl.DataFrame,
-             cluster_drift: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-    """The eval-set version this month produced.
-
-    The first month draws the initial set (stratified by cluster, a floor per stratum, failure
-    signals weighted, near-duplicates collapsed). Later months start from the latest earlier
-    version and keep it within 10% of its target: examples of gone topics or of strata 2x
-    over-represented are removed, the set is refilled and new clusters get their floor (Neyman's
-    allocation when a scorecard was made on that version), the rest is kept untouched; the
-    version's size, churn and continuing traffic go to ``sampling.eval_set_summary``. Every
-    version is appended to ``sampling.eval_set_versions`` and never changed;
-    ``sampling.eval_set_changelog`` has a row per added, removed or moved example. Re-materializing a month that would give the same examples
-    keeps its version; a different result becomes a new version. Examples of a "gone" cluster move
-    to the cluster that continues its topic at the clustering resource's ``drift_threshold``, the
-    threshold the drift table was matched at.
-    """
+             cluster_drift: pl.DataFrame) -> Iterator[dg.Output]:
+    """The month's eval-set version (``eval_set``) and the append-only tables of every version
+    (``eval_set_versions``, ``eval_set_changelog``, ``eval_set_summary``): see their descriptions."""
     month = date.fromisoformat(context.partition_key)
     config = sampling.config(merge_cosine=clustering.drift_threshold)
     versions = read_table(warehouse, VERSIONS, EVAL_SET_SCHEMA)
@@ -162,6 +242,7 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
     outcomes = outcomes_by_stratum(scores, previous) if scores else None
     build = build_version(rows, vectors, month, config, previous=previous, drift=drift, existing_versions=names,
                           details=lambda chosen: _details(warehouse, list(chosen)), outcomes=outcomes, stale=stale)
+    appended: dict[str, pl.DataFrame] = {}  # table -> the rows this run appended (none when a version is kept)
     reused = reusable_version(versions.select("eval_set_version", "month", "example_id").to_dicts(), month, build)
     if reused:
         # the version current this month; its rows carry this month so the partition holds them
@@ -178,10 +259,12 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
         changes = frame(build.changelog, EVAL_SET_CHANGELOG_SCHEMA)
         version = build.version
         if df.height or changes.height:
-            _append_version(warehouse, version, {VERSIONS: df, CHANGELOG: changes, SUMMARY: frame([{
+            summary_row = frame([{
                 **build.churn(len(previous)), "eval_set_version": version, "month": month, "based_on": base,
                 "target_size": config.target_size, "continuing_share": continuing_share, "cluster_mode": cluster_mode,
-                "allocation": "initial" if build.initial else build.allocation}], EVAL_SET_SUMMARY_SCHEMA)})
+                "allocation": "initial" if build.initial else build.allocation}], EVAL_SET_SUMMARY_SCHEMA)
+            appended = {VERSIONS: df, CHANGELOG: changes, SUMMARY: summary_row}
+            _append_version(warehouse, version, appended)
             changelog_all = pl.concat([changelog_all, changes])
     for message in build.messages:
         context.log.info(message)
@@ -212,7 +295,9 @@ def eval_set(context: dg.AssetExecutionContext, settings: PipelineSettings, samp
             context.log.info(f"{row['slice']}: {row['examples_before']} -> {row['examples_after']} examples; expected "
                              f"{thresholds.confidence:.0%} interval half-width {100 * row['half_width_before']:.1f} -> "
                              f"{100 * row['half_width_after']:.1f} points at its last pass rate {row['last_rate']:.1%}")
-    return dg.Output(df, metadata={
+    yield from _appended_outputs(version, reused, appended, archive, changelog_all, summaries, summary_md,
+                                 reports / "CHANGELOG.md")
+    yield dg.Output(df, output_name="eval_set", metadata={
         "dagster/row_count": df.height,
         "eval_set_version": version,
         "size": df.height,

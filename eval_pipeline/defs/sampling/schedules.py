@@ -16,11 +16,12 @@ import dagster as dg
 
 from eval_pipeline.defs.ingest.sensors import ingest_job
 from eval_pipeline.defs.partitions import daily_partitions, monthly_partitions
+from eval_pipeline.defs.sampling.assets import EVAL_SET_OUTPUTS
 
 # Tagged as the month's run: a deployment's run queue runs one at a time (deploy/dagster.yaml).
 monthly_refresh_job = dg.define_asset_job(
     "monthly_refresh_job",
-    selection=dg.AssetSelection.assets("log_clusters", "cluster_table", "cluster_drift", "eval_set",
+    selection=dg.AssetSelection.assets("log_clusters", "cluster_table", "cluster_drift", *EVAL_SET_OUTPUTS,
                                        "annotation_tasks", "judge_labels", "judge_bias_probes",
                                        "judge_human_gap"),
     partitions_def=monthly_partitions,
