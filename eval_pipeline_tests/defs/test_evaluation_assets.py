@@ -335,3 +335,47 @@ def test_evaluate_rescores_the_baseline_unless_told_to_use_its_stored_scores(ev,
     card = json.loads((home.reports / "scorecards" / "router" / "2.deep.json").read_text())
     assert card["baseline_eval_set_version"] == "v2" and card["overall"]["paired"]["n"] == 410
     assert not any("eval-set version" in r for r in card["reasons"])
+
+
+def test_scorings_under_two_versions_of_a_rubric_are_never_paired(ev, tmp_path):
+    """The baseline was scored before the routing rubric changed: its routing examples are left out
+    of the paired comparison (said in the reasons and metadata); the other slices still pair."""
+    import shutil
+
+    import yaml
+
+    from eval_pipeline.defs.resources import LabelingSettings
+    from eval_pipeline.lib.rubrics import DEFAULT_RUBRICS_DIR, load_rubrics, rubric_version
+
+    home, examples, _ = ev
+    register(home, "1", "baseline", **recorded(home, "baseline"))
+    register(home, "3", **recorded(home, "same"))
+    changed = tmp_path / "rubrics"
+    shutil.copytree(DEFAULT_RUBRICS_DIR, changed)
+    routing = changed / "intent_routing.yaml"
+    spec = yaml.safe_load(routing.read_text())
+    spec["criteria"][0]["description"] += " Judge the label alone."
+    routing.write_text(yaml.safe_dump(spec, sort_keys=False))
+    old, new = load_rubrics(None), load_rubrics(changed)
+    assert rubric_version(old["intent_routing"]) != rubric_version(new["intent_routing"])
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("model_versions", ["router:1", "router:3"])
+        before = build_definitions(home).resolve_job_def("evaluation_job")
+        assert before.execute_in_process(partition_key="router:1", instance=instance).success
+        after = build_definitions(home, {"labeling": LabelingSettings(rubrics_dir=str(changed))})
+        run = after.resolve_job_def("evaluation_job").execute_in_process(partition_key="router:3", instance=instance)
+        assert run.success
+    [event] = [m for m in run.get_asset_materialization_events() if m.asset_key.to_user_string() == "scorecard"]
+    meta = event.materialization.metadata
+    routed = query(home, "select count(*) from evaluation.candidate_scores where model_version = 'router:3' "
+                         "and task_type = 'intent_routing'")[0][0]
+    assert routed > 0 and meta["unpaired_other_rubric_version"].value == routed
+    assert meta["shared_examples"].value == len(examples) - routed
+    versions = dict(query(home, "select model_version, rubric_version from evaluation.candidate_scores "
+                                "where task_type = 'intent_routing' group by all"))
+    assert versions == {"router:1": rubric_version(old["intent_routing"]),
+                        "router:3": rubric_version(new["intent_routing"])}
+    card, _ = stored_scorecard(home, "router:3", "deep")
+    assert any("another version of their rubric" in r for r in card["reasons"])
+    assert len(card["rubric_version_unpaired"]) == routed

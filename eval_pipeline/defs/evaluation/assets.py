@@ -28,6 +28,7 @@ from eval_pipeline.lib.providers import generate_outputs, provider_for
 from eval_pipeline.lib.report import write_scorecard_report
 from eval_pipeline.lib.scorers import score_references
 from eval_pipeline.lib.annotation import rubric_for
+from eval_pipeline.lib.rubrics import rubric_version
 from eval_pipeline.lib.review import (apply_verdicts, failures, human_verdicts, read_review_labels, review_counts,
                                       review_rows, write_review_tasks)
 from eval_pipeline.lib.tables import markdown_table
@@ -45,7 +46,9 @@ CANDIDATE_SCORES = pl.Schema({
     "model_version": pl.String, "eval_set_version": pl.String, "tier": pl.String, "example_id": pl.String,
     "task_type": pl.String, "slice": pl.String, "tier_weight": pl.Float64, "status": pl.String,
     "passed": pl.Boolean, "scorers": pl.List(pl.String), "scores": pl.String, "justifications": pl.String,
-    "reason": pl.String, "reference": pl.String, "output": pl.String})
+    "reason": pl.String, "reference": pl.String, "output": pl.String,
+    # added after the first layout: appended, and added to an existing table (add_missing_columns)
+    "rubric_version": pl.String})
 SCORECARD = pl.Schema({
     "model_version": pl.String, "baseline": pl.String, "eval_set_version": pl.String, "tier": pl.String,
     "verdict": pl.String, "slice": pl.String, "critical": pl.Boolean, "examples": pl.Int64, "scored": pl.Int64,
@@ -135,13 +138,14 @@ def candidate_outputs(context: dg.AssetExecutionContext, config: OutputsConfig, 
 @dg.asset(group_name="evaluation", kinds=KINDS, partitions_def=model_versions, metadata=_META,
           ins={"eval_set": _ALL_MONTHS})
 def candidate_scores(context: dg.AssetExecutionContext, settings: PipelineSettings, labeling: LabelingSettings,
-                     judge: JudgeSettings, candidate_outputs: pl.DataFrame, eval_set: pl.DataFrame,
+                     judge: JudgeSettings, warehouse: DuckDBResource, candidate_outputs: pl.DataFrame, eval_set: pl.DataFrame,
                      gold_references: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """Each output scored by the scorers that fit its task type with the rubric's pass rule:
     exact match (plus token F1, ROUGE-L and BERTScore F1, reported) against the adjudicated
     reference where the task has one correct answer, and the LLM judge's rubric scores when a judge endpoint is
     configured. An example no scorer applies to is ``not_scored`` (never a pass or a fail); a
-    provider failure stays an ``error``."""
+    provider failure stays an ``error``. Each row records the version of the rubric it was scored
+    under (``rubric_version``), so a scorecard never pairs scorings of two versions of a rubric."""
     rubrics = labeling.rubrics()
     examples = {r["example_id"]: r for r in current_eval_set(eval_set).to_dicts()}
     references = {r["example_id"]: r["reference"] for r in gold_references.to_dicts() if r.get("reference")}
@@ -176,8 +180,10 @@ def candidate_scores(context: dg.AssetExecutionContext, settings: PipelineSettin
                      "status": score.status, "passed": score.passed, "scorers": score.scorers,
                      "scores": json.dumps(score.scores, sort_keys=True),
                      "justifications": json.dumps(score.justifications, sort_keys=True),
-                     "reason": score.reason, "reference": reference})
+                     "reason": score.reason, "reference": reference,
+                     "rubric_version": rubric_version(rubric) if (rubric := rubric_of(o["task_type"])) else None})
     df = pl.DataFrame(rows, schema=CANDIDATE_SCORES)
+    add_missing_columns(warehouse, "evaluation.candidate_scores", CANDIDATE_SCORES)
     by_task = (df.group_by("task_type", "status").len().pivot(on="status", index="task_type", values="len")
                .fill_null(0).sort("task_type")) if df.height else df
     reasons = Counter(r["reason"] for r in rows if r["status"] == "not_scored")
@@ -263,8 +269,8 @@ def scorecard_paths(settings: PipelineSettings, key: str, tier: str):
 
 
 def baseline_scores(warehouse: DuckDBResource, baseline: str) -> tuple[str | None, list[dict], list[str]]:
-    """The baseline's stored scores: (eval-set version, rows of ``example_id`` and ``status``,
-    every version its stored rows are on). Each run replaces a model version's rows of
+    """The baseline's stored scores: (eval-set version, rows of ``example_id``, ``status`` and
+    ``rubric_version`` (None in a table of an older layout), every version its stored rows are on). Each run replaces a model version's rows of
     ``candidate_scores`` (the table is partitioned by model version), so they are one scoring; if
     rows of another version are there all the same (a table written otherwise), only the latest
     version's are used, never a mix of two scorings."""
@@ -273,11 +279,31 @@ def baseline_scores(warehouse: DuckDBResource, baseline: str) -> tuple[str | Non
                              "where table_schema = 'evaluation' and table_name = 'candidate_scores'").fetchone()[0]
         if not exists:
             return None, [], []
-        stored = con.execute("select example_id, status, eval_set_version from evaluation.candidate_scores "
-                             "where model_version = ?", [baseline]).pl()
+        has_version = con.execute("select count(*) from information_schema.columns where table_schema = 'evaluation' "
+                                  "and table_name = 'candidate_scores' and column_name = 'rubric_version'").fetchone()[0]
+        stored = con.execute("select example_id, status, eval_set_version, "
+                             f"{'rubric_version' if has_version else 'null::varchar as rubric_version'} "
+                             "from evaluation.candidate_scores where model_version = ?", [baseline]).pl()
     versions = sorted(set(stored["eval_set_version"].to_list()), key=version_order)
     version, rows = latest_scoring(stored.to_dicts())
-    return version, [{"example_id": r["example_id"], "status": r["status"]} for r in rows], versions
+    return version, [{k: r[k] for k in ("example_id", "status", "rubric_version")} for r in rows], versions
+
+
+def same_rubric_versions(candidate: pl.DataFrame, base_rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """The baseline rows that can be paired with the candidate's: an example both scored under
+    different versions of its rubric (the rubric changed between the two evaluations) is left out
+    of the pairing, never compared across versions. Returns (kept rows as ``example_id`` and
+    ``status``, the example ids left out). A version unknown on either side (a row stored before
+    versions were recorded) is paired as before."""
+    mine = dict(zip(candidate["example_id"], candidate["rubric_version"])) if "rubric_version" in candidate.columns else {}
+    kept, left_out = [], []
+    for r in base_rows:
+        theirs, ours = r.get("rubric_version"), mine.get(r["example_id"])
+        if theirs and ours and theirs != ours:
+            left_out.append(r["example_id"])
+        else:
+            kept.append({"example_id": r["example_id"], "status": r["status"]})
+    return kept, left_out
 
 
 def judge_reliability(warehouse: DuckDBResource) -> dict[str, Any] | None:
@@ -331,6 +357,13 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
         elif len(stored_versions) > 1:
             context.log.warning(f"baseline {baseline} has stored scores on eval-set versions "
                                 f"{', '.join(map(str, stored_versions))}: only those on {base_version} are used")
+    other_rubric: list[str] = []
+    if base_rows:
+        base_rows, other_rubric = same_rubric_versions(candidate_scores, base_rows)
+        if other_rubric:
+            context.log.warning(f"{len(other_rubric)} examples were scored for baseline {baseline} under another "
+                                "version of their rubric: left out of the paired comparison (re-evaluate the "
+                                "baseline to pair them)")
     rows = candidate_scores.select("example_id", "slice", "status", "task_type", "scorers",
                                    pl.col("tier_weight").alias("weight")).to_dicts()
     rubrics = labeling.rubrics()
@@ -352,6 +385,10 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
     review = review_counts(verdicts) if tier == "deep" else None
     with_human_review(card, review, [{"example_id": v["example_id"], "note": v["note"]}
                                      for v in verdicts if v["verdict"] == "overturned"])
+    if other_rubric:
+        card["reasons"].append(f"{len(other_rubric)} examples not paired with the baseline: it scored them under "
+                               "another version of their rubric (re-evaluate the baseline to pair them)")
+    card["rubric_version_unpaired"] = sorted(other_rubric)
     comparison = card["comparison"]
     html_path, json_path = scorecard_paths(settings, key, tier)
     write_scorecard_report(card, html_path)
@@ -385,6 +422,7 @@ def scorecard(context: dg.AssetExecutionContext, config: ScorecardConfig, settin
         "baseline_eval_set_version": card["baseline_eval_set_version"] or "none",
         "comparison": comparison["summary"] if comparison else "no baseline: floors only",
         "shared_examples": comparison["shared_examples"] if comparison else 0,
+        "unpaired_other_rubric_version": len(other_rubric),
         "tier": tier,
         "worst_slice": card["worst_slice"] or "none",
         "pass_rate": card["overall"]["rate"] if card["overall"]["rate"] is not None else float("nan"),
