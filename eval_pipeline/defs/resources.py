@@ -199,7 +199,7 @@ class EvaluationSettings(dg.ConfigurableResource):
     """How model versions are run and gated.
 
     ``max_workers`` requests in flight per version, each with ``timeout`` seconds and
-    ``max_retries`` retries (backoff doubling from ``backoff`` seconds); ``thresholds`` is the
+    ``max_retries`` retries (the ``openai`` client's own, with its own backoff); ``thresholds`` is the
     gates file (empty: the packaged ``eval_pipeline/thresholds.yaml``); ``continuous_size`` the
     continuous tier's size (100-200); ``sensor_tier`` the tier the registry sensor runs.
     """
@@ -207,7 +207,6 @@ class EvaluationSettings(dg.ConfigurableResource):
     max_workers: int = 4
     timeout: float = 60.0
     max_retries: int = 3
-    backoff: float = 1.0
     thresholds: str = ""
     continuous_size: int = 150
     sensor_tier: str = "deep"
