@@ -216,11 +216,12 @@ class OpenAICompatibleProvider:
                 raise ProviderError(self._gave_up(_describe(exc), attempts, exc),
                                     status_code=exc.status_code, attempts=attempts,
                                     retryable=True) from self._cause(exc)
-            raise ProviderError(
-                f"HTTP {exc.status_code} from {self.base_url} (model {self.model!r}), not retried: "
-                "the endpoint rejected the request, so the configuration is probably wrong "
-                f"(base URL, model name or API key): {self._text(exc)}",
-                status_code=exc.status_code, attempts=attempts) from self._cause(exc)
+            why = ("the server said not to retry it (x-should-retry: false)" if _server_side(exc.status_code) else
+                   "the endpoint rejected the request, so the configuration is probably wrong "
+                   "(base URL, model name or API key)")
+            raise ProviderError(f"HTTP {exc.status_code} from {self.base_url} (model {self.model!r}), not retried: "
+                                f"{why}: {self._text(exc)}",
+                                status_code=exc.status_code, attempts=attempts) from self._cause(exc)
         except openai.APIConnectionError as exc:  # APITimeoutError is one too
             attempts = self._call.requests
             raise ProviderError(self._gave_up(type(exc).__name__, attempts, exc), attempts=attempts,
@@ -235,9 +236,9 @@ class OpenAICompatibleProvider:
         """The message of a retryable failure that was still failing after the client's retries."""
         text = f"{what} from {self.base_url} (model {self.model!r}), giving up after {attempts} attempts"
         if attempts <= self.max_retries:
-            # The client stops early when the server asks for a longer wait than it accepts.
-            text += " (the openai client stopped retrying early: the server asked it not to retry, or for a " \
-                    "longer Retry-After wait than it accepts)"
+            # The client does not retry when the server asks for a longer wait than it accepts.
+            text += " (the openai client stopped retrying early: the server's Retry-After asked for a longer " \
+                    "wait than the client accepts)"
         return f"{text}: {self._text(exc)}"
 
     def _text(self, exc: BaseException) -> str:
@@ -278,7 +279,13 @@ def _retryable_status(exc: Any) -> bool:
     should_retry = response.headers.get("x-should-retry") if response is not None else None
     if should_retry in ("true", "false"):
         return should_retry == "true"
-    return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return _server_side(exc.status_code)
+
+
+def _server_side(status: int) -> bool:
+    """A status that says the server could not answer now (timeout, conflict, rate limit, 5xx),
+    not that the request is wrong."""
+    return status in (408, 409, 429) or status >= 500
 
 
 def _describe(exc: BaseException) -> str:

@@ -251,6 +251,19 @@ def test_a_wait_longer_than_the_client_accepts_is_not_retried(server):
     assert "stopped retrying early" in str(info.value) and len(server.requests) == 1
 
 
+@pytest.mark.parametrize("status, headers, requests, retryable, says", [
+    (409, {}, 3, True, "giving up after 3 attempts"),  # a conflict: the client retries it
+    (503, {"x-should-retry": "false"}, 1, False, "the server said not to retry it"),
+    (400, {"x-should-retry": "true"}, 3, True, "giving up after 3 attempts"),
+])
+def test_the_client_retry_rule_decides_attempts_and_retryable(server, status, headers, requests, retryable, says):
+    server.default = server_error(status, **headers)
+    with provider_for(server, max_retries=2) as provider, pytest.raises(ProviderError) as info:
+        provider.complete(MESSAGES)
+    assert info.value.status_code == status and info.value.attempts == requests == len(server.requests)
+    assert info.value.retryable is retryable and says in str(info.value)
+
+
 def test_unauthorised_is_not_retried(server):
     server.script(Reply(status=401, body={"error": {"message": "invalid api key", "type": "auth"}}))
     provider = provider_for(server, max_retries=4)
