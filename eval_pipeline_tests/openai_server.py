@@ -18,6 +18,7 @@ class Reply:
     content: str | None = None  # the assistant message of a 200 chat completion
     body: Any = None  # a raw body instead (error responses)
     headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # close the connection without any answer (a dropped connection)
 
 
 def completion_body(content: str, model: str) -> dict:
@@ -90,6 +91,9 @@ class ScriptedServer:
                 self._send(reply, body)
 
             def _send(self, reply: Reply, request: dict) -> None:
+                if reply.drop:
+                    self.close_connection = True
+                    return
                 if reply.content is not None:
                     payload = completion_body(reply.content, request.get("model", "unknown"))
                 else:

@@ -218,8 +218,7 @@ class EvaluationSettings(dg.ConfigurableResource):
 
     max_workers: int = Field(4, ge=1, description="requests in flight per model version")
     timeout: float = Field(60.0, gt=0, description="seconds per request")
-    max_retries: int = Field(3, ge=0, description="retries of a failed request")
-    backoff: float = Field(1.0, ge=0, description="seconds before the first retry, doubling")
+    max_retries: int = Field(3, ge=0, description="retries of a failed request (the openai client's own, with its own backoff)")
     thresholds: str = Field("", description="the gates file; empty: the packaged eval_pipeline/thresholds.yaml")
     continuous_size: int = Field(150, ge=CONTINUOUS_MIN, le=CONTINUOUS_MAX,
                                  description=f"the continuous tier's size ({CONTINUOUS_MIN}-{CONTINUOUS_MAX})")

@@ -5,7 +5,8 @@ The pieces, with no Dagster import:
 * :class:`ChatProvider` - what the judge needs from a model endpoint, and
   :class:`OpenAICompatibleProvider`, its implementation on the ``openai`` client (any server that
   speaks ``POST /v1/chat/completions``: OpenAI, vLLM, llama.cpp, Ollama, a gateway...). Retries
-  are done here, not by the client, so they are visible (:attr:`requests_made`) and testable;
+  are the client's own; every request it sends is counted (:attr:`requests_made`, and the
+  ``attempts`` of each response or error);
 * :func:`build_judge_messages` / :func:`judge_json_schema` - the prompt and the structured-output
   schema (one ``{score, justification}`` object per rubric criterion);
 * :func:`parse_judge_output` - strict validation of the judge's answer, with precise errors
@@ -21,10 +22,8 @@ imported here, so either module can change without the other).
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
-import math
 import re
 import threading
 import time
@@ -59,9 +58,6 @@ __all__ = [
 ]
 
 SCHEMA_NAME = "rubric_scores"
-# Upper bound of one wait between two attempts, whether computed or asked for by the server: a
-# judge run is a batch job, but a server asking for minutes is better treated as a failure.
-MAX_BACKOFF_SECONDS = 30.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,8 +101,8 @@ class ProviderError(RuntimeError):
     """A request that did not produce a completion (after the retries, when retryable).
 
     status_code  the HTTP status, None for connection errors and timeouts
-    attempts     the requests made for this call
-    retryable    whether the error kind is one that is retried (it ran out of attempts)
+    attempts     the HTTP requests made for this call, the client's retries included
+    retryable    whether the error kind is one the client retries (then it ran out of retries)
     """
 
     def __init__(self, message: str, *, status_code: int | None = None, attempts: int = 1,
@@ -130,40 +126,49 @@ class ChatProvider(Protocol):
 class OpenAICompatibleProvider:
     """A :class:`ChatProvider` on ``openai.OpenAI`` pointed at ``base_url``.
 
-    The client's own retries are switched off (``max_retries=0``) and done here instead:
-    ``max_retries`` more attempts after the first one on 429, 408, 5xx, connection errors and
-    timeouts, waiting ``backoff * 2**attempt`` seconds (at most 30), or what the server's
-    ``Retry-After`` / ``retry-after-ms`` header asks (also at most 30). Any other 4xx is not
-    retried: it means the request itself is rejected (wrong key, model name or URL), so it fails
-    at once with a :class:`ProviderError` that says so. ``temperature=None`` leaves it out of the
-    request (some reasoning models reject any value); so does ``max_tokens=None`` (the server's
-    own limit applies).
+    Retries are the ``openai`` client's own: up to ``max_retries`` more requests after the first
+    on 408, 409, 429, 5xx, connection errors and timeouts (and whatever a server marks with
+    ``x-should-retry: true``). The client waits what the server's ``retry-after-ms`` /
+    ``Retry-After`` header asks when that is above 0 and at most 2 minutes, and refuses to retry
+    when it asks for more; otherwise it backs off exponentially from 0.5 s (doubling, at most
+    8 s, minus up to 25% jitter). That backoff is fixed inside the client (it has no setting for
+    it), so this class has none either: ``max_retries`` and ``timeout`` are the knobs.
+
+    Any other 4xx is not retried: it means the request itself is rejected (wrong key, model name
+    or URL), so it fails at once with a :class:`ProviderError` that says so. ``temperature=None``
+    leaves it out of the request (some reasoning models reject any value); so does
+    ``max_tokens=None`` (the server's own limit applies).
+
+    Every HTTP request is counted by an event hook on the client's ``http_client``: the total in
+    :attr:`requests_made`, and per call in :attr:`ProviderResponse.attempts` /
+    :attr:`ProviderError.attempts`.
     """
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60,
-                 max_retries: int = 4, backoff: float = 1.0, temperature: float | None = 0.0,
-                 max_tokens: int | None = None) -> None:
+                 max_retries: int = 4, temperature: float | None = 0.0, max_tokens: int | None = None) -> None:
         import openai  # here, so that importing this module stays cheap for code that only parses
 
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if backoff < 0:
-            raise ValueError(f"backoff must be >= 0, got {backoff}")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.timeout = timeout
         self.max_retries = max_retries
-        self.backoff = backoff
         self.temperature = temperature
         self.max_tokens = max_tokens
         # Never the key: model_id lands in the cache table and in results.
         self.model_id = f"{self.base_url}|{model}"
-        # A local server needs no key, but the client refuses to start without one.
-        self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "not-needed",
-                                     timeout=timeout, max_retries=0)
         self._api_key = api_key
         self._lock = threading.Lock()
         self._requests_made = 0
+        # Requests of the call running in this thread: the client sends a call's retries from the
+        # thread that made the call, and a provider is shared by a pool of judging threads.
+        self._call = threading.local()
+        # The client's defaults (connection limits, redirects), plus the hook that counts requests.
+        http_client = openai.DefaultHttpxClient(timeout=timeout, event_hooks={"request": [self._count_request]})
+        # A local server needs no key, but the client refuses to start without one.
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "not-needed",
+                                     timeout=timeout, max_retries=max_retries, http_client=http_client)
 
     @property
     def requests_made(self) -> int:
@@ -183,6 +188,12 @@ class OpenAICompatibleProvider:
     def __repr__(self) -> str:
         return f"OpenAICompatibleProvider(model_id={self.model_id!r})"
 
+    def _count_request(self, request: Any) -> None:
+        """The ``http_client``'s request hook: runs once per HTTP request, each retry included."""
+        with self._lock:
+            self._requests_made += 1
+        self._call.requests = getattr(self._call, "requests", 0) + 1
+
     def complete(self, messages: list[dict], *, json_schema: dict | None = None) -> ProviderResponse:
         import openai
 
@@ -195,35 +206,40 @@ class OpenAICompatibleProvider:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": SCHEMA_NAME, "schema": json_schema, "strict": True}}
 
-        attempts = 0
-        while True:
-            attempts += 1
-            with self._lock:
-                self._requests_made += 1
-            try:
-                completion = self._client.chat.completions.create(**kwargs)
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
-                # APITimeoutError is an APIConnectionError: covered here too.
-                if attempts > self.max_retries:
-                    raise ProviderError(
-                        f"{_describe(exc)} from {self.base_url} (model {self.model!r}), "
-                        f"giving up after {attempts} attempts: {self._text(exc)}",
-                        status_code=_status_of(exc), attempts=attempts, retryable=True) from self._cause(exc)
-                time.sleep(self._delay(attempts - 1, exc))
-                continue
-            except openai.APIStatusError as exc:
-                if exc.status_code == 408 and attempts <= self.max_retries:  # a server-side timeout
-                    time.sleep(self._delay(attempts - 1, exc))
-                    continue
-                raise ProviderError(
-                    f"HTTP {exc.status_code} from {self.base_url} (model {self.model!r}), not retried: "
-                    "the endpoint rejected the request, so the configuration is probably wrong "
-                    f"(base URL, model name or API key): {self._text(exc)}",
-                    status_code=exc.status_code, attempts=attempts) from self._cause(exc)
-            except openai.APIError as exc:  # e.g. a 200 whose body is not a chat completion
-                raise ProviderError(f"unexpected response from {self.base_url} (model {self.model!r}): "
-                                    f"{type(exc).__name__}: {self._text(exc)}", attempts=attempts) from self._cause(exc)
-            return self._to_response(completion, attempts)
+        self._call.requests = 0
+        try:
+            raw = self._client.chat.completions.with_raw_response.create(**kwargs)
+            completion = raw.parse()
+        except openai.APIStatusError as exc:
+            attempts = self._call.requests
+            if _retryable_status(exc):
+                raise ProviderError(self._gave_up(_describe(exc), attempts, exc),
+                                    status_code=exc.status_code, attempts=attempts,
+                                    retryable=True) from self._cause(exc)
+            why = ("the server said not to retry it (x-should-retry: false)" if _server_side(exc.status_code) else
+                   "the endpoint rejected the request, so the configuration is probably wrong "
+                   "(base URL, model name or API key)")
+            raise ProviderError(f"HTTP {exc.status_code} from {self.base_url} (model {self.model!r}), not retried: "
+                                f"{why}: {self._text(exc)}",
+                                status_code=exc.status_code, attempts=attempts) from self._cause(exc)
+        except openai.APIConnectionError as exc:  # APITimeoutError is one too
+            attempts = self._call.requests
+            raise ProviderError(self._gave_up(type(exc).__name__, attempts, exc), attempts=attempts,
+                                retryable=True) from self._cause(exc)
+        except openai.APIError as exc:  # e.g. a 200 whose body is not a chat completion
+            raise ProviderError(f"unexpected response from {self.base_url} (model {self.model!r}): "
+                                f"{type(exc).__name__}: {self._text(exc)}",
+                                attempts=self._call.requests) from self._cause(exc)
+        return self._to_response(completion, raw.retries_taken + 1)
+
+    def _gave_up(self, what: str, attempts: int, exc: BaseException) -> str:
+        """The message of a retryable failure that was still failing after the client's retries."""
+        text = f"{what} from {self.base_url} (model {self.model!r}), giving up after {attempts} attempts"
+        if attempts <= self.max_retries:
+            # The client does not retry when the server asks for a longer wait than it accepts.
+            text += " (the openai client stopped retrying early: the server's Retry-After asked for a longer " \
+                    "wait than the client accepts)"
+        return f"{text}: {self._text(exc)}"
 
     def _text(self, exc: BaseException) -> str:
         """The client's error text with the API key masked: some servers echo the key they were
@@ -235,14 +251,6 @@ class OpenAICompatibleProvider:
         """``exc`` as the cause of the error raised, unless its text holds the key (a stored
         traceback would carry it)."""
         return None if self._api_key and self._api_key in str(exc) else exc
-
-    def _delay(self, attempt: int, exc: BaseException) -> float:
-        """Seconds to wait before attempt ``attempt + 1``: the server's wish, else exponential."""
-        response = getattr(exc, "response", None)
-        asked = _retry_after_seconds(response.headers) if response is not None else None
-        if asked is not None:
-            return min(asked, MAX_BACKOFF_SECONDS)
-        return min(self.backoff * 2 ** attempt, MAX_BACKOFF_SECONDS)
 
     def _to_response(self, completion: Any, attempts: int) -> ProviderResponse:
         choices = getattr(completion, "choices", None)
@@ -264,42 +272,25 @@ class OpenAICompatibleProvider:
                                 attempts=attempts)
 
 
-def _status_of(exc: BaseException) -> int | None:
-    status = getattr(exc, "status_code", None)
-    return status if isinstance(status, int) else None
+def _retryable_status(exc: Any) -> bool:
+    """Whether the ``openai`` client retries a response with this error's status: the server's
+    ``x-should-retry`` header when it has one, else 408, 409, 429 and 5xx (the client's rule)."""
+    response = getattr(exc, "response", None)
+    should_retry = response.headers.get("x-should-retry") if response is not None else None
+    if should_retry in ("true", "false"):
+        return should_retry == "true"
+    return _server_side(exc.status_code)
+
+
+def _server_side(status: int) -> bool:
+    """A status that says the server could not answer now (timeout, conflict, rate limit, 5xx),
+    not that the request is wrong."""
+    return status in (408, 409, 429) or status >= 500
 
 
 def _describe(exc: BaseException) -> str:
-    status = _status_of(exc)
-    return f"HTTP {status} ({type(exc).__name__})" if status is not None else type(exc).__name__
-
-
-def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """The wait a response asks for: ``retry-after-ms`` (OpenAI), else ``Retry-After`` in
-    seconds or as an HTTP date; None when absent or unreadable."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            value = float(raw_ms) / 1000
-            if math.isfinite(value) and value >= 0:
-                return value
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-        return value if math.isfinite(value) and value >= 0 else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status} ({type(exc).__name__})" if isinstance(status, int) else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------

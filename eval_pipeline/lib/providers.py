@@ -8,7 +8,8 @@ output for it, both with ``model_id`` and ``generate(example) -> str``:
   example id or by the prompt's hash (:func:`prompt_key`), so a version that cannot be called
   again (a retired endpoint, a vendor's batch export) can still be evaluated;
 * :class:`OpenAIModelProvider` calls an OpenAI-compatible endpoint through the judge's
-  :class:`~eval_pipeline.lib.judge.OpenAICompatibleProvider` (one HTTP client, one retry policy).
+  :class:`~eval_pipeline.lib.judge.OpenAICompatibleProvider` (one HTTP client, and the ``openai``
+  client's own retries).
 
 :func:`provider_for` builds the right one from a :class:`~eval_pipeline.lib.registry.ModelVersion`,
 and :func:`generate_outputs` runs one over many examples, turning every failure into a result.
@@ -315,16 +316,16 @@ class OpenAIModelProvider:
         api_key: The key (None for a local server that needs none).
         params: ``temperature`` and ``max_tokens``; one left out is left out of the request,
             so the endpoint's default applies (never the judge's temperature 0).
-        timeout, max_retries, backoff: As for :class:`OpenAICompatibleProvider`.
+        timeout, max_retries: As for :class:`OpenAICompatibleProvider` (the ``openai`` client's
+            own retries, with its own backoff).
     """
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None,
-                 params: Mapping[str, Any] | None = None, *, timeout: float = 60, max_retries: int = 3,
-                 backoff: float = 1.0) -> None:
+                 params: Mapping[str, Any] | None = None, *, timeout: float = 60, max_retries: int = 3) -> None:
         params = dict(params or {})
         self.params = params
         self._chat = OpenAICompatibleProvider(base_url, model, api_key, timeout=timeout, max_retries=max_retries,
-                                              backoff=backoff, temperature=params.get("temperature"),
+                                              temperature=params.get("temperature"),
                                               max_tokens=params.get("max_tokens"))
 
     @property
@@ -370,13 +371,13 @@ class OpenAIModelProvider:
 # --------------------------------------------------------------------------------------------
 
 
-def provider_for(mv: ModelVersion, *, timeout: float = 60, max_retries: int = 3, backoff: float = 1.0,
+def provider_for(mv: ModelVersion, *, timeout: float = 60, max_retries: int = 3,
                  env: Mapping[str, str] | None = None) -> RecordedProvider | OpenAIModelProvider:
     """The provider for a registered version.
 
     Args:
         mv: The registered version.
-        timeout, max_retries, backoff: For a live endpoint (ignored for a recording).
+        timeout, max_retries: For a live endpoint (ignored for a recording).
         env: Where ``mv.api_key_env`` is looked up; ``os.environ`` by default.
 
     Raises:
@@ -392,7 +393,7 @@ def provider_for(mv: ModelVersion, *, timeout: float = 60, max_retries: int = 3,
             raise ValueError(f"{mv.key} reads its API key from the environment variable {mv.api_key_env}, "
                              f"which is not set; set {mv.api_key_env} before running")
     return OpenAIModelProvider(mv.base_url or "", mv.model or "", api_key, mv.params, timeout=timeout,
-                               max_retries=max_retries, backoff=backoff)
+                               max_retries=max_retries)
 
 
 def _generate_one(provider: ModelProvider, example: Mapping[str, Any]) -> OutputResult:

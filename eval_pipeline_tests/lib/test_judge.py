@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -19,6 +20,7 @@ from eval_pipeline.lib.judge import (
     JudgeItem,
     JudgeOutputError,
     OpenAICompatibleProvider,
+    ProviderError,
     RubricLike,
     build_judge_messages,
     judge_json_schema,
@@ -65,7 +67,7 @@ def server() -> Iterator[ScriptedServer]:
 
 
 def provider_for(srv: ScriptedServer, **overrides: Any) -> OpenAICompatibleProvider:
-    settings: dict[str, Any] = {"model": "judge-model", "timeout": 5, "max_retries": 2, "backoff": 0.01}
+    settings: dict[str, Any] = {"model": "judge-model", "timeout": 5, "max_retries": 2}
     settings.update(overrides)
     return OpenAICompatibleProvider(srv.base_url, **settings)
 
@@ -187,27 +189,79 @@ def test_malformed_twice_is_invalid_output_without_scores(server):
     assert len(server.requests) == 2
 
 
-def test_rate_limit_honours_retry_after(server):
-    server.script(Reply(status=429, body={"error": {"message": "slow down", "type": "rate_limit"}},
-                        headers={"Retry-After": "0"}),
-                  Reply(content=answer()))
-    # a large backoff: finishing fast shows the server's Retry-After: 0 was used instead
-    provider = provider_for(server, backoff=5.0)
-    started = time.monotonic()
-    result = judge_once(Judge(provider))
-    assert result.status == "ok"
-    assert provider.requests_made == 2 and len(server.requests) == 2
-    assert time.monotonic() - started < 2.5
+# The retries are the openai client's: its backoff starts at 0.5 s and has no setting, so the tests
+# keep their waits short the way a server can, with a small ``retry-after-ms``.
+QUICK_RETRY = {"retry-after-ms": "1"}
+MESSAGES = [{"role": "user", "content": "How long does a card take to arrive?"}]
+
+
+def server_error(status: int = 500, **headers: str) -> Reply:
+    return Reply(status=status, body={"error": {"message": "overloaded", "type": "server_error"}},
+                 headers={**QUICK_RETRY, **headers})
+
+
+def test_rate_limited_twice_then_answered_takes_three_attempts(server):
+    limited = Reply(status=429, body={"error": {"message": "slow down", "type": "rate_limit"}},
+                    headers={"retry-after": "0"})
+    server.script(limited, limited, Reply(content="About 5 days."))
+    with provider_for(server, max_retries=2) as provider:
+        response = provider.complete(MESSAGES)
+        assert response.text == "About 5 days." and response.attempts == 3
+        assert provider.requests_made == 3 and len(server.requests) == 3
+        # the same call, retried by the client, is one judgement: the judge counts one request
+        server.script(limited, Reply(content=answer()))
+        result = judge_once(Judge(provider))
+        assert result.status == "ok" and result.requests == 1 and provider.requests_made == 5
+
+
+def test_retry_after_from_the_server_is_waited(server):
+    # the client's own first backoff is at most 0.5 s: waiting a whole second shows the header was used
+    server.script(Reply(status=429, body={"error": {"message": "slow down"}}, headers={"retry-after": "1"}),
+                  Reply(content="About 5 days."))
+    with provider_for(server) as provider:
+        started = time.monotonic()
+        response = provider.complete(MESSAGES)
+        assert time.monotonic() - started >= 1.0
+    assert response.attempts == 2 and len(server.requests) == 2
 
 
 def test_server_error_on_every_attempt_fails_without_raising(server):
-    provider = provider_for(server, max_retries=3, backoff=0.01)
+    server.default = server_error()
+    provider = provider_for(server, max_retries=3)
     judge = Judge(provider)
-    result = judge_once(judge)  # the default reply is a 500
+    result = judge_once(judge)
     assert result.status == "failed" and result.scores == {}
     assert "500" in result.error and "4 attempts" in result.error
     assert provider.requests_made == 4 and len(server.requests) == 4
     assert judge.stats.failed == 1
+
+    with pytest.raises(ProviderError) as info:
+        provider.complete(MESSAGES)
+    error = info.value
+    assert error.status_code == 500 and error.retryable and error.attempts == provider.max_retries + 1
+    assert "giving up after 4 attempts" in str(error) and "stopped retrying early" not in str(error)
+    assert provider.requests_made == 8
+
+
+def test_a_wait_longer_than_the_client_accepts_is_not_retried(server):
+    server.script(Reply(status=429, body={"error": {"message": "come back tomorrow"}}, headers={"retry-after": "86400"}))
+    with provider_for(server, max_retries=3) as provider, pytest.raises(ProviderError) as info:
+        provider.complete(MESSAGES)
+    assert info.value.attempts == 1 and info.value.retryable and info.value.status_code == 429
+    assert "stopped retrying early" in str(info.value) and len(server.requests) == 1
+
+
+@pytest.mark.parametrize("status, headers, requests, retryable, says", [
+    (409, {}, 3, True, "giving up after 3 attempts"),  # a conflict: the client retries it
+    (503, {"x-should-retry": "false"}, 1, False, "the server said not to retry it"),
+    (400, {"x-should-retry": "true"}, 3, True, "giving up after 3 attempts"),
+])
+def test_the_client_retry_rule_decides_attempts_and_retryable(server, status, headers, requests, retryable, says):
+    server.default = server_error(status, **headers)
+    with provider_for(server, max_retries=2) as provider, pytest.raises(ProviderError) as info:
+        provider.complete(MESSAGES)
+    assert info.value.status_code == status and info.value.attempts == requests == len(server.requests)
+    assert info.value.retryable is retryable and says in str(info.value)
 
 
 def test_unauthorised_is_not_retried(server):
@@ -218,16 +272,60 @@ def test_unauthorised_is_not_retried(server):
     assert "401" in result.error and "configuration is probably wrong" in result.error
     assert provider.requests_made == 1 and len(server.requests) == 1
 
+    server.script(Reply(status=401, body={"error": {"message": "invalid api key", "type": "auth"}}))
+    with pytest.raises(ProviderError) as info:
+        provider.complete(MESSAGES)
+    assert info.value.attempts == 1 and not info.value.retryable and info.value.status_code == 401
+    assert server.base_url in str(info.value) and "'judge-model'" in str(info.value)
+    assert provider.requests_made == 2
+
+
+def test_a_dropped_connection_is_retried(server):
+    server.script(Reply(drop=True), Reply(content="About 5 days."))
+    with provider_for(server, max_retries=2) as provider:
+        response = provider.complete(MESSAGES)
+        assert response.text == "About 5 days." and response.attempts == 2
+        assert provider.requests_made == 2 and len(server.requests) == 2
+
+
+def test_a_timeout_is_retried_then_failed(server):
+    server.responder = lambda body: Reply(content="too late")
+    server.delay = 0.6
+    with provider_for(server, timeout=0.2, max_retries=1) as provider, pytest.raises(ProviderError) as info:
+        provider.complete(MESSAGES)
+    assert "APITimeoutError" in str(info.value) and "giving up after 2 attempts" in str(info.value)
+    assert info.value.attempts == 2 and info.value.retryable and info.value.status_code is None
+
 
 def test_unreachable_endpoint_is_retried_then_failed():
     with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    provider = OpenAICompatibleProvider(f"http://127.0.0.1:{port}/v1", "judge-model", timeout=2,
-                                        max_retries=1, backoff=0.01)
+    provider = OpenAICompatibleProvider(f"http://127.0.0.1:{port}/v1", "judge-model", timeout=2, max_retries=1)
     result = judge_once(Judge(provider))
     assert result.status == "failed" and "APIConnectionError" in result.error
+    assert "giving up after 2 attempts" in result.error
     assert provider.requests_made == 2
+
+
+def test_attempts_are_counted_per_call_across_threads(server):
+    # every prompt fails once, then is answered: each call took 2 requests, whichever thread sent them
+    seen: set[str] = set()
+
+    def responder(body: dict) -> Reply:
+        question = body["messages"][-1]["content"]
+        if question not in seen:
+            seen.add(question)
+            return server_error(503)
+        return Reply(content=f"answer to {question}")
+
+    server.responder = responder
+    server.delay = 0.02
+    with provider_for(server) as provider, ThreadPoolExecutor(max_workers=4) as pool:
+        responses = list(pool.map(lambda i: provider.complete([{"role": "user", "content": f"q{i}"}]), range(8)))
+    assert [r.text for r in responses] == [f"answer to q{i}" for i in range(8)]
+    assert [r.attempts for r in responses] == [2] * 8
+    assert provider.requests_made == 16 and len(server.requests) == 16
 
 
 def test_valid_answers_are_cached_and_persist(server, tmp_path):
@@ -292,7 +390,7 @@ def test_judge_many_keeps_input_order_under_a_concurrency_limit(server):
 def test_wrong_base_url_is_a_configuration_error(server):
     # base URL without /v1: the server answers 404, which is not retried
     provider = OpenAICompatibleProvider(server.base_url.removesuffix("/v1"), "judge-model", timeout=5,
-                                        max_retries=3, backoff=0.01)
+                                        max_retries=3)
     result = judge_once(Judge(provider))
     assert result.status == "failed" and "404" in result.error and "configuration" in result.error
     assert provider.requests_made == 1 and server.requests == []

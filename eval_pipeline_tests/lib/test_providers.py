@@ -254,7 +254,7 @@ def question_of(body: dict) -> str:
 def test_request_carries_the_messages_and_the_params(server):
     server.script(Reply(content="About 5 days."))
     mv = registered(server, params={"temperature": 0.7, "max_tokens": 128}, api_key_env="CANDIDATE_KEY")
-    with provider_for(mv, backoff=0, env={"CANDIDATE_KEY": "secret-value"}) as provider:
+    with provider_for(mv, env={"CANDIDATE_KEY": "secret-value"}) as provider:
         assert isinstance(provider, OpenAIModelProvider)
         assert provider.model_id == f"{server.base_url}|candidate-model" and "secret" not in provider.model_id
         assert provider.generate(EXAMPLES[0]) == "About 5 days."
@@ -267,15 +267,17 @@ def test_request_carries_the_messages_and_the_params(server):
 
 def test_params_left_out_are_left_out_of_the_request(server):
     server.script(Reply(content="Yes."))
-    with provider_for(registered(server), backoff=0) as provider:
+    with provider_for(registered(server)) as provider:
         provider.generate(EXAMPLES[1])
     assert "temperature" not in server.requests[0] and "max_tokens" not in server.requests[0]
 
 
 def test_a_server_error_then_success_is_retried(server):
-    server.script(Reply(status=500, body={"error": {"message": "overloaded", "type": "server_error"}}),
+    # a small retry-after-ms keeps the wait short (the openai client's own backoff starts at 0.5 s)
+    server.script(Reply(status=500, body={"error": {"message": "overloaded", "type": "server_error"}},
+                        headers={"retry-after-ms": "1"}),
                   Reply(content="About 5 days."))
-    with provider_for(registered(server), backoff=0, max_retries=2) as provider:
+    with provider_for(registered(server), max_retries=2) as provider:
         [result] = generate_outputs(provider, [EXAMPLES[0]])
     assert result.status == "ok" and result.output == "About 5 days." and result.attempts == 2
     assert len(server.requests) == 2
@@ -287,11 +289,12 @@ def test_permanent_failures_are_errors_for_exactly_those_examples(server):
 
     def responder(body: dict) -> Reply:
         if question_of(body) in failing:
-            return Reply(status=503, body={"error": {"message": "model unavailable", "type": "server_error"}})
+            return Reply(status=503, body={"error": {"message": "model unavailable", "type": "server_error"}},
+                         headers={"retry-after-ms": "1"})
         return Reply(content=f"answer to {question_of(body)}")
 
     server.responder = responder
-    with provider_for(registered(server), backoff=0, max_retries=1) as provider:
+    with provider_for(registered(server), max_retries=1) as provider:
         results = generate_outputs(provider, examples, max_workers=3)
     assert [r.status for r in results] == ["error" if i in (2, 5) else "ok" for i in range(8)]
     for i, result in enumerate(results):
@@ -307,7 +310,7 @@ def test_requests_in_flight_never_exceed_max_workers(server):
     server.responder = lambda body: Reply(content=f"answer to {question_of(body)}")
     server.delay = 0.05  # requests overlap, so the limit is exercised
     examples = [example(f"ex-{i}", f"question {i}") for i in range(9)]
-    with provider_for(registered(server), backoff=0) as provider:
+    with provider_for(registered(server)) as provider:
         results = generate_outputs(provider, examples, max_workers=3)
     assert [r.output for r in results] == [f"answer to question {i}" for i in range(9)]
     assert 1 < server.max_in_flight <= 3

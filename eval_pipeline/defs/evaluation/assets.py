@@ -100,7 +100,7 @@ def candidate_outputs(context: dg.AssetExecutionContext, config: OutputsConfig, 
                       eval_set: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """The model version's output on every example of the run's tier of the current eval set
     (the redacted conversation up to the turn, system prompt and context included), through its
-    provider: an OpenAI-compatible endpoint (concurrency limit, timeouts, retries with backoff)
+    provider: an OpenAI-compatible endpoint (concurrency limit, timeouts, the client's retries)
     or a file of recorded outputs. A failure is a row with its error, never a dropped example."""
     key = context.partition_key
     version = _registered(model_registry, key)
@@ -108,8 +108,7 @@ def candidate_outputs(context: dg.AssetExecutionContext, config: OutputsConfig, 
     if current.height == 0:
         raise dg.Failure("there is no eval set yet: run the monthly refresh (`eval-pipeline refresh`) first")
     examples = select_tier(current.to_dicts(), config.tier, size=evaluation.continuous_size)
-    provider = provider_for(version, timeout=evaluation.timeout, max_retries=evaluation.max_retries,
-                            backoff=evaluation.backoff)
+    provider = provider_for(version, timeout=evaluation.timeout, max_retries=evaluation.max_retries)
     try:
         results = generate_outputs(provider, examples, max_workers=evaluation.max_workers)
     finally:
