@@ -47,7 +47,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
-    from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.demo.logs import generate_logs
     from eval_pipeline.lib.ingestion import ingest_day
 
     work = Path(tempfile.mkdtemp(prefix="redaction-bench-"))

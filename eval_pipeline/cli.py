@@ -25,7 +25,7 @@ def _home(args: argparse.Namespace):
 
 
 def cmd_generate_logs(args: argparse.Namespace) -> int:
-    from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.demo.logs import generate_logs
 
     summary = generate_logs(Path(args.out), date.fromisoformat(args.start), args.days, args.per_day, args.seed,
                             truth_dir=Path(args.truth) if args.truth else None)
@@ -116,7 +116,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from eval_pipeline.defs.resources import SamplingSettings
-    from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.demo.logs import generate_logs
     from eval_pipeline.lib.gates import scorecard_text
     from eval_pipeline.lib.storage import StorageLocations
     from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, day_pool, evaluate_model, month_days,

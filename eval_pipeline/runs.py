@@ -566,7 +566,7 @@ def simulate_demo_annotations(home: DataHome, version: str = "latest", seed: int
     """The demo's human annotation: three simulated annotators label every example of an eval-set
     version (from the generator's truth, with noise, one criterion deliberately ambiguous) and
     their Label Studio export lands in the labels inbox, as a real export would."""
-    from eval_pipeline.lib.agreement import load_demo_truth, simulate_annotators
+    from eval_pipeline.demo.annotators import load_demo_truth, simulate_annotators
     from eval_pipeline.lib.rubrics import load_rubrics
 
     name, rows = load_eval_set(home, version)
@@ -809,8 +809,8 @@ def review_failures(home: DataHome, model: str, baseline: str | None = None, log
 def register_demo_models(home: DataHome) -> list[str]:
     """Record the demo's two model versions on every eval-set version's examples and register them
     (the baseline first); a version already registered is left as it is. Returns their keys."""
-    from eval_pipeline.lib.agreement import load_demo_truth
-    from eval_pipeline.lib.demo_models import BASELINE_VERSION, CANDIDATE_VERSION, DEMO_MODEL, write_demo_recordings
+    from eval_pipeline.demo.annotators import load_demo_truth
+    from eval_pipeline.demo.models import BASELINE_VERSION, CANDIDATE_VERSION, DEMO_MODEL, write_demo_recordings
     from eval_pipeline.lib.registry import ModelRegistry, ModelVersion
 
     current = current_eval_set_version(home)
