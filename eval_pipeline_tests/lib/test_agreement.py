@@ -21,6 +21,7 @@ from eval_pipeline.lib.agreement import (
     review_queue,
 )
 
+
 def _labels(scores_by_annotator: dict[str, list[int | None]], criterion: str = "correct_intent",
             rubric: str = "intent_routing", scale: str = "binary") -> list[dict]:
     out = []
