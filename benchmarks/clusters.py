@@ -60,7 +60,7 @@ EPSILONS = (0.0, 0.2, 0.25)
 
 def banking_vectors() -> tuple[list[str], np.ndarray, np.ndarray]:
     """Texts, intents and embeddings of every Banking77 query (embedded once, cached)."""
-    from eval_pipeline.lib.banking77 import embedded_queries, load_queries
+    from eval_pipeline.demo.banking77 import embedded_queries, load_queries
 
     texts, categories = load_queries()
     return texts, categories, embedded_queries(texts, CACHE, "banking77_all")
@@ -128,7 +128,7 @@ def _row(name: str, s: dict[str, float], seconds: float) -> str:
 
 
 def quality(categories: np.ndarray, vectors: np.ndarray, seeds: list[int]) -> None:
-    from eval_pipeline.lib.banking77 import long_tail_mix
+    from eval_pipeline.demo.banking77 import long_tail_mix
 
     mixes = {seed: long_tail_mix(categories, seed=seed) for seed in seeds}
     methods: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
@@ -202,7 +202,7 @@ def _majority(values: np.ndarray) -> str | None:
 
 
 def drift(categories: np.ndarray, vectors: np.ndarray, draws: list[int]) -> None:
-    from eval_pipeline.lib.banking77 import drift_months
+    from eval_pipeline.demo.banking77 import drift_months
     from eval_pipeline.lib.clustering import drift_id_map, match_clusters
 
     found = {eps: collections.Counter() for eps in EPSILONS}

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from eval_pipeline.lib.banking77 import embedded_queries, load_queries, two_months
+from eval_pipeline.demo.banking77 import embedded_queries, load_queries, two_months
 from eval_pipeline.lib.clustering import ClusterConfig, cluster_month
 from eval_pipeline.lib.identity import IdentityRules, Reference
 

@@ -44,7 +44,7 @@ def _demo_texts(n: int, workdir: Path) -> list[str]:
     here: the texts are as long as the redacted ones, which is what the speed depends on."""
     from datetime import datetime, timedelta, timezone
 
-    from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.demo.logs import generate_logs
     from eval_pipeline.lib.embeddings import embedding_text
     from eval_pipeline.lib.ingestion import ingest_day
 
@@ -78,7 +78,7 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    from eval_pipeline.lib.banking77 import load_queries, long_tail_mix
+    from eval_pipeline.demo.banking77 import load_queries, long_tail_mix
     from eval_pipeline.lib.clustering import NOISE, ClusterConfig, cluster_embeddings
     from eval_pipeline.lib.embeddings import (EmbeddingConfig, cpu_bf16_support, embed_with_cache, get_embedder,
                                               model_location)

@@ -41,9 +41,10 @@ def main() -> int:
     parser.add_argument("--scale", type=int, default=5, help="synthetic set size as a multiple of 420 examples")
     args = parser.parse_args()
 
-    from eval_pipeline.lib.demo_models import BASELINE_VERSION, CANDIDATE_VERSION, DEMO_MODEL
+    from eval_pipeline.demo.models import BASELINE_VERSION, CANDIDATE_VERSION, DEMO_MODEL
     from eval_pipeline.lib.paths import DataHome
-    from eval_pipeline.runs import DEMO_THRESHOLDS, evaluate_model, instance_for, register_demo_models
+    from eval_pipeline.demo.settings import THRESHOLDS as DEMO_THRESHOLDS
+    from eval_pipeline.runs import evaluate_model, instance_for, register_demo_models
 
     work = Path(tempfile.mkdtemp(prefix="evaluation-bench-"))
     try:

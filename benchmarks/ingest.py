@@ -79,7 +79,7 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=100)
     parser.add_argument("--skip-dagster", action="store_true")
     args = parser.parse_args()
-    from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.demo.logs import generate_logs
 
     work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     try:

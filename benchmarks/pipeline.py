@@ -243,7 +243,7 @@ def main() -> int:
     parser.add_argument("--keep", help="work in this folder and keep it (default: a temporary folder, removed)")
     args = parser.parse_args()
 
-    from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.demo.logs import generate_logs
     from eval_pipeline.lib.paths import DataHome
     from eval_pipeline.runs import default_workers
 

@@ -47,7 +47,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
-    from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.demo.logs import generate_logs
     from eval_pipeline.lib.ingestion import ingest_day
 
     work = Path(tempfile.mkdtemp(prefix="redaction-bench-"))
@@ -61,10 +61,12 @@ def main() -> int:
         print(f"demo logs: {summary.records:,} records written, {n_rows:,} rows parsed in "
               f"{time.perf_counter() - t0:.1f} s; peak RSS {_peak_rss_mb():.0f} MB before loading the model")
 
+        from eval_pipeline.demo.settings import demo_resources
         from eval_pipeline.lib.redaction import Redactor, _text_slots, scan_for_leaks
 
         t1 = time.perf_counter()
-        redactor = Redactor()
+        # the demo's logs are redacted with the demo's settings (its allow-list on top of the default)
+        redactor = Redactor(demo_resources()["redaction"].config())
         load_s = time.perf_counter() - t1
         print(f"model load {load_s:.1f} s; peak RSS {_peak_rss_mb():.0f} MB")
 

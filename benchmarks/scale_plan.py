@@ -279,7 +279,7 @@ def measure(sample_records: int, sample_days: int, start: date) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.demo.logs import generate_logs
     from eval_pipeline.lib.paths import DataHome
     from eval_pipeline.lib.storage import LAKE_TABLES, STORAGE_ENV, Lake, StorageLocations
     from eval_pipeline.runs import refresh_month

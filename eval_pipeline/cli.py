@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ def _home(args: argparse.Namespace):
 
 
 def cmd_generate_logs(args: argparse.Namespace) -> int:
-    from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.demo.logs import generate_logs
 
     summary = generate_logs(Path(args.out), date.fromisoformat(args.start), args.days, args.per_day, args.seed,
                             truth_dir=Path(args.truth) if args.truth else None)
@@ -119,11 +120,11 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from eval_pipeline.defs.resources import EvaluationSettings, SamplingSettings
-    from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.demo.logs import generate_logs
+    from eval_pipeline.demo.settings import THRESHOLDS, demo_resources
     from eval_pipeline.lib.gates import scorecard_text
     from eval_pipeline.lib.storage import StorageLocations
-    from eval_pipeline.runs import (DEMO_THRESHOLDS, agreement_summary, changelog_summary, cluster_summary, day_pool,
+    from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, day_pool,
                                     evaluate_model, month_days,
                                     pii_placeholders, quarantine_reasons, RefreshRunning, refresh_month, register_demo_models,
                                     run_labeling, simulate_demo_annotations, table_counts, month_summary_lines)
@@ -145,13 +146,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   truth_dir=home.demo_truth)
     ok = True
     display, log = _progress(args)
-    with day_pool(args.workers, home) as pool:  # one set of worker processes (models loaded once) for every month
+    # the demo's settings: its redaction allow-list (the bank's name, its assistant's vocabulary), its eval-set size
+    resources = demo_resources(target_size=args.target_size)
+    with day_pool(args.workers, home, resources) as pool:  # one set of worker processes (models loaded once) for every month
         for month in months:
             try:
-                # the demo's gates (per task type) also say which slices the refresh reports precision for
-                result = refresh_month(home, month, pool=pool, log=log, progress=display,
-                                       resources={"sampling": SamplingSettings(target_size=args.target_size),
-                                                  "evaluation": EvaluationSettings(thresholds=str(DEMO_THRESHOLDS))})
+                result = refresh_month(home, month, pool=pool, log=log, progress=display, resources=resources)
             except RefreshRunning as err:
                 print(f"error: {err}", file=sys.stderr)
                 return EXIT_BUSY
@@ -168,7 +168,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     evaluations = []
     if ok:
         for key in register_demo_models(home):
-            outcome = evaluate_model(home, key, tier="deep", thresholds=str(DEMO_THRESHOLDS), log=log,
+            outcome = evaluate_model(home, key, tier="deep", thresholds=str(THRESHOLDS), log=log,
                                      progress=display)
             evaluations.append(outcome)
             ok &= outcome.error is None
@@ -384,9 +384,20 @@ def cmd_move_to_lake(args: argparse.Namespace) -> int:
 
 
 def cmd_redact(args: argparse.Namespace) -> int:
-    from eval_pipeline.lib.redaction import RedactionConfig, redact_jsonl
+    from eval_pipeline.defs.resources import build_resources
+    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.redaction import redact_jsonl
 
-    config = RedactionConfig(score_threshold=args.score_threshold)
+    # the pipeline's own redaction settings (custom patterns, allow-list, entity types, threshold),
+    # so a file redacted here reads as redacted_logs does; --score-threshold replaces the threshold.
+    # The data home is only named (resources are bound to it), not created: nothing is written there.
+    config = build_resources(DataHome.resolve(args.home))["redaction"].config()
+    if args.score_threshold is not None:
+        try:
+            config = dataclasses.replace(config, score_threshold=args.score_threshold)
+        except ValueError as err:
+            print(f"error: --score-threshold: {err}", file=sys.stderr)
+            return 2
     inp = open(args.input, encoding="utf-8") if args.input else sys.stdin
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
@@ -609,10 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_home(labels_sub.add_parser("pull", help="download each project's annotations into <data home>/labels/inbox/"))
     p.set_defaults(func=cmd_labels_pull)
 
-    p = sub.add_parser("redact", help="redact PII from JSONL ({\"text\": ...} lines or canonical log records)")
+    p = with_home(sub.add_parser("redact", help="redact PII from JSONL ({\"text\": ...} lines or canonical log records) "
+                                                "with the pipeline's redaction settings"))
     p.add_argument("--in", dest="input", help="input JSONL (default: stdin)")
     p.add_argument("--out", dest="output", help="output JSONL (default: stdout)")
-    p.add_argument("--score-threshold", type=float, default=0.5, help="minimum recognizer score (default 0.5)")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="minimum recognizer score (default: the pipeline's redaction setting, 0.5 unless configured)")
     p.set_defaults(func=cmd_redact)
 
     p = with_home(sub.add_parser("probe-judge", help="bias probes of the LLM judge (length, hedging, confidence, "

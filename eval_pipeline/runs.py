@@ -35,15 +35,12 @@ from eval_pipeline.progress import job_steps, skip_days, watch_runs
 
 __all__ = ["MonthRefresh", "RefreshRunning", "Evaluation", "day_pool", "default_workers", "ingest_day_run", "instance_for", "month_days",
            "plan_month", "refresh_month", "table_counts", "evaluate_model", "stored_scorecard",
-           "register_demo_models", "DEMO_THRESHOLDS"]
+           "register_demo_models"]
 
 _INSTANCE_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 _FALLBACK_YAML = "telemetry:\n  enabled: false\nrun_queue:\n  max_concurrent_runs: 2\n"
 # Runs started from the command line log warnings and errors only (the UI keeps the full event log).
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-# The demo's gates: the packaged defaults name no category; the demo's logs have five task types,
-# two of them critical (``eval-pipeline demo`` refreshes and evaluates with this file).
-DEMO_THRESHOLDS = Path(__file__).resolve().parent / "demo" / "thresholds.yaml"
 # Monthly jobs run after the month's daily partitions, in this order (later domains add theirs).
 MONTHLY_JOBS: tuple[str, ...] = ("monthly_refresh_job",)
 
@@ -177,7 +174,8 @@ def plan_month(home: DataHome, instance: dg.DagsterInstance, days: list[str], lo
 
 
 @contextmanager
-def day_pool(workers: int | None = None, home: DataHome | None = None) -> Iterator[ProcessPoolExecutor | None]:
+def day_pool(workers: int | None = None, home: DataHome | None = None,
+             resources: dict[str, object] | None = None) -> Iterator[ProcessPoolExecutor | None]:
     """Worker processes for the days of a month (None when one worker is asked for, or when
     ``EVAL_PIPELINE_EXECUTOR`` runs the steps elsewhere), to pass to :func:`refresh_month` for
     several months in a row (models load once per worker).
@@ -185,7 +183,9 @@ def day_pool(workers: int | None = None, home: DataHome | None = None) -> Iterat
     Each worker builds the definitions once and runs one day at a time as its own Dagster run
     on the data home's instance. The CPU is shared out: each worker's torch and BLAS use
     ``cores // workers`` threads, so two workers on two cores do not fight over them. Given
-    ``home``, the workers load the default models as they start.
+    ``home``, the workers load the models as they start: the default ones, or the redaction model
+    of the ``redaction`` settings in ``resources`` (pass the same ``resources`` to
+    :func:`refresh_month`).
     """
     workers = default_workers() if workers is None else workers
     if workers < 1:
@@ -196,7 +196,8 @@ def day_pool(workers: int | None = None, home: DataHome | None = None) -> Iterat
     threads = max(1, default_workers() // workers)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=workers_module.init_worker,
-                               initargs=(threads, str(home.root) if home else None))
+                               initargs=(threads, str(home.root) if home else None,
+                                         _worker_overrides(resources, home) if home else None))
     for _ in range(workers):  # start every worker now (the pool starts them on demand), models loading
         pool.submit(workers_module.ready)
     try:
@@ -206,7 +207,8 @@ def day_pool(workers: int | None = None, home: DataHome | None = None) -> Iterat
 
 
 def _days_on_recycled_workers(home: DataHome, days: list[str], workers: int, recycle: int,
-                              tags: dict[str, str] | None = None) -> Iterator[tuple[str, str, bool, list[str]]]:
+                              tags: dict[str, str] | None = None,
+                              overrides: dict[str, dict] | None = None) -> Iterator[tuple[str, str, bool, list[str]]]:
     """:func:`ingest_day_run` outcomes of ``days`` (in the order they finish) on ``workers`` worker
     processes, each replaced by a fresh one after ``recycle`` days. Each worker is a one-process
     pool of its own (``max_tasks_per_child`` of a shared pool hangs on Python 3.11 once a
@@ -216,14 +218,14 @@ def _days_on_recycled_workers(home: DataHome, days: list[str], workers: int, rec
 
     def fresh() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=workers_module.init_worker,
-                                   initargs=(threads, str(home.root)))
+                                   initargs=(threads, str(home.root), overrides))
 
     queue = list(days)
     slots = [[fresh(), 0] for _ in range(min(workers, len(queue)))]  # [executor, days it ran]
     running: dict[Future, list] = {}
     try:
         for slot in slots:
-            running[slot[0].submit(workers_module.ingest_day, str(home.root), queue.pop(0), tags)] = slot
+            running[slot[0].submit(workers_module.ingest_day, str(home.root), queue.pop(0), tags, overrides)] = slot
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
@@ -234,7 +236,7 @@ def _days_on_recycled_workers(home: DataHome, days: list[str], workers: int, rec
                     if slot[1] >= recycle:  # its native memory goes with the process
                         slot[0].shutdown(wait=True)
                         slot[0], slot[1] = fresh(), 0
-                    running[slot[0].submit(workers_module.ingest_day, str(home.root), queue.pop(0), tags)] = slot
+                    running[slot[0].submit(workers_module.ingest_day, str(home.root), queue.pop(0), tags, overrides)] = slot
     finally:
         for executor, _ in slots:
             executor.shutdown(wait=True, cancel_futures=True)
@@ -283,6 +285,21 @@ def _resource_config(resources: dict[str, object], home: DataHome) -> dict[str, 
                              f"({type(defaults.get(key)).__name__}) can (or run with {EXECUTOR_ENV}=in_process)")
         config[key] = {"config": resource.model_dump(exclude_unset=True)}
     return config
+
+
+def _worker_overrides(resources: dict[str, object] | None, home: DataHome) -> dict[str, dict] | None:
+    """``resources`` as plain data for the day workers (``workers.ingest_day`` rebuilds them), so a
+    day ingested in a worker process uses the same settings (e.g. the redaction's allow-list) as
+    one ingested here. Only settings of the default resource's type can cross."""
+    if not resources:
+        return None
+    defaults = build_resources(home)
+    for key, resource in resources.items():
+        if not isinstance(resource, dg.ConfigurableResource) or type(resource) is not type(defaults.get(key)):
+            raise ValueError(f"resource {key!r}: a {type(resource).__name__} cannot reach the day worker processes; "
+                             f"only settings of the default's type ({type(defaults.get(key)).__name__}) can "
+                             "(or refresh with workers=1)")
+    return {key: {"config": resource.model_dump(exclude_unset=True)} for key, resource in resources.items()}
 
 
 def ingest_day_run(defs: dg.Definitions, instance: dg.DagsterInstance, day: str,
@@ -388,11 +405,13 @@ def _run_month(home: DataHome, defs: dg.Definitions, instance: dg.DagsterInstanc
             warm.start()
         if recycle is not None:
             outcomes = _days_on_recycled_workers(home, days, default_workers() if workers is None else workers, recycle,
-                                                 tags)
+                                                 tags, _worker_overrides(resources, home))
         elif pool is None:
             outcomes = (ingest_day_run(defs, instance, day, resources, tags) for day in days)
         else:
-            outcomes = pool.map(workers_module.ingest_day, [str(home.root)] * len(days), days, [tags] * len(days))
+            overrides = _worker_overrides(resources, home)
+            outcomes = pool.map(workers_module.ingest_day, [str(home.root)] * len(days), days, [tags] * len(days),
+                                [overrides] * len(days))
         try:
             for day, run_id, success, failed_checks in outcomes:
                 result.days.append(day)
@@ -571,7 +590,7 @@ def simulate_demo_annotations(home: DataHome, version: str = "latest", seed: int
     """The demo's human annotation: three simulated annotators label every example of an eval-set
     version (from the generator's truth, with noise, one criterion deliberately ambiguous) and
     their Label Studio export lands in the labels inbox, as a real export would."""
-    from eval_pipeline.lib.agreement import load_demo_truth, simulate_annotators
+    from eval_pipeline.demo.annotators import load_demo_truth, simulate_annotators
     from eval_pipeline.lib.rubrics import load_rubrics
 
     name, rows = load_eval_set(home, version)
@@ -846,8 +865,8 @@ def review_failures(home: DataHome, model: str, baseline: str | None = None, log
 def register_demo_models(home: DataHome) -> list[str]:
     """Record the demo's two model versions on every eval-set version's examples and register them
     (the baseline first); a version already registered is left as it is. Returns their keys."""
-    from eval_pipeline.lib.agreement import load_demo_truth
-    from eval_pipeline.lib.demo_models import BASELINE_VERSION, CANDIDATE_VERSION, DEMO_MODEL, write_demo_recordings
+    from eval_pipeline.demo.annotators import load_demo_truth
+    from eval_pipeline.demo.models import BASELINE_VERSION, CANDIDATE_VERSION, DEMO_MODEL, write_demo_recordings
     from eval_pipeline.lib.registry import ModelRegistry, ModelVersion
 
     current = current_eval_set_version(home)

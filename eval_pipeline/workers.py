@@ -10,13 +10,14 @@ import warnings
 
 __all__ = ["init_worker", "ingest_day", "ready"]
 
-_DEFS: dict[str, object] = {}
+_DEFS: dict[tuple[str, str], object] = {}
 
 
-def init_worker(threads: int, root: str | None = None) -> None:
+def init_worker(threads: int, root: str | None = None, overrides: dict[str, dict] | None = None) -> None:
     """Run once per worker: ``threads`` for torch, BLAS and polars, the command line's warning filters,
-    and, given the data home ``root``, the default redaction and embedding models loaded (so they
-    load while the parent scans the landing folder, not in the first day's run)."""
+    and, given the data home ``root``, the redaction and embedding models loaded (so they load
+    while the parent scans the landing folder, not in the first day's run): the default ones, or
+    the redaction model of the ``redaction`` settings in ``overrides`` (as for :func:`ingest_day`)."""
     warnings.filterwarnings("ignore", message=".*is currently in (preview|beta).*")
     # before polars loads: its thread pool (one thread per core by default) otherwise wakes and
     # spins on every small frame operation while the other worker has the second core
@@ -34,7 +35,7 @@ def init_worker(threads: int, root: str | None = None) -> None:
     if root is not None:
         from eval_pipeline.lib.paths import DataHome
 
-        get_redactor(RedactionSettings().config())
+        get_redactor(RedactionSettings(**(overrides or {}).get("redaction", {}).get("config", {})).config())
         get_embedder(EmbeddingSettings().config(cache_dir=str(DataHome.resolve(root).cache / "embeddings")))
 
 
@@ -42,15 +43,25 @@ def ready() -> None:
     """A task that does nothing: submitted once per worker so the pool starts them all at once."""
 
 
-def ingest_day(root: str, day: str, tags: dict[str, str] | None = None) -> tuple[str, str, bool, list[str]]:
-    """One day's ingest run on the data home ``root`` (definitions built and the instance opened once
-    per worker), with ``tags``."""
+def ingest_day(root: str, day: str, tags: dict[str, str] | None = None,
+               overrides: dict[str, dict] | None = None) -> tuple[str, str, bool, list[str]]:
+    """One day's ingest run on the data home ``root`` (definitions built once per worker and set
+    of overrides, the instance opened once per worker), with ``tags``. ``overrides`` are resource
+    settings that replace the defaults, as ``runs._resource_config`` writes them
+    (``{"redaction": {"config": {...}}}``): plain data, so they cross the process boundary; each
+    is rebuilt as the default resource's type."""
+    import json
+
     from eval_pipeline.definitions import build_definitions
+    from eval_pipeline.defs.resources import build_resources
     from eval_pipeline.lib.paths import DataHome
     from eval_pipeline.runs import ingest_day_run, instance_for
 
-    if root not in _DEFS:
-        home = DataHome.resolve(root)
-        _DEFS[root] = (build_definitions(home), instance_for(home))
-    defs, instance = _DEFS[root]  # type: ignore[misc]
+    home = DataHome.resolve(root)
+    key = (root, json.dumps(overrides or {}, sort_keys=True, default=str))
+    if key not in _DEFS:
+        defaults = build_resources(home)
+        resources = {name: type(defaults[name])(**spec.get("config", {})) for name, spec in (overrides or {}).items()}
+        _DEFS[key] = (build_definitions(home, resources or None), instance_for(home))
+    defs, instance = _DEFS[key]  # type: ignore[misc]
     return ingest_day_run(defs, instance, day, tags=tags)

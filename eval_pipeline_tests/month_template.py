@@ -40,7 +40,7 @@ def template_resources() -> dict[str, object]:
 
 def write_month_logs(home: DataHome) -> None:
     """The reference month's demo logs into ``home``'s landing folder."""
-    from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.demo.logs import generate_logs
 
     generate_logs(home.landing / "demo", date(2026, 2, 1), DAYS, PER_DAY, seed=SEED, truth_dir=home.demo_truth)
 

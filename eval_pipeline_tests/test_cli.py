@@ -101,11 +101,11 @@ def test_redact_command_on_files_and_a_bad_line(tmp_path, capsys):
     source = tmp_path / "in.jsonl"
     record = {"request_id": "r1", "timestamp": "2026-03-02T10:00:00Z", "completion": "Noted, Anna Berg.", "model": "m",
               "messages": [{"role": "user", "content": "I'm Anna Berg, card 4111 1111 1111 1111, mail anna.berg@example.com"}]}
-    source.write_text(json.dumps({"text": "Email me at ops@example.com"}) + "\n" + json.dumps(record) + "\n")
+    source.write_text(json.dumps({"text": "Please email me at ops@example.com"}) + "\n" + json.dumps(record) + "\n")
     out = tmp_path / "out.jsonl"
     assert main(["redact", "--in", str(source), "--out", str(out)]) == 0
     text_line, record_line = [json.loads(line) for line in out.read_text().splitlines()]
-    assert text_line["text"] == "Email me at <EMAIL_ADDRESS_1>"
+    assert text_line["text"] == "Please email me at <EMAIL_ADDRESS_1>"
     content = record_line["messages"][0]["content"]
     assert "Anna Berg" not in content and "4111" not in content and "anna.berg@example.com" not in content
     assert record_line["completion"] == "Noted, <PERSON_1>." and "<PERSON_1>" in content
@@ -115,6 +115,38 @@ def test_redact_command_on_files_and_a_bad_line(tmp_path, capsys):
     source.write_text(json.dumps({"text": "fine"}) + "\n" + '{"text": 5}\n')
     assert main(["redact", "--in", str(source), "--out", str(out)]) == 1
     assert "line 2" in capsys.readouterr().err
+
+
+def test_redact_command_uses_the_pipelines_redaction_settings(tmp_path, monkeypatch, capsys):
+    """``redact`` takes the ``redaction`` resource the pipeline's definitions are built with: a
+    deployment's own pattern (member numbers) applies, as in ``redacted_logs``; ``--score-threshold``
+    still replaces the threshold, and an impossible one is an error, not a traceback."""
+    from eval_pipeline.defs import resources
+
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(json.dumps({"text": "Member MBR-482913 asked about card 4111 1111 1111 1111"}) + "\n")
+
+    def redacted() -> str:
+        assert main(["redact", "--home", str(tmp_path / "home"), "--in", str(source), "--out", str(out)]) == 0
+        return json.loads(out.read_text())["text"]
+
+    assert redacted() == "Member MBR-482913 asked about card <CREDIT_CARD_1>"  # the default settings
+    built = resources.build_resources
+
+    def deployment_resources(home, *args, **kwargs):  # what a deployment configures for its pipeline
+        return {**built(home, *args, **kwargs),
+                "redaction": resources.RedactionSettings(custom_patterns={"MEMBER_ID": r"\bMBR-\d{6}\b"})}
+
+    monkeypatch.setattr(resources, "build_resources", deployment_resources)
+    assert redacted() == "Member <MEMBER_ID_1> asked about card <CREDIT_CARD_1>"
+    summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert summary["pii_counts"] == {"CREDIT_CARD": 1, "MEMBER_ID": 1}
+    assert not (tmp_path / "home").exists()  # the data home is named, not created
+
+    assert main(["redact", "--home", str(tmp_path / "home"), "--in", str(source), "--out", str(out),
+                 "--score-threshold", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--score-threshold" in err and "score_threshold must be in [0, 1]" in err and "Traceback" not in err
 
 
 def test_evaluate_rescores_the_baseline_by_default_and_the_flag_says_what_it_trades(capsys):

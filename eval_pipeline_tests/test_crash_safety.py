@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from eval_pipeline.lib.demo_logs import generate_logs
+from eval_pipeline.demo.logs import generate_logs
 from eval_pipeline.lib.paths import DataHome
 
 MONTH = "2026-02"

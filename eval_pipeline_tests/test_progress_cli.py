@@ -14,7 +14,7 @@ import termios
 from datetime import date
 from pathlib import Path
 
-from eval_pipeline.lib.demo_logs import generate_logs
+from eval_pipeline.demo.logs import generate_logs
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.runs import month_days, register_demo_models
 

@@ -126,7 +126,7 @@ def day_runs(home: DataHome) -> list[str]:
 
 def test_a_month_with_records_on_three_days_runs_only_those_days(tmp_path, monkeypatch):
     from eval_pipeline.defs.resources import SamplingSettings
-    from eval_pipeline.lib.demo_logs import generate_logs
+    from eval_pipeline.demo.logs import generate_logs
     from eval_pipeline.runs import refresh_month, table_counts
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))

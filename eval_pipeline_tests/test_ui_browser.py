@@ -25,7 +25,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from eval_pipeline.defs.labeling.assets import JUDGE_BIAS_PROBES
-from eval_pipeline.runs import DEMO_THRESHOLDS, evaluate_model
+from eval_pipeline.demo.settings import THRESHOLDS as DEMO_THRESHOLDS
+from eval_pipeline.runs import evaluate_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PAGE_TIMEOUT = 60

@@ -92,3 +92,11 @@ def test_the_installed_command_runs(installed, tmp_path):
     found = run([cli, "validate-logs", str(bad)], tmp_path, env)
     assert found.returncode == 1, found.stdout + found.stderr
     assert f"{bad}:1: invalid_json" in found.stdout and "Traceback" not in found.stderr
+
+    # the demo's data files (eval_pipeline/demo/data/: Banking77, MT-Bench, Arena-Hard) ship in the wheel
+    landing = tmp_path / "landing" / "demo"
+    made = run([cli, "generate-logs", "--out", str(landing), "--start", "2026-03-01", "--days", "1", "--per-day", "20"],
+               tmp_path, env)
+    assert made.returncode == 0, made.stdout + made.stderr
+    generated = run([cli, "validate-logs", str(landing)], tmp_path, env)
+    assert "20 valid" in generated.stdout, generated.stdout + generated.stderr

@@ -1,1 +1,1 @@
-"""The demo: the settings that fit its generated logs (e.g. its gates, ``thresholds.yaml``)."""
+"""The demo: a generator of realistic support-assistant logs, its recorded model versions, simulated annotators, public data sets and the settings that fit them (its redaction allow-list, its gates); not used by the pipeline itself."""

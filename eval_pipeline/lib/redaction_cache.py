@@ -37,7 +37,7 @@ from eval_pipeline.lib.locks import file_lock
 __all__ = ["ANALYSIS_VERSION", "AnalysisCache", "CacheStats", "config_fingerprint", "text_key"]
 
 # Bump when the project's own recognizers or span cleaning change what is found.
-ANALYSIS_VERSION = "1"
+ANALYSIS_VERSION = "2"  # 2: nine bare digits next to "SSN" are a US_SSN
 
 _PACKAGES = ("presidio-analyzer", "spacy", "phonenumbers")
 

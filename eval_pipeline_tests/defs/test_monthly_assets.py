@@ -26,9 +26,9 @@ from eval_pipeline.defs.sampling import assets as sampling_assets
 from eval_pipeline.defs.sampling import schedules as sampling_schedules
 from eval_pipeline.lib.paths import DataHome
 from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, frame
-from eval_pipeline.runs import DEMO_THRESHOLDS
+from eval_pipeline.demo.settings import THRESHOLDS as DEMO_THRESHOLDS
 
-BANKING77 = Path(__file__).resolve().parents[2] / "eval_pipeline" / "lib" / "demo_data" / "banking77" / "train.csv"
+BANKING77 = Path(__file__).resolve().parents[2] / "eval_pipeline" / "demo" / "data" / "banking77" / "train.csv"
 ASSETS = [ingest_assets.landing_manifest, ingest_assets.ingested_logs, privacy_assets.redacted_logs,
           embedding_assets.log_embeddings, clustering_assets.log_clusters, sampling_assets.eval_set]
 MONTHLY = dg.AssetSelection.assets("log_clusters", "cluster_table", "cluster_drift")

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from eval_pipeline.lib.banking77 import drift_months, long_tail_mix, load_queries
+from eval_pipeline.demo.banking77 import drift_months, long_tail_mix, load_queries
 from eval_pipeline.lib.clustering import (
     NOISE,
     ClusterConfig,

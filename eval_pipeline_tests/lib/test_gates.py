@@ -265,7 +265,7 @@ def test_thresholds_file_errors_name_the_file_and_field(tmp_path):
 
 
 def test_the_demo_keeps_its_per_category_gates_in_its_own_file():
-    from eval_pipeline.runs import DEMO_THRESHOLDS
+    from eval_pipeline.demo.settings import THRESHOLDS as DEMO_THRESHOLDS
 
     demo = load_thresholds(DEMO_THRESHOLDS)
     assert {name for name, gate in demo.slices.items() if gate.critical} == {"category=intent_routing",

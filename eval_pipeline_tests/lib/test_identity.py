@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval_pipeline.lib.banking77 import embedded_queries, load_queries, two_months
+from eval_pipeline.demo.banking77 import embedded_queries, load_queries, two_months
 from eval_pipeline.lib.clustering import ClusterConfig, cluster_month
 from eval_pipeline.lib.embeddings import EmbeddingConfig, get_embedder
 from eval_pipeline.lib.eval_set import build_version

@@ -303,10 +303,10 @@ def _failing_recognizer():
 
 def test_recognizer_failure_withholds_only_that_text():
     failing = get_redactor(RedactionConfig(extra_recognizers=(_failing_recognizer,)))
-    texts = ["TRIGGER: I am Anna Schmidt, anna@example.com", "Email me at anna@example.com", ""]
+    texts = ["TRIGGER: I am Anna Schmidt, anna@example.com", "Please email me at anna@example.com", ""]
     bad, good, empty = failing.redact_texts(texts)
     assert bad.text == "[WITHHELD: analyzer_error]" and bad.withheld == "analyzer_error: _Boom"
-    assert good.text == "Email me at <EMAIL_ADDRESS_1>" and empty.text == ""
+    assert good.text == "Please email me at <EMAIL_ADDRESS_1>" and empty.text == ""
     row = _row({"request_id": "r1", "timestamp": "2026-03-02T10:00:00Z", "model": "m", "completion": "ok",
                 "messages": [{"role": "user", "content": "TRIGGER call +44 20 7946 0958"}]})
     [out] = failing.redact_rows([row])
@@ -355,6 +355,40 @@ def test_banking77_queries_survive(redactor):
     assert changed_share <= 0.005
 
 
+@pytest.mark.parametrize("text, expected", [
+    # nine bare digits next to a word that says what they are
+    ("my SSN is 536228714", "my SSN is <US_SSN_1>"),
+    ("SSN: 536228714, date of birth 4 May 1990", "SSN: <US_SSN_1>, date of birth 4 May 1990"),
+    ("My social security number is 536228714.", "My social security number is <US_SSN_1>."),
+    # the separated forms, with or without a context word
+    ("my SSN is 536-22-8714", "my SSN is <US_SSN_1>"),
+    ("my SSN is 536 22 8714", "my SSN is <US_SSN_1>"),
+    ("it is 536-22-8714", "it is <US_SSN_1>"),
+    # nine digits without such a word are an order, amount or reference: kept
+    ("order 536228714 shipped yesterday", "order 536228714 shipped yesterday"),
+    ("Please transfer 536228714 cents to savings", "Please transfer 536228714 cents to savings"),
+    ("reference 536228714 for the security code reset", "reference 536228714 for the security code reset"),
+    # never issued: area 666
+    ("SSN 666228714", "SSN 666228714"),
+])
+def test_us_ssn_without_separators_needs_a_context_word(redactor, text, expected):
+    assert redactor.redact_texts([text])[0].text == expected
+
+
+def test_an_account_number_is_not_taken_for_an_ssn(redactor):
+    [out] = redactor.redact_texts(["My account number is 536228714, and my SSN is 536-22-8714."])
+    account, ssn = out.text.split(", and ")
+    assert "US_SSN" not in account and ssn == "my SSN is <US_SSN_1>." and out.counts["US_SSN"] == 1
+
+
+def test_default_allow_list_holds_no_deployment_words(redactor):
+    """The default allow-list is measured on public data; a deployment's brand is its own
+    ``extra_allow_list`` (the demo's: ``eval_pipeline/demo/redaction.py``)."""
+    from eval_pipeline.lib.redaction import DEFAULT_ALLOW_LIST
+
+    assert not {"kestrel", "kestrel bank", "email"} & {e.casefold() for e in DEFAULT_ALLOW_LIST}
+
+
 def test_countries_currencies_products_and_dates_are_kept(redactor):
     texts = [
         "Can I use my card in Spain?", "I moved from Germany to the UK, can I keep my account?",
@@ -376,7 +410,7 @@ def test_countries_currencies_products_and_dates_are_kept(redactor):
 def test_redact_rows_covers_every_field_and_keeps_the_layout(redactor):
     from eval_pipeline.lib.tables import RAW_LOGS_SCHEMA
 
-    system = ("You are Kestrel, the assistant of Kestrel Bank.\nCustomer profile: Anna Schmidt, "
+    system = ("You are the assistant of the bank.\nCustomer profile: Anna Schmidt, "
               "anna.schmidt@example.com")
     turn0 = {
         "request_id": "r0", "conversation_id": "c1", "turn_index": 0, "timestamp": "2026-03-02T10:00:00Z",
@@ -392,7 +426,7 @@ def test_redact_rows_covers_every_field_and_keeps_the_layout(redactor):
         **turn0, "request_id": "r1", "turn_index": 1, "completion": "Of course.",
         "messages": turn0["messages"] + [{"role": "assistant", "content": "Hi Anna! I am sorry about that."},
                                          {"role": "user", "content": "Please call me on +44 20 7946 0958."}],
-        "feedback": {"thumbs": "down", "comment": "Email me at anna.schmidt@example.com instead"},
+        "feedback": {"thumbs": "down", "comment": "Please email me at anna.schmidt@example.com instead"},
         "metadata": {}, "post_processing": [],
     }
     rag = {
@@ -431,7 +465,7 @@ def test_redact_rows_covers_every_field_and_keeps_the_layout(redactor):
                                             "PERSON": 3, "PHONE_NUMBER": 1}
     assert r1["messages"][3]["content"] == "Please call me on <PHONE_NUMBER_1>."
     assert r1["user_input"] == "Please call me on <PHONE_NUMBER_1>."
-    assert r1["feedback_comment"] == "Email me at <EMAIL_ADDRESS_1> instead"
+    assert r1["feedback_comment"] == "Please email me at <EMAIL_ADDRESS_1> instead"
     assert json.loads(r1["pii_counts"]) == {"CREDIT_CARD": 1, "EMAIL_ADDRESS": 2, "PERSON": 3, "PHONE_NUMBER": 1}
     assert r2["retrieved_chunks"][0] == {"doc_id": "kb-esc-01", "text": "Escalations in Spain go to our agent <PERSON_1>.",
                                          "score": 0.8}

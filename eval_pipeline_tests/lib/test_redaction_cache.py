@@ -9,7 +9,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from eval_pipeline.lib.demo_logs import generate_logs
+from eval_pipeline.demo.logs import generate_logs
 from eval_pipeline.lib.ingestion import ingest_day
 from eval_pipeline.lib.redaction import CustomPattern, RedactionConfig, _segments, get_redactor
 from eval_pipeline.lib.redaction_cache import AnalysisCache, config_fingerprint

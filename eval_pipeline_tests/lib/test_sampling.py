@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from eval_pipeline.lib.banking77 import load_queries, long_tail_mix
+from eval_pipeline.demo.banking77 import load_queries, long_tail_mix
 from eval_pipeline.lib.clustering import ClusterConfig, cluster_embeddings
 from eval_pipeline.lib.embeddings import EmbeddingConfig, get_embedder
 from eval_pipeline.lib.sampling import (

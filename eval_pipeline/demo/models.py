@@ -3,7 +3,7 @@
 ``support-assistant:2026-06`` (the baseline) and ``support-assistant:2026-09`` (the candidate):
 
 - open questions from Arena-Hard: the real answers of ``gpt-3.5-turbo-0125`` (baseline) and
-  ``gpt-4-0613`` (candidate) from the Arena-Hard-Auto release (see ``demo_data/README.md``);
+  ``gpt-4-0613`` (candidate) from the Arena-Hard-Auto release (see ``data/README.md``);
 - intent routing: the baseline answers what production answered; the candidate answers the same
   except on a few rare intents (the least frequent in the demo traffic that the eval set holds),
   which it routes to a confusable neighbour: the regression the slice gate must catch;
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from eval_pipeline.lib import demo_logs
+from eval_pipeline.demo import logs as demo_logs
 from eval_pipeline.lib.providers import prompt_key, write_recording
 from eval_pipeline.lib.scorers import exact_match
 

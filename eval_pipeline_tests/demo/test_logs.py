@@ -1,4 +1,4 @@
-"""Tests of the demo log generator (eval_pipeline.lib.demo_logs)."""
+"""Tests of the demo log generator (eval_pipeline.demo.logs)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from eval_pipeline.lib import demo_logs
-from eval_pipeline.lib.demo_logs import (
+from eval_pipeline.demo import logs as demo_logs
+from eval_pipeline.demo.logs import (
     DATA_DIR,
     FORMAT_SHARES,
     HARD_INTENTS,

@@ -16,7 +16,7 @@ What the records contain
 ------------------------
 User turns are real customer queries from Banking77 (Casanueva et al. 2020, CC-BY-4.0), real
 prompts from MT-Bench and Arena-Hard (Apache-2.0), and templated transfer requests. Package
-data lives in ``demo_data/`` (see ``demo_data/README.md`` for sources and licenses).
+data lives in ``data/`` (see ``data/README.md`` for sources and licenses).
 
 ``task_type`` shares of records (on average; each day is drawn independently):
 
@@ -34,7 +34,7 @@ data lives in ``demo_data/`` (see ``demo_data/README.md`` for sources and licens
   ``feedback.parse_error`` and a ``json_parse`` step with ``ok=False``; valid JSON has a
   ``json_parse`` step with ``ok=True``.
 * ``rag_qa`` ~25%: a Banking77 query answered from 2-4 chunks retrieved from a small help-centre
-  knowledge base written for this project (``demo_data/help_centre_kb.json``, doc ids such as
+  knowledge base written for this project (``data/help_centre_kb.json``, doc ids such as
   ``kb-card-arrival-01``). The chunks are also injected into the system prompt
   (``"Use the following context:\\n[kb-...] ..."``). About 10% of retrievals miss the relevant
   documents (more on the hard intents); the old version then answers from the wrong document,
@@ -151,7 +151,7 @@ __all__ = [
     "iban_valid",
 ]
 
-DATA_DIR = Path(__file__).parent / "demo_data"
+DATA_DIR = Path(__file__).parent / "data"
 
 MODEL = "support-assistant"
 OLD_VERSION = "2026-06-01"

@@ -1,4 +1,4 @@
-"""Banking77 queries (Casanueva et al. 2020, CC-BY-4.0) as packaged in ``demo_data/banking77``,
+"""Banking77 queries (Casanueva et al. 2020, CC-BY-4.0) as packaged in ``data/banking77``,
 and the long-tailed month the clustering tests and the embedding benchmark measure on."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 
 __all__ = ["TRAIN_CSV", "load_queries", "long_tail_mix", "two_months", "drift_months", "embedded_queries"]
 
-TRAIN_CSV = Path(__file__).resolve().parent / "demo_data" / "banking77" / "train.csv"
+TRAIN_CSV = Path(__file__).resolve().parent / "data" / "banking77" / "train.csv"
 
 
 def load_queries(path: Path = TRAIN_CSV) -> tuple[list[str], np.ndarray]:
