@@ -719,8 +719,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from eval_pipeline.lib.storage import StorageLocations
 
-    try:  # settings from the environment, checked before anything runs
+    try:  # settings from the environment and the data home's settings.yaml, checked before anything runs
         StorageLocations.resolve()
+        if hasattr(args, "home"):
+            from eval_pipeline.defs.resources import settings_from_file
+
+            settings_from_file(_home(args))
         if args.func in (cmd_refresh, cmd_demo, cmd_evaluate, cmd_review_failures, cmd_probe_judge, cmd_ui):  # they run Dagster
             from eval_pipeline.defs.executors import executor_from_env
 

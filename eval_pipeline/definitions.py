@@ -31,7 +31,7 @@ from eval_pipeline.defs.registry import assets as registry_assets
 from eval_pipeline.defs.registry import sensors as registry_sensors
 from eval_pipeline.defs.sampling import assets as sampling_assets
 from eval_pipeline.defs.sampling import schedules as sampling_schedules
-from eval_pipeline.defs.resources import build_resources
+from eval_pipeline.defs.resources import build_resources, with_overrides
 from eval_pipeline.lib.paths import DataHome
 
 __all__ = ["build_definitions", "defs", "job_for_home"]
@@ -39,7 +39,8 @@ __all__ = ["build_definitions", "defs", "job_for_home"]
 
 def build_definitions(home: DataHome | None = None, resources: dict[str, object] | None = None) -> dg.Definitions:
     """All assets, checks, jobs, schedules and sensors, with resources bound to a data home
-    (``resources`` replaces some of them, e.g. an ``evaluation`` resource with another thresholds file).
+    (``resources`` replaces some of them, e.g. an ``evaluation`` resource with another thresholds file;
+    a settings group's fields are set on top of the data home's ``settings.yaml``).
 
     ``home`` None: the one ``EVAL_PIPELINE_HOME`` names (default ``./data``). Building creates
     nothing on disk and changes no environment variable."""
@@ -54,7 +55,7 @@ def build_definitions(home: DataHome | None = None, resources: dict[str, object]
         schedules=[privacy_schedules.raw_retention_schedule, sampling_schedules.month_end_ingest_schedule,
                    sampling_schedules.monthly_refresh_schedule],
         sensors=[ingest_sensors.landing_sensor, labeling_sensors.labels_sensor, registry_sensors.model_registry_sensor],
-        resources={**build_resources(home), **(resources or {})},
+        resources=with_overrides(build_resources(home), resources),
         # One DuckDB file takes one writer process at a time: steps run in the run's process
         # unless EVAL_PIPELINE_EXECUTOR says otherwise (defs/executors.py; writers then queue on its lock).
         executor=executor_from_env(),

@@ -1,6 +1,7 @@
 """The command line: validate-logs exit codes and messages, schema output."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -117,36 +118,90 @@ def test_redact_command_on_files_and_a_bad_line(tmp_path, capsys):
     assert "line 2" in capsys.readouterr().err
 
 
-def test_redact_command_uses_the_pipelines_redaction_settings(tmp_path, monkeypatch, capsys):
-    """``redact`` takes the ``redaction`` resource the pipeline's definitions are built with: a
-    deployment's own pattern (member numbers) applies, as in ``redacted_logs``; ``--score-threshold``
-    still replaces the threshold, and an impossible one is an error, not a traceback."""
-    from eval_pipeline.defs import resources
+def test_redact_command_uses_the_pipelines_redaction_settings(tmp_path, capsys):
+    """``redact`` takes the ``redaction`` resource the pipeline's definitions are built with, from
+    the data home's ``settings.yaml``: a deployment's own pattern (member numbers) applies, as in
+    ``redacted_logs``; ``--score-threshold`` still replaces the threshold, and an impossible one is
+    an error, not a traceback."""
+    from eval_pipeline.definitions import build_definitions
+    from eval_pipeline.lib.paths import DataHome
 
+    home = tmp_path / "home"
     source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     source.write_text(json.dumps({"text": "Member MBR-482913 asked about card 4111 1111 1111 1111"}) + "\n")
 
     def redacted() -> str:
-        assert main(["redact", "--home", str(tmp_path / "home"), "--in", str(source), "--out", str(out)]) == 0
+        assert main(["redact", "--home", str(home), "--in", str(source), "--out", str(out)]) == 0
         return json.loads(out.read_text())["text"]
 
     assert redacted() == "Member MBR-482913 asked about card <CREDIT_CARD_1>"  # the default settings
-    built = resources.build_resources
-
-    def deployment_resources(home, *args, **kwargs):  # what a deployment configures for its pipeline
-        return {**built(home, *args, **kwargs),
-                "redaction": resources.RedactionSettings(custom_patterns={"MEMBER_ID": r"\bMBR-\d{6}\b"})}
-
-    monkeypatch.setattr(resources, "build_resources", deployment_resources)
+    assert not home.exists()  # the data home is named, not created
+    home.mkdir()
+    (home / "settings.yaml").write_text("redaction:\n  custom_patterns:\n    MEMBER_ID: '\\bMBR-\\d{6}\\b'\n")
     assert redacted() == "Member <MEMBER_ID_1> asked about card <CREDIT_CARD_1>"
     summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert summary["pii_counts"] == {"CREDIT_CARD": 1, "MEMBER_ID": 1}
-    assert not (tmp_path / "home").exists()  # the data home is named, not created
+    # the pipeline's own redaction resource is the same one
+    pipeline = build_definitions(DataHome.resolve(home)).resources["redaction"]
+    assert [p.entity_type for p in pipeline.config().custom_patterns][-1] == "MEMBER_ID"
+    assert sorted(p.name for p in home.iterdir()) == ["settings.yaml"]
 
-    assert main(["redact", "--home", str(tmp_path / "home"), "--in", str(source), "--out", str(out),
+    assert main(["redact", "--home", str(home), "--in", str(source), "--out", str(out),
                  "--score-threshold", "1.5"]) == 2
     err = capsys.readouterr().err
     assert "--score-threshold" in err and "score_threshold must be in [0, 1]" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text, says", [
+    ("clustering:\n  method: hdbscn\n", "clustering.method: Input should be 'hdbscan' or 'kmeans'"),
+    ("clustering:\n  metod: kmeans\n", "clustering.metod: unknown field"),
+    ("embedding:\n  precision: fp8\n", "embedding.precision: Input should be"),
+    ("evaluation:\n  sensor_tier: nightly\n", "evaluation.sensor_tier: Input should be"),
+    ("evaluation:\n  continuous_size: 5000\n", "evaluation.continuous_size: Input should be less than or equal to 200"),
+    ("judge:\n  api_key: sk-123\n", "judge.api_key: not settable here (a secret never goes into a file"),
+    ("settings:\n  home: /elsewhere\n", "settings.home: not settable here"),
+    ("clustrng:\n  method: kmeans\n", "clustrng: not a settings group"),
+    ("- clustering\n", "expected a mapping of settings groups"),
+    ("clustering: [kmeans]\n", "clustering: expected a mapping of fields"),
+    ("clustering:\n  method: [unclosed\n", "invalid YAML"),
+])
+def test_a_bad_settings_file_is_refused_at_load_naming_the_field(tmp_path, capsys, text, says):
+    """Every command refuses the data home's ``settings.yaml`` before anything runs, with the file and
+    ``group.field`` named; building the definitions (what ``dagster dev`` loads) refuses it too."""
+    from eval_pipeline.definitions import build_definitions
+    from eval_pipeline.defs.resources import SettingsError
+    from eval_pipeline.lib.paths import DataHome
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "settings.yaml").write_text(text)
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(json.dumps({"text": "hello"}) + "\n")
+    for argv in (["redact", "--home", str(home), "--in", str(source), "--out", str(out)],
+                 ["refresh", "--home", str(home), "--month", "2026-01"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {home / 'settings.yaml'}: ") and says in err and "Traceback" not in err
+    with pytest.raises(SettingsError, match=re.escape(says)):
+        build_definitions(DataHome.resolve(home))
+    assert not out.exists()
+
+
+def test_settings_file_values_reach_the_resources_and_overrides_add_to_them(tmp_path):
+    from eval_pipeline.definitions import build_definitions
+    from eval_pipeline.defs.resources import SamplingSettings
+    from eval_pipeline.lib.paths import DataHome
+
+    home = DataHome.resolve(tmp_path / "home")
+    home.root.mkdir()
+    home.settings_file.write_text("clustering:\n  method: kmeans\n  drift_threshold: 0.85\n"
+                                  "sampling:\n  floor: 7\nsettings:\n  raw_retention_days: 30\n")
+    resources = build_definitions(home).resources
+    assert resources["clustering"].method == "kmeans" and resources["clustering"].rules().match_cosine == 0.85
+    assert resources["settings"].raw_retention_days == 30 and resources["settings"].home == str(home.root)
+    # a command's override (refresh --target-size) sets its field on top of the file's
+    merged = build_definitions(home, {"sampling": SamplingSettings(target_size=120)}).resources["sampling"]
+    assert (merged.target_size, merged.floor) == (120, 7)
 
 
 def test_evaluate_rescores_the_baseline_by_default_and_the_flag_says_what_it_trades(capsys):

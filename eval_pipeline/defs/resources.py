@@ -15,7 +15,7 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
-from pydantic import Field, create_model
+from pydantic import Field, ValidationError, create_model
 
 from eval_pipeline.lib.clustering import DEFAULT_GROWTH, DRIFT_THRESHOLD, ClusterConfig
 from eval_pipeline.lib.embeddings import EmbeddingConfig, rows_with_vectors
@@ -30,9 +30,10 @@ from eval_pipeline.lib.settings import build, declared
 from eval_pipeline.lib.spool import SpooledFrame, StoredPartition, clean_spool, spool_dir
 from eval_pipeline.lib.storage import LAKE_TABLES, Lake, StorageLocations, attach, ensure_view
 from eval_pipeline.lib.tables import MANIFEST_SCHEMA
+from eval_pipeline.lib.yamlfile import YAMLFileError, read_yaml_file
 
 __all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "SamplingSettings",
-           "LabelingSettings", "JudgeSettings", "EvaluationSettings", "LakeIOManager", "WarehouseIOManager", "WarehouseResource",
+           "LabelingSettings", "JudgeSettings", "SettingsError", "settings_from_file", "with_overrides", "EvaluationSettings", "LakeIOManager", "WarehouseIOManager", "WarehouseResource",
            "build_resources"]
 
 
@@ -439,6 +440,95 @@ class LakeIOManager(dg.ConfigurableIOManager):
 IO_MEMORY_LIMIT = "192MB"
 
 
+class SettingsError(ValueError):
+    """The data home's ``settings.yaml`` cannot be used; the message names the file and the field."""
+
+
+# The settings groups a data home's ``settings.yaml`` may set, and the fields each may not: the
+# data home is where the file is, and a secret never goes into a file (the judge's key is
+# ``EVAL_PIPELINE_JUDGE_API_KEY``).
+_FILE_GROUPS: dict[str, tuple[type[dg.ConfigurableResource], tuple[str, ...]]] = {
+    "settings": (PipelineSettings, ("home",)),
+    "redaction": (RedactionSettings, ()),
+    "embedding": (EmbeddingSettings, ()),
+    "clustering": (ClusteringSettings, ()),
+    "sampling": (SamplingSettings, ()),
+    "labeling": (LabelingSettings, ()),
+    "judge": (JudgeSettings, ("api_key",)),
+    "evaluation": (EvaluationSettings, ()),
+}
+
+
+def settings_from_file(home: DataHome) -> dict[str, dg.ConfigurableResource]:
+    """The settings groups the data home's ``settings.yaml`` sets (none when there is no file),
+    each a resource of its group's type built from the file's fields on top of the defaults::
+
+        clustering:
+          method: kmeans
+        redaction:
+          extra_allow_list: [Acme]
+          custom_patterns: {MEMBER_ID: "\\bM-\\d{6}\\b"}
+
+    Every command and every run on the home (day workers, out-of-process steps) builds its
+    definitions from the same file, so e.g. ``eval-pipeline redact`` redacts as the pipeline does.
+
+    Raises:
+        SettingsError: unreadable YAML, an unknown group or field, a field that may not be in a
+            file, or a value its declaration refuses (a choice not among the allowed ones, a
+            number out of range); the message names the file and ``group.field``.
+    """
+    path = home.settings_file
+    if not path.is_file():
+        return {}
+    try:
+        doc = read_yaml_file(path)
+    except YAMLFileError as err:
+        raise SettingsError(str(err)) from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise SettingsError(f"{path}: expected a mapping of settings groups ({', '.join(_FILE_GROUPS)}), "
+                            f"got {type(doc).__name__}")
+    out: dict[str, dg.ConfigurableResource] = {}
+    for group, fields in doc.items():
+        if group not in _FILE_GROUPS:
+            raise SettingsError(f"{path}: {group}: not a settings group (one of: {', '.join(_FILE_GROUPS)})")
+        cls, refused = _FILE_GROUPS[group]
+        if fields is None:
+            continue
+        if not isinstance(fields, dict):
+            raise SettingsError(f"{path}: {group}: expected a mapping of fields, got {type(fields).__name__}")
+        for name in fields:
+            if name in refused:
+                why = ("the data home is where this file is" if name == "home"
+                       else f"a secret never goes into a file: set {JUDGE_ENV[2]}")
+                raise SettingsError(f"{path}: {group}.{name}: not settable here ({why})")
+            if name not in cls.model_fields:
+                known = ", ".join(sorted(f for f in cls.model_fields if f not in refused))
+                raise SettingsError(f"{path}: {group}.{name}: unknown field (the fields of {group}: {known})")
+        try:
+            out[group] = cls(**({"home": str(home.root)} if group == "settings" else {}), **fields)
+        except ValidationError as err:
+            problems = "; ".join(f"{group}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            raise SettingsError(f"{path}: {problems}") from None
+    return out
+
+
+def with_overrides(resources: Mapping[str, object], overrides: Mapping[str, object] | None) -> dict[str, object]:
+    """``resources`` with ``overrides``: a settings group given as a resource of its own type sets
+    its fields on top of what the group already has (so ``SamplingSettings(target_size=120)`` on a
+    home whose ``settings.yaml`` sets ``sampling.floor`` keeps that floor); anything else replaces."""
+    out = dict(resources)
+    for key, resource in (overrides or {}).items():
+        current = out.get(key)
+        if (key in _FILE_GROUPS and isinstance(resource, dg.ConfigurableResource)
+                and type(resource) is type(current)):
+            resource = type(resource)(**{**current.model_dump(exclude_unset=True),  # type: ignore[union-attr]
+                                         **resource.model_dump(exclude_unset=True)})
+        out[key] = resource
+    return out
+
+
 def build_resources(home: DataHome, io_memory_limit: str = IO_MEMORY_LIMIT,
                     storage: StorageLocations | None = None) -> dict[str, object]:
     """All resources for a data home. Raw records go to the restricted zone's own DuckDB file.
@@ -447,9 +537,10 @@ def build_resources(home: DataHome, io_memory_limit: str = IO_MEMORY_LIMIT,
     ``storage`` (default: ``EVAL_PIPELINE_STORAGE`` / ``EVAL_PIPELINE_RAW_STORAGE``, see
     ``lib/storage.py``) moves the large tables (``lake_io_manager`` and ``raw_io_manager``) to a
     lake; without it they stay in the DuckDB files, as every other table does. It is read here,
-    when the definitions are built (it decides which IO manager class stores those tables); the
-    judge's settings are read later, by the resource, when a run uses it. Nothing is created on
-    disk: each resource creates its file's folder when it first opens it."""
+    when the definitions are built (it decides which IO manager class stores those tables), as is
+    the data home's ``settings.yaml`` (:func:`settings_from_file`; a bad one raises
+    :class:`SettingsError`); the judge's endpoint is read later, by the resource, when a run uses
+    it. Nothing is created on disk: each resource creates its file's folder when it first opens it."""
     storage = StorageLocations.resolve() if storage is None else storage
     limited = {"memory_limit": io_memory_limit}
     main = WarehouseIOManager(database=str(home.warehouse), connection_config=limited)
@@ -473,6 +564,7 @@ def build_resources(home: DataHome, io_memory_limit: str = IO_MEMORY_LIMIT,
         "labeling": LabelingSettings(),
         "judge": JudgeSettings(),  # endpoint, model and key read when a run uses it (JUDGE_ENV)
         "evaluation": EvaluationSettings(),
+        **settings_from_file(home),
     }
 
 

@@ -40,6 +40,7 @@ class DataHome:
     ``dagster/``            DAGSTER_HOME: run history, event log, schedules' and sensors' state
     ``cache/``              content-addressed caches (parsed-file day index, model caches)
     ``demo_truth/``         what the demo generator knows about its logs (for simulated annotators)
+    ``settings.yaml``       the deployment's settings, read when the definitions are built (optional)
     """
 
     root: Path
@@ -50,6 +51,10 @@ class DataHome:
         env = os.environ if env is None else env
         chosen = root if root is not None else env.get(HOME_ENV) or DEFAULT_HOME
         return cls(Path(chosen).expanduser().resolve())
+
+    @property
+    def settings_file(self) -> Path:
+        return self.root / "settings.yaml"
 
     @property
     def landing(self) -> Path:
