@@ -28,7 +28,7 @@ from eval_pipeline.lib.judge_probes import (HEDGE_PHRASES, has_hedge, is_structu
                                             make_variant, observed_bias, planted_error_variant, probe_rows,
                                             run_probes, sample_examples)
 from eval_pipeline.lib.paths import DataHome
-from eval_pipeline.lib.rubrics import load_rubrics, rubric_for_task
+from eval_pipeline.lib.rubrics import load_rubrics, rubric_for_task, rubric_version
 from eval_pipeline.lib.tables import EVAL_SET_SCHEMA, frame
 
 RUBRICS = load_rubrics()
@@ -321,7 +321,7 @@ def probe_home(tmp_path, with_labels: bool = True, n: int = 15) -> DataHome:
                 labels.append({"example_id": ex["example_id"], "eval_set_version": "v1", "task_type": ex["task_type"],
                                "rubric": rubric.name, "scale": c.scale, "criterion": c.id, "annotator": annotator,
                                "score": c.allowed_levels[-1] if top else 0, "source_file": "labels.csv",
-                               "source_ref": "1"})
+                               "source_ref": "1", "rubric_version": rubric_version(rubric)})
     human = pl.DataFrame(labels, schema=labeling_assets.HUMAN_LABELS)  # noqa: F841 - read in SQL
     with duckdb.connect(str(home.warehouse)) as con:
         con.execute("create schema sampling")
