@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -135,9 +136,24 @@ def token_f1(prediction: str | None, reference: str) -> float:
 
 
 @lru_cache(maxsize=1)
+def _unbind_absl_stream() -> None:
+    """rouge_score imports ``absl.logging``, whose handler (never attached unless asked) keeps the
+    ``sys.stderr`` of the moment of import and closes it when logging is reconfigured: Dagster's
+    ``logging.config.dictConfig`` closes every handler. Imported inside a step whose output is
+    captured (or under a test runner's capture), that would close the capturing stream under its
+    owner. The handler is pointed at the process's own stderr, which absl never closes."""
+    import absl.logging
+
+    handler = absl.logging.get_absl_handler().python_handler
+    if handler.stream is not sys.__stderr__:
+        handler.stream = sys.__stderr__
+
+
 def _rouge_scorer() -> RougeScorer:
     # Imported on first use: rouge_score pulls in nltk, which is slow to import.
     from rouge_score import rouge_scorer
+
+    _unbind_absl_stream()
 
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 

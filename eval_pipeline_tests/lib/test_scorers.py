@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from rouge_score import rouge_scorer
-
 from eval_pipeline.lib import scorers
 from eval_pipeline.lib.rubrics import load_rubrics
 from eval_pipeline.lib.scorers import (
@@ -95,6 +93,8 @@ TEXT_PAIRS = [
 
 @pytest.mark.parametrize(("prediction", "reference"), TEXT_PAIRS)
 def test_rouge_l_matches_rouge_score(prediction: str, reference: str):
+    from rouge_score import rouge_scorer  # here, not at collection: see test_rouge_leaves_a_redirected_stderr_open
+
     expected = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(reference, prediction)["rougeL"].fmeasure
     assert rouge_l(prediction, reference) == pytest.approx(expected, abs=1e-12)
 
@@ -231,3 +231,26 @@ def test_score_references_batches_only_where_a_reference_applies(our_f1):
     assert results[3]["bertscore_f1"] == pytest.approx(our_f1["changed amount"], abs=1e-6)
     assert results[3]["exact_match"] == 0.0
     assert set(BATCH_SCORERS) <= set(REFERENCE_SCORERS)
+
+
+def test_rouge_leaves_a_redirected_stderr_open(tmp_path):
+    """rouge_score imports absl, whose handler keeps the stderr of the moment and closes it when
+    logging is reconfigured (as Dagster's dictConfig does): a stream redirected while ROUGE is first
+    used must survive that."""
+    import io
+    import logging.config
+    import subprocess
+    import sys
+
+    script = """
+import contextlib, io, logging.config, sys
+from eval_pipeline.lib.scorers import rouge_l
+redirected = io.StringIO()
+with contextlib.redirect_stderr(redirected):
+    assert rouge_l("the card arrived", "the card has arrived") > 0.5  # absl imported here, under the redirect
+logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+assert not redirected.closed, "the redirected stderr was closed"
+print("open")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "open", done.stderr[-2000:]
