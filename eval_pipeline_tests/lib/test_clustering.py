@@ -386,10 +386,22 @@ def test_drift_new_continuing_gone(banking, vectors):
     statuses = collections.Counter(r.status for r in rows)
     print(f"\ndrift: month A {month_a.n_clusters} clusters, month B {month_b.n_clusters}; {dict(statuses)}")
 
-    # clusters dominated by the 3 new intents are new
-    new_clusters = [label for label, (intent, share) in dom_b.items() if intent in new and share > 0.5]
+    # clusters made (at least 2/3) of one of the 3 new intents are new
+    new_clusters = [label for label, (intent, share) in dom_b.items() if intent in new and share >= 2 / 3]
     assert new_clusters
     assert all(by_label[label].status == "new" for label in new_clusters)
+    # a new intent can share a cluster with the old intent next to it (HDBSCAN merges neighbours;
+    # whether it does turns on UMAP's layout, which differs between CPUs and seeds): seen as
+    # Refund_not_showing_up 40 + request_refund 37-39 of 79-80 records (centroid cosine 0.95 to
+    # request_refund's cluster) and reverted_card_payment? 21 + declined_card_payment 11 of 33
+    # (cosine 0.935). Such a cluster may continue the old intent's id only when that intent is
+    # really in it (a third of it in those cases), never when the new intent took an unrelated id.
+    for label, (intent, share) in dom_b.items():
+        row = by_label[label]
+        if intent in new and share < 2 / 3 and row.status == "continuing":
+            members = categories[b][month_b.labels == label]
+            old_share = float(np.mean(members == intent_of_id[row.cluster_id]))
+            assert old_share >= 0.25, (intent, share, intent_of_id[row.cluster_id], old_share)
     # the removed intent's clusters are gone
     removed_ids = [ids_a[label] for label, (intent, share) in dom_a.items() if intent == removed and share > 0.5]
     assert removed_ids

@@ -79,10 +79,19 @@ def test_two_months_keep_topics_and_a_steady_set(scenario, clustered):
     assert continuing >= 0.9
     assert new_in_new >= 0.7
     assert second.continuing_share >= 0.85  # of the whole month, the new intents included
-    # the dropped intent's cluster is gone, the drift table says how the month was clustered
-    dropped_ids = {c for c, n in collections.Counter(c for c, r in zip(first.assignments["cluster_id"], rows_a)
-                                                     if r["intent"] == dropped).items() if n >= 5}
-    assert dropped_ids and all(status[c] == "gone" for c in dropped_ids if c in status)
+    # the dropped intent's own cluster is gone. January may instead put it in one cluster with
+    # its neighbour transfer_not_received_by_recipient (28 + 27-35 records, by UMAP's layout,
+    # which differs between CPUs and seeds): that cluster rightly continues with the neighbour's
+    # February records, and the examples of the dropped intent are left to the stale check below
+    jan_ids = first.assignments["cluster_id"]
+    jan_sizes = collections.Counter(jan_ids)
+    dropped_in = collections.Counter(c for c, r in zip(jan_ids, rows_a) if r["intent"] == dropped and c != "unclustered")
+    assert max(dropped_in.values()) >= 20  # the dropped intent was clustered, not left as noise
+    own = {c for c, n in dropped_in.items() if n >= 5 and n / jan_sizes[c] >= 2 / 3}
+    assert all(status[c] == "gone" for c in own if c in status)
+    shared = {c for c, n in dropped_in.items() if n >= 5 and c not in own}
+    feb_ids = collections.Counter(cluster_b)
+    assert all(status.get(c) == "gone" or feb_ids[c] >= 10 for c in shared)
 
     sampling = SamplingConfig(target_size=TARGET)
     v1 = build_version(rows_a, va, jan, sampling)
@@ -116,7 +125,12 @@ def test_neyman_gives_an_uncertain_stratum_more_additions_than_proportional(scen
     _, _, _, _, _, _, va, vb = scenario
     rows_a, rows_b, _, second = clustered
     sampling = SamplingConfig(target_size=TARGET)
-    v1 = build_version(rows_a, va, JAN, sampling)
+    # the set grows from 180 to 200, so the refresh has 20 examples to place beyond the new
+    # topics' floors whatever the clustering: with v1 at 200 the room came only from the dropped
+    # intent's cluster being gone, which turns on UMAP's layout (on a CPU where January put that
+    # intent in one cluster with its neighbour, v2 kept 215 examples and all 15 additions went
+    # to the 3 new clusters' floors: nothing for either allocation to place)
+    v1 = build_version(rows_a, va, JAN, SamplingConfig(target_size=TARGET - 20))
     drift = [{**r.as_dict(), "mode": second.mode} for r in second.drift]
     # the last scorecard: every example passed, except in one continuing cluster of middling
     # size where half failed (its interval is the widest: the gate cannot be decided)
