@@ -7,7 +7,7 @@ Runs the redactor with an EMPTY allow-list over (a) the Banking77 *train* and *t
 prompts with the two models' answers (``demo/data/``, 1,230 texts, 0.5 MB), and (c) demo logs
 (``generate_logs``, every user-data text of each row: the templated support turns of the demo's
 bank around those public texts), and
-counts, per entry of ``lib/redaction.py: DEFAULT_ALLOW_LIST`` and of the demo's own list
+counts, per entry of ``lib/privacy/redaction.py: DEFAULT_ALLOW_LIST`` and of the demo's own list
 (``demo/redaction.py: ALLOW_LIST``), the findings it would drop (the whole finding equals the
 entry, or it is a name whose every word is an entry). An entry that no public corpus needs has
 no place in the production default; one only the demo logs need belongs to the demo.
@@ -35,7 +35,7 @@ def _texts(row: dict) -> list[str]:
 
 def entry_hits(redactor, texts: list[str], entries: tuple[str, ...]) -> Counter[str]:
     """Findings of ``redactor`` (run without an allow-list) that each entry would drop."""
-    from eval_pipeline.lib.redaction import _AllowList
+    from eval_pipeline.lib.privacy.redaction import _AllowList
 
     single = {e: _AllowList([e]) for e in entries}
     hits: Counter[str] = Counter()
@@ -69,8 +69,8 @@ def main() -> int:
     from eval_pipeline.demo.banking77 import load_queries
     from eval_pipeline.demo.logs import generate_logs
     from eval_pipeline.demo.redaction import ALLOW_LIST as DEMO_ALLOW_LIST
-    from eval_pipeline.lib.ingestion import ingest_day
-    from eval_pipeline.lib.redaction import DEFAULT_ALLOW_LIST, RedactionConfig, Redactor
+    from eval_pipeline.lib.ingest.ingestion import ingest_day
+    from eval_pipeline.lib.privacy.redaction import DEFAULT_ALLOW_LIST, RedactionConfig, Redactor
 
     redactor = Redactor(RedactionConfig(allow_list=()))
     entries = tuple(dict.fromkeys(DEFAULT_ALLOW_LIST + DEMO_ALLOW_LIST))

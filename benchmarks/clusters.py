@@ -95,7 +95,7 @@ def _umap_hdbscan_15(x: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _cluster_embeddings(**settings) -> Callable[[np.ndarray, int], np.ndarray]:
-    from eval_pipeline.lib.clustering import ClusterConfig, cluster_embeddings
+    from eval_pipeline.lib.clustering.clusters import ClusterConfig, cluster_embeddings
 
     def run(x: np.ndarray, seed: int) -> np.ndarray:
         return cluster_embeddings(x, ClusterConfig(seed=seed, map_method="none", **settings)).labels
@@ -106,7 +106,7 @@ def _cluster_embeddings(**settings) -> Callable[[np.ndarray, int], np.ndarray]:
 def _scores(labels: np.ndarray, truth: np.ndarray, sizes: dict[str, int]) -> dict[str, float]:
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    from eval_pipeline.lib.clustering import NOISE
+    from eval_pipeline.lib.clustering.clusters import NOISE
 
     rare = [intent for intent, n in sizes.items() if n <= RARE_LIMIT]
     kept = 0
@@ -172,7 +172,7 @@ def quality(categories: np.ndarray, vectors: np.ndarray, seeds: list[int]) -> No
 def _labels_by_epsilon(x: np.ndarray, epsilons: tuple[float, ...]) -> dict[float, np.ndarray]:
     """``cluster_embeddings``' labels of a month below ``max_fit_sample`` for each epsilon (up to
     their numbering), the UMAP done once."""
-    from eval_pipeline.lib import clustering
+    from eval_pipeline.lib.clustering import clusters as clustering
 
     config = clustering.ClusterConfig(map_method="none")
     unit = clustering._unit(x, np.arange(len(x)))
@@ -203,7 +203,7 @@ def _majority(values: np.ndarray) -> str | None:
 
 def drift(categories: np.ndarray, vectors: np.ndarray, draws: list[int]) -> None:
     from eval_pipeline.demo.banking77 import drift_months
-    from eval_pipeline.lib.clustering import drift_id_map, match_clusters
+    from eval_pipeline.lib.clustering.clusters import drift_id_map, match_clusters
 
     found = {eps: collections.Counter() for eps in EPSILONS}
     for draw in draws:
@@ -245,7 +245,7 @@ def drift(categories: np.ndarray, vectors: np.ndarray, draws: list[int]) -> None
 def timing(epsilon: float = 0.2, n: int = 100_000, centres: int = 60, dim: int = 384) -> None:
     import hdbscan
 
-    from eval_pipeline.lib import clustering
+    from eval_pipeline.lib.clustering import clusters as clustering
 
     rng = np.random.default_rng(0)
     middle = clustering._normalize(rng.normal(size=(centres, dim)))

@@ -28,8 +28,8 @@ import numpy as np
 import polars as pl
 
 from eval_pipeline.demo.banking77 import embedded_queries, load_queries, two_months
-from eval_pipeline.lib.clustering import ClusterConfig, cluster_month
-from eval_pipeline.lib.identity import IdentityRules, Reference
+from eval_pipeline.lib.clustering.clusters import ClusterConfig, cluster_month
+from eval_pipeline.lib.clustering.identity import IdentityRules, Reference
 
 CACHE = Path(tempfile.gettempdir()) / "eval_pipeline_bench_cache"
 

@@ -45,8 +45,8 @@ def _demo_texts(n: int, workdir: Path) -> list[str]:
     from datetime import datetime, timedelta, timezone
 
     from eval_pipeline.demo.logs import generate_logs
-    from eval_pipeline.lib.embeddings import embedding_text
-    from eval_pipeline.lib.ingestion import ingest_day
+    from eval_pipeline.lib.embeddings.encode import embedding_text
+    from eval_pipeline.lib.ingest.ingestion import ingest_day
 
     days = max(1, n // 2000)
     out = workdir / f"logs_{n}"
@@ -79,8 +79,8 @@ def main() -> int:
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     from eval_pipeline.demo.banking77 import load_queries, long_tail_mix
-    from eval_pipeline.lib.clustering import NOISE, ClusterConfig, cluster_embeddings
-    from eval_pipeline.lib.embeddings import (EmbeddingConfig, cpu_bf16_support, embed_with_cache, get_embedder,
+    from eval_pipeline.lib.clustering.clusters import NOISE, ClusterConfig, cluster_embeddings
+    from eval_pipeline.lib.embeddings.encode import (EmbeddingConfig, cpu_bf16_support, embed_with_cache, get_embedder,
                                               model_location)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; bf16: {cpu_bf16_support()}")

@@ -42,7 +42,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from eval_pipeline.demo.models import BASELINE_VERSION, CANDIDATE_VERSION, DEMO_MODEL
-    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.core.paths import DataHome
     from eval_pipeline.demo.settings import THRESHOLDS as DEMO_THRESHOLDS
     from eval_pipeline.runs import evaluate_model, instance_for, register_demo_models
 
@@ -81,7 +81,7 @@ def main() -> int:
         sys.path.insert(0, str(ROOT / "eval_pipeline_tests"))
         from openai_server import Reply, ScriptedServer
 
-        from eval_pipeline.lib.registry import ModelRegistry, ModelVersion
+        from eval_pipeline.lib.registry.versions import ModelRegistry, ModelVersion
         from eval_pipeline.runs import load_eval_set
 
         _, rows = load_eval_set(home)

@@ -26,8 +26,8 @@ def _peak_rss_mb() -> float:
 
 
 def phase_library(root: str, days: int, queue) -> None:
-    from eval_pipeline.lib.ingestion import build_manifest, ingest_day
-    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.ingest.ingestion import build_manifest, ingest_day
+    from eval_pipeline.lib.core.paths import DataHome
 
     home = DataHome.resolve(root)
     t0 = time.perf_counter()
@@ -48,7 +48,7 @@ def phase_dagster(root: str, days: int, queue) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.core.paths import DataHome
     from eval_pipeline.runs import refresh_month, table_counts
 
     home = DataHome.resolve(root)

@@ -193,7 +193,7 @@ def _naive(home, day_files: dict[str, list[str]], seed: int = 0) -> dict[str, fl
     from presidio_anonymizer import AnonymizerEngine
     from sentence_transformers import SentenceTransformer
 
-    from eval_pipeline.lib.ingestion import ingest_day
+    from eval_pipeline.lib.ingest.ingestion import ingest_day
 
     stages: dict[str, float] = {}
     t = time.perf_counter()
@@ -244,7 +244,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from eval_pipeline.demo.logs import generate_logs
-    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.core.paths import DataHome
     from eval_pipeline.runs import default_workers
 
     start = date.fromisoformat(args.start)

@@ -48,7 +48,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from eval_pipeline.demo.logs import generate_logs
-    from eval_pipeline.lib.ingestion import ingest_day
+    from eval_pipeline.lib.ingest.ingestion import ingest_day
 
     work = Path(tempfile.mkdtemp(prefix="redaction-bench-"))
     try:
@@ -62,7 +62,7 @@ def main() -> int:
               f"{time.perf_counter() - t0:.1f} s; peak RSS {_peak_rss_mb():.0f} MB before loading the model")
 
         from eval_pipeline.demo.settings import demo_resources
-        from eval_pipeline.lib.redaction import Redactor, _text_slots, scan_for_leaks
+        from eval_pipeline.lib.privacy.redaction import Redactor, _text_slots, scan_for_leaks
 
         t1 = time.perf_counter()
         # the demo's logs are redacted with the demo's settings (its allow-list on top of the default)

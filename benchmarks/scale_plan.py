@@ -7,7 +7,7 @@ workers. Prints figures (not a test).
 The plan is arithmetic over measured inputs, the named constants below; each says which command
 measured it. ``--measure`` re-measures the storage inputs: it generates a small demo month and runs
 ``refresh_month`` on it (as ``eval-pipeline refresh`` does) with the large tables in a lake on a
-local folder (``EVAL_PIPELINE_STORAGE``, ``lib/storage.py``: one Parquet object per partition, the
+local folder (``EVAL_PIPELINE_STORAGE``, ``lib/storage/lake.py``: one Parquet object per partition, the
 spool file as written, pyarrow's defaults: snappy, a row group per slice of 5,000 rows). It prints
 bytes per row of the objects as written, and of each table rewritten as one object (as a large
 day's would be; snappy, and zstd for comparison), with the peak RSS of the refresh's main process
@@ -280,8 +280,8 @@ def measure(sample_records: int, sample_days: int, start: date) -> None:
     import pyarrow.parquet as pq
 
     from eval_pipeline.demo.logs import generate_logs
-    from eval_pipeline.lib.paths import DataHome
-    from eval_pipeline.lib.storage import LAKE_TABLES, STORAGE_ENV, Lake, StorageLocations
+    from eval_pipeline.lib.core.paths import DataHome
+    from eval_pipeline.lib.storage.lake import LAKE_TABLES, STORAGE_ENV, Lake, StorageLocations
     from eval_pipeline.runs import refresh_month
 
     if (start + timedelta(days=sample_days - 1)).month != start.month:

@@ -24,7 +24,7 @@ def _home(args: argparse.Namespace):
     here. The commands that run Dagster get its folders from :func:`check_home` before they start;
     the others create only what they write (the registry file, the labels inbox), and the ones
     that only read (``export-eval-set``, ``labels push``) create nothing."""
-    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.core.paths import DataHome
 
     return DataHome.resolve(args.home)
 
@@ -39,7 +39,7 @@ def cmd_generate_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_logs(args: argparse.Namespace) -> int:
-    from eval_pipeline.lib.ingestion import REASONS, validate_files
+    from eval_pipeline.lib.ingest.ingestion import REASONS, validate_files
 
     paths = []
     for name in args.files:
@@ -65,7 +65,7 @@ def cmd_validate_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from eval_pipeline.lib.records import log_record_json_schema
+    from eval_pipeline.lib.ingest.records import log_record_json_schema
 
     text = json.dumps(log_record_json_schema(), indent=2, sort_keys=True) + "\n"
     if args.out:
@@ -88,7 +88,7 @@ def _positive_int(text: str) -> int:
 def _progress(args: argparse.Namespace):
     """The progress display ``--progress`` asks for (on stderr; None for ``none``) and the ``log``
     that writes the command's own lines to stdout without running into a live status line."""
-    from eval_pipeline.lib.progress import open_display
+    from eval_pipeline.lib.runs.progress import open_display
 
     display = open_display(args.progress)
     return display, (display.above if display else print)
@@ -122,8 +122,8 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from eval_pipeline.demo.logs import generate_logs
     from eval_pipeline.demo.settings import THRESHOLDS, demo_resources
-    from eval_pipeline.lib.gates import scorecard_text
-    from eval_pipeline.lib.storage import StorageLocations
+    from eval_pipeline.lib.evaluation.gates import scorecard_text
+    from eval_pipeline.lib.storage.lake import StorageLocations
     from eval_pipeline.runs import (agreement_summary, changelog_summary, cluster_summary, day_pool,
                                     evaluate_model, month_days,
                                     pii_placeholders, quarantine_reasons, RefreshRunning, refresh_month, register_demo_models,
@@ -221,7 +221,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_register_model(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
-    from eval_pipeline.lib.registry import ModelRegistry, ModelVersion, RegistryError
+    from eval_pipeline.lib.registry.versions import ModelRegistry, ModelVersion, RegistryError
 
     home = _home(args)
     params = {}
@@ -255,7 +255,7 @@ def cmd_register_model(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from eval_pipeline.lib.gates import scorecard_text
+    from eval_pipeline.lib.evaluation.gates import scorecard_text
     from eval_pipeline.runs import evaluate_model
 
     home = _home(args)
@@ -311,7 +311,7 @@ def cmd_probe_judge(args: argparse.Namespace) -> int:
     print(probe_text(outcome))
     return 0
 def cmd_review_failures(args: argparse.Namespace) -> int:
-    from eval_pipeline.lib.gates import human_review_lines
+    from eval_pipeline.lib.evaluation.gates import human_review_lines
     from eval_pipeline.runs import review_failures
 
     home = _home(args)
@@ -334,7 +334,7 @@ def cmd_review_failures(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from eval_pipeline.lib.paths import HOME_ENV
+    from eval_pipeline.lib.core.paths import HOME_ENV
     from eval_pipeline.runs import instance_for
 
     home = _home(args)
@@ -351,9 +351,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_move_to_lake(args: argparse.Namespace) -> int:
     import duckdb
 
-    from eval_pipeline.lib.locks import file_lock
-    from eval_pipeline.lib.spool import spool_dir
-    from eval_pipeline.lib.storage import STORAGE_ENV, Lake, StorageLocations, move_to_lake
+    from eval_pipeline.lib.core.locks import file_lock
+    from eval_pipeline.lib.storage.spool import spool_dir
+    from eval_pipeline.lib.storage.lake import STORAGE_ENV, Lake, StorageLocations, move_to_lake
 
     home = _home(args)
     try:
@@ -385,8 +385,8 @@ def cmd_move_to_lake(args: argparse.Namespace) -> int:
 
 def cmd_redact(args: argparse.Namespace) -> int:
     from eval_pipeline.defs.resources import build_resources
-    from eval_pipeline.lib.paths import DataHome
-    from eval_pipeline.lib.redaction import redact_jsonl
+    from eval_pipeline.lib.core.paths import DataHome
+    from eval_pipeline.lib.privacy.redaction import redact_jsonl
 
     # the pipeline's own redaction settings (custom patterns, allow-list, entity types, threshold),
     # so a file redacted here reads as redacted_logs does; --score-threshold replaces the threshold.
@@ -415,7 +415,7 @@ def cmd_redact(args: argparse.Namespace) -> int:
 
 
 def cmd_export_eval_set(args: argparse.Namespace) -> int:
-    from eval_pipeline.lib.eval_set import export_rows
+    from eval_pipeline.lib.sampling.eval_set import export_rows
     from eval_pipeline.runs import load_eval_set
 
     home = _home(args)
@@ -432,7 +432,7 @@ def cmd_export_eval_set(args: argparse.Namespace) -> int:
 
 
 def cmd_power(args: argparse.Namespace) -> int:
-    from eval_pipeline.lib.stats import power_report
+    from eval_pipeline.lib.evaluation.stats import power_report
 
     try:
         print(power_report(args.baseline_rate, effect=args.effect, n=args.n, slice_share=args.slice_share,
@@ -445,7 +445,7 @@ def cmd_power(args: argparse.Namespace) -> int:
 
 def _with_label_studio(args: argparse.Namespace, action) -> int:
     """Run ``action(connection, home)``: missing settings exit 2, a server or task-file error exits 1."""
-    from eval_pipeline.lib.label_studio import Connection, LabelStudioError, TaskFileError
+    from eval_pipeline.lib.labeling.label_studio import Connection, LabelStudioError, TaskFileError
 
     try:
         conn = Connection.from_env()
@@ -464,7 +464,7 @@ def cmd_labels_push(args: argparse.Namespace) -> int:
 
 
 def _labels_push(conn, home, version: str | None) -> int:
-    from eval_pipeline.lib.label_studio import outbox_tasks, push
+    from eval_pipeline.lib.labeling.label_studio import outbox_tasks, push
 
     name, rubric_tasks = outbox_tasks(home.labels_outbox, version)
     results = push(conn, rubric_tasks)
@@ -481,7 +481,7 @@ def cmd_labels_pull(args: argparse.Namespace) -> int:
 
 
 def _labels_pull(conn, home) -> int:
-    from eval_pipeline.lib.label_studio import pull
+    from eval_pipeline.lib.labeling.label_studio import pull
 
     results = pull(conn, home.labels_inbox)
     if not results:
@@ -498,10 +498,10 @@ def _labels_pull(conn, home) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from eval_pipeline.lib.adapters import FORMATS
-    from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
+    from eval_pipeline.lib.ingest.adapters import FORMATS
+    from eval_pipeline.lib.ingest.ingestion import DEFAULT_MAX_LINE_BYTES
     from eval_pipeline import __version__
-    from eval_pipeline.lib.progress import MODES
+    from eval_pipeline.lib.runs.progress import MODES
 
     parser = argparse.ArgumentParser(prog="eval-pipeline", description=__doc__)
     parser.add_argument("--version", action="version", version=f"eval-pipeline {__version__}")
@@ -660,7 +660,7 @@ def check_landing(args: argparse.Namespace) -> str | None:
     home: there is nothing to read), else None. Looked at before :func:`check_home` creates the
     folder; a month that cannot be refreshed is left to ``refresh_month`` to name first."""
     from eval_pipeline.defs.partitions import daily_partitions
-    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.core.paths import DataHome
     from eval_pipeline.runs import month_days
 
     landing = DataHome.resolve(args.home).landing
@@ -680,8 +680,8 @@ def check_home(root: str | os.PathLike[str] | None) -> None:
     (DuckDB takes one writer process per file; the project's own processes queue for it)."""
     import duckdb
 
-    from eval_pipeline.lib.locks import file_lock
-    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.core.locks import file_lock
+    from eval_pipeline.lib.core.paths import DataHome
 
     home = DataHome.resolve(root)
     if home.landing.is_symlink() and not home.landing.exists():  # e.g. a share that is not mounted
@@ -717,7 +717,7 @@ def check_home(root: str | os.PathLike[str] | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*is currently in (preview|beta).*")
     args = build_parser().parse_args(argv)
-    from eval_pipeline.lib.storage import StorageLocations
+    from eval_pipeline.lib.storage.lake import StorageLocations
 
     try:  # settings from the environment and the data home's settings.yaml, checked before anything runs
         StorageLocations.resolve()

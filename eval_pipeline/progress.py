@@ -5,7 +5,7 @@ thread polls the instance (twice a second on a terminal, once elsewhere) for the
 tag and their step and run events (``STEP_START``, ``STEP_SUCCESS``, ``RUN_SUCCESS``, ...), wherever they execute:
 in this process, in the day worker processes, in the multiprocess executor's step processes or
 on a Dask cluster, since all of them write their events to the same instance. The state and its
-wording are ``lib/progress.py``'s.
+wording are ``lib/runs/progress.py``'s.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 from dagster import DagsterEventType
 
-from eval_pipeline.lib.progress import Display, Stage, Tracker
+from eval_pipeline.lib.runs.progress import Display, Stage, Tracker
 
 __all__ = ["PLAIN_POLL_SECONDS", "POLL_SECONDS", "PROGRESS_TAG", "expected_steps", "job_steps", "skip_days",
            "watch_runs"]

@@ -25,12 +25,12 @@ from eval_pipeline.defs.executors import EXECUTOR_ENV, executor_name
 from eval_pipeline.defs.partitions import daily_partitions, monthly_partitions
 from eval_pipeline.defs.resources import build_resources
 from eval_pipeline import workers as workers_module
-from eval_pipeline.lib.clustering import warm_up as warm_up_clustering
-from eval_pipeline.lib.day_plan import DayPlan, day_ranges, days_in_manifest, plan_days
-from eval_pipeline.lib.locks import LockHeld, file_lock
-from eval_pipeline.lib.paths import DataHome, make_folder
-from eval_pipeline.lib.progress import Display, Stage
-from eval_pipeline.lib.storage import PARTITION_COLUMN, Lake, StorageLocations, attach
+from eval_pipeline.lib.clustering.clusters import warm_up as warm_up_clustering
+from eval_pipeline.lib.runs.day_plan import DayPlan, day_ranges, days_in_manifest, plan_days
+from eval_pipeline.lib.core.locks import LockHeld, file_lock
+from eval_pipeline.lib.core.paths import DataHome, make_folder
+from eval_pipeline.lib.runs.progress import Display, Stage
+from eval_pipeline.lib.storage.lake import PARTITION_COLUMN, Lake, StorageLocations, attach
 from eval_pipeline.progress import job_steps, skip_days, watch_runs
 
 __all__ = ["MonthRefresh", "RefreshRunning", "Evaluation", "day_pool", "default_workers", "ingest_day_run", "instance_for", "month_days",
@@ -157,7 +157,7 @@ def _stored_days(home: DataHome, instance: dg.DagsterInstance, days: list[str]) 
 def plan_month(home: DataHome, instance: dg.DagsterInstance, days: list[str], log=print) -> DayPlan:
     """Which of ``days`` a refresh runs, after the landing manifest was built: a day with no
     line in the manifest and nothing stored (:func:`_stored_days`) has nothing to ingest and
-    nothing to clear, and is skipped (``lib/day_plan.py``). When the manifest or the stored state
+    nothing to clear, and is skipped (``lib/runs/day_plan.py``). When the manifest or the stored state
     cannot be read, every day runs."""
     if not days:
         return DayPlan()
@@ -329,7 +329,7 @@ def refresh_month(home: DataHome, month: str, log=print, workers: int | None = N
 
     The days run as separate Dagster runs, ``workers`` at a time in worker processes (default:
     one per CPU core; 1 runs them here, one after the other), or on ``pool`` from
-    :func:`day_pool`. Their DuckDB reads and writes queue on a file lock (``lib/locks.py``).
+    :func:`day_pool`. Their DuckDB reads and writes queue on a file lock (``lib/core/locks.py``).
     With another executor than in_process (``EVAL_PIPELINE_EXECUTOR``, e.g. a Dask cluster)
     every run is launched from here, one after the other, and its steps run where the executor
     puts them; ``workers`` and ``pool`` are not used.
@@ -531,7 +531,7 @@ def version_summaries(home: DataHome) -> dict[str, dict[str, object]]:
 def month_summary_lines(home: DataHome, month: str) -> list[str]:
     """"eval set vN: <size, churn, continuing traffic>" for the version(s) made for ``month``
     (YYYY-MM): what ``refresh`` and the demo print after a month."""
-    from eval_pipeline.lib.eval_set import summary_line
+    from eval_pipeline.lib.sampling.eval_set import summary_line
 
     return [f"eval set {version}: {summary_line(summary)}" for version, summary in version_summaries(home).items()
             if f"{summary['month']:%Y-%m}" == month]
@@ -556,7 +556,7 @@ def eval_set_versions(home: DataHome) -> list[dict[str, object]]:
 def load_eval_set(home: DataHome, version: str = "latest") -> tuple[str, list[dict[str, object]]]:
     """The rows of one eval-set version (``latest``: the highest number), with ``removed_in``
     filled from later versions' changelogs. Raises ValueError naming the versions that exist."""
-    from eval_pipeline.lib.eval_set import with_removed_in
+    from eval_pipeline.lib.sampling.eval_set import with_removed_in
 
     known = [v["version"] for v in eval_set_versions(home)]
     if not known:
@@ -573,7 +573,7 @@ def load_eval_set(home: DataHome, version: str = "latest") -> tuple[str, list[di
 
 def changelog_summary(home: DataHome) -> str:
     """The CHANGELOG-style summary of every version."""
-    from eval_pipeline.lib.eval_set import changelog_markdown
+    from eval_pipeline.lib.sampling.eval_set import changelog_markdown
 
     if not home.warehouse.exists():
         return "(no eval set yet)"
@@ -591,7 +591,7 @@ def simulate_demo_annotations(home: DataHome, version: str = "latest", seed: int
     version (from the generator's truth, with noise, one criterion deliberately ambiguous) and
     their Label Studio export lands in the labels inbox, as a real export would."""
     from eval_pipeline.demo.annotators import load_demo_truth, simulate_annotators
-    from eval_pipeline.lib.rubrics import load_rubrics
+    from eval_pipeline.lib.labeling.rubrics import load_rubrics
 
     name, rows = load_eval_set(home, version)
     tasks, _ = simulate_annotators(rows, load_rubrics(), load_demo_truth(home.demo_truth), seed=seed)
@@ -658,7 +658,7 @@ def current_eval_set_version(home: DataHome) -> str | None:
 def scored_on(home: DataHome, key: str) -> tuple[str, str] | None:
     """(eval-set version, tier) of a model version's stored scores (of its latest eval-set version,
     the one its scorecard compares with); None when it has none."""
-    from eval_pipeline.lib.gates import version_order
+    from eval_pipeline.lib.evaluation.gates import version_order
 
     if not home.warehouse.exists():
         return None
@@ -704,7 +704,7 @@ def _resolve_versions(home: DataHome, outcome: Evaluation) -> bool:
     """Check ``outcome.model`` (and ``outcome.baseline`` when given) are registered on the data
     home and set ``outcome.baseline`` (default: the registry's latest baseline of the same name;
     None when that is the model itself). False, with ``outcome.error`` set, when they are not."""
-    from eval_pipeline.lib.registry import ModelRegistry, RegistryError, parse_model_ref
+    from eval_pipeline.lib.registry.versions import ModelRegistry, RegistryError, parse_model_ref
 
     model, baseline = outcome.model, outcome.baseline
     try:
@@ -752,7 +752,7 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
     their events arrive (``progress.py``)."""
     from eval_pipeline.defs.registry.sensors import evaluation_run_config
     from eval_pipeline.defs.resources import EvaluationSettings
-    from eval_pipeline.lib.gates import load_thresholds
+    from eval_pipeline.lib.evaluation.gates import load_thresholds
 
     outcome = Evaluation(model=model, baseline=baseline, tier=tier)
     if not _resolve_versions(home, outcome):
@@ -823,7 +823,7 @@ def review_failures(home: DataHome, model: str, baseline: str | None = None, log
     file, default the packaged one) as for :func:`evaluate_model`."""
     from eval_pipeline.defs.registry.sensors import evaluation_run_config
     from eval_pipeline.defs.resources import EvaluationSettings
-    from eval_pipeline.lib.gates import load_thresholds
+    from eval_pipeline.lib.evaluation.gates import load_thresholds
 
     outcome = Evaluation(model=model, baseline=baseline, tier="deep")
     if not _resolve_versions(home, outcome):
@@ -867,7 +867,7 @@ def register_demo_models(home: DataHome) -> list[str]:
     (the baseline first); a version already registered is left as it is. Returns their keys."""
     from eval_pipeline.demo.annotators import load_demo_truth
     from eval_pipeline.demo.models import BASELINE_VERSION, CANDIDATE_VERSION, DEMO_MODEL, write_demo_recordings
-    from eval_pipeline.lib.registry import ModelRegistry, ModelVersion
+    from eval_pipeline.lib.registry.versions import ModelRegistry, ModelVersion
 
     current = current_eval_set_version(home)
     if current is None:

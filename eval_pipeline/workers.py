@@ -29,11 +29,11 @@ def init_worker(threads: int, root: str | None = None, overrides: dict[str, dict
 
     torch.set_num_threads(threads)
     from eval_pipeline.defs.resources import EmbeddingSettings, RedactionSettings
-    from eval_pipeline.lib.embeddings import get_embedder
-    from eval_pipeline.lib.redaction import get_redactor
+    from eval_pipeline.lib.embeddings.encode import get_embedder
+    from eval_pipeline.lib.privacy.redaction import get_redactor
 
     if root is not None:
-        from eval_pipeline.lib.paths import DataHome
+        from eval_pipeline.lib.core.paths import DataHome
 
         get_redactor(RedactionSettings(**(overrides or {}).get("redaction", {}).get("config", {})).config())
         get_embedder(EmbeddingSettings().config(cache_dir=str(DataHome.resolve(root).cache / "embeddings")))
@@ -54,7 +54,7 @@ def ingest_day(root: str, day: str, tags: dict[str, str] | None = None,
 
     from eval_pipeline.definitions import build_definitions
     from eval_pipeline.defs.resources import build_resources
-    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.core.paths import DataHome
     from eval_pipeline.runs import ingest_day_run, instance_for
 
     home = DataHome.resolve(root)

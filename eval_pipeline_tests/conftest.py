@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from eval_pipeline.lib.paths import DataHome
+from eval_pipeline.lib.core.paths import DataHome
 from month_template import refreshed_month, refreshed_month_template  # noqa: F401 - fixtures
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -16,10 +16,10 @@ import duckdb
 import polars as pl
 
 from eval_pipeline.defs.labeling.assets import GOLD_REFERENCES
-from eval_pipeline.lib.paths import DataHome
-from eval_pipeline.lib.providers import prompt_key, write_recording
-from eval_pipeline.lib.registry import ModelRegistry, ModelVersion
-from eval_pipeline.lib.tables import EVAL_SET_SCHEMA, frame
+from eval_pipeline.lib.core.paths import DataHome
+from eval_pipeline.lib.registry.providers import prompt_key, write_recording
+from eval_pipeline.lib.registry.versions import ModelRegistry, ModelVersion
+from eval_pipeline.lib.storage.tables import EVAL_SET_SCHEMA, frame
 
 COMMON = ("card_arrival", "card_payment_fee_charged", "exchange_rate", "top_up_failed")
 RARE = ("lost_or_stolen_phone", "card_swallowed")  # 5 examples each

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from eval_pipeline.lib.paths import DataHome
+from eval_pipeline.lib.core.paths import DataHome
 
 __all__ = ["MONTH", "PER_DAY", "SEED", "RefreshedMonth", "refreshed_month", "refreshed_month_template",
            "template_resources", "write_month_logs"]
@@ -65,7 +65,7 @@ def refreshed_month_template(tmp_path_factory) -> RefreshedMonth:
     failed refresh fails here (and every test that takes the month); what it wrote outside the
     data home is recorded for the tests that check it."""
     from eval_pipeline.defs.executors import DASK_ADDRESS_ENV, EXECUTOR_ENV
-    from eval_pipeline.lib.paths import HOME_ENV
+    from eval_pipeline.lib.core.paths import HOME_ENV
     from eval_pipeline.runs import refresh_month
     from scale_out import home_listing, listing
 

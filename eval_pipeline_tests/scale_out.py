@@ -19,7 +19,7 @@ import pytest
 
 import eval_pipeline
 from eval_pipeline.defs.executors import DASK_ADDRESS_ENV, EXECUTOR_ENV
-from eval_pipeline.lib.paths import HOME_ENV, DataHome
+from eval_pipeline.lib.core.paths import HOME_ENV, DataHome
 
 __all__ = ["DaskCluster", "S3Endpoint", "ScaleOutEnv", "dask_cluster", "home_listing", "listing", "s3",
            "scale_out_env", "storage_env"]

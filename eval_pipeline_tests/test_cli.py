@@ -124,7 +124,7 @@ def test_redact_command_uses_the_pipelines_redaction_settings(tmp_path, capsys):
     ``redacted_logs``; ``--score-threshold`` still replaces the threshold, and an impossible one is
     an error, not a traceback."""
     from eval_pipeline.definitions import build_definitions
-    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.core.paths import DataHome
 
     home = tmp_path / "home"
     source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
@@ -170,7 +170,7 @@ def test_a_bad_settings_file_is_refused_at_load_naming_the_field(tmp_path, capsy
     ``group.field`` named; building the definitions (what ``dagster dev`` loads) refuses it too."""
     from eval_pipeline.definitions import build_definitions
     from eval_pipeline.defs.resources import SettingsError
-    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.core.paths import DataHome
 
     home = tmp_path / "home"
     home.mkdir()
@@ -190,7 +190,7 @@ def test_a_bad_settings_file_is_refused_at_load_naming_the_field(tmp_path, capsy
 def test_settings_file_values_reach_the_resources_and_overrides_add_to_them(tmp_path):
     from eval_pipeline.definitions import build_definitions
     from eval_pipeline.defs.resources import SamplingSettings
-    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.core.paths import DataHome
 
     home = DataHome.resolve(tmp_path / "home")
     home.root.mkdir()

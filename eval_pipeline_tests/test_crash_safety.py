@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from eval_pipeline.demo.logs import generate_logs
-from eval_pipeline.lib.paths import DataHome
+from eval_pipeline.lib.core.paths import DataHome
 
 MONTH = "2026-02"
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from eval_pipeline.lib.paths import DataHome
+from eval_pipeline.lib.core.paths import DataHome
 
 ROOT = Path(__file__).resolve().parent.parent
 

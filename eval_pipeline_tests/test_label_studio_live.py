@@ -31,12 +31,12 @@ from sklearn.metrics import cohen_kappa_score
 from eval_pipeline.cli import main
 from eval_pipeline.defs.labeling.sensors import labels_sensor
 from eval_pipeline.defs.resources import PipelineSettings
-from eval_pipeline.lib.annotation import REFERENCE_FIELD, criterion_levels, rubric_for
-from eval_pipeline.lib.paths import DataHome
-from eval_pipeline.lib.rubrics import load_rubrics
+from eval_pipeline.lib.labeling.annotation import REFERENCE_FIELD, criterion_levels, rubric_for
+from eval_pipeline.lib.core.paths import DataHome
+from eval_pipeline.lib.labeling.rubrics import load_rubrics
 from eval_pipeline.runs import load_eval_set, run_labeling
 
-MIN_ITEMS = 5  # fewer items than this: agreement is left undefined (lib/agreement.py)
+MIN_ITEMS = 5  # fewer items than this: agreement is left undefined (lib/labeling/agreement.py)
 
 
 def refreshed_home(request, root) -> DataHome:

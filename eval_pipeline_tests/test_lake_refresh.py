@@ -10,8 +10,8 @@ import duckdb
 from eval_pipeline.defs.resources import PipelineSettings
 from eval_pipeline.definitions import build_definitions
 from eval_pipeline.demo.logs import generate_logs
-from eval_pipeline.lib.paths import DataHome
-from eval_pipeline.lib.storage import Lake
+from eval_pipeline.lib.core.paths import DataHome
+from eval_pipeline.lib.storage.lake import Lake
 from eval_pipeline.runs import instance_for, load_eval_set, refresh_month, table_counts
 
 DAY_CHECKS = {"records_reconcile", "raw_logs_expectations", "no_pii_leak"}

@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from eval_pipeline.demo.logs import generate_logs
-from eval_pipeline.lib.paths import DataHome
+from eval_pipeline.lib.core.paths import DataHome
 from eval_pipeline.runs import month_days, register_demo_models
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ import re
 
 import dagster as dg
 
-from eval_pipeline.lib.progress import Display, Stage
+from eval_pipeline.lib.runs.progress import Display, Stage
 from eval_pipeline.progress import PROGRESS_TAG, expected_steps, job_steps, skip_days, watch_runs
 
 DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]

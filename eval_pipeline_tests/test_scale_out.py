@@ -20,7 +20,7 @@ from month_template import MONTH, template_resources, write_month_logs
 from scale_out import dask_cluster, home_listing, listing, s3, scale_out_env, storage_env  # noqa: F401 - fixtures
 
 from eval_pipeline.defs.executors import executor_from_env
-from eval_pipeline.lib.paths import HOME_ENV, DataHome
+from eval_pipeline.lib.core.paths import HOME_ENV, DataHome
 from eval_pipeline.runs import MonthRefresh, instance_for, load_eval_set, refresh_month, table_counts
 
 # columns that name the run or its moment differ between any two refreshes

@@ -16,9 +16,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from eval_pipeline.lib.paths import DataHome
-from eval_pipeline.lib.storage import Lake, attach, ensure_view
-from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA
+from eval_pipeline.lib.core.paths import DataHome
+from eval_pipeline.lib.storage.lake import Lake, attach, ensure_view
+from eval_pipeline.lib.storage.tables import REDACTED_LOGS_SCHEMA
 from eval_pipeline.runs import month_days, plan_month
 
 FEB = month_days("2026-02")

@@ -9,7 +9,7 @@ With ``multiprocess`` or ``dask`` a run must be launched out of process (``runs.
 the steps' processes rebuild the job from ``eval_pipeline.definitions`` (``job_for_home``, the
 data home passed as its argument) and open the run's instance from its reference, so the Dask
 workers must start with the storage and model settings the launching process has and see the
-same data home on disk. Writers of a DuckDB file queue on its file lock (``lib/locks.py``),
+same data home on disk. Writers of a DuckDB file queue on its file lock (``lib/core/locks.py``),
 whichever process they are in.
 
 The executor is part of the definitions' shape, so the variable is read when they are built

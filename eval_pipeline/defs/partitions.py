@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from eval_pipeline.lib.ingestion import FIRST_DAY
+from eval_pipeline.lib.ingest.ingestion import FIRST_DAY
 
 # The first day the pipeline knows about: records from before it are quarantined as
 # early_timestamp. Move FIRST_DAY back if your history is older (the Dagster UI lists one

@@ -17,20 +17,20 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 from pydantic import Field, ValidationError, create_model
 
-from eval_pipeline.lib.clustering import DEFAULT_GROWTH, DRIFT_THRESHOLD, ClusterConfig
-from eval_pipeline.lib.embeddings import EmbeddingConfig, rows_with_vectors
-from eval_pipeline.lib.evaluation import CONTINUOUS_MAX, CONTINUOUS_MIN, Tier
-from eval_pipeline.lib.identity import IdentityRules, Reference
-from eval_pipeline.lib.ingestion import DEFAULT_MAX_LINE_BYTES
-from eval_pipeline.lib.locks import file_lock
-from eval_pipeline.lib.paths import DataHome, make_folder
-from eval_pipeline.lib.redaction import CustomPattern, RedactionConfig
-from eval_pipeline.lib.sampling import SamplingConfig
-from eval_pipeline.lib.settings import build, declared
-from eval_pipeline.lib.spool import SpooledFrame, StoredPartition, clean_spool, spool_dir
-from eval_pipeline.lib.storage import LAKE_TABLES, Lake, StorageLocations, attach, ensure_view
-from eval_pipeline.lib.tables import MANIFEST_SCHEMA
-from eval_pipeline.lib.yamlfile import YAMLFileError, read_yaml_file
+from eval_pipeline.lib.clustering.clusters import DEFAULT_GROWTH, DRIFT_THRESHOLD, ClusterConfig
+from eval_pipeline.lib.embeddings.encode import EmbeddingConfig, rows_with_vectors
+from eval_pipeline.lib.evaluation.runner import CONTINUOUS_MAX, CONTINUOUS_MIN, Tier
+from eval_pipeline.lib.clustering.identity import IdentityRules, Reference
+from eval_pipeline.lib.ingest.ingestion import DEFAULT_MAX_LINE_BYTES
+from eval_pipeline.lib.core.locks import file_lock
+from eval_pipeline.lib.core.paths import DataHome, make_folder
+from eval_pipeline.lib.privacy.redaction import CustomPattern, RedactionConfig
+from eval_pipeline.lib.sampling.draw import SamplingConfig
+from eval_pipeline.lib.core.settings import build, declared
+from eval_pipeline.lib.storage.spool import SpooledFrame, StoredPartition, clean_spool, spool_dir
+from eval_pipeline.lib.storage.lake import LAKE_TABLES, Lake, StorageLocations, attach, ensure_view
+from eval_pipeline.lib.storage.tables import MANIFEST_SCHEMA
+from eval_pipeline.lib.core.yamlfile import YAMLFileError, read_yaml_file
 
 __all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "SamplingSettings",
            "LabelingSettings", "JudgeSettings", "SettingsError", "settings_from_file", "with_overrides", "EvaluationSettings", "LakeIOManager", "WarehouseIOManager", "WarehouseResource",
@@ -38,7 +38,7 @@ __all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "Cluste
 
 
 # Settings. A setting that a lib config also has is declared there, once, with its type (a
-# Literal for a choice), default and doc (lib/settings.py: ``setting``); the resource classes
+# Literal for a choice), default and doc (lib/core/settings.py: ``setting``); the resource classes
 # below take those fields from it (``_settings_class``), so the launchpad shows and validates each
 # field, a bad choice is refused when the resource is built or the run config validated, and the
 # resource builds the lib config back (``config()``, ``rules()``). Fields that only a resource has
@@ -79,7 +79,7 @@ class PipelineSettings(dg.ConfigurableResource):
 
 
 class _Redaction(dg.ConfigurableResource):
-    """What ``redacted_logs`` redacts (``lib/redaction.py: RedactionConfig`` declares the shared settings)."""
+    """What ``redacted_logs`` redacts (``lib/privacy/redaction.py: RedactionConfig`` declares the shared settings)."""
 
     def config(self) -> RedactionConfig:
         base = RedactionConfig()
@@ -101,7 +101,7 @@ RedactionSettings = _settings_class(
 
 
 class _Embedding(dg.ConfigurableResource):
-    """How ``log_embeddings`` embeds (``lib/embeddings.py: EmbeddingConfig`` declares the settings
+    """How ``log_embeddings`` embeds (``lib/embeddings/encode.py: EmbeddingConfig`` declares the settings
     and the measurements behind their defaults). BGE and E5 models want ``query_prefix``."""
 
     def config(self, cache_dir: str | None = None) -> EmbeddingConfig:
@@ -115,8 +115,8 @@ EmbeddingSettings = _settings_class("EmbeddingSettings", _Embedding, {EmbeddingC
 class _Clustering(dg.ConfigurableResource):
     """How ``log_clusters`` clusters a month and keeps last month's cluster ids.
 
-    The clustering settings are declared by ``lib/clustering.py: ClusterConfig``, those of the
-    ids by ``lib/identity.py: IdentityRules``. ``drift_threshold`` (``clustering.DRIFT_THRESHOLD``)
+    The clustering settings are declared by ``lib/clustering/clusters.py: ClusterConfig``, those of the
+    ids by ``lib/clustering/identity.py: IdentityRules``. ``drift_threshold`` (``clustering.DRIFT_THRESHOLD``)
     is the one threshold of cluster identity: it keeps a residual cluster's id, matches a refit
     one-to-one, sets the drift table's matches and moves the eval examples of a "gone" cluster to
     the cluster that continues its topic (``eval_set``).
@@ -141,7 +141,7 @@ ClusteringSettings = _settings_class(
 
 
 class _Sampling(dg.ConfigurableResource):
-    """How ``eval_set`` draws and refreshes the eval set (``lib/sampling.py: SamplingConfig``
+    """How ``eval_set`` draws and refreshes the eval set (``lib/sampling/draw.py: SamplingConfig``
     declares the settings). Which "gone" cluster's examples move to a continuing cluster is the
     clustering resource's ``drift_threshold``, not a sampling setting."""
 
@@ -165,7 +165,7 @@ class LabelingSettings(dg.ConfigurableResource):
     relabel_size: int = 30
 
     def rubrics(self):
-        from eval_pipeline.lib.rubrics import load_rubrics
+        from eval_pipeline.lib.labeling.rubrics import load_rubrics
 
         return load_rubrics(self.rubrics_dir)
 
@@ -206,7 +206,7 @@ class JudgeSettings(dg.ConfigurableResource):
         return bool(base_url and model)
 
     def judge(self, cache_dir):
-        from eval_pipeline.lib.judge import Judge, JudgeCache, OpenAICompatibleProvider
+        from eval_pipeline.lib.labeling.judge import Judge, JudgeCache, OpenAICompatibleProvider
 
         base_url, model, api_key = self.endpoint()
         provider = OpenAICompatibleProvider(base_url, model, api_key=api_key or None,
@@ -226,7 +226,7 @@ class EvaluationSettings(dg.ConfigurableResource):
     sensor_tier: Tier = Field("deep", description="the tier the registry sensor runs for a new model version")
 
     def load_thresholds(self):
-        from eval_pipeline.lib.gates import load_thresholds
+        from eval_pipeline.lib.evaluation.gates import load_thresholds
 
         return load_thresholds(self.thresholds or None)
 
@@ -256,7 +256,7 @@ class _EmptyAwarePolarsTypeHandler(DuckDBPolarsTypeHandler):
 
 
 class _SpoolTypeHandler(DbTypeHandler):
-    """Partitions in slices (``lib/spool.py``): an input annotated :class:`StoredPartition` is a
+    """Partitions in slices (``lib/storage/spool.py``): an input annotated :class:`StoredPartition` is a
     handle on its partitions' rows (a count, chosen columns, or slices through a spool file),
     read when the step asks; an output returned as :class:`SpooledFrame`
     (a Parquet file a step wrote slice by slice) is inserted by DuckDB from the file, which is
@@ -290,7 +290,7 @@ class _SpoolTypeHandler(DbTypeHandler):
 
 
 class _LockedDuckDbClient(DuckDbClient):
-    """Dagster's DuckDB client, each connection taken under the file's process lock (``lib/locks.py``):
+    """Dagster's DuckDB client, each connection taken under the file's process lock (``lib/core/locks.py``):
     the days of a month run in parallel processes and one DuckDB file takes one writer at a time."""
 
     @staticmethod
@@ -330,7 +330,7 @@ class WarehouseResource(DuckDBResource):
     """A DuckDB connection for assets that query directly, taken under the file's process lock.
 
     With a lake (``lake``: its URL, ``restricted`` for the raw zone), the zone's lake tables are
-    registered on every connection, so ``<schema>.<table>`` reads their objects (``lib/storage.py``)."""
+    registered on every connection, so ``<schema>.<table>`` reads their objects (``lib/storage/lake.py``)."""
 
     lake: str = ""
     restricted: bool = False
@@ -360,7 +360,7 @@ def _lake(url: str, restricted: bool) -> Lake:
 
 
 class LakeIOManager(dg.ConfigurableIOManager):
-    """Stores each partition of a large table as one Parquet object in a lake (``lib/storage.py``):
+    """Stores each partition of a large table as one Parquet object in a lake (``lib/storage/lake.py``):
     ``<lake>/<schema>/<table>/<partition key>.parquet``, the schema being the asset's domain.
 
     An output is a :class:`SpooledFrame` (its file uploaded or moved into place as it is) or a
@@ -535,7 +535,7 @@ def build_resources(home: DataHome, io_memory_limit: str = IO_MEMORY_LIMIT,
     The IO managers' DuckDB connections are limited to ``io_memory_limit`` of buffer memory.
 
     ``storage`` (default: ``EVAL_PIPELINE_STORAGE`` / ``EVAL_PIPELINE_RAW_STORAGE``, see
-    ``lib/storage.py``) moves the large tables (``lake_io_manager`` and ``raw_io_manager``) to a
+    ``lib/storage/lake.py``) moves the large tables (``lake_io_manager`` and ``raw_io_manager``) to a
     lake; without it they stay in the DuckDB files, as every other table does. It is read here,
     when the definitions are built (it decides which IO manager class stores those tables), as is
     the data home's ``settings.yaml`` (:func:`settings_from_file`; a bad one raises
@@ -606,7 +606,7 @@ def add_missing_columns(warehouse: DuckDBResource, table: str, schema: pl.Schema
 def clustered_sample(warehouse: DuckDBResource, month: date | None, size: int, seed: int,
                      before: date | None = None) -> Reference | None:
     """A seeded sample of at most ``size`` of a month's clustered records (``clustering.log_clusters``)
-    with their stored vectors: last month's traffic in the novelty tests of ``lib/identity.py``.
+    with their stored vectors: last month's traffic in the novelty tests of ``lib/clustering/identity.py``.
     ``month`` None with ``before``: the latest clustered month before that one. None when there
     is no such month or no vector (the tests then fall back to centroid cosine)."""
     with warehouse.get_connection() as con:

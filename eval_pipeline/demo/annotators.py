@@ -3,7 +3,7 @@ rubric criterion, from what the demo generator knows about its logs (``<data hom
 and three annotators who start from it with a little noise, written as a Label Studio JSON export.
 
 One criterion (:data:`DEFAULT_AMBIGUOUS`) gets much more noise, so the demo shows the pipeline
-flagging an unclear rubric. Moved here from ``lib/agreement.py``: the pipeline measures the
+flagging an unclear rubric. Moved here from ``lib/labeling/agreement.py``: the pipeline measures the
 agreement of whatever annotators it is given and knows nothing of these.
 """
 
@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from eval_pipeline.lib.annotation import criterion_levels, label_studio_tasks, rubric_for
+from eval_pipeline.lib.labeling.annotation import criterion_levels, label_studio_tasks, rubric_for
 
 __all__ = ["DEFAULT_AMBIGUOUS", "load_demo_truth", "simulate_annotators", "true_scores"]
 
@@ -204,7 +204,7 @@ def simulate_annotators(
     rubric, and nearly-constant criteria are reported as ``skewed_prevalence``.
 
     Returns ``(export_tasks, truth_rows)``: the export (feed it to
-    :func:`eval_pipeline.lib.annotation.read_annotation_file` after writing it as ``.json``) and one
+    :func:`eval_pipeline.lib.labeling.annotation.read_annotation_file` after writing it as ``.json``) and one
     row per (example, criterion) with ``example_id``, ``task_type``, ``criterion``, ``true_score``
     and ``true_reference``. Examples without a rubric are left out. Deterministic for ``seed``.
     """

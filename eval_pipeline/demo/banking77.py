@@ -89,7 +89,7 @@ def embedded_queries(texts: list[str], cache: Path, name: str = "banking77") -> 
     by the model, its precision and the texts (so a change of any of them embeds anew)."""
     import hashlib
 
-    from eval_pipeline.lib.embeddings import EmbeddingConfig, get_embedder
+    from eval_pipeline.lib.embeddings.encode import EmbeddingConfig, get_embedder
 
     embedder = get_embedder(EmbeddingConfig())
     key = hashlib.sha256("\n".join([embedder.model_id, embedder.precision, *texts]).encode()).hexdigest()[:16]

@@ -1,6 +1,6 @@
 """The demo's own redaction allow-list: words of its logs that the small NER model tags as names.
 
-The production default (``lib/redaction.py: DEFAULT_ALLOW_LIST``) holds only what public data
+The production default (``lib/privacy/redaction.py: DEFAULT_ALLOW_LIST``) holds only what public data
 needs (Banking77 *train*, MT-Bench, Arena-Hard). The demo's logs add the bank's name, the
 payment, banking and API vocabulary of its support turns and knowledge base, and the verbs that
 start its assistant's sentences ("Email me at ..."). ``eval-pipeline demo`` passes this list as

@@ -18,8 +18,8 @@ import polars as pl
 import eval_pipeline.definitions as definitions
 from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.resources import JUDGE_ENV, JudgeSettings, build_resources
-from eval_pipeline.lib.paths import HOME_ENV, DataHome
-from eval_pipeline.lib.storage import StorageLocations
+from eval_pipeline.lib.core.paths import HOME_ENV, DataHome
+from eval_pipeline.lib.storage.lake import StorageLocations
 from eval_pipeline.runs import _execute, instance_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.evaluation.assets import SCORECARD
 from eval_pipeline.defs.registry.sensors import model_registry_sensor
 from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
-from eval_pipeline.lib import scorers
+from eval_pipeline.lib.evaluation import scorers
 from eval_pipeline.demo.settings import THRESHOLDS as DEMO_THRESHOLDS
 from eval_pipeline.runs import stored_scorecard
 
@@ -346,7 +346,7 @@ def test_scorings_under_two_versions_of_a_rubric_are_never_paired(ev, tmp_path):
     import yaml
 
     from eval_pipeline.defs.resources import LabelingSettings
-    from eval_pipeline.lib.rubrics import DEFAULT_RUBRICS_DIR, load_rubrics, rubric_version
+    from eval_pipeline.lib.labeling.rubrics import DEFAULT_RUBRICS_DIR, load_rubrics, rubric_version
 
     home, examples, _ = ev
     register(home, "1", "baseline", **recorded(home, "baseline"))

@@ -8,7 +8,7 @@ import pytest
 from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.executors import executor_from_env, executor_name
 from eval_pipeline.defs.resources import ClusteringSettings, SamplingSettings
-from eval_pipeline.lib.paths import DataHome
+from eval_pipeline.lib.core.paths import DataHome
 from eval_pipeline.runs import _resource_config
 
 

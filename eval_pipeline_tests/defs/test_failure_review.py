@@ -12,7 +12,7 @@ import pytest
 from evaluation_fixtures import isolated_evaluation_home, register
 
 from eval_pipeline.cli import main
-from eval_pipeline.lib.rubrics import load_rubrics
+from eval_pipeline.lib.labeling.rubrics import load_rubrics
 from eval_pipeline.demo.settings import THRESHOLDS as DEMO_THRESHOLDS
 
 # the fixture's set has the demo's task types: its routing slice is gated (critical) by the demo's gates

@@ -222,7 +222,7 @@ def test_hostile_lines_cost_one_record_each_not_the_day(tmp_path):
     from conftest import good_record
     import gzip
 
-    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.core.paths import DataHome
 
     home = DataHome.resolve(tmp_path / "home").ensure()
     folder = home.landing / "app"
@@ -266,7 +266,7 @@ def test_openinference_and_langfuse_files_land_in_their_day(tmp_path):
 
     from conftest import FIXTURES
 
-    from eval_pipeline.lib.paths import DataHome
+    from eval_pipeline.lib.core.paths import DataHome
 
     home = DataHome.resolve(tmp_path / "home").ensure()
     folder = home.landing / "traces"

@@ -28,10 +28,10 @@ from eval_pipeline.defs.sampling import assets as sampling_assets
 from eval_pipeline.defs.labeling.sensors import labels_sensor
 from eval_pipeline.defs.resources import JudgeSettings, PipelineSettings, build_resources
 from eval_pipeline.definitions import build_definitions
-from eval_pipeline.lib.paths import DataHome
-from eval_pipeline.lib.rubrics import load_rubrics, rubric_version
-from eval_pipeline.lib import scorers
-from eval_pipeline.lib.tables import EVAL_SET_SCHEMA, frame
+from eval_pipeline.lib.core.paths import DataHome
+from eval_pipeline.lib.labeling.rubrics import load_rubrics, rubric_version
+from eval_pipeline.lib.evaluation import scorers
+from eval_pipeline.lib.storage.tables import EVAL_SET_SCHEMA, frame
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "label_studio"
 MONTH = "2026-01-01"

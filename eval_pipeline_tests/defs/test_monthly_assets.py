@@ -24,8 +24,8 @@ from eval_pipeline.defs.privacy import assets as privacy_assets
 from eval_pipeline.defs.resources import EvaluationSettings, SamplingSettings, build_resources
 from eval_pipeline.defs.sampling import assets as sampling_assets
 from eval_pipeline.defs.sampling import schedules as sampling_schedules
-from eval_pipeline.lib.paths import DataHome
-from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, frame
+from eval_pipeline.lib.core.paths import DataHome
+from eval_pipeline.lib.storage.tables import REDACTED_LOGS_SCHEMA, frame
 from eval_pipeline.demo.settings import THRESHOLDS as DEMO_THRESHOLDS
 
 BANKING77 = Path(__file__).resolve().parents[2] / "eval_pipeline" / "demo" / "data" / "banking77" / "train.csv"
@@ -332,7 +332,7 @@ def test_eval_set_versions_refresh_and_changelog(clustered, tmp_path):
     assert table(home, "select count(distinct eval_set_version) n from sampling.eval_set_versions")["n"][0] == 2
 
     # export: an old version says what became of its examples
-    from eval_pipeline.lib.eval_set import export_rows
+    from eval_pipeline.lib.sampling.eval_set import export_rows
     from eval_pipeline.runs import load_eval_set
 
     name, rows = load_eval_set(home, "v1")

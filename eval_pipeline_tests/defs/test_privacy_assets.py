@@ -17,9 +17,9 @@ from eval_pipeline.defs.privacy import assets as privacy_assets
 from eval_pipeline.defs.privacy import checks as privacy_checks
 from eval_pipeline.defs.resources import PipelineSettings, RedactionSettings, build_resources
 from eval_pipeline.definitions import build_definitions
-from eval_pipeline.lib.paths import DataHome
-from eval_pipeline.lib.redaction import DEFAULT_ENTITIES
-from eval_pipeline.lib.spool import spool_dir
+from eval_pipeline.lib.core.paths import DataHome
+from eval_pipeline.lib.privacy.redaction import DEFAULT_ENTITIES
+from eval_pipeline.lib.storage.spool import spool_dir
 
 ALL = [ingest_assets.landing_manifest, ingest_assets.ingested_logs, ingest_checks.records_reconcile,
        ingest_checks.raw_logs_expectations, privacy_assets.redacted_logs, privacy_assets.raw_retention_log,

@@ -20,7 +20,7 @@ import yaml
 from test_labeling_assets import MONTH, assets, labeled_home, meta, table  # noqa: F401 - labeled_home is a fixture
 
 from eval_pipeline.defs.resources import LabelingSettings, build_resources
-from eval_pipeline.lib.rubrics import DEFAULT_RUBRICS_DIR, load_rubrics, rubric_version
+from eval_pipeline.lib.labeling.rubrics import DEFAULT_RUBRICS_DIR, load_rubrics, rubric_version
 
 LABELLING = ["human_labels", "human_references", "label_quarantine", "label_agreement", "gold_labels",
              "gold_references", "review_queue"]

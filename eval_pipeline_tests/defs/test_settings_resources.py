@@ -9,13 +9,13 @@ import pytest
 from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.resources import (ClusteringSettings, EmbeddingSettings, EvaluationSettings, RedactionSettings,
                                           SamplingSettings)
-from eval_pipeline.lib.clustering import DRIFT_THRESHOLD, ClusterConfig
-from eval_pipeline.lib.embeddings import EmbeddingConfig
-from eval_pipeline.lib.identity import IdentityRules
-from eval_pipeline.lib.paths import DataHome
-from eval_pipeline.lib.redaction import RedactionConfig
-from eval_pipeline.lib.sampling import SamplingConfig
-from eval_pipeline.lib.settings import declared
+from eval_pipeline.lib.clustering.clusters import DRIFT_THRESHOLD, ClusterConfig
+from eval_pipeline.lib.embeddings.encode import EmbeddingConfig
+from eval_pipeline.lib.clustering.identity import IdentityRules
+from eval_pipeline.lib.core.paths import DataHome
+from eval_pipeline.lib.privacy.redaction import RedactionConfig
+from eval_pipeline.lib.sampling.draw import SamplingConfig
+from eval_pipeline.lib.core.settings import declared
 
 # (resource, its field, the lib config that declares it, the field's name there)
 DECLARED = [

@@ -11,8 +11,8 @@ import duckdb
 import polars as pl
 
 from eval_pipeline.defs.resources import WarehouseIOManager
-from eval_pipeline.lib.spool import StoredPartition, SpooledFrame, SpoolWriter, spool_dir
-from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, frame
+from eval_pipeline.lib.storage.spool import StoredPartition, SpooledFrame, SpoolWriter, spool_dir
+from eval_pipeline.lib.storage.tables import REDACTED_LOGS_SCHEMA, frame
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-03-01")
 META = {"schema": "s", "partition_expr": "timestamp"}
@@ -79,7 +79,7 @@ def test_an_older_homes_table_gets_the_columns_added_since(tmp_path):
     from dagster_duckdb import DuckDBResource
 
     from eval_pipeline.defs.resources import add_missing_columns
-    from eval_pipeline.lib.tables import CLUSTER_DRIFT_SCHEMA
+    from eval_pipeline.lib.storage.tables import CLUSTER_DRIFT_SCHEMA
 
     database = tmp_path / "warehouse.duckdb"
     warehouse = DuckDBResource(database=str(database))

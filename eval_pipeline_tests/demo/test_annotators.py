@@ -8,9 +8,9 @@ import json
 import pytest
 
 from eval_pipeline.demo.annotators import simulate_annotators, true_scores
-from eval_pipeline.lib.agreement import criterion_agreement
-from eval_pipeline.lib.annotation import read_annotation_file
-from eval_pipeline.lib.rubrics import load_rubrics
+from eval_pipeline.lib.labeling.agreement import criterion_agreement
+from eval_pipeline.lib.labeling.annotation import read_annotation_file
+from eval_pipeline.lib.labeling.rubrics import load_rubrics
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from eval_pipeline.demo.logs import (
     luhn_valid,
     month_index,
 )
-from eval_pipeline.lib.records import LogRecord
+from eval_pipeline.lib.ingest.records import LogRecord
 
 START = date(2026, 1, 20)  # spans three calendar months: Jan (month 0), Feb (1), Mar (2)
 DAYS = 45

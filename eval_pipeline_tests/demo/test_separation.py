@@ -11,7 +11,7 @@ import pytest
 
 from eval_pipeline.demo.redaction import ALLOW_LIST
 from eval_pipeline.demo.settings import demo_resources
-from eval_pipeline.lib.redaction import DEFAULT_ALLOW_LIST, RedactionConfig, get_redactor
+from eval_pipeline.lib.privacy.redaction import DEFAULT_ALLOW_LIST, RedactionConfig, get_redactor
 
 PACKAGE = Path(__file__).resolve().parents[2] / "eval_pipeline"
 # the demo's command path: `eval-pipeline demo` / `generate-logs` and the runs they call

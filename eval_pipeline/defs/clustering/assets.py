@@ -12,10 +12,10 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import (ClusteringSettings, PipelineSettings, add_missing_columns, clustered_sample,
                                           read_table)
-from eval_pipeline.lib.clustering import UNCLUSTERED, cluster_month, cluster_table_markdown, drift_table_markdown
-from eval_pipeline.lib.embeddings import from_storage, rows_with_vectors, to_storage
-from eval_pipeline.lib.records import FAILURE_SIGNALS
-from eval_pipeline.lib.tables import CLUSTER_DRIFT_SCHEMA, CLUSTER_TABLE_SCHEMA, LOG_CLUSTERS_SCHEMA, conform, frame
+from eval_pipeline.lib.clustering.clusters import UNCLUSTERED, cluster_month, cluster_table_markdown, drift_table_markdown
+from eval_pipeline.lib.embeddings.encode import from_storage, rows_with_vectors, to_storage
+from eval_pipeline.lib.ingest.records import FAILURE_SIGNALS
+from eval_pipeline.lib.storage.tables import CLUSTER_DRIFT_SCHEMA, CLUSTER_TABLE_SCHEMA, LOG_CLUSTERS_SCHEMA, conform, frame
 
 _MONTHLY = {"schema": "clustering"}
 
@@ -47,7 +47,7 @@ def log_clusters(context: dg.AssetExecutionContext, settings: PipelineSettings, 
     """Clusters the month's records and describes each cluster. The first month is clustered
     (UMAP, then HDBSCAN or k-means); a later month is assigned to the latest earlier month's
     clusters first, so a topic still in traffic keeps its id, and only its novel records are
-    clustered for new topics (``lib/identity.py``); when too much of it is novel, or a refit is
+    clustered for new topics (``lib/clustering/identity.py``); when too much of it is novel, or a refit is
     asked for, it is clustered afresh and matched one-to-one (the drift rows' ``mode`` says which).
 
     One step makes all three tables because the ids come from the match with last month: the

@@ -6,9 +6,9 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import EmbeddingSettings, PipelineSettings
-from eval_pipeline.lib.embeddings import embed_with_cache, embedding_text, get_embedder
-from eval_pipeline.lib.spool import SpooledFrame, SpoolWriter, StoredPartition, spool_dir
-from eval_pipeline.lib.tables import LOG_EMBEDDINGS_SCHEMA, SLICE, conform, frame, markdown_table
+from eval_pipeline.lib.embeddings.encode import embed_with_cache, embedding_text, get_embedder
+from eval_pipeline.lib.storage.spool import SpooledFrame, SpoolWriter, StoredPartition, spool_dir
+from eval_pipeline.lib.storage.tables import LOG_EMBEDDINGS_SCHEMA, SLICE, conform, frame, markdown_table
 
 _CARRIED = ("request_id", "conversation_id", "turn_index", "timestamp", "task_type", "user_segment", "thumbs",
             "abandoned", "clarification_requested", "parse_error", "regenerated", "escalated")

@@ -4,8 +4,8 @@
 config), ``candidate_scores`` scores each output by the scorers that fit its task type, and
 ``scorecard`` compares it with the baseline and applies the gates of the thresholds file. The
 baseline's stored scores may be on an older eval-set version: the scorecard then pairs the
-examples both versions hold and says how many. The logic is in ``lib/providers.py``,
-``lib/evaluation.py``, ``lib/gates.py`` and ``lib/report.py``.
+examples both versions hold and says how many. The logic is in ``lib/registry/providers.py``,
+``lib/evaluation/runner.py``, ``lib/evaluation/gates.py`` and ``lib/evaluation/report.py``.
 """
 
 
@@ -22,16 +22,16 @@ from eval_pipeline.defs.partitions import model_versions
 from eval_pipeline.defs.registry.assets import version_from_row
 from eval_pipeline.defs.resources import (EvaluationSettings, JudgeSettings, LabelingSettings, PipelineSettings,
                                           add_missing_columns)
-from eval_pipeline.lib.evaluation import score_output, select_tier
-from eval_pipeline.lib.gates import build_scorecard, latest_scoring, version_order, with_human_review
-from eval_pipeline.lib.providers import generate_outputs, provider_for
-from eval_pipeline.lib.report import write_scorecard_report
-from eval_pipeline.lib.scorers import score_references
-from eval_pipeline.lib.annotation import rubric_for
-from eval_pipeline.lib.rubrics import rubric_version
-from eval_pipeline.lib.review import (apply_verdicts, failures, human_verdicts, read_review_labels, review_counts,
+from eval_pipeline.lib.evaluation.runner import score_output, select_tier
+from eval_pipeline.lib.evaluation.gates import build_scorecard, latest_scoring, version_order, with_human_review
+from eval_pipeline.lib.registry.providers import generate_outputs, provider_for
+from eval_pipeline.lib.evaluation.report import write_scorecard_report
+from eval_pipeline.lib.evaluation.scorers import score_references
+from eval_pipeline.lib.labeling.annotation import rubric_for
+from eval_pipeline.lib.labeling.rubrics import rubric_version
+from eval_pipeline.lib.evaluation.review import (apply_verdicts, failures, human_verdicts, read_review_labels, review_counts,
                                       review_rows, write_review_tasks)
-from eval_pipeline.lib.tables import markdown_table
+from eval_pipeline.lib.storage.tables import markdown_table
 
 KINDS = {"polars", "duckdb"}
 _META = {"schema": "evaluation", "partition_expr": "model_version"}

@@ -11,9 +11,9 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import PipelineSettings, read_table
-from eval_pipeline.lib.ingestion import build_manifest, ingest_day, manifest_changed_days
-from eval_pipeline.lib.spool import SpoolWriter, spool_dir
-from eval_pipeline.lib.tables import MANIFEST_SCHEMA, QUARANTINE_SCHEMA, RAW_LOGS_SCHEMA, SLICE, frame, markdown_table
+from eval_pipeline.lib.ingest.ingestion import build_manifest, ingest_day, manifest_changed_days
+from eval_pipeline.lib.storage.spool import SpoolWriter, spool_dir
+from eval_pipeline.lib.storage.tables import MANIFEST_SCHEMA, QUARANTINE_SCHEMA, RAW_LOGS_SCHEMA, SLICE, frame, markdown_table
 
 KINDS = {"polars", "duckdb"}
 

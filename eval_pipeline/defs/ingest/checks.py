@@ -7,8 +7,8 @@ import dagster as dg
 import polars as pl
 
 from eval_pipeline.defs.partitions import daily_partitions
-from eval_pipeline.lib.quality import SUITE_COLUMNS, validate_raw_logs
-from eval_pipeline.lib.spool import StoredPartition
+from eval_pipeline.lib.ingest.quality import SUITE_COLUMNS, validate_raw_logs
+from eval_pipeline.lib.storage.spool import StoredPartition
 
 
 @dg.asset_check(

@@ -8,7 +8,7 @@ import dagster as dg
 
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import PipelineSettings
-from eval_pipeline.lib.ingestion import list_landing_files
+from eval_pipeline.lib.ingest.ingestion import list_landing_files
 
 landing_manifest_job = dg.define_asset_job("landing_manifest_job", selection=["landing_manifest"])
 # A day's ingest runs through redaction (so raw text never waits unredacted for a second run)

@@ -1,7 +1,7 @@
 """Labeling: annotation tasks out, human labels in, LLM-judge labels, agreement, gold labels.
 
-The logic is in ``lib/annotation.py`` (Label Studio and plain round trip), ``lib/judge.py``,
-``lib/agreement.py`` and ``lib/scorers.py``; these assets read inputs, call it and store frames.
+The logic is in ``lib/labeling/annotation.py`` (Label Studio and plain round trip), ``lib/labeling/judge.py``,
+``lib/labeling/agreement.py`` and ``lib/evaluation/scorers.py``; these assets read inputs, call it and store frames.
 """
 
 import json
@@ -15,15 +15,15 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import JudgeSettings, LabelingSettings, PipelineSettings, add_missing_columns
-from eval_pipeline.lib.agreement import criterion_agreement, example_disagreements, gold_labels as majority_labels
-from eval_pipeline.lib.agreement import adjudicated_references, current_version_labels, judge_calibration, review_queue
-from eval_pipeline.lib.annotation import (label_studio_config, label_studio_tasks, plain_tasks, read_annotation_folder,
+from eval_pipeline.lib.labeling.agreement import criterion_agreement, example_disagreements, gold_labels as majority_labels
+from eval_pipeline.lib.labeling.agreement import adjudicated_references, current_version_labels, judge_calibration, review_queue
+from eval_pipeline.lib.labeling.annotation import (label_studio_config, label_studio_tasks, plain_tasks, read_annotation_folder,
                                           relabel_sample, rubric_for, write_tasks)
-from eval_pipeline.lib.rubrics import rubric_version
-from eval_pipeline.lib.judge_probes import (DEFAULT_SAMPLE, DEFAULT_THRESHOLD, judge_human_pairs, label_values,
+from eval_pipeline.lib.labeling.rubrics import rubric_version
+from eval_pipeline.lib.labeling.judge_probes import (DEFAULT_SAMPLE, DEFAULT_THRESHOLD, judge_human_pairs, label_values,
                                             observed_bias, probe_rows, run_probes, sample_examples)
-from eval_pipeline.lib.scorers import REFERENCE_SCORERS, score_references
-from eval_pipeline.lib.tables import markdown_table
+from eval_pipeline.lib.evaluation.scorers import REFERENCE_SCORERS, score_references
+from eval_pipeline.lib.storage.tables import markdown_table
 
 KINDS = {"polars", "duckdb"}
 _LABELS = {"schema": "labeling"}
@@ -325,7 +325,7 @@ def judge_bias_probes(context: dg.AssetExecutionContext, config: JudgeProbesConf
     """Bias probes of the LLM judge on a sample of the month's examples that have human labels:
     each production output and controlled variants of it (padded to twice the length, hedged,
     confidently framed, one fact changed) are judged, and the paired verdicts give each probe's
-    pass-rate shift per criterion (``lib/judge_probes.py``). The observed bias needs no judge
+    pass-rate shift per criterion (``lib/labeling/judge_probes.py``). The observed bias needs no judge
     call: the month's judge labels against the human majority, by output length and hedging.
     Without a judge endpoint or human labels it writes empty tables and says why."""
     month_start = datetime.fromisoformat(context.partition_key)

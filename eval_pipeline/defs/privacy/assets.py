@@ -12,11 +12,11 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import (PipelineSettings, RedactionSettings, WarehouseResource, landing_file_days,
                                           read_table)
-from eval_pipeline.lib.redaction import CONVERSATION_ORDER, get_redactor, redact_slices
-from eval_pipeline.lib.redaction_cache import AnalysisCache
-from eval_pipeline.lib.retention import purge_raw_zone
-from eval_pipeline.lib.spool import SpooledFrame, SpoolWriter, StoredPartition, clean_spool, spool_dir
-from eval_pipeline.lib.tables import REDACTED_LOGS_SCHEMA, RETENTION_LOG_SCHEMA, SLICE, frame, markdown_table
+from eval_pipeline.lib.privacy.redaction import CONVERSATION_ORDER, get_redactor, redact_slices
+from eval_pipeline.lib.privacy.redaction_cache import AnalysisCache
+from eval_pipeline.lib.privacy.retention import purge_raw_zone
+from eval_pipeline.lib.storage.spool import SpooledFrame, SpoolWriter, StoredPartition, clean_spool, spool_dir
+from eval_pipeline.lib.storage.tables import REDACTED_LOGS_SCHEMA, RETENTION_LOG_SCHEMA, SLICE, frame, markdown_table
 
 KINDS = {"polars", "duckdb", "presidio"}
 
@@ -82,7 +82,7 @@ def raw_retention_log(context: dg.AssetExecutionContext, settings: PipelineSetti
 
     Deletes the rows of ``raw_logs`` and ``quarantined_logs`` before the cutoff day, landing
     files whose every day is before it, Dagster's materializations of those partitions, and
-    raw spool files a killed run left behind (``lib/spool.py``).
+    raw spool files a killed run left behind (``lib/storage/spool.py``).
     Redacted data is kept. Runs daily on ``raw_retention_schedule``; ``raw_within_retention``
     proves nothing older remains. It does not read raw text (only counts and deletes), so it
     takes no input from ``raw_logs``.

@@ -5,10 +5,10 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import daily_partitions
 from eval_pipeline.defs.resources import PipelineSettings, WarehouseResource, landing_file_days
-from eval_pipeline.lib.redaction import TEXT_COLUMNS, scan_for_leaks, slice_texts
-from eval_pipeline.lib.retention import raw_older_than
-from eval_pipeline.lib.spool import StoredPartition
-from eval_pipeline.lib.tables import SLICE
+from eval_pipeline.lib.privacy.redaction import TEXT_COLUMNS, scan_for_leaks, slice_texts
+from eval_pipeline.lib.privacy.retention import raw_older_than
+from eval_pipeline.lib.storage.spool import StoredPartition
+from eval_pipeline.lib.storage.tables import SLICE
 
 
 @dg.asset_check(

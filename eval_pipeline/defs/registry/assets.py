@@ -1,7 +1,7 @@
 """``model_registry``: the registered model versions, from the registry file under the data home.
 
 ``eval-pipeline register-model`` appends a version to ``<data home>/registry/models.jsonl``
-(``lib/registry.py`` refuses a version registered twice); this asset reads the file into the
+(``lib/registry/versions.py`` refuses a version registered twice); this asset reads the file into the
 warehouse so the evaluation assets and the UI see it, and the registry sensor requests the
 evaluation of every new version.
 """
@@ -12,8 +12,8 @@ import dagster as dg
 import polars as pl
 
 from eval_pipeline.defs.resources import PipelineSettings
-from eval_pipeline.lib.registry import ModelRegistry, ModelVersion
-from eval_pipeline.lib.tables import markdown_table
+from eval_pipeline.lib.registry.versions import ModelRegistry, ModelVersion
+from eval_pipeline.lib.storage.tables import markdown_table
 
 MODEL_REGISTRY = pl.Schema({"key": pl.String, "name": pl.String, "version": pl.String, "provider": pl.String,
                             "base_url": pl.String, "model": pl.String, "api_key_env": pl.String,

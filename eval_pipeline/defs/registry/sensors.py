@@ -7,7 +7,7 @@ import dagster as dg
 from eval_pipeline.defs.evaluation.assets import evaluation_job
 from eval_pipeline.defs.partitions import model_versions
 from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
-from eval_pipeline.lib.registry import ModelRegistry, RegistryError
+from eval_pipeline.lib.registry.versions import ModelRegistry, RegistryError
 
 
 def evaluation_run_config(tier: str, baseline: str = "") -> dict:

@@ -1,0 +1,1 @@
+"""Clustering: a month's topics and their identity from month to month."""

@@ -1,0 +1,1 @@
+"""Embeddings: text to vectors, cached by content."""

@@ -1,0 +1,1 @@
+"""Evaluation: scorers, statistics, gates, the scorecard's report, review of failures."""

@@ -1,0 +1,1 @@
+"""Ingestion: format adapters, the canonical record, parsing and the data-quality suite."""

@@ -1,0 +1,1 @@
+"""Labeling: rubrics, annotation tasks and labels, agreement, the LLM judge and its probes."""

@@ -1,0 +1,1 @@
+"""Privacy: PII redaction, its content-addressed cache, raw-data retention."""

@@ -1,0 +1,1 @@
+"""Registry: model versions and their providers."""

@@ -1,0 +1,1 @@
+"""Runs: which days a refresh runs, and its progress."""

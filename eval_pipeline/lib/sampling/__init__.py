@@ -1,0 +1,1 @@
+"""Sampling: the stratified draw and the eval set's versions."""

@@ -1,0 +1,1 @@
+"""Storage: table layouts, the lake, spooled partitions."""
