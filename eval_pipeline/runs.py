@@ -273,33 +273,29 @@ def _execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, 
     return dg.execute_job(recon, instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
 
 
-def _resource_config(resources: dict[str, object], home: DataHome) -> dict[str, dict]:
-    """Resource overrides as run config (``{key: {"config": fields set}}``), for a run whose steps
-    rebuild the job elsewhere. Each must be a ``ConfigurableResource`` of the default's type."""
+def _settings_overrides(resources: dict[str, object], home: DataHome, where: str, instead: str) -> dict[str, dict]:
+    """Resource overrides as plain data (``{key: {"config": fields set}}``), for processes that
+    rebuild the definitions themselves (``where``). Each must be a ``ConfigurableResource`` of the
+    default's type, else a ValueError says what to do ``instead``."""
     defaults = build_resources(home)
-    config = {}
     for key, resource in resources.items():
         if not isinstance(resource, dg.ConfigurableResource) or type(resource) is not type(defaults.get(key)):
-            raise ValueError(f"resource {key!r}: a {type(resource).__name__} cannot reach the steps of a run on the "
-                             f"{executor_name()} executor; only settings of the default's type "
-                             f"({type(defaults.get(key)).__name__}) can (or run with {EXECUTOR_ENV}=in_process)")
-        config[key] = {"config": resource.model_dump(exclude_unset=True)}
-    return config
+            raise ValueError(f"resource {key!r}: a {type(resource).__name__} cannot reach {where}; only settings of "
+                             f"the default's type ({type(defaults.get(key)).__name__}) can (or {instead})")
+    return {key: {"config": resource.model_dump(exclude_unset=True)} for key, resource in resources.items()}
+
+
+def _resource_config(resources: dict[str, object], home: DataHome) -> dict[str, dict]:
+    """Resource overrides as run config, for a run whose steps rebuild the job elsewhere."""
+    return _settings_overrides(resources, home, f"the steps of a run on the {executor_name()} executor",
+                               f"run with {EXECUTOR_ENV}=in_process")
 
 
 def _worker_overrides(resources: dict[str, object] | None, home: DataHome) -> dict[str, dict] | None:
     """``resources`` as plain data for the day workers (``workers.ingest_day`` rebuilds them), so a
     day ingested in a worker process uses the same settings (e.g. the redaction's allow-list) as
-    one ingested here. Only settings of the default resource's type can cross."""
-    if not resources:
-        return None
-    defaults = build_resources(home)
-    for key, resource in resources.items():
-        if not isinstance(resource, dg.ConfigurableResource) or type(resource) is not type(defaults.get(key)):
-            raise ValueError(f"resource {key!r}: a {type(resource).__name__} cannot reach the day worker processes; "
-                             f"only settings of the default's type ({type(defaults.get(key)).__name__}) can "
-                             "(or refresh with workers=1)")
-    return {key: {"config": resource.model_dump(exclude_unset=True)} for key, resource in resources.items()}
+    one ingested here."""
+    return _settings_overrides(resources, home, "the day worker processes", "refresh with workers=1") if resources else None
 
 
 def ingest_day_run(defs: dg.Definitions, instance: dg.DagsterInstance, day: str,
@@ -736,6 +732,19 @@ def _with_scorecard(home: DataHome, outcome: Evaluation, tier: str) -> Evaluatio
     return outcome
 
 
+def _started(home: DataHome, outcome: Evaluation, thresholds: str | None) -> Evaluation:
+    """``outcome`` with ``error`` set when its versions are not registered or the gates file
+    cannot be read: both are refused before anything runs."""
+    from eval_pipeline.lib.evaluation.gates import load_thresholds
+
+    if _resolve_versions(home, outcome) and thresholds:
+        try:
+            load_thresholds(thresholds)
+        except ValueError as err:  # ThresholdsError names the file and field
+            outcome.error = str(err)
+    return outcome
+
+
 def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier: str = "deep",
                    thresholds: str | None = None, max_workers: int | None = None, log=print,
                    rescore_baseline: bool = True, progress: Display | None = None) -> Evaluation:
@@ -752,17 +761,10 @@ def evaluate_model(home: DataHome, model: str, baseline: str | None = None, tier
     their events arrive (``progress.py``)."""
     from eval_pipeline.defs.registry.sensors import evaluation_run_config
     from eval_pipeline.defs.resources import EvaluationSettings
-    from eval_pipeline.lib.evaluation.gates import load_thresholds
 
-    outcome = Evaluation(model=model, baseline=baseline, tier=tier)
-    if not _resolve_versions(home, outcome):
+    outcome = _started(home, Evaluation(model=model, baseline=baseline, tier=tier), thresholds)
+    if outcome.error:
         return outcome
-    if thresholds:
-        try:
-            load_thresholds(thresholds)  # a bad file is an error before anything runs
-        except ValueError as err:  # ThresholdsError names the file and field
-            outcome.error = str(err)
-            return outcome
     current = current_eval_set_version(home)
     if current is None:
         outcome.error = f"no eval set in {home.warehouse}: run `eval-pipeline refresh` for a month first"
@@ -823,17 +825,10 @@ def review_failures(home: DataHome, model: str, baseline: str | None = None, log
     file, default the packaged one) as for :func:`evaluate_model`."""
     from eval_pipeline.defs.registry.sensors import evaluation_run_config
     from eval_pipeline.defs.resources import EvaluationSettings
-    from eval_pipeline.lib.evaluation.gates import load_thresholds
 
-    outcome = Evaluation(model=model, baseline=baseline, tier="deep")
-    if not _resolve_versions(home, outcome):
+    outcome = _started(home, Evaluation(model=model, baseline=baseline, tier="deep"), thresholds)
+    if outcome.error:
         return outcome
-    if thresholds:
-        try:
-            load_thresholds(thresholds)  # a bad file is an error before anything runs
-        except ValueError as err:  # ThresholdsError names the file and field
-            outcome.error = str(err)
-            return outcome
     stored = scored_on(home, model)
     if stored is None:
         outcome.error = f"{model} has no stored scores: run `eval-pipeline evaluate --model {model}` first"
