@@ -70,8 +70,9 @@ def _details(warehouse: DuckDBResource, records: list[dict]) -> list[dict]:
 def _stale(warehouse: DuckDBResource, previous: list[dict], vectors, month: date, seed: int,
            rules: IdentityRules) -> dict[str, str]:
     """example_id -> reason for the previous version's examples whose topic left the traffic
-    (``identity.stale_examples`` under the clustering resource's ``rules``: no record of this
-    month among their nearest records of last month's and this month's); empty without last
+    (``identity.stale_examples`` under the clustering resource's ``rules``: around the example and
+    the records of its topic, this month's records are under half as dense as the two months'
+    sizes would make them); empty without last
     month's vectors."""
     reference = clustered_sample(warehouse, None, rules.sample, seed, before=month)
     if reference is None:
@@ -81,7 +82,7 @@ def _stale(warehouse: DuckDBResource, previous: list[dict], vectors, month: date
                         schema={"request_id": pl.String, "timestamp": pl.Datetime("us"), "example_id": pl.String})
     found, example_vectors, _ = rows_with_vectors(warehouse.get_connection, keys)
     flags = stale_examples(example_vectors, reference.vectors, vectors, rules, seed)
-    return {eid: "its topic left the traffic: none of its nearest records is from this month"
+    return {eid: "its topic left the traffic: few of this month's records around it"
             for eid, flag in zip(found["example_id"], flags) if flag}
 
 
