@@ -9,6 +9,7 @@ import pytest
 from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.resources import (ClusteringSettings, EmbeddingSettings, EvaluationSettings, RedactionSettings,
                                           SamplingSettings)
+from eval_pipeline.defs.sampling import assets as sampling_assets
 from eval_pipeline.lib.clustering.clusters import DRIFT_THRESHOLD, ClusterConfig
 from eval_pipeline.lib.embeddings.encode import EmbeddingConfig
 from eval_pipeline.lib.clustering.identity import IdentityRules
@@ -38,6 +39,8 @@ CHOICES = [
     (EvaluationSettings, "sensor_tier", "shallow", ["continuous", "deep"]),
 ]
 RESOURCE_KEYS = {ClusteringSettings: "clustering", EmbeddingSettings: "embedding", EvaluationSettings: "evaluation"}
+
+EVAL_SET = [dg.AssetKey(k) for k in sampling_assets.EVAL_SET_OUTPUTS]  # one step, its outputs together
 
 
 @pytest.mark.parametrize("resource, name, owner, field", DECLARED)
@@ -107,7 +110,7 @@ def test_a_run_with_a_wrong_choice_runs_no_step(definitions):
     job = definitions.resolve_implicit_global_asset_job_def()
     with dg.DagsterInstance.ephemeral() as instance:
         with pytest.raises(dg.DagsterInvalidConfigError, match="clustering:config:method"):
-            job.execute_in_process(partition_key="2026-03-01", asset_selection=[dg.AssetKey("eval_set")],
+            job.execute_in_process(partition_key="2026-03-01", asset_selection=EVAL_SET,
                                    instance=instance,
                                    run_config={"resources": {"clustering": {"config": {"method": "hdbscn"}}}})
         assert instance.get_runs() == []  # refused before a run (let alone a step) existed
@@ -118,8 +121,9 @@ def test_eval_set_merges_at_the_clustering_drift_threshold(definitions):
     drift_threshold (on a month with no records: quick, and the config is in its metadata)."""
     job = definitions.resolve_implicit_global_asset_job_def()
     for threshold in (DRIFT_THRESHOLD, 0.8):
-        result = job.execute_in_process(partition_key="2026-03-01", asset_selection=[dg.AssetKey("eval_set")],
+        result = job.execute_in_process(partition_key="2026-03-01", asset_selection=EVAL_SET,
                                         run_config={"resources": {"clustering": {"config": {
                                             "drift_threshold": threshold}}}})
-        settings = result.asset_materializations_for_node("eval_set")[0].metadata["settings"].data
+        settings = next(m for m in result.asset_materializations_for_node("eval_set")
+                        if m.asset_key == dg.AssetKey("eval_set")).metadata["settings"].data
         assert settings["merge_cosine"] == threshold

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from eval_pipeline.demo.redaction import ALLOW_LIST
-from eval_pipeline.demo.settings import demo_resources
+from eval_pipeline.demo.settings import THRESHOLDS, demo_resources
 from eval_pipeline.lib.privacy.redaction import DEFAULT_ALLOW_LIST, RedactionConfig, get_redactor
 
 PACKAGE = Path(__file__).resolve().parents[2] / "eval_pipeline"
@@ -61,7 +61,8 @@ def test_the_demo_allow_list_reaches_the_pipeline_as_its_extra_allow_list():
     assert redaction.extra_allow_list == list(ALLOW_LIST)
     assert redaction.config().allow_list == DEFAULT_ALLOW_LIST + ALLOW_LIST
     assert resources["sampling"].target_size == 150
-    assert set(demo_resources()) == {"redaction"}
+    assert set(demo_resources()) == {"redaction", "evaluation"}  # no sampling size unless given
+    assert resources["evaluation"].thresholds == str(THRESHOLDS) and THRESHOLDS.is_file()
     assert not {e.casefold() for e in ALLOW_LIST} & {e.casefold() for e in DEFAULT_ALLOW_LIST}
 
 
