@@ -42,8 +42,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from eval_pipeline.demo.models import BASELINE_VERSION, CANDIDATE_VERSION, DEMO_MODEL
-    from eval_pipeline.lib.core.paths import DataHome
     from eval_pipeline.demo.settings import THRESHOLDS as DEMO_THRESHOLDS
+    from eval_pipeline.lib.core.paths import DataHome
     from eval_pipeline.runs import evaluate_model, instance_for, register_demo_models
 
     work = Path(tempfile.mkdtemp(prefix="evaluation-bench-"))

@@ -26,8 +26,8 @@ def _peak_rss_mb() -> float:
 
 
 def phase_library(root: str, days: int, queue) -> None:
-    from eval_pipeline.lib.ingest.ingestion import build_manifest, ingest_day
     from eval_pipeline.lib.core.paths import DataHome
+    from eval_pipeline.lib.ingest.ingestion import build_manifest, ingest_day
 
     home = DataHome.resolve(root)
     t0 = time.perf_counter()

@@ -352,8 +352,8 @@ def cmd_move_to_lake(args: argparse.Namespace) -> int:
     import duckdb
 
     from eval_pipeline.lib.core.locks import file_lock
-    from eval_pipeline.lib.storage.spool import spool_dir
     from eval_pipeline.lib.storage.lake import STORAGE_ENV, Lake, StorageLocations, move_to_lake
+    from eval_pipeline.lib.storage.spool import spool_dir
 
     home = _home(args)
     try:
@@ -498,9 +498,9 @@ def _labels_pull(conn, home) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eval_pipeline import __version__
     from eval_pipeline.lib.ingest.adapters import FORMATS
     from eval_pipeline.lib.ingest.ingestion import DEFAULT_MAX_LINE_BYTES
-    from eval_pipeline import __version__
     from eval_pipeline.lib.runs.progress import MODES
 
     parser = argparse.ArgumentParser(prog="eval-pipeline", description=__doc__)

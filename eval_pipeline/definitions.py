@@ -29,9 +29,9 @@ from eval_pipeline.defs.privacy import checks as privacy_checks
 from eval_pipeline.defs.privacy import schedules as privacy_schedules
 from eval_pipeline.defs.registry import assets as registry_assets
 from eval_pipeline.defs.registry import sensors as registry_sensors
+from eval_pipeline.defs.resources import build_resources, with_overrides
 from eval_pipeline.defs.sampling import assets as sampling_assets
 from eval_pipeline.defs.sampling import schedules as sampling_schedules
-from eval_pipeline.defs.resources import build_resources, with_overrides
 from eval_pipeline.lib.core.paths import DataHome
 
 __all__ = ["build_definitions", "defs", "job_for_home"]

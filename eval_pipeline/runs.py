@@ -20,15 +20,15 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from eval_pipeline import workers as workers_module
 from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.executors import EXECUTOR_ENV, executor_name
 from eval_pipeline.defs.partitions import daily_partitions, monthly_partitions
 from eval_pipeline.defs.resources import build_resources
-from eval_pipeline import workers as workers_module
 from eval_pipeline.lib.clustering.clusters import warm_up as warm_up_clustering
-from eval_pipeline.lib.runs.day_plan import DayPlan, day_ranges, days_in_manifest, plan_days
 from eval_pipeline.lib.core.locks import LockHeld, file_lock
 from eval_pipeline.lib.core.paths import DataHome, make_folder
+from eval_pipeline.lib.runs.day_plan import DayPlan, day_ranges, days_in_manifest, plan_days
 from eval_pipeline.lib.runs.progress import Display, Stage
 from eval_pipeline.lib.storage.lake import PARTITION_COLUMN, Lake, StorageLocations, attach
 from eval_pipeline.progress import job_steps, skip_days, watch_runs

@@ -8,10 +8,10 @@ from pathlib import Path
 import duckdb
 from sklearn.metrics import normalized_mutual_info_score
 
+from eval_pipeline.cli import main
 from eval_pipeline.demo.logs import generate_logs
 from eval_pipeline.demo.settings import demo_resources
 from eval_pipeline.lib.core.paths import DataHome
-from eval_pipeline.cli import main
 from eval_pipeline.runs import agreement_summary, cluster_summary, eval_set_versions, refresh_month, table_counts, version_summaries
 
 # the generator's malformed kinds -> the reason ingestion must give them

@@ -31,8 +31,8 @@ from sklearn.metrics import cohen_kappa_score
 from eval_pipeline.cli import main
 from eval_pipeline.defs.labeling.sensors import labels_sensor
 from eval_pipeline.defs.resources import PipelineSettings
-from eval_pipeline.lib.labeling.annotation import REFERENCE_FIELD, criterion_levels, rubric_for
 from eval_pipeline.lib.core.paths import DataHome
+from eval_pipeline.lib.labeling.annotation import REFERENCE_FIELD, criterion_levels, rubric_for
 from eval_pipeline.lib.labeling.rubrics import load_rubrics
 from eval_pipeline.runs import load_eval_set, run_labeling
 

@@ -7,8 +7,8 @@ from datetime import date, datetime, timezone
 import dagster as dg
 import duckdb
 
-from eval_pipeline.defs.resources import PipelineSettings
 from eval_pipeline.definitions import build_definitions
+from eval_pipeline.defs.resources import PipelineSettings
 from eval_pipeline.demo.logs import generate_logs
 from eval_pipeline.lib.core.paths import DataHome
 from eval_pipeline.lib.storage.lake import Lake

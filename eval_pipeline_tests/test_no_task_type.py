@@ -17,9 +17,9 @@ import pytest
 from openai_server import Reply, ScriptedServer
 
 from eval_pipeline.lib.core.paths import DataHome
+from eval_pipeline.lib.labeling.rubrics import load_rubrics
 from eval_pipeline.lib.registry.providers import prompt_key, write_recording
 from eval_pipeline.lib.registry.versions import ModelRegistry, ModelVersion
-from eval_pipeline.lib.labeling.rubrics import load_rubrics
 
 DAYS = (date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4))
 NAME = "garden-helper"

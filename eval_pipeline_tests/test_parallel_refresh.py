@@ -4,9 +4,9 @@ import duckdb
 import polars as pl
 from month_template import MONTH, PER_DAY, template_resources, write_month_logs
 
-from eval_pipeline.lib.embeddings.encode import from_storage
-from eval_pipeline.lib.core.paths import DataHome
 from eval_pipeline import runs
+from eval_pipeline.lib.core.paths import DataHome
+from eval_pipeline.lib.embeddings.encode import from_storage
 from eval_pipeline.runs import recycle_after, refresh_month, table_counts
 
 TABLES = {

@@ -18,19 +18,19 @@ from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 from pydantic import Field, ValidationError, create_model
 
 from eval_pipeline.lib.clustering.clusters import DEFAULT_GROWTH, DRIFT_THRESHOLD, ClusterConfig
-from eval_pipeline.lib.embeddings.encode import EmbeddingConfig, rows_with_vectors
-from eval_pipeline.lib.evaluation.runner import CONTINUOUS_MAX, CONTINUOUS_MIN, Tier
 from eval_pipeline.lib.clustering.identity import IdentityRules, Reference
-from eval_pipeline.lib.ingest.ingestion import DEFAULT_MAX_LINE_BYTES
 from eval_pipeline.lib.core.locks import file_lock
 from eval_pipeline.lib.core.paths import DataHome, make_folder
+from eval_pipeline.lib.core.settings import build, declared
+from eval_pipeline.lib.core.yamlfile import YAMLFileError, read_yaml_file
+from eval_pipeline.lib.embeddings.encode import EmbeddingConfig, rows_with_vectors
+from eval_pipeline.lib.evaluation.runner import CONTINUOUS_MAX, CONTINUOUS_MIN, Tier
+from eval_pipeline.lib.ingest.ingestion import DEFAULT_MAX_LINE_BYTES
 from eval_pipeline.lib.privacy.redaction import CustomPattern, RedactionConfig
 from eval_pipeline.lib.sampling.draw import SamplingConfig
-from eval_pipeline.lib.core.settings import build, declared
-from eval_pipeline.lib.storage.spool import SpooledFrame, StoredPartition, clean_spool, spool_dir
 from eval_pipeline.lib.storage.lake import LAKE_TABLES, Lake, StorageLocations, attach, ensure_view
+from eval_pipeline.lib.storage.spool import SpooledFrame, StoredPartition, clean_spool, spool_dir
 from eval_pipeline.lib.storage.tables import MANIFEST_SCHEMA
-from eval_pipeline.lib.core.yamlfile import YAMLFileError, read_yaml_file
 
 __all__ = ["PipelineSettings", "RedactionSettings", "EmbeddingSettings", "ClusteringSettings", "SamplingSettings",
            "LabelingSettings", "JudgeSettings", "SettingsError", "settings_from_file", "with_overrides", "EvaluationSettings", "LakeIOManager", "WarehouseIOManager", "WarehouseResource",

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from eval_pipeline.demo import logs as demo_logs
-from eval_pipeline.lib.registry.providers import prompt_key, write_recording
 from eval_pipeline.lib.evaluation.scorers import exact_match
+from eval_pipeline.lib.registry.providers import prompt_key, write_recording
 
 __all__ = ["DEMO_MODEL", "BASELINE_VERSION", "CANDIDATE_VERSION", "regressed_intents", "demo_outputs",
            "write_demo_recordings"]

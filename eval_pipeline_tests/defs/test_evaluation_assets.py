@@ -19,8 +19,8 @@ from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.evaluation.assets import SCORECARD
 from eval_pipeline.defs.registry.sensors import model_registry_sensor
 from eval_pipeline.defs.resources import EvaluationSettings, PipelineSettings
-from eval_pipeline.lib.evaluation import scorers
 from eval_pipeline.demo.settings import THRESHOLDS as DEMO_THRESHOLDS
+from eval_pipeline.lib.evaluation import scorers
 from eval_pipeline.runs import stored_scorecard
 
 # The fixture's set has the demo's task types; the packaged gates name no category, so the tests

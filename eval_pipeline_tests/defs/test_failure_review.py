@@ -12,8 +12,8 @@ import pytest
 from evaluation_fixtures import isolated_evaluation_home, register
 
 from eval_pipeline.cli import main
-from eval_pipeline.lib.labeling.rubrics import load_rubrics
 from eval_pipeline.demo.settings import THRESHOLDS as DEMO_THRESHOLDS
+from eval_pipeline.lib.labeling.rubrics import load_rubrics
 
 # the fixture's set has the demo's task types: its routing slice is gated (critical) by the demo's gates
 DEMO_GATES = ["--thresholds", str(DEMO_THRESHOLDS)]

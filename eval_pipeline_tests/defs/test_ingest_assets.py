@@ -8,9 +8,9 @@ import duckdb
 import polars as pl
 from conftest import mixed_lines
 
+from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.ingest import assets, checks
 from eval_pipeline.defs.resources import PipelineSettings, build_resources
-from eval_pipeline.definitions import build_definitions
 
 INGEST = [assets.landing_manifest, assets.ingested_logs, checks.records_reconcile, checks.raw_logs_expectations]
 DAY_SELECTION = dg.AssetSelection.assets("raw_logs", "quarantined_logs")

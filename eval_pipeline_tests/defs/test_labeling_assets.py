@@ -19,18 +19,18 @@ import polars as pl
 import pytest
 from openai_server import Reply, ScriptedServer
 
+from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.clustering import assets as clustering_assets
 from eval_pipeline.defs.embeddings import assets as embedding_assets
 from eval_pipeline.defs.ingest import assets as ingest_assets
 from eval_pipeline.defs.labeling import assets as labeling_assets
-from eval_pipeline.defs.privacy import assets as privacy_assets
-from eval_pipeline.defs.sampling import assets as sampling_assets
 from eval_pipeline.defs.labeling.sensors import labels_sensor
+from eval_pipeline.defs.privacy import assets as privacy_assets
 from eval_pipeline.defs.resources import JudgeSettings, PipelineSettings, build_resources
-from eval_pipeline.definitions import build_definitions
+from eval_pipeline.defs.sampling import assets as sampling_assets
 from eval_pipeline.lib.core.paths import DataHome
-from eval_pipeline.lib.labeling.rubrics import load_rubrics, rubric_version
 from eval_pipeline.lib.evaluation import scorers
+from eval_pipeline.lib.labeling.rubrics import load_rubrics, rubric_version
 from eval_pipeline.lib.storage.tables import EVAL_SET_SCHEMA, frame
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "label_studio"

@@ -24,9 +24,9 @@ from eval_pipeline.defs.privacy import assets as privacy_assets
 from eval_pipeline.defs.resources import EvaluationSettings, SamplingSettings, build_resources
 from eval_pipeline.defs.sampling import assets as sampling_assets
 from eval_pipeline.defs.sampling import schedules as sampling_schedules
+from eval_pipeline.demo.settings import THRESHOLDS as DEMO_THRESHOLDS
 from eval_pipeline.lib.core.paths import DataHome
 from eval_pipeline.lib.storage.tables import REDACTED_LOGS_SCHEMA, frame
-from eval_pipeline.demo.settings import THRESHOLDS as DEMO_THRESHOLDS
 
 BANKING77 = Path(__file__).resolve().parents[2] / "eval_pipeline" / "demo" / "data" / "banking77" / "train.csv"
 ASSETS = [ingest_assets.landing_manifest, ingest_assets.ingested_logs, privacy_assets.redacted_logs,

@@ -11,12 +11,12 @@ import duckdb
 import polars as pl
 from conftest import good_record
 
+from eval_pipeline.definitions import build_definitions
 from eval_pipeline.defs.ingest import assets as ingest_assets
 from eval_pipeline.defs.ingest import checks as ingest_checks
 from eval_pipeline.defs.privacy import assets as privacy_assets
 from eval_pipeline.defs.privacy import checks as privacy_checks
 from eval_pipeline.defs.resources import PipelineSettings, RedactionSettings, build_resources
-from eval_pipeline.definitions import build_definitions
 from eval_pipeline.lib.core.paths import DataHome
 from eval_pipeline.lib.privacy.redaction import DEFAULT_ENTITIES
 from eval_pipeline.lib.storage.spool import spool_dir

@@ -11,12 +11,12 @@ from eval_pipeline.defs.resources import (ClusteringSettings, EmbeddingSettings,
                                           SamplingSettings)
 from eval_pipeline.defs.sampling import assets as sampling_assets
 from eval_pipeline.lib.clustering.clusters import DRIFT_THRESHOLD, ClusterConfig
-from eval_pipeline.lib.embeddings.encode import EmbeddingConfig
 from eval_pipeline.lib.clustering.identity import IdentityRules
 from eval_pipeline.lib.core.paths import DataHome
+from eval_pipeline.lib.core.settings import declared
+from eval_pipeline.lib.embeddings.encode import EmbeddingConfig
 from eval_pipeline.lib.privacy.redaction import RedactionConfig
 from eval_pipeline.lib.sampling.draw import SamplingConfig
-from eval_pipeline.lib.core.settings import declared
 
 # (resource, its field, the lib config that declares it, the field's name there)
 DECLARED = [

@@ -22,15 +22,15 @@ from eval_pipeline.defs.partitions import model_versions
 from eval_pipeline.defs.registry.assets import version_from_row
 from eval_pipeline.defs.resources import (EvaluationSettings, JudgeSettings, LabelingSettings, PipelineSettings,
                                           add_missing_columns)
-from eval_pipeline.lib.evaluation.runner import score_output, select_tier
 from eval_pipeline.lib.evaluation.gates import build_scorecard, latest_scoring, version_order, with_human_review
-from eval_pipeline.lib.registry.providers import generate_outputs, provider_for
 from eval_pipeline.lib.evaluation.report import write_scorecard_report
+from eval_pipeline.lib.evaluation.review import (apply_verdicts, failures, human_verdicts, read_review_labels, review_counts,
+                                      review_rows, write_review_tasks)
+from eval_pipeline.lib.evaluation.runner import score_output, select_tier
 from eval_pipeline.lib.evaluation.scorers import score_references
 from eval_pipeline.lib.labeling.annotation import rubric_for
 from eval_pipeline.lib.labeling.rubrics import rubric_version
-from eval_pipeline.lib.evaluation.review import (apply_verdicts, failures, human_verdicts, read_review_labels, review_counts,
-                                      review_rows, write_review_tasks)
+from eval_pipeline.lib.registry.providers import generate_outputs, provider_for
 from eval_pipeline.lib.storage.tables import markdown_table
 
 KINDS = {"polars", "duckdb"}

@@ -15,14 +15,14 @@ from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import JudgeSettings, LabelingSettings, PipelineSettings, add_missing_columns
+from eval_pipeline.lib.evaluation.scorers import REFERENCE_SCORERS, score_references
 from eval_pipeline.lib.labeling.agreement import criterion_agreement, example_disagreements, gold_labels as majority_labels
 from eval_pipeline.lib.labeling.agreement import adjudicated_references, current_version_labels, judge_calibration, review_queue
 from eval_pipeline.lib.labeling.annotation import (label_studio_config, label_studio_tasks, plain_tasks, read_annotation_folder,
                                           relabel_sample, rubric_for, write_tasks)
-from eval_pipeline.lib.labeling.rubrics import rubric_version
 from eval_pipeline.lib.labeling.judge_probes import (DEFAULT_SAMPLE, DEFAULT_THRESHOLD, judge_human_pairs, label_values,
                                             observed_bias, probe_rows, run_probes, sample_examples)
-from eval_pipeline.lib.evaluation.scorers import REFERENCE_SCORERS, score_references
+from eval_pipeline.lib.labeling.rubrics import rubric_version
 from eval_pipeline.lib.storage.tables import markdown_table
 
 KINDS = {"polars", "duckdb"}

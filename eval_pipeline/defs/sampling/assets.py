@@ -13,13 +13,13 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import monthly_partitions
 from eval_pipeline.defs.resources import (ClusteringSettings, EvaluationSettings, PipelineSettings, SamplingSettings,
                                           clustered_sample, read_table)
+from eval_pipeline.lib.clustering.identity import IdentityRules, stale_examples
 from eval_pipeline.lib.embeddings.encode import READ_MEMORY_LIMIT, from_storage, rows_with_vectors
+from eval_pipeline.lib.evaluation.gates import version_order
+from eval_pipeline.lib.sampling.draw import fields_read
 from eval_pipeline.lib.sampling.eval_set import (base_version, build_version, changelog_markdown, coverage_table,
                                         outcomes_by_stratum, plot_coverage, reusable_version, slice_precision,
                                         summary_line)
-from eval_pipeline.lib.evaluation.gates import version_order
-from eval_pipeline.lib.clustering.identity import IdentityRules, stale_examples
-from eval_pipeline.lib.sampling.draw import fields_read
 from eval_pipeline.lib.storage.spool import StoredPartition
 from eval_pipeline.lib.storage.tables import (EVAL_SET_CHANGELOG_SCHEMA, EVAL_SET_SCHEMA, EVAL_SET_SUMMARY_SCHEMA,
                                      REDACTED_LOGS_SCHEMA, ColumnRows, frame, markdown_table)

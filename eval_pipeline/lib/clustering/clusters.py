@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Mapping, Seq
 
 import numpy as np
 
+from eval_pipeline.lib.core.settings import choices, setting
 from eval_pipeline.lib.embeddings.encode import distinct_rows
 from eval_pipeline.lib.ingest.records import FAILURE_SIGNALS
-from eval_pipeline.lib.core.settings import choices, setting
 
 if TYPE_CHECKING:  # identity imports this module: its types only for annotations
     from eval_pipeline.lib.clustering.identity import IdentityRules, Reference

@@ -66,8 +66,8 @@ from eval_pipeline.lib.clustering.clusters import (
     cluster_embeddings,
     format_cluster_id,
 )
-from eval_pipeline.lib.embeddings.encode import distinct_rows
 from eval_pipeline.lib.core.settings import setting
+from eval_pipeline.lib.embeddings.encode import distinct_rows
 
 __all__ = ["IdentityRules", "Reference", "Assigned", "novelty", "assign_to_known", "stale_examples"]
 

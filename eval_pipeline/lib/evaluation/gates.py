@@ -41,8 +41,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from statsmodels.stats.proportion import samplesize_confint_proportion
 
-from eval_pipeline.lib.evaluation.stats import minimum_detectable_effect, paired_comparison, weighted_wilson_interval, wilson_interval
 from eval_pipeline.lib.core.yamlfile import YAMLFileError, read_yaml_file
+from eval_pipeline.lib.evaluation.stats import minimum_detectable_effect, paired_comparison, weighted_wilson_interval, wilson_interval
 
 __all__ = ["Gate", "SliceGate", "Thresholds", "ThresholdsError", "load_thresholds", "DEFAULT_THRESHOLDS",
            "slice_names", "build_scorecard", "scorecard_text", "STATUSES", "compare_versions", "latest_scoring",

@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from eval_pipeline.lib.labeling.rubrics import Rubric
 from eval_pipeline.lib.evaluation.scorers import score_reference
+from eval_pipeline.lib.labeling.rubrics import Rubric
 
 __all__ = ["Tier", "TIERS", "CONTINUOUS_MIN", "CONTINUOUS_MAX", "select_tier", "ExampleScore", "score_output"]
 

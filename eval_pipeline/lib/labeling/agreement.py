@@ -33,9 +33,9 @@ import numpy as np
 from scipy.stats import norm
 from statsmodels.stats.inter_rater import cohens_kappa as _sm_cohens_kappa
 
+from eval_pipeline.lib.evaluation.stats import cohens_kappa, krippendorff_alpha
 from eval_pipeline.lib.labeling.annotation import criterion_levels, rubric_for
 from eval_pipeline.lib.labeling.rubrics import rubric_version
-from eval_pipeline.lib.evaluation.stats import cohens_kappa, krippendorff_alpha
 
 __all__ = [
     "JUDGE_WARNING_BELOW",

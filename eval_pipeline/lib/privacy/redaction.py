@@ -148,8 +148,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, MutableMapping, S
 
 import phonenumbers
 
-from eval_pipeline.lib.privacy.redaction_cache import AnalysisCache, config_fingerprint
 from eval_pipeline.lib.core.settings import setting
+from eval_pipeline.lib.privacy.redaction_cache import AnalysisCache, config_fingerprint
 
 __all__ = [
     "DEFAULT_ENTITIES",

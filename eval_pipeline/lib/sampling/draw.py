@@ -31,9 +31,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from eval_pipeline.lib.clustering.clusters import DRIFT_THRESHOLD
+from eval_pipeline.lib.core.settings import setting
 from eval_pipeline.lib.embeddings.encode import distinct_rows, unit_rows
 from eval_pipeline.lib.ingest.records import FAILURE_SIGNALS
-from eval_pipeline.lib.core.settings import setting
 
 __all__ = [
     "DEFAULT_SIGNAL_WEIGHTS",

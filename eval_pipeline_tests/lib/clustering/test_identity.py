@@ -14,10 +14,10 @@ import pytest
 
 from eval_pipeline.demo.banking77 import embedded_queries, load_queries, two_months
 from eval_pipeline.lib.clustering.clusters import ClusterConfig, cluster_month
-from eval_pipeline.lib.embeddings.encode import EmbeddingConfig, get_embedder
-from eval_pipeline.lib.sampling.eval_set import build_version
 from eval_pipeline.lib.clustering.identity import IdentityRules, Reference, assign_to_known, novelty, stale_examples
+from eval_pipeline.lib.embeddings.encode import EmbeddingConfig, get_embedder
 from eval_pipeline.lib.sampling.draw import SamplingConfig
+from eval_pipeline.lib.sampling.eval_set import build_version
 
 CACHE = Path(tempfile.gettempdir()) / "eval_pipeline_test_cache"
 TARGET = 200

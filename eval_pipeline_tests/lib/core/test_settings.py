@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from eval_pipeline.lib.clustering.clusters import DRIFT_THRESHOLD, ClusterConfig, match_clusters
-from eval_pipeline.lib.embeddings.encode import EmbeddingConfig
 from eval_pipeline.lib.clustering.identity import IdentityRules
-from eval_pipeline.lib.sampling.draw import DEFAULT_SIGNAL_WEIGHTS, SamplingConfig, plan_refresh
 from eval_pipeline.lib.core.settings import build, choices, declared, setting
+from eval_pipeline.lib.embeddings.encode import EmbeddingConfig
+from eval_pipeline.lib.sampling.draw import DEFAULT_SIGNAL_WEIGHTS, SamplingConfig, plan_refresh
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from eval_pipeline.lib.evaluation.runner import score_output, select_tier
 from eval_pipeline.lib.evaluation.gates import (Thresholds, ThresholdsError, build_scorecard, latest_scoring, load_thresholds,
                                      scorecard_text, slice_names, version_order)
+from eval_pipeline.lib.evaluation.runner import score_output, select_tier
 from eval_pipeline.lib.labeling.rubrics import load_rubrics, rubric_for_task
 
 GATES = Thresholds.model_validate({

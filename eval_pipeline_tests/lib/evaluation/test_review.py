@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from eval_pipeline.lib.labeling.annotation import label_studio_config
 from eval_pipeline.lib.evaluation.review import (apply_verdicts, failures, human_verdicts, read_review_labels, review_config,
                                       review_counts, write_review_tasks)
+from eval_pipeline.lib.labeling.annotation import label_studio_config
 from eval_pipeline.lib.labeling.rubrics import load_rubrics, rubric_version
 
 RUBRICS = load_rubrics()

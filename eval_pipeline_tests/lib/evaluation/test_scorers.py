@@ -6,7 +6,6 @@ import json
 
 import pytest
 from eval_pipeline.lib.evaluation import scorers
-from eval_pipeline.lib.labeling.rubrics import load_rubrics
 from eval_pipeline.lib.evaluation.scorers import (
     BATCH_SCORERS,
     BERTSCORE_LAYERS,
@@ -21,6 +20,7 @@ from eval_pipeline.lib.evaluation.scorers import (
     scorers_for,
     token_f1,
 )
+from eval_pipeline.lib.labeling.rubrics import load_rubrics
 
 
 @pytest.mark.parametrize(

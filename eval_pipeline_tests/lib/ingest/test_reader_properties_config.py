@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reader_mutations import damaged, dumps, encode, mutated
 
+from eval_pipeline.lib.core.yamlfile import MAX_NODES
 from eval_pipeline.lib.evaluation.gates import DEFAULT_THRESHOLDS, Thresholds, ThresholdsError, load_thresholds
+from eval_pipeline.lib.labeling.rubrics import DEFAULT_RUBRICS_DIR, Rubric, RubricError, load_rubric, load_rubrics
 from eval_pipeline.lib.registry.providers import RecordedProvider
 from eval_pipeline.lib.registry.versions import ModelRegistry, ModelVersion, RegistryError
-from eval_pipeline.lib.labeling.rubrics import DEFAULT_RUBRICS_DIR, Rubric, RubricError, load_rubric, load_rubrics
-from eval_pipeline.lib.core.yamlfile import MAX_NODES
 
 BOUNDED = settings(derandomize=True, max_examples=50, deadline=None)
 

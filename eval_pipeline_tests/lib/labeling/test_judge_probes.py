@@ -23,11 +23,11 @@ from eval_pipeline.defs.labeling import assets as labeling_assets
 from eval_pipeline.defs.privacy import assets as privacy_assets
 from eval_pipeline.defs.resources import JudgeSettings, build_resources
 from eval_pipeline.defs.sampling import assets as sampling_assets
+from eval_pipeline.lib.core.paths import DataHome
 from eval_pipeline.lib.labeling.judge import Judge, JudgeCache, OpenAICompatibleProvider
 from eval_pipeline.lib.labeling.judge_probes import (HEDGE_PHRASES, has_hedge, is_structured, label_values,
                                             make_variant, observed_bias, planted_error_variant, probe_rows,
                                             run_probes, sample_examples)
-from eval_pipeline.lib.core.paths import DataHome
 from eval_pipeline.lib.labeling.rubrics import load_rubrics, rubric_for_task, rubric_version
 from eval_pipeline.lib.storage.tables import EVAL_SET_SCHEMA, frame
 

@@ -50,8 +50,8 @@ def test_an_example_without_task_type_is_sliced_by_its_cluster():
 
     import numpy as np
 
-    from eval_pipeline.lib.sampling.eval_set import build_version, example_category
     from eval_pipeline.lib.sampling.draw import SamplingConfig
+    from eval_pipeline.lib.sampling.eval_set import build_version, example_category
 
     assert example_category({"task_type": "rag_qa", "cluster_id": "c0001"}) == "rag_qa"
     assert example_category({"task_type": None, "cluster_id": "c0003"}) == "cluster:c0003"
