@@ -18,8 +18,8 @@ from eval_pipeline.defs.resources import JudgeSettings, LabelingSettings, Pipeli
 from eval_pipeline.lib.evaluation.scorers import REFERENCE_SCORERS, score_references
 from eval_pipeline.lib.labeling.agreement import criterion_agreement, example_disagreements, gold_labels as majority_labels
 from eval_pipeline.lib.labeling.agreement import adjudicated_references, current_version_labels, judge_calibration, review_queue
-from eval_pipeline.lib.labeling.annotation import (label_studio_config, label_studio_tasks, plain_tasks, read_annotation_folder,
-                                          relabel_sample, rubric_for, write_tasks)
+from eval_pipeline.lib.labeling.annotation import (read_annotation_folder, relabel_sample, rubric_for,
+                                                   write_rubric_tasks)
 from eval_pipeline.lib.labeling.judge_probes import (DEFAULT_SAMPLE, DEFAULT_THRESHOLD, judge_human_pairs, label_values,
                                             observed_bias, probe_rows, run_probes, sample_examples)
 from eval_pipeline.lib.labeling.rubrics import rubric_version
@@ -97,11 +97,7 @@ def annotation_tasks(context: dg.AssetExecutionContext, settings: PipelineSettin
             by_rubric.setdefault(rubric.name, []).append(ex)
         for name, group in sorted(by_rubric.items()):
             rubric = rubrics[name]
-            ls_path = folder / "label_studio" / f"{name}.tasks.json"
-            ls_path.parent.mkdir(parents=True, exist_ok=True)
-            ls_path.write_text(json.dumps(label_studio_tasks(group, rubric), indent=1, default=str), encoding="utf-8")
-            (folder / "label_studio" / f"{name}.config.xml").write_text(label_studio_config(rubric), encoding="utf-8")
-            plain_path = write_tasks(plain_tasks(group, rubric), folder / "plain" / f"{name}.tasks.csv")
+            ls_path, plain_path = write_rubric_tasks(group, rubric, folder / "label_studio", folder / "plain")
             per_rubric[name] = len(group)
             rows += [{"month_start": ex["month_start"], "eval_set_version": version, "example_id": ex["example_id"],
                       "task_type": ex["task_type"], "rubric": name, "label_studio_tasks": str(ls_path),
@@ -119,11 +115,7 @@ def annotation_tasks(context: dg.AssetExecutionContext, settings: PipelineSettin
                 continue
             group = [month[eid] for eid in picked]
             out = folder / "relabel" / f"{name}@{current}"
-            ls_path = out / f"{name}.tasks.json"
-            ls_path.parent.mkdir(parents=True, exist_ok=True)
-            ls_path.write_text(json.dumps(label_studio_tasks(group, rubric), indent=1, default=str), encoding="utf-8")
-            (out / f"{name}.config.xml").write_text(label_studio_config(rubric), encoding="utf-8")
-            plain_path = write_tasks(plain_tasks(group, rubric), out / f"{name}.tasks.csv")
+            ls_path, plain_path = write_rubric_tasks(group, rubric, out, out)
             relabel[name]["folder"] = str(out)
             rows += [{"month_start": ex["month_start"], "eval_set_version": version, "example_id": ex["example_id"],
                       "task_type": ex["task_type"], "rubric": name, "label_studio_tasks": str(ls_path),

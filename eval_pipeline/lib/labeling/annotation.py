@@ -53,6 +53,7 @@ __all__ = [
     "criterion_levels",
     "label_studio_config",
     "label_studio_tasks",
+    "write_rubric_tasks",
     "plain_tasks",
     "read_annotation_file",
     "read_annotation_folder",
@@ -316,6 +317,18 @@ def write_tasks(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     else:
         raise ValueError(f"unknown task file suffix {path.suffix!r} for {path}: use .jsonl, .csv or .json")
     return path
+
+
+def write_rubric_tasks(examples: Sequence[Mapping[str, Any]], rubric: Rubric, label_studio_dir: str | Path,
+                       plain_dir: str | Path) -> tuple[Path, Path]:
+    """The task files of one rubric's examples: ``<rubric>.tasks.json`` (Label Studio tasks) and
+    ``<rubric>.config.xml`` (its labeling config) in ``label_studio_dir``, ``<rubric>.tasks.csv``
+    (the plain file) in ``plain_dir``. Returns the paths of the Label Studio tasks and the CSV."""
+    ls_path = Path(label_studio_dir) / f"{rubric.name}.tasks.json"
+    ls_path.parent.mkdir(parents=True, exist_ok=True)
+    ls_path.write_text(json.dumps(label_studio_tasks(examples, rubric), indent=1, default=str), encoding="utf-8")
+    (ls_path.parent / f"{rubric.name}.config.xml").write_text(label_studio_config(rubric), encoding="utf-8")
+    return ls_path, write_tasks(plain_tasks(examples, rubric), Path(plain_dir) / f"{rubric.name}.tasks.csv")
 
 
 # ----------------------------------------------------------------------------------------------
