@@ -2,7 +2,7 @@
 
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -580,6 +580,22 @@ def read_table(warehouse: DuckDBResource, table: str, schema: pl.Schema) -> pl.D
         if exists:
             return pl.DataFrame(con.execute(f"select * from {table}").arrow()).cast(schema)
     return pl.DataFrame(schema=schema)
+
+
+def stored_columns(warehouse: DuckDBResource, table: str, columns: Iterable[str], where: str = "",
+                   params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Rows of ``table`` as it stands (read straight from the warehouse, for an asset that needs
+    another table's last state without depending on it), optionally ``where`` a condition holds
+    (with ``params``); a column an older table lacks is None, and no table gives no rows."""
+    schema_name, table_name = table.split(".")
+    with warehouse.get_connection() as con:
+        have = {r[0] for r in con.execute("select column_name from information_schema.columns where table_schema = ? "
+                                          "and table_name = ?", [schema_name, table_name]).fetchall()}
+        if not have:
+            return []
+        select = ", ".join(f'"{c}"' if c in have else f'null as "{c}"' for c in columns)
+        return con.execute(f"select {select} from {table}" + (f" where {where}" if where else ""),
+                           list(params)).pl().to_dicts()
 
 
 _DUCKDB_TYPES = {pl.String: "VARCHAR", pl.Int64: "BIGINT", pl.Int32: "INTEGER", pl.Float64: "DOUBLE",

@@ -21,7 +21,7 @@ from dagster_duckdb import DuckDBResource
 from eval_pipeline.defs.partitions import model_versions
 from eval_pipeline.defs.registry.assets import version_from_row
 from eval_pipeline.defs.resources import (EvaluationSettings, JudgeSettings, LabelingSettings, PipelineSettings,
-                                          add_missing_columns)
+                                          add_missing_columns, stored_columns)
 from eval_pipeline.lib.evaluation.gates import build_scorecard, latest_scoring, version_order, with_human_review
 from eval_pipeline.lib.evaluation.report import write_scorecard_report
 from eval_pipeline.lib.evaluation.review import (apply_verdicts, failures, human_verdicts, read_review_labels, review_counts,
@@ -273,18 +273,12 @@ def baseline_scores(warehouse: DuckDBResource, baseline: str) -> tuple[str | Non
     ``candidate_scores`` (the table is partitioned by model version), so they are one scoring; if
     rows of another version are there all the same (a table written otherwise), only the latest
     version's are used, never a mix of two scorings."""
-    with warehouse.get_connection() as con:
-        exists = con.execute("select count(*) from information_schema.tables "
-                             "where table_schema = 'evaluation' and table_name = 'candidate_scores'").fetchone()[0]
-        if not exists:
-            return None, [], []
-        has_version = con.execute("select count(*) from information_schema.columns where table_schema = 'evaluation' "
-                                  "and table_name = 'candidate_scores' and column_name = 'rubric_version'").fetchone()[0]
-        stored = con.execute("select example_id, status, eval_set_version, "
-                             f"{'rubric_version' if has_version else 'null::varchar as rubric_version'} "
-                             "from evaluation.candidate_scores where model_version = ?", [baseline]).pl()
-    versions = sorted(set(stored["eval_set_version"].to_list()), key=version_order)
-    version, rows = latest_scoring(stored.to_dicts())
+    stored = stored_columns(warehouse, "evaluation.candidate_scores",
+                            ("example_id", "status", "eval_set_version", "rubric_version"), "model_version = ?", [baseline])
+    if not stored:
+        return None, [], []
+    versions = sorted({r["eval_set_version"] for r in stored}, key=version_order)
+    version, rows = latest_scoring(stored)
     return version, [{k: r[k] for k in ("example_id", "status", "rubric_version")} for r in rows], versions
 
 

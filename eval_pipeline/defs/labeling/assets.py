@@ -14,7 +14,8 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from eval_pipeline.defs.partitions import monthly_partitions
-from eval_pipeline.defs.resources import JudgeSettings, LabelingSettings, PipelineSettings, add_missing_columns
+from eval_pipeline.defs.resources import (JudgeSettings, LabelingSettings, PipelineSettings, add_missing_columns,
+                                          stored_columns)
 from eval_pipeline.lib.evaluation.scorers import REFERENCE_SCORERS, score_references
 from eval_pipeline.lib.labeling.agreement import criterion_agreement, example_disagreements, gold_labels as majority_labels
 from eval_pipeline.lib.labeling.agreement import adjudicated_references, current_version_labels, judge_calibration, review_queue
@@ -27,20 +28,6 @@ from eval_pipeline.lib.storage.tables import markdown_table
 
 KINDS = {"polars", "duckdb"}
 _LABELS = {"schema": "labeling"}
-
-
-def _stored_columns(warehouse: DuckDBResource, table: str, columns: Iterable[str]) -> list[dict[str, Any]]:
-    """Rows of an earlier materialization of ``table`` (read straight from the warehouse, for an
-    asset that needs another table's last state without depending on it); a column an older
-    table lacks is None, and no table gives no rows."""
-    schema_name, table_name = table.split(".")
-    with warehouse.get_connection() as con:
-        have = {r[0] for r in con.execute("select column_name from information_schema.columns where table_schema = ? "
-                                          "and table_name = ?", [schema_name, table_name]).fetchall()}
-        if not have:
-            return []
-        select = ", ".join(f'"{c}"' if c in have else f'null as "{c}"' for c in columns)
-        return con.execute(f"select {select} from {table}").pl().to_dicts()
 
 
 def _current_versions(rubrics) -> dict[str, str]:
@@ -103,7 +90,7 @@ def annotation_tasks(context: dg.AssetExecutionContext, settings: PipelineSettin
                       "task_type": ex["task_type"], "rubric": name, "label_studio_tasks": str(ls_path),
                       "plain_tasks": str(plain_path), "rubric_version": rubric_version(rubric), "batch": "tasks"}
                      for ex in group]
-        stored = _stored_columns(warehouse, "labeling.human_labels", ("example_id", "rubric", "rubric_version"))
+        stored = stored_columns(warehouse, "labeling.human_labels", ("example_id", "rubric", "rubric_version"))
         month = {ex["example_id"]: ex for ex in examples}
         for name, rubric in sorted(rubrics.items()):
             current = rubric_version(rubric)
@@ -237,7 +224,7 @@ def human_labels(context: dg.AssetExecutionContext, settings: PipelineSettings, 
                 if eval_set.height else {})  # no eval set yet: every label is for an unknown example
     rubrics = labeling.rubrics()
     recorded: dict[tuple[str, str], set] = {}
-    for r in _stored_columns(warehouse, "labeling.annotation_tasks", ("example_id", "rubric", "rubric_version")):
+    for r in stored_columns(warehouse, "labeling.annotation_tasks", ("example_id", "rubric", "rubric_version")):
         if r["rubric_version"]:
             recorded.setdefault((r["example_id"], r["rubric"]), set()).add(r["rubric_version"])
     export_versions = {key: next(iter(v)) for key, v in recorded.items() if len(v) == 1}
